@@ -1,0 +1,137 @@
+import AppProfilerFormats
+import CAppProfiler
+
+/// Builds the ``Profile`` model from collected samples: resolves repeats,
+/// charges lost samples to synthetic frames, symbolizes every address.
+struct ProfileBuilder {
+  var mode: Profile.Mode
+  var intervalNanoseconds: UInt64
+  var startTimeNanoseconds: UInt64
+  var startMonotonicNanoseconds: UInt64
+  var durationNanoseconds: UInt64
+  var stats: cap_stats
+  var symbolizer: Symbolizer = .shared
+
+  static func engineName(_ stats: cap_stats) -> String {
+    switch Int(stats.engine) {
+    case Int(CAP_ENGINE_PERF_EVENT):
+      return stats.exclude_kernel != 0 ? "perf_event(task-clock, user only)" : "perf_event(task-clock, user+kernel)"
+    case Int(CAP_ENGINE_POSIX_TIMER):
+      return "posix_timer(thread-cpu-clock)"
+    case Int(CAP_ENGINE_WALL_TICKER):
+      return "wall_ticker(tgkill)"
+    default:
+      return "unknown"
+    }
+  }
+
+  func build(from collector: inout SampleCollector) -> Profile {
+    var perThread = collector.resolvedSamples()
+    let dropped = Int64(stats.samples_dropped)
+    if dropped > 0 {
+      let stack = collector.stackID([SampleCollector.Synthetic.droppedSamples.rawValue])
+      perThread[0] = [.init(timestamp: startMonotonicNanoseconds, count: UInt64(dropped), stack: stack, flags: 0)]
+    }
+
+    // Stacks in use, renumbered densely in first-use order of sorted threads.
+    let threadIDs = perThread.keys.sorted()
+    var stackRemap: [Int32: Int] = [:]
+    var usedStacks: [[UInt64]] = []
+    for tid in threadIDs {
+      for sample in perThread[tid]! where stackRemap[sample.stack] == nil {
+        stackRemap[sample.stack] = usedStacks.count
+        usedStacks.append(collector.stacks[Int(sample.stack)])
+      }
+    }
+
+    // Distinct addresses, symbolized in one batch.
+    var addressIndex: [UInt64: Int] = [:]
+    var addresses: [UInt64] = []
+    for stack in usedStacks {
+      for address in stack where addressIndex[address] == nil {
+        addressIndex[address] = addresses.count
+        addresses.append(address)
+      }
+    }
+    let images = ImageMap.current()
+    let real = addresses.filter { $0 >= 4096 }
+    let resolvedList = symbolizer.resolve(real, in: images)
+    var resolved: [UInt64: ResolvedFrame] = [:]
+    for (address, frame) in zip(real, resolvedList) { resolved[address] = frame }
+
+    var profile = Profile(
+      mode: mode, engine: Self.engineName(stats), intervalNanoseconds: intervalNanoseconds,
+      startTimeNanoseconds: startTimeNanoseconds, durationNanoseconds: durationNanoseconds)
+    var mappingIndex: [Int: Int] = [:]
+    var functionIndex: [String: Int] = [:]
+    func function(_ name: String, _ systemName: String) -> Int {
+      let key = name + "\u{0}" + systemName
+      if let existing = functionIndex[key] { return existing }
+      profile.functions.append(.init(name: name, systemName: systemName))
+      functionIndex[key] = profile.functions.count - 1
+      return profile.functions.count - 1
+    }
+    for address in addresses {
+      if address < 4096 {
+        let name = SampleCollector.Synthetic(rawValue: address)?.name ?? "[synthetic]"
+        profile.locations.append(.init(address: 0, mapping: nil, lines: [.init(function: function(name, ""))]))
+        continue
+      }
+      let frame = resolved[address] ?? ResolvedFrame(image: nil, name: nil, systemName: nil)
+      var mapping: Int? = nil
+      if let image = frame.image {
+        if let existing = mappingIndex[image] {
+          mapping = existing
+        } else {
+          let loaded = images.images[image]
+          let start = loaded.executableSegments.map(\.start).min() ?? 0
+          let end = loaded.executableSegments.map(\.end).max() ?? 0
+          let offset = loaded.executableSegments.first { $0.start == start }?.fileOffset ?? 0
+          profile.mappings.append(
+            .init(start: start, end: end, fileOffset: offset, path: loaded.path, buildID: loaded.buildID))
+          mappingIndex[image] = profile.mappings.count - 1
+          mapping = profile.mappings.count - 1
+        }
+      }
+      var lines: [Profile.Line] = []
+      if let name = frame.name {
+        lines = [.init(function: function(name, frame.systemName ?? ""))]
+      }
+      profile.locations.append(.init(address: address, mapping: mapping, lines: lines))
+    }
+    profile.stacks = usedStacks.map { $0.map { addressIndex[$0]! } }
+
+    for tid in threadIDs {
+      let name = tid == 0 ? "[dropped samples]" : (collector.threadNames[tid] ?? "thread-\(tid)")
+      let samples = perThread[tid]!.map { raw in
+        Profile.Sample(
+          stack: stackRemap[raw.stack]!,
+          timestampNanoseconds: raw.timestamp > startMonotonicNanoseconds ? raw.timestamp - startMonotonicNanoseconds : 0,
+          count: Int64(raw.count),
+          isIdle: raw.flags & UInt16(CAP_SAMPLE_IDLE) != 0)
+      }
+      profile.threads.append(.init(id: tid, name: name, samples: samples))
+    }
+    profile.statistics.droppedSamples = dropped
+    profile.statistics.truncatedSamples = collector.truncatedSamples
+    profile.statistics.threadsNotSampled = Int64(stats.threads_failed)
+    profile.statistics.missedTicks = Int64(stats.missed_ticks)
+    profile.statistics.samplesRecorded = Int64(stats.samples_written)
+    profile.metadata["executable"] = ImageMap.executablePath()
+    profile.metadata["pid"] = String(getpid())
+    profile.metadata["threads_seen"] = String(stats.threads_seen)
+    if mode == .wall {
+      profile.metadata["wall_ticks"] = String(stats.ticks)
+      profile.metadata["wall_signals_sent"] = String(stats.signals_sent)
+      profile.metadata["wall_tick_mean_ns"] = String(stats.ticks > 0 ? stats.tick_ns_total / stats.ticks : 0)
+    }
+    profile.metadata["library_version"] = AppProfilerVersion.current
+    return profile
+  }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif

@@ -1,0 +1,123 @@
+@_exported import AppProfilerFormats
+import CAppProfiler
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Records whole-process profiles: every thread of this process, for a while.
+///
+/// ```swift
+/// let profile = try await Profiler.shared.record(mode: .cpu, duration: .seconds(5))
+/// let json = SpeedscopeEncoder().encode(profile)   // open in speedscope
+/// ```
+///
+/// or, for a span you control:
+///
+/// ```swift
+/// let session = try Profiler.shared.start(mode: .wall)
+/// runWorkload()
+/// let profile = try await session.stop()
+/// ```
+///
+/// One session runs per process at a time; a second `start` throws
+/// ``ProfilerError/busy`` at once. Nothing exists while no session runs: no
+/// thread, no timer, no signal handler, no buffer.
+///
+/// > Warning: A session installs a process-wide handler for
+/// > ``SessionOptions/signal`` (`SIGPROF` by default) and restores the previous
+/// > disposition when it ends. Do not use that signal for anything else while
+/// > profiling.
+public final class Profiler: Sendable {
+  /// The process's profiler.
+  public static let shared = Profiler()
+
+  let machine = Mutex(SessionStateMachine())
+
+  init() {}
+
+  /// True while a session is arming, running or draining.
+  public var isBusy: Bool { !machine.withLock { $0.isIdle } }
+
+  /// Records a profile of every thread for `duration`.
+  ///
+  /// - Parameters:
+  ///   - mode: `.cpu` (threads using CPU) or `.wall` (every thread, running or blocked).
+  ///   - duration: how long to sample; more than 0 s and at most 24 h.
+  ///   - interval: time between samples, 100 µs … 1 s. Default 1 ms, a rate
+  ///     that resolves functions taking ~1 % of a second of CPU while costing
+  ///     one short interrupt per thread per millisecond.
+  ///   - options: engine, signal, buffer sizes.
+  /// - Throws: ``ProfilerError/busy`` when another session runs,
+  ///   ``ProfilerError/invalidParameter(name:value:allowed:)`` for a bad
+  ///   argument, `CancellationError` when the task is cancelled (the session
+  ///   is stopped and its samples discarded).
+  public func record(
+    mode: Profile.Mode = .cpu, duration: Duration, interval: Duration = .milliseconds(1),
+    options: SessionOptions = SessionOptions()
+  ) async throws -> Profile {
+    guard duration > .zero, duration <= .seconds(86_400) else {
+      throw ProfilerError.invalidParameter(name: "duration", value: "\(duration)", allowed: "0 s < duration ≤ 86400 s")
+    }
+    let session = try start(mode: mode, interval: interval, options: options)
+    do {
+      try await Task.sleep(for: duration)
+    } catch {
+      session.cancel()
+      throw CancellationError()
+    }
+    return try await session.stop()
+  }
+
+  /// Starts a session; stop it with ``ProfilingSession/stop()``.
+  public func start(
+    mode: Profile.Mode = .cpu, interval: Duration = .milliseconds(1),
+    options: SessionOptions = SessionOptions()
+  ) throws -> ProfilingSession {
+    try Self.validate(mode: mode, interval: interval, options: options)
+    let id: UInt64
+    switch machine.withLock({ $0.start() }) {
+    case .success(let value): id = value
+    case .failure: throw ProfilerError.busy
+    }
+    do {
+      let session = try ProfilingSession(profiler: self, id: id, mode: mode, interval: interval, options: options)
+      _ = machine.withLock { $0.armed(id) }
+      return session
+    } catch {
+      machine.withLock { $0.failed(id) }
+      throw error
+    }
+  }
+
+  static func validate(mode: Profile.Mode, interval: Duration, options: SessionOptions) throws {
+    guard mode != .alloc else {
+      throw ProfilerError.unsupported("alloc mode is not available yet; supported modes: cpu, wall")
+    }
+    guard SessionOptions.allowedIntervals.contains(interval) else {
+      throw ProfilerError.invalidParameter(
+        name: "interval", value: "\(interval)", allowed: "100 µs ... 1 s (100 ... 1000000 µs)")
+    }
+    guard options.signal > 0, options.signal < 65, options.signal != SIGKILL, options.signal != SIGSTOP else {
+      throw ProfilerError.invalidParameter(name: "signal", value: "\(options.signal)", allowed: "1 ... 64 except SIGKILL and SIGSTOP")
+    }
+    guard (16...1_048_576).contains(options.bufferSlots) else {
+      throw ProfilerError.invalidParameter(name: "bufferSlots", value: "\(options.bufferSlots)", allowed: "16 ... 1048576")
+    }
+    guard (1...65_536).contains(options.maxThreads) else {
+      throw ProfilerError.invalidParameter(name: "maxThreads", value: "\(options.maxThreads)", allowed: "1 ... 65536")
+    }
+  }
+}
+
+extension Duration {
+  /// Whole nanoseconds (saturating at 0 for negative durations).
+  var nanoseconds: UInt64 {
+    let (seconds, attoseconds) = components
+    guard seconds >= 0 else { return 0 }
+    return UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
+  }
+}

@@ -1,0 +1,158 @@
+import AppProfilerFormats
+import CAppProfiler
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A running profiling session. Get one from ``Profiler/start(mode:interval:options:)``
+/// and end it with ``stop()`` (keeps the samples) or ``cancel()`` (drops them).
+/// Dropping the last reference without either stops it too.
+public final class ProfilingSession: Sendable {
+  public let mode: Profile.Mode
+  public let interval: Duration
+
+  private let profiler: Profiler
+  private let id: UInt64
+  private let startTimeNanoseconds: UInt64
+  private let startMonotonicNanoseconds: UInt64
+  private let drain: SessionDrain
+  private let drainTask: Mutex<Task<Void, Never>?>
+  private let ended = Atomic<Bool>(false)
+
+  init(profiler: Profiler, id: UInt64, mode: Profile.Mode, interval: Duration, options: SessionOptions) throws {
+    self.profiler = profiler
+    self.id = id
+    self.mode = mode
+    self.interval = interval
+    self.startTimeNanoseconds = Self.clock(CLOCK_REALTIME)
+    self.startMonotonicNanoseconds = Self.clock(CLOCK_MONOTONIC)
+
+    var config = cap_config()
+    config.mode = mode == .wall ? Int32(CAP_MODE_WALL) : Int32(CAP_MODE_CPU)
+    switch options.cpuEngine {
+    case .automatic: config.engine = Int32(CAP_ENGINE_AUTO)
+    case .perfEvents: config.engine = Int32(CAP_ENGINE_PERF_EVENT)
+    case .posixTimers: config.engine = Int32(CAP_ENGINE_POSIX_TIMER)
+    }
+    config.signal_number = options.signal
+    config.buffer_slots = UInt32(options.bufferSlots)
+    config.interval_ns = interval.nanoseconds
+    config.max_threads = UInt32(options.maxThreads)
+    config.exclude_kernel = options.includeKernelTime ? 0 : 1
+    var message = [CChar](repeating: 0, count: 256)
+    let result = cap_session_start(&config, &message, message.count)
+    if result != 0 {
+      if result == -EBUSY { throw ProfilerError.busy }
+      throw ProfilerError.system(
+        operation: "starting the \(mode.rawValue) session", errno: -result,
+        message: String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+    }
+    self.drain = SessionDrain()
+    let drain = self.drain
+    self.drainTask = Mutex(
+      Task.detached {
+        var passes = 0
+        while !Task.isCancelled {
+          try? await Task.sleep(for: .milliseconds(10))
+          passes += 1
+          drain.drainAvailable(fullScan: passes % 50 == 0)
+        }
+      })
+  }
+
+  deinit {
+    if !ended.load(ordering: .acquiring) {
+      drainTask.withLock { $0?.cancel() }
+      cap_session_stop()
+      cap_session_release()
+      profiler.machine.withLock { $0.finished(id) }
+    }
+  }
+
+  /// Stops sampling and returns the profile (symbolized).
+  /// - Throws: ``ProfilerError/unsupported(_:)`` when the session was already stopped.
+  public func stop() async throws -> Profile {
+    guard profiler.machine.withLock({ $0.stop(id) }) else {
+      throw ProfilerError.unsupported("this session has already been stopped")
+    }
+    defer {
+      ended.store(true, ordering: .releasing)
+      profiler.machine.withLock { $0.finished(id) }
+    }
+    var collector = await finishSampling()
+    var stats = cap_stats()
+    cap_session_stats(&stats)
+    cap_session_release()
+    let end = Self.clock(CLOCK_MONOTONIC)
+    let builder = ProfileBuilder(
+      mode: mode, intervalNanoseconds: interval.nanoseconds, startTimeNanoseconds: startTimeNanoseconds,
+      startMonotonicNanoseconds: startMonotonicNanoseconds,
+      durationNanoseconds: end - startMonotonicNanoseconds, stats: stats)
+    return builder.build(from: &collector)
+  }
+
+  /// Stops sampling and discards the samples. Safe to call more than once.
+  public func cancel() {
+    guard profiler.machine.withLock({ $0.stop(id) }) else { return }
+    drainTask.withLock { $0?.cancel() }
+    cap_session_stop()
+    cap_session_release()
+    ended.store(true, ordering: .releasing)
+    profiler.machine.withLock { $0.finished(id) }
+  }
+
+  private func finishSampling() async -> SampleCollector {
+    let task = drainTask.withLock { task -> Task<Void, Never>? in
+      let current = task
+      task = nil
+      return current
+    }
+    task?.cancel()
+    await task?.value
+    cap_session_stop()
+    drain.drainAvailable(fullScan: true)
+    return drain.takeCollector()
+  }
+
+  static func clock(_ id: clockid_t) -> UInt64 {
+    var ts = timespec()
+    clock_gettime(id, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+  }
+}
+
+/// Moves samples out of the C buffer into a collector, one drain at a time.
+final class SessionDrain: Sendable {
+  private struct State: @unchecked Sendable {
+    var collector = SampleCollector()
+    var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+  }
+  private let state = Mutex(State())
+
+  deinit {
+    state.withLock { $0.buffer.deallocate() }
+  }
+
+  func drainAvailable(fullScan: Bool) {
+    state.withLock { state in
+      while true {
+        let bytes = cap_session_drain(state.buffer.baseAddress, state.buffer.count, fullScan ? 1 : 0)
+        if bytes == 0 { break }
+        state.collector.ingest(UnsafeRawBufferPointer(rebasing: state.buffer[0..<bytes]))
+        if bytes < state.buffer.count / 2 { break }
+      }
+    }
+  }
+
+  func takeCollector() -> SampleCollector {
+    state.withLock { state in
+      let collector = state.collector
+      state.collector = SampleCollector()
+      return collector
+    }
+  }
+}

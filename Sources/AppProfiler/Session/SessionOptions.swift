@@ -1,0 +1,42 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// How a session samples. The defaults fit a server process; each says why.
+public struct SessionOptions: Sendable, Hashable {
+  /// Which mechanism produces cpu samples.
+  public enum CPUEngine: Sendable, Hashable {
+    /// perf events where the kernel allows them, else POSIX CPU timers.
+    case automatic
+    /// Per-thread perf task-clock events only; fail where they are refused.
+    case perfEvents
+    /// Per-thread POSIX CPU timers. They fire on scheduler ticks only
+    /// (CONFIG_HZ, often 250 Hz), so at 1 kHz they yield about a quarter
+    /// of the samples perf events do. For tests and locked-down kernels.
+    case posixTimers
+  }
+
+  /// Allowed sampling intervals: 100 µs (beyond that the handler's own cost,
+  /// ~1–3 µs per sample, becomes a visible share of a core) to 1 s.
+  public static let allowedIntervals: ClosedRange<Duration> = .microseconds(100) ... .seconds(1)
+
+  /// Signal used to interrupt threads. Default `SIGPROF`, which nothing else
+  /// in a typical server uses; change it if your process uses SIGPROF itself.
+  public var signal: Int32 = SIGPROF
+  public var cpuEngine: CPUEngine = .automatic
+  /// Raw sample slots (about 2 KiB of address space each, touched only when
+  /// used). 16384 holds 8 s of samples of 2 busy threads at 1 kHz between
+  /// drains; the drain runs every 10 ms, so overflow needs ~1.6 M samples/s.
+  public var bufferSlots: Int = 16384
+  /// Threads tracked at once. 4096 is far above what a server runs; threads
+  /// beyond it are counted in `threadsNotSampled`, not sampled.
+  public var maxThreads: Int = 4096
+  /// Include time spent in the kernel (system calls) in cpu samples when the
+  /// kernel allows it (root, or perf_event_paranoid ≤ 1). Default true, like
+  /// `perf record`; the profile's engine name says which one ran.
+  public var includeKernelTime: Bool = true
+
+  public init() {}
+}

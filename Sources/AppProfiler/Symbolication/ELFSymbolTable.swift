@@ -1,0 +1,140 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Function symbols of one ELF file, from `.symtab` (every function, also the
+/// executable's internal ones that `dladdr` cannot see) and `.dynsym`.
+///
+/// The file is mapped read-only for the table's lifetime and names are read
+/// from its string tables on demand. Every read is bounds-checked: a
+/// truncated or odd file yields fewer symbols, never a crash.
+///
+/// Layouts read here (ELF64, little-endian):
+///   Elf64_Ehdr: e_shoff @40 (u64), e_shentsize @58, e_shnum @60, e_shstrndx @62 (u16)
+///   Elf64_Shdr (64 B): sh_type @4 (u32), sh_offset @24, sh_size @32 (u64), sh_link @40 (u32), sh_entsize @56
+///   Elf64_Sym  (24 B): st_name @0 (u32), st_info @4 (u8), st_shndx @6 (u16), st_value @8, st_size @16 (u64)
+final class ELFSymbolTable: @unchecked Sendable {
+  // Immutable after init; the mapping is only read.
+  private let base: UnsafeRawPointer?
+  private let length: Int
+  private let addresses: [UInt64]
+  private let sizes: [UInt64]
+  private let nameOffsets: [Int]  // absolute file offsets of NUL-terminated names
+
+  /// Number of function symbols found.
+  var count: Int { addresses.count }
+
+  init?(path: String) {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var info = stat()
+    guard fstat(fd, &info) == 0, info.st_size >= 64 else { return nil }
+    let length = Int(info.st_size)
+    guard let mapped = mmap(nil, length, PROT_READ, MAP_PRIVATE, fd, 0), mapped != MAP_FAILED else {
+      return nil
+    }
+    let base = UnsafeRawPointer(mapped)
+    self.base = base
+    self.length = length
+    let symbols = ELFSymbolTable.readFunctions(UnsafeRawBufferPointer(start: base, count: length))
+    self.addresses = symbols.map(\.address)
+    self.sizes = symbols.map(\.size)
+    self.nameOffsets = symbols.map(\.nameOffset)
+  }
+
+  deinit {
+    if let base { munmap(UnsafeMutableRawPointer(mutating: base), length) }
+  }
+
+  /// The function containing `address` (an ELF virtual address, i.e. runtime
+  /// address minus the load bias) and the offset into it.
+  func lookup(_ address: UInt64) -> (name: String, offset: UInt64)? {
+    var low = 0
+    var high = addresses.count
+    while low < high {
+      let mid = (low + high) / 2
+      if addresses[mid] <= address { low = mid + 1 } else { high = mid }
+    }
+    guard low > 0 else { return nil }
+    let index = low - 1
+    let offset = address - addresses[index]
+    // Sized symbols must contain the address; a size-0 symbol (hand-written
+    // assembly) is accepted within 4 KiB.
+    if sizes[index] > 0 ? offset >= sizes[index] : offset >= 4096 { return nil }
+    return (name(at: nameOffsets[index]), offset)
+  }
+
+  private func name(at offset: Int) -> String {
+    guard let base, offset >= 0, offset < length else { return "" }
+    var end = offset
+    while end < length && base.load(fromByteOffset: end, as: UInt8.self) != 0 { end += 1 }
+    return String(decoding: UnsafeRawBufferPointer(start: base + offset, count: end - offset), as: UTF8.self)
+  }
+
+  struct Symbol {
+    var address: UInt64
+    var size: UInt64
+    var nameOffset: Int
+  }
+
+  /// All STT_FUNC / STT_GNU_IFUNC symbols with a non-zero address, sorted by
+  /// address (duplicates at one address keep the first, preferring `.symtab`).
+  static func readFunctions(_ file: UnsafeRawBufferPointer) -> [Symbol] {
+    func u16(_ offset: Int) -> UInt16? {
+      offset >= 0 && offset + 2 <= file.count ? file.loadUnaligned(fromByteOffset: offset, as: UInt16.self) : nil
+    }
+    func u32(_ offset: Int) -> UInt32? {
+      offset >= 0 && offset + 4 <= file.count ? file.loadUnaligned(fromByteOffset: offset, as: UInt32.self) : nil
+    }
+    func u64(_ offset: Int) -> UInt64? {
+      offset >= 0 && offset + 8 <= file.count ? file.loadUnaligned(fromByteOffset: offset, as: UInt64.self) : nil
+    }
+    // \x7fELF, ELFCLASS64, little-endian.
+    guard file.count >= 64, file[0] == 0x7F, file[1] == 0x45, file[2] == 0x4C, file[3] == 0x46,
+      file[4] == 2, file[5] == 1,
+      let sectionOffset = u64(40), let entrySize = u16(58), let sectionCount = u16(60),
+      entrySize >= 64, sectionOffset < UInt64(file.count)
+    else { return [] }
+
+    var symbols: [Symbol] = []
+    // .symtab (2) first so its names win over .dynsym (11) duplicates.
+    for wantedType: UInt32 in [2, 11] {
+      for section in 0..<Int(sectionCount) {
+        let header = Int(sectionOffset) + section * Int(entrySize)
+        guard let type = u32(header + 4), type == wantedType,
+          let offset = u64(header + 24), let size = u64(header + 32), let link = u32(header + 40),
+          let symbolSize = u64(header + 56), symbolSize >= 24,
+          offset <= UInt64(file.count), size <= UInt64(file.count) - offset
+        else { continue }
+        let stringsHeader = Int(sectionOffset) + Int(link) * Int(entrySize)
+        guard Int(link) < Int(sectionCount), let stringsOffset = u64(stringsHeader + 24),
+          let stringsSize = u64(stringsHeader + 32), stringsOffset <= UInt64(file.count),
+          stringsSize <= UInt64(file.count) - stringsOffset
+        else { continue }
+        let count = Int(size / symbolSize)
+        symbols.reserveCapacity(symbols.count + count)
+        for index in 0..<count {
+          let symbol = Int(offset) + index * Int(symbolSize)
+          guard let nameIndex = u32(symbol), let value = u64(symbol + 8), let length = u64(symbol + 16)
+          else { break }
+          let kind = file[symbol + 4] & 0xF
+          guard kind == 2 || kind == 10, value != 0, UInt64(nameIndex) < stringsSize else { continue }
+          symbols.append(Symbol(address: value, size: length, nameOffset: Int(stringsOffset) + Int(nameIndex)))
+        }
+      }
+    }
+    // Stable sort keeps .symtab's entry first among equal addresses.
+    let sorted = symbols.enumerated().sorted {
+      $0.element.address != $1.element.address ? $0.element.address < $1.element.address : $0.offset < $1.offset
+    }.map(\.element)
+    var unique: [Symbol] = []
+    unique.reserveCapacity(sorted.count)
+    for symbol in sorted where unique.last?.address != symbol.address {
+      unique.append(symbol)
+    }
+    return unique
+  }
+}

@@ -1,0 +1,236 @@
+/// A recorded profile: what every encoder reads and every decoder produces.
+///
+/// The layout follows pprof's `Profile` message so that no format loses
+/// information on the way through it:
+///
+/// - ``mappings``: the loaded images (executable, shared libraries).
+/// - ``locations``: one per distinct instruction address, each pointing to a
+///   mapping and carrying zero or more ``Line``s (several when functions were
+///   inlined; innermost first). A location without lines is unsymbolized and
+///   still shows as `image+0xoffset`.
+/// - ``functions``: names (demangled), mangled names and source files.
+/// - ``stacks``: arrays of location indices, **leaf first**.
+/// - ``threads``: per thread, the samples in time order; a sample names a stack.
+///
+/// Values are deterministic: encoders sort where the order is not given by
+/// the model, so golden files stay stable.
+public struct Profile: Sendable, Hashable {
+  /// What a sample measures.
+  public enum Mode: String, Sendable, Hashable, CaseIterable {
+    /// A sample is one interval of CPU time used by a thread.
+    case cpu
+    /// A sample is one interval of wall-clock time of a thread, running or not.
+    case wall
+    /// A sample is an allocation, weighted by bytes.
+    case alloc
+  }
+
+  public var mode: Mode
+  /// The sampling engine that ran, e.g. `perf_event(task-clock)`.
+  public var engine: String
+  /// Nominal time between samples, in nanoseconds.
+  public var intervalNanoseconds: UInt64
+  /// Start of the recording, nanoseconds since the Unix epoch.
+  public var startTimeNanoseconds: UInt64
+  /// Length of the recording, in nanoseconds.
+  public var durationNanoseconds: UInt64
+  public var mappings: [Mapping]
+  public var locations: [Location]
+  public var functions: [Function]
+  public var stacks: [[Int]]
+  public var threads: [ThreadSamples]
+  public var statistics: Statistics
+  /// Free-form facts about the recording (process, engine details).
+  public var metadata: [String: String]
+
+  public init(
+    mode: Mode, engine: String, intervalNanoseconds: UInt64, startTimeNanoseconds: UInt64,
+    durationNanoseconds: UInt64, mappings: [Mapping] = [], locations: [Location] = [],
+    functions: [Function] = [], stacks: [[Int]] = [], threads: [ThreadSamples] = [],
+    statistics: Statistics = Statistics(), metadata: [String: String] = [:]
+  ) {
+    self.mode = mode
+    self.engine = engine
+    self.intervalNanoseconds = intervalNanoseconds
+    self.startTimeNanoseconds = startTimeNanoseconds
+    self.durationNanoseconds = durationNanoseconds
+    self.mappings = mappings
+    self.locations = locations
+    self.functions = functions
+    self.stacks = stacks
+    self.threads = threads
+    self.statistics = statistics
+    self.metadata = metadata
+  }
+}
+
+extension Profile {
+  /// A loaded image.
+  public struct Mapping: Sendable, Hashable {
+    /// Lowest address of the image's executable segment.
+    public var start: UInt64
+    /// One past its highest address.
+    public var end: UInt64
+    /// File offset of `start`.
+    public var fileOffset: UInt64
+    /// Path of the image on disk (`/proc/self/exe` resolved for the executable).
+    public var path: String
+    /// GNU build-id as lowercase hex, empty when the image has none.
+    public var buildID: String
+
+    public init(start: UInt64, end: UInt64, fileOffset: UInt64, path: String, buildID: String) {
+      self.start = start
+      self.end = end
+      self.fileOffset = fileOffset
+      self.path = path
+      self.buildID = buildID
+    }
+
+    /// The file name without its directory.
+    public var fileName: String {
+      path.split(separator: "/").last.map(String.init) ?? path
+    }
+  }
+
+  /// A function.
+  public struct Function: Sendable, Hashable {
+    /// Human-readable (demangled) name, or a synthetic name such as `[idle]`.
+    public var name: String
+    /// The symbol as stored in the binary (mangled), empty when unknown.
+    public var systemName: String
+    /// Source file, empty when unknown.
+    public var file: String
+    /// First line of the function, 0 when unknown.
+    public var startLine: Int
+
+    public init(name: String, systemName: String = "", file: String = "", startLine: Int = 0) {
+      self.name = name
+      self.systemName = systemName
+      self.file = file
+      self.startLine = startLine
+    }
+
+    /// True for frames the profiler adds (`[idle]`, `[truncated]`, ...).
+    public var isSynthetic: Bool { name.hasPrefix("[") && name.hasSuffix("]") }
+  }
+
+  /// One source position inside a location.
+  public struct Line: Sendable, Hashable {
+    /// Index into ``Profile/functions``.
+    public var function: Int
+    /// Source line, 0 when unknown.
+    public var line: Int
+
+    public init(function: Int, line: Int = 0) {
+      self.function = function
+      self.line = line
+    }
+  }
+
+  /// One instruction address.
+  public struct Location: Sendable, Hashable {
+    /// The interrupted PC for a leaf frame; return address − 1 (inside the
+    /// call instruction) for callers. 0 for synthetic frames.
+    public var address: UInt64
+    /// Index into ``Profile/mappings``, nil for synthetic frames.
+    public var mapping: Int?
+    /// Innermost first: with inlining, the last entry is the real (outer) function.
+    public var lines: [Line]
+
+    public init(address: UInt64, mapping: Int?, lines: [Line]) {
+      self.address = address
+      self.mapping = mapping
+      self.lines = lines
+    }
+  }
+
+  /// One sample.
+  public struct Sample: Sendable, Hashable {
+    /// Index into ``Profile/stacks``.
+    public var stack: Int
+    /// Nanoseconds since the start of the recording.
+    public var timestampNanoseconds: UInt64
+    /// Intervals (cpu, wall) or allocations (alloc) this sample stands for.
+    public var count: Int64
+    /// Bytes (alloc mode only).
+    public var bytes: Int64
+    /// The thread was blocked (not running) at this sample; wall mode only.
+    public var isIdle: Bool
+
+    public init(
+      stack: Int, timestampNanoseconds: UInt64, count: Int64, bytes: Int64 = 0,
+      isIdle: Bool = false
+    ) {
+      self.stack = stack
+      self.timestampNanoseconds = timestampNanoseconds
+      self.count = count
+      self.bytes = bytes
+      self.isIdle = isIdle
+    }
+  }
+
+  /// The samples of one thread.
+  public struct ThreadSamples: Sendable, Hashable {
+    /// Kernel thread id (0 for synthetic groups such as dropped samples).
+    public var id: Int32
+    /// Thread name from `/proc/self/task/<tid>/comm`.
+    public var name: String
+    public var samples: [Sample]
+
+    public init(id: Int32, name: String, samples: [Sample]) {
+      self.id = id
+      self.name = name
+      self.samples = samples
+    }
+
+    /// Sum of sample counts.
+    public var totalCount: Int64 { samples.reduce(0) { $0 + $1.count } }
+    /// Sum of counts of samples not marked idle.
+    public var busyCount: Int64 { samples.reduce(0) { $0 + ($1.isIdle ? 0 : $1.count) } }
+  }
+
+  /// What the recording lost or cut, shown as synthetic frames too.
+  public struct Statistics: Sendable, Hashable {
+    /// Interrupts that found the sample buffer full (charged to `[dropped samples]`).
+    public var droppedSamples: Int64 = 0
+    /// Samples whose stack was deeper than the maximum depth (root side cut).
+    public var truncatedSamples: Int64 = 0
+    /// Threads that could not be sampled (exited while arming, table full).
+    public var threadsNotSampled: Int64 = 0
+    /// Wall ticks skipped because the sampler fell behind.
+    public var missedTicks: Int64 = 0
+    /// Samples the signal handler recorded.
+    public var samplesRecorded: Int64 = 0
+
+    public init() {}
+  }
+}
+
+extension Profile {
+  /// Sum of all sample counts over all threads.
+  public var totalCount: Int64 { threads.reduce(0) { $0 + $1.totalCount } }
+
+  /// Unit of one count: nanoseconds of CPU or wall time per interval.
+  public var nanosecondsPerCount: UInt64 { intervalNanoseconds }
+
+  /// The functions of a stack, root first, inlined frames expanded.
+  public func functionsOfStack(_ index: Int) -> [Int] {
+    var result: [Int] = []
+    for location in stacks[index].reversed() {
+      for line in locations[location].lines.reversed() {
+        result.append(line.function)
+      }
+    }
+    return result
+  }
+
+  /// A name for a location without symbol information: `image+0xoffset`.
+  public func fallbackName(for location: Location) -> String {
+    guard let mappingIndex = location.mapping, mappingIndex < mappings.count else {
+      return "0x" + String(location.address, radix: 16)
+    }
+    let mapping = mappings[mappingIndex]
+    let offset = location.address &- mapping.start &+ mapping.fileOffset
+    return mapping.fileName + "+0x" + String(offset, radix: 16)
+  }
+}

@@ -1,0 +1,103 @@
+// Shared state of one sampling session: what the ticker/arming code
+// (session_linux.c) writes and the signal handler (signal_handler.c) reads.
+//
+// Memory layout. All of it is mmap'd at session start and unmapped at release,
+// so an idle process carries none of it:
+//   threads:  `thread_capacity` cap_thread entries, an open-addressing table
+//             keyed by tid (probe: (tid * 2654435761) & mask, then linear).
+//   ranges:   two cap_range_set snapshots of /proc/self/maps (readable, writable
+//             mappings only), double-buffered with a reader count each.
+//   slots:    `slot_count` cap_slot, the lock-free sample buffer.
+#ifndef CAP_SESSION_H
+#define CAP_SESSION_H
+
+#include "include/CAppProfiler.h"
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
+#define CAP_TID_EMPTY 0
+#define CAP_TID_TOMBSTONE (-1)
+#define CAP_MAX_PROBES 128
+#define CAP_MAX_RANGES 16384
+
+enum { CAP_SLOT_EMPTY = 0, CAP_SLOT_WRITING = 1, CAP_SLOT_FULL = 2 };
+
+/// One thread of the process. Fields marked (h) are read or written by the
+/// handler; the others belong to the ticker thread alone.
+typedef struct cap_thread {
+  _Atomic int32_t tid;              // (h) CAP_TID_EMPTY, CAP_TID_TOMBSTONE or a tid
+  _Atomic int32_t perf_fd;          // (h) perf event to re-arm, -1 when none
+  _Atomic uint32_t pending;         // (h) wall: signalled, handler not yet run
+  _Atomic uint32_t pending_flags;   // (h) wall: flags the handler copies into its sample
+  _Atomic uint64_t handler_cpu_ns;  // (h) wall: thread CPU time when its handler ended
+  uint64_t last_cpu_ns;             // wall: CPU time read at the previous tick
+  uint64_t repeat_count;            // wall: ticks of the open run of unchanged stack
+  uint64_t repeat_first_ns;         // wall: timestamp of that run's first tick
+  uint32_t repeat_flags;
+  uint32_t seen_generation;         // scan generation that last saw the thread
+  uint32_t has_sample;              // wall: the thread has been signalled once
+  uint32_t has_timer;
+  timer_t timer;                    // posix-timer engine
+} cap_thread;
+
+/// One readable+writable mapping, [start, end).
+typedef struct cap_range {
+  uint64_t start;
+  uint64_t end;
+} cap_range;
+
+typedef struct cap_range_set {
+  _Atomic uint32_t readers;   // handlers currently searching this set
+  uint32_t count;
+  cap_range ranges[CAP_MAX_RANGES];  // sorted by start, non-overlapping
+} cap_range_set;
+
+/// One raw sample in the buffer.
+typedef struct cap_slot {
+  _Atomic uint32_t state;     // CAP_SLOT_*
+  uint32_t reserved;
+  cap_sample_header header;
+  uint64_t frames[CAP_MAX_DEPTH];
+} cap_slot;
+
+/// The process-wide session. A static object (never unmapped), so a late
+/// signal can always read `active` safely.
+typedef struct cap_session {
+  _Atomic int32_t active;            // (h) handler records only while 1
+  _Atomic int32_t handlers_running;  // (h) handlers past the entry check
+  int32_t mode;
+  int32_t engine;
+  int32_t signal_number;
+  uint64_t interval_ns;
+  uint64_t idle_threshold_ns;        // wall: CPU time below which a thread "did not run"
+
+  cap_thread *threads;
+  uint32_t thread_capacity;          // power of two
+  uint32_t thread_mask;
+
+  cap_range_set *range_sets;         // [2]
+  _Atomic uint32_t current_ranges;   // (h) index of the set handlers use
+  _Atomic uint32_t ranges_stale;     // (h) set when a stack pointer was in no range
+
+  cap_slot *slots;
+  uint32_t slot_count;
+  _Atomic uint64_t write_cursor;     // (h) next slot position to try
+  uint64_t read_cursor;              // drain position (drain thread only)
+
+  // Counters (h): relaxed atomics.
+  _Atomic uint64_t samples_written;
+  _Atomic uint64_t samples_dropped;
+} cap_session;
+
+extern cap_session cap_global_session;
+
+/// Handler side: claim a slot (never waits; NULL when none is free).
+cap_slot *cap_slot_acquire(cap_session *session);
+/// Handler side: publish a claimed slot.
+void cap_slot_commit(cap_slot *slot);
+/// Handler side: find the entry of `tid`, or NULL.
+cap_thread *cap_thread_find(cap_session *session, int32_t tid);
+
+#endif

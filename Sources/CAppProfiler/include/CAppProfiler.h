@@ -1,0 +1,143 @@
+// CAppProfiler: the signal path of swift-app-profiler.
+//
+// This target holds the code that arms sampling (perf events, POSIX CPU
+// timers, the wall-clock ticker thread) and the signal handler that records
+// one raw stack per interrupt. Everything else — aggregation, symbolization,
+// encoding — lives in Swift and reads what this target records.
+//
+// Two sections below:
+//   * "Called from Swift, off the signal path": may allocate, block, open files.
+//   * "Callable from the signal handler": the handler and what it calls. These
+//     live in signal_handler.c, which only references async-signal-safe libc
+//     symbols (enforced by a test that runs `nm -u` on its object file).
+#ifndef CAPPPROFILER_H
+#define CAPPPROFILER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Deepest stack the handler records. Deeper stacks are cut at the root side
+/// and flagged `CAP_SAMPLE_TRUNCATED`.
+#define CAP_MAX_DEPTH 256
+
+/// Profiling modes.
+enum {
+  CAP_MODE_CPU = 1,   // a sample = this thread used one interval of CPU time
+  CAP_MODE_WALL = 2,  // a sample = one interval of wall time passed for this thread
+};
+
+/// Sampling engines. `CAP_ENGINE_AUTO` picks perf events for cpu mode and
+/// falls back to POSIX CPU timers where `perf_event_open` is refused.
+enum {
+  CAP_ENGINE_AUTO = 0,
+  CAP_ENGINE_PERF_EVENT = 1,   // perf task-clock per thread, signal on overflow
+  CAP_ENGINE_POSIX_TIMER = 2,  // timer_create on each thread's CPU clock
+  CAP_ENGINE_WALL_TICKER = 3,  // ticker thread + tgkill to threads that ran
+};
+
+/// Flags of one raw sample.
+enum {
+  CAP_SAMPLE_IDLE = 1u << 0,       // the thread had not run since its previous sample
+  CAP_SAMPLE_TRUNCATED = 1u << 1,  // stack deeper than CAP_MAX_DEPTH; root side cut
+  CAP_SAMPLE_REPEAT = 1u << 2,     // no stack: `weight` ticks of the thread's previous stack
+  CAP_SAMPLE_NO_STACK_BOUNDS = 1u << 3,  // stack pointer in no known mapping: leaf only
+};
+
+/// Configuration of one session.
+typedef struct cap_config {
+  int32_t mode;            // CAP_MODE_*
+  int32_t engine;          // CAP_ENGINE_*
+  int32_t signal_number;   // usually SIGPROF
+  uint32_t buffer_slots;   // raw sample slots (each ~2 KiB of address space)
+  uint64_t interval_ns;    // sampling interval
+  uint32_t max_threads;    // threads tracked at once; others are counted, not sampled
+  uint32_t exclude_kernel; // 1: perf event ignores kernel time; 0: try to include it
+} cap_config;
+
+/// Header of one raw sample as `cap_session_drain` writes it; `depth`
+/// addresses (uint64_t, leaf first) follow. Leaf = interrupted PC; the others
+/// are return addresses.
+typedef struct cap_sample_header {
+  uint64_t timestamp_ns;   // CLOCK_MONOTONIC
+  uint64_t weight;         // intervals this sample stands for (timer overruns, repeats)
+  int32_t tid;
+  uint16_t depth;
+  uint16_t flags;          // CAP_SAMPLE_*
+} cap_sample_header;
+
+/// Counters of the current (or last) session.
+typedef struct cap_stats {
+  uint64_t samples_written;   // samples the handler stored
+  uint64_t samples_dropped;   // interrupts that found no free slot
+  uint64_t repeat_records;    // run-length records written by the wall ticker
+  uint64_t ticks;             // wall ticks done
+  uint64_t missed_ticks;      // wall ticks skipped because the ticker fell behind
+  uint64_t signals_sent;      // tgkill calls of the wall ticker
+  uint64_t threads_seen;      // distinct threads armed during the session
+  uint64_t threads_failed;    // threads that could not be armed (or table full)
+  uint64_t tick_ns_total;     // ticker time spent inside ticks
+  uint64_t maps_refreshes;    // memory-range snapshots taken
+  int32_t engine;             // CAP_ENGINE_* that actually ran
+  int32_t exclude_kernel;     // perf engine: 1 when kernel time was excluded
+} cap_stats;
+
+// MARK: - Called from Swift, off the signal path
+
+/// Installs the handler, arms sampling of every current thread, and starts the
+/// ticker thread. Returns 0, or a negative errno with `message` filled in.
+/// Only one session exists per process; a second start returns -EBUSY.
+int cap_session_start(const cap_config *config, char *message, size_t message_len);
+
+/// Copies finished samples into `out` (headers followed by their frames) and
+/// frees their slots. Returns the number of bytes written; 0 when nothing is
+/// ready. `full_scan` also sweeps slots out of order (use it after stop).
+size_t cap_session_drain(void *out, size_t capacity, int full_scan);
+
+/// Stops sampling: joins the ticker, disarms every thread, waits until no
+/// handler runs and no signal of ours is pending, then restores the previous
+/// disposition of the signal. Samples stay readable with cap_session_drain.
+void cap_session_stop(void);
+
+/// Releases the session's memory. After this, a new session may start.
+void cap_session_release(void);
+
+/// Copies the counters of the current or last session.
+void cap_session_stats(cap_stats *out);
+
+/// 1 while a session holds the process-wide slot (between start and release).
+int cap_session_active(void);
+
+/// 1 when the handler of this target is installed for `signal_number`.
+int cap_handler_installed(int signal_number);
+
+/// The calling thread's kernel thread id.
+int32_t cap_gettid(void);
+
+/// One loaded image as dl_iterate_phdr reports it. `program_headers` points
+/// at `program_header_count` Elf64_Phdr records (56 bytes each).
+typedef struct cap_image_info {
+  uint64_t bias;
+  const char *name;
+  const void *program_headers;
+  uint16_t program_header_count;
+} cap_image_info;
+
+typedef int (*cap_image_callback)(const cap_image_info *info, void *context);
+
+/// dl_iterate_phdr, for Swift (its Glibc module does not export <link.h>).
+void cap_iterate_images(cap_image_callback callback, void *context);
+
+// MARK: - Callable from the signal handler (signal_handler.c)
+
+/// The handler installed with SA_SIGINFO | SA_RESTART.
+void cap_signal_handler(int signal_number, void *info, void *ucontext);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

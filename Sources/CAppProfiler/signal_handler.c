@@ -1,0 +1,181 @@
+// The signal handler and everything it calls.
+//
+// Rules for this file (checked by SignalSafetyTests with `nm -u`): no malloc,
+// no stdio, no locks, no Swift; only async-signal-safe libc calls
+// (clock_gettime, syscall, ioctl, timer_getoverrun, errno access). The handler
+// never waits: a full buffer or an unknown stack is a counter or a flag.
+#define _GNU_SOURCE
+#include "cap_session.h"
+#include "registers.h"
+#include "unwind_fp.h"
+
+#include <errno.h>
+#include <linux/perf_event.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+cap_session cap_global_session;
+
+static inline uint64_t cap_now_ns(clockid_t clock) {
+  struct timespec ts;
+  clock_gettime(clock, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+cap_slot *cap_slot_acquire(cap_session *s) {
+  // A few tries at consecutive positions; a slot still being drained or
+  // written is skipped, never waited for.
+  for (int attempt = 0; attempt < 8; attempt++) {
+    uint64_t position = atomic_fetch_add_explicit(&s->write_cursor, 1, memory_order_relaxed);
+    cap_slot *slot = &s->slots[position % s->slot_count];
+    uint32_t expected = CAP_SLOT_EMPTY;
+    if (atomic_compare_exchange_strong_explicit(&slot->state, &expected, CAP_SLOT_WRITING,
+                                                memory_order_acquire, memory_order_relaxed)) {
+      return slot;
+    }
+  }
+  atomic_fetch_add_explicit(&s->samples_dropped, 1, memory_order_relaxed);
+  return 0;
+}
+
+void cap_slot_commit(cap_slot *slot) {
+  atomic_store_explicit(&slot->state, CAP_SLOT_FULL, memory_order_release);
+}
+
+cap_thread *cap_thread_find(cap_session *s, int32_t tid) {
+  if (s->threads == 0 || tid <= 0) return 0;
+  uint32_t index = ((uint32_t)tid * 2654435761u) & s->thread_mask;
+  for (uint32_t probe = 0; probe < CAP_MAX_PROBES; probe++) {
+    cap_thread *t = &s->threads[(index + probe) & s->thread_mask];
+    int32_t current = atomic_load_explicit(&t->tid, memory_order_acquire);
+    if (current == tid) return t;
+    if (current == CAP_TID_EMPTY) return 0;
+  }
+  return 0;
+}
+
+/// Finds the mapping that holds `sp` in the current snapshot. Returns 1 and
+/// the bounds, or 0 (and asks the ticker for a fresh snapshot).
+static int cap_stack_bounds(cap_session *s, uint64_t sp, uint64_t *low, uint64_t *high) {
+  for (int attempt = 0; attempt < 2; attempt++) {
+    uint32_t index = atomic_load(&s->current_ranges) & 1;
+    cap_range_set *set = &s->range_sets[index];
+    atomic_fetch_add(&set->readers, 1);
+    if ((atomic_load(&s->current_ranges) & 1) != index) {
+      atomic_fetch_sub(&set->readers, 1);
+      continue;  // the ticker switched sets under us; look again
+    }
+    int found = 0;
+    uint32_t lo = 0, hi = set->count;
+    if (hi > CAP_MAX_RANGES) hi = CAP_MAX_RANGES;
+    while (lo < hi) {
+      uint32_t mid = lo + (hi - lo) / 2;
+      if (set->ranges[mid].end <= sp) {
+        lo = mid + 1;
+      } else if (set->ranges[mid].start > sp) {
+        hi = mid;
+      } else {
+        *low = sp;
+        *high = set->ranges[mid].end;
+        found = 1;
+        break;
+      }
+    }
+    atomic_fetch_sub(&set->readers, 1);
+    if (!found) atomic_store_explicit(&s->ranges_stale, 1, memory_order_relaxed);
+    return found;
+  }
+  return 0;
+}
+
+static void cap_record(cap_session *s, const ucontext_t *uc, int32_t tid, uint64_t weight,
+                       uint16_t flags) {
+  cap_slot *slot = cap_slot_acquire(s);
+  if (slot == 0) return;
+  uint64_t pc = cap_context_pc(uc);
+  uint64_t sp = cap_context_sp(uc);
+  uint64_t low = 0, high = 0;
+  uint32_t depth;
+  if (cap_stack_bounds(s, sp, &low, &high)) {
+    int truncated = 0;
+    depth = cap_unwind_fp(pc, cap_context_fp(uc), low, high, slot->frames, CAP_MAX_DEPTH,
+                          &truncated);
+    if (truncated) flags |= CAP_SAMPLE_TRUNCATED;
+  } else {
+    slot->frames[0] = pc;
+    depth = 1;
+    flags |= CAP_SAMPLE_NO_STACK_BOUNDS;
+  }
+  slot->header.timestamp_ns = cap_now_ns(CLOCK_MONOTONIC);
+  slot->header.weight = weight;
+  slot->header.tid = tid;
+  slot->header.depth = (uint16_t)depth;
+  slot->header.flags = flags;
+  cap_slot_commit(slot);
+  atomic_fetch_add_explicit(&s->samples_written, 1, memory_order_relaxed);
+}
+
+void cap_signal_handler(int signal_number, void *info_pointer, void *ucontext_pointer) {
+  (void)signal_number;
+  int saved_errno = errno;
+  cap_session *s = &cap_global_session;
+  siginfo_t *info = (siginfo_t *)info_pointer;
+  const ucontext_t *uc = (const ucontext_t *)ucontext_pointer;
+
+  // Entry check (Dekker-style with cap_session_stop: count first, then read
+  // `active`; stop clears `active`, then waits for the count to reach zero).
+  atomic_fetch_add(&s->handlers_running, 1);
+  if (!atomic_load(&s->active)) {
+    atomic_fetch_sub(&s->handlers_running, 1);
+    errno = saved_errno;
+    return;
+  }
+
+  int32_t tid = (int32_t)syscall(SYS_gettid);
+  cap_thread *thread = cap_thread_find(s, tid);
+
+  switch (s->engine) {
+  case CAP_ENGINE_PERF_EVENT: {
+    cap_record(s, uc, tid, 1, 0);
+    // Re-arm for one more overflow, but only an fd this session owns for this
+    // thread (the ticker sets perf_fd to -1 before it closes the fd).
+    if (thread != 0 && info->si_fd >= 0 &&
+        atomic_load_explicit(&thread->perf_fd, memory_order_acquire) == info->si_fd) {
+      ioctl(info->si_fd, PERF_EVENT_IOC_REFRESH, 1);
+    }
+    break;
+  }
+  case CAP_ENGINE_POSIX_TIMER: {
+    uint64_t weight = 1;
+    if (info->si_code == SI_TIMER) {
+      int overrun = info->si_overrun;
+      if (overrun > 0) weight += (uint64_t)overrun;
+    }
+    cap_record(s, uc, tid, weight, 0);
+    break;
+  }
+  case CAP_ENGINE_WALL_TICKER: {
+    uint16_t flags = 0;
+    if (thread != 0) {
+      flags = (uint16_t)atomic_load_explicit(&thread->pending_flags, memory_order_relaxed);
+    }
+    cap_record(s, uc, tid, 1, flags);
+    if (thread != 0) {
+      // Last: the ticker compares later CPU time against this value, so the
+      // handler's own run time does not count as the thread having run.
+      atomic_store_explicit(&thread->handler_cpu_ns, cap_now_ns(CLOCK_THREAD_CPUTIME_ID),
+                            memory_order_relaxed);
+      atomic_store_explicit(&thread->pending, 0, memory_order_release);
+    }
+    break;
+  }
+  default:
+    break;
+  }
+
+  atomic_fetch_sub(&s->handlers_running, 1);
+  errno = saved_errno;
+}
