@@ -1,0 +1,47 @@
+import AppProfiler
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension SamplingSuite {
+  /// Acceptance 1: CPU attribution, sleeper, yield.
+  @Suite struct CPUAttribution {
+    @Test func threeToOneSplitIsAttributed() async throws {
+      let stop = StopFlag()
+      let heavy = TestThread(name: "heavy") { burnHeavyWorkload(stop) }
+      let light = TestThread(name: "light") { burnLightWorkload(stop) }
+      let sleeper = TestThread(name: "sleeper") {
+        while !stop.isSet { usleep(50_000) }
+      }
+      let heavyTID = heavy.waitForTID()
+      let lightTID = light.waitForTID()
+      let sleeperTID = sleeper.waitForTID()
+      usleep(50_000)
+      let cpuBefore = cpuNanoseconds(ofThread: heavyTID) + cpuNanoseconds(ofThread: lightTID)
+      let profile = try await Profiler.shared.record(mode: .cpu, duration: .seconds(2))
+      let cpuAfter = cpuNanoseconds(ofThread: heavyTID) + cpuNanoseconds(ofThread: lightTID)
+      stop.set()
+      heavy.join()
+      light.join()
+      sleeper.join()
+
+      let heavyCount = profile.count(containing: "burnHeavyWorkload")
+      let lightCount = profile.count(containing: "burnLightWorkload")
+      let total = profile.totalCount
+      let share = Double(heavyCount) / Double(max(heavyCount + lightCount, 1))
+      let sleeperCount = profile.thread(sleeperTID)?.totalCount ?? 0
+      let busySamples = (profile.thread(heavyTID)?.totalCount ?? 0) + (profile.thread(lightTID)?.totalCount ?? 0)
+      let expectedByCPU = Double(cpuAfter - cpuBefore) / 1_000_000
+      print("cpu attribution: engine=\(profile.engine) heavy=\(heavyCount) light=\(lightCount) share=\(share) sleeper=\(sleeperCount) total=\(total) busy=\(busySamples) expectedByCPU=\(expectedByCPU)")
+
+      #expect(abs(share - 0.75) <= 0.08, "heavy share \(share), expected 0.75 ± 0.08")
+      #expect(Double(sleeperCount) < 0.02 * Double(total), "sleeper got \(sleeperCount) of \(total)")
+      // Yield: against the CPU time the two threads really used, and against
+      // the nominal 2 s × 1 kHz × busy threads (1 + 1/3 here).
+      #expect(Double(busySamples) >= 0.85 * expectedByCPU, "\(busySamples) samples for \(expectedByCPU) ms of CPU")
+      #expect(Double(busySamples) >= 0.85 * 2000 * (1.0 + 1.0 / 3.0) * 0.9)
+    }
+  }
+}

@@ -1,0 +1,122 @@
+import AppProfiler
+import CAppProfiler
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A handler the tests install to see that a session puts it back.
+private func testSIGPROFHandler(_ signal: Int32) {}
+
+extension SamplingSuite {
+  /// Acceptance 5 and 6: no leaks over many sessions, previous disposition
+  /// restored, busy at once, recovery after errors.
+  @Suite struct SessionLifecycle {
+    @Test func twoHundredShortSessionsLeakNothing() async throws {
+      var previous = sigaction()
+      var custom = sigaction()
+      custom.__sigaction_handler.sa_handler = testSIGPROFHandler
+      sigemptyset(&custom.sa_mask)
+      sigaction(SIGPROF, &custom, &previous)
+      defer { sigaction(SIGPROF, &previous, nil) }
+
+      var options = SessionOptions()
+      // Warm up: the first session creates the drain task's threads.
+      _ = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(20))
+      let fdsBefore = countEntries("/proc/self/fd")
+      let threadsBefore = countEntries("/proc/self/task")
+      for index in 0..<200 {
+        let mode: Profile.Mode = index % 3 == 2 ? .wall : .cpu
+        options.cpuEngine = index % 3 == 1 ? .posixTimers : .automatic
+        _ = try await Profiler.shared.record(mode: mode, duration: .milliseconds(20), options: options)
+      }
+      let fdsAfter = countEntries("/proc/self/fd")
+      let threadsAfter = countEntries("/proc/self/task")
+      let timers = readTextFile("/proc/self/timers").split(separator: "\n").count
+      print("200 sessions: fds \(fdsBefore) → \(fdsAfter), threads \(threadsBefore) → \(threadsAfter), timer lines \(timers)")
+      #expect(fdsAfter <= fdsBefore)
+      #expect(threadsAfter <= threadsBefore + 1)
+      #expect(timers == 0)
+      #expect(cap_handler_installed(SIGPROF) == 0)
+      var current = sigaction()
+      sigaction(SIGPROF, nil, &current)
+      #expect(unsafeBitCast(current.__sigaction_handler.sa_handler, to: Int.self)
+        == unsafeBitCast(custom.__sigaction_handler.sa_handler, to: Int.self))
+    }
+
+    @Test func secondSessionIsBusyAtOnce() async throws {
+      let session = try Profiler.shared.start(mode: .cpu)
+      let started = monotonicNanoseconds()
+      await #expect(throws: ProfilerError.busy) {
+        _ = try await Profiler.shared.record(mode: .wall, duration: .seconds(1))
+      }
+      #expect(throws: ProfilerError.busy) { _ = try Profiler.shared.start(mode: .cpu) }
+      #expect(monotonicNanoseconds() - started < 100_000_000)
+      _ = try await session.stop()
+      #expect(!Profiler.shared.isBusy)
+      let next = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(50))
+      #expect(next.mode == .cpu)
+    }
+
+    @Test func errorsLeaveTheProfilerUsable() async throws {
+      await #expect(throws: ProfilerError.self) {
+        _ = try await Profiler.shared.record(duration: .seconds(1), interval: .microseconds(50))
+      }
+      await #expect(throws: ProfilerError.self) {
+        _ = try await Profiler.shared.record(duration: .seconds(1), interval: .seconds(2))
+      }
+      await #expect(throws: ProfilerError.self) {
+        _ = try await Profiler.shared.record(duration: .zero)
+      }
+      await #expect(throws: ProfilerError.self) {
+        _ = try await Profiler.shared.record(mode: .alloc, duration: .seconds(1))
+      }
+      #expect(!Profiler.shared.isBusy)
+      let profile = try await Profiler.shared.record(mode: .wall, duration: .milliseconds(50))
+      #expect(profile.mode == .wall)
+    }
+
+    @Test func intervalErrorNamesTheRange() {
+      do {
+        _ = try Profiler.shared.start(interval: .microseconds(99))
+        Issue.record("expected an error")
+      } catch {
+        let text = String(describing: error)
+        #expect(text.contains("interval"))
+        #expect(text.contains("100 µs ... 1 s"))
+      }
+    }
+
+    @Test func cancellationStopsTheSession() async throws {
+      let task = Task { try await Profiler.shared.record(mode: .wall, duration: .seconds(10)) }
+      try await Task.sleep(for: .milliseconds(100))
+      let started = monotonicNanoseconds()
+      task.cancel()
+      await #expect(throws: CancellationError.self) { _ = try await task.value }
+      #expect(monotonicNanoseconds() - started < 1_000_000_000)
+      #expect(!Profiler.shared.isBusy)
+      #expect(cap_handler_installed(SIGPROF) == 0)
+    }
+
+    @Test func droppedSessionReleasesTheSlot() async throws {
+      do {
+        _ = try Profiler.shared.start(mode: .cpu)
+      }
+      #expect(!Profiler.shared.isBusy)
+      _ = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(20))
+    }
+
+    @Test func posixTimerEngineWorks() async throws {
+      let stop = StopFlag()
+      let worker = TestThread(name: "timer-burn") { gammaWorkload(stop) }
+      var options = SessionOptions()
+      options.cpuEngine = .posixTimers
+      let profile = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(500), options: options)
+      stop.set()
+      worker.join()
+      #expect(profile.engine.hasPrefix("posix_timer"))
+      #expect(profile.count(containing: "gammaWorkload") > 20)
+    }
+  }
+}

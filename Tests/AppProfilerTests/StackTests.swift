@@ -1,0 +1,51 @@
+import AppProfiler
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension SamplingSuite {
+  /// Acceptance 2: named stacks in order; blocked threads in wall and cpu mode.
+  @Suite struct Stacks {
+    static let chain = ["alphaWorkload", "betaWorkload", "gammaWorkload"]
+
+    @Test(arguments: [Profile.Mode.cpu, .wall])
+    func alphaBetaGammaInOrder(mode: Profile.Mode) async throws {
+      let stop = StopFlag()
+      let worker = TestThread(name: "chain") { alphaWorkload(stop) }
+      let tid = worker.waitForTID()
+      let waiter = ConditionWaiter()
+      let waiterTID = waiter.tid
+      usleep(20_000)
+      let profile = try await Profiler.shared.record(mode: mode, duration: .seconds(1))
+      stop.set()
+      worker.join()
+      waiter.release()
+
+      let thread = try #require(profile.thread(tid))
+      var complete: Int64 = 0
+      for sample in thread.samples where containsInOrder(profile.names(ofStack: sample.stack), Self.chain) {
+        complete += sample.count
+      }
+      let ratio = Double(complete) / Double(max(thread.totalCount, 1))
+      print("\(mode) chain: \(complete)/\(thread.totalCount) = \(ratio)")
+      #expect(thread.totalCount > 100)
+      #expect(ratio >= 0.95, "alpha → beta → gamma in \(ratio) of samples")
+
+      let waiterSamples = profile.thread(waiterTID)
+      if mode == .wall {
+        let ticks = Int64(profile.metadata["wall_ticks"] ?? "0") ?? 0
+        let waiterCount = waiterSamples?.totalCount ?? 0
+        let idle = waiterSamples?.samples.filter(\.isIdle).reduce(0) { $0 + $1.count } ?? 0
+        print("wall waiter: \(waiterCount) samples, \(idle) idle, ticks \(ticks)")
+        #expect(ticks > 500)
+        #expect(Double(waiterCount) >= 0.95 * Double(ticks), "waiter in \(waiterCount) of \(ticks) ticks")
+        #expect(Double(idle) >= 0.95 * Double(waiterCount), "only \(idle) of \(waiterCount) tagged idle")
+      } else {
+        let waiterCount = waiterSamples?.totalCount ?? 0
+        #expect(Double(waiterCount) < 0.02 * Double(profile.totalCount), "blocked thread got \(waiterCount) cpu samples")
+      }
+    }
+  }
+}
