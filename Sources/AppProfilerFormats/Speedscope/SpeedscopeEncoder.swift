@@ -30,10 +30,14 @@ public struct SpeedscopeEncoder: Sendable {
       var weights: [UInt64]
       var total: UInt64
     }
-    var outputs: [(sortKey: (Int64, Int64, Int32), output: ThreadOutput)] = []
+    var outputs: [ThreadOutput] = []
     let unitWeight = profile.mode == .alloc ? 1 : profile.intervalNanoseconds
     var stackCache: [Int: [Int]] = [:]
-    for thread in profile.threads where !thread.samples.isEmpty {
+    // Threads in output order, so frame indices are numbered in reading order.
+    let sortedThreads = profile.threads.filter { !$0.samples.isEmpty }.sorted {
+      ($0.busyCount, $0.totalCount, -$0.id) > ($1.busyCount, $1.totalCount, -$1.id)
+    }
+    for thread in sortedThreads {
       var output = ThreadOutput(
         name: "\(thread.name) (tid \(thread.id))", stacks: [], weights: [], total: 0)
       var previousKey: (Int, Bool)? = nil
@@ -58,9 +62,8 @@ public struct SpeedscopeEncoder: Sendable {
         output.total += weight
         previousKey = (sample.stack, sample.isIdle)
       }
-      outputs.append(((-thread.busyCount, -thread.totalCount, thread.id), output))
+      outputs.append(output)
     }
-    outputs.sort { $0.sortKey < $1.sortKey }
 
     writer.beginObject()
     writer.field("$schema", "https://www.speedscope.app/file-format-schema.json")
@@ -82,7 +85,7 @@ public struct SpeedscopeEncoder: Sendable {
     writer.endObject()
     writer.key("profiles")
     writer.beginArray()
-    for (_, output) in outputs {
+    for output in outputs {
       writer.beginObject()
       writer.field("type", "sampled")
       writer.field("name", output.name)

@@ -1,0 +1,86 @@
+import AppProfilerFormats
+import Testing
+
+/// A small hand-made profile exercising every encoder rule.
+func sampleProfile(mode: Profile.Mode = .wall) -> Profile {
+  var profile = Profile(
+    mode: mode, engine: "test", intervalNanoseconds: 1_000_000, startTimeNanoseconds: 0,
+    durationNanoseconds: 10_000_000)
+  profile.mappings = [.init(start: 0x1000, end: 0x9000, fileOffset: 0, path: "/usr/bin/app", buildID: "ab")]
+  profile.functions = [
+    .init(name: "main", systemName: "main", file: "main.swift", startLine: 3),
+    .init(name: "handle()", systemName: "$s3app6handleyyF", file: "app.swift", startLine: 10),
+    .init(name: "inlinedHelper()", file: "app.swift", startLine: 20),
+  ]
+  profile.locations = [
+    .init(address: 0x1100, mapping: 0, lines: [.init(function: 0, line: 5)]),
+    // handle() with inlinedHelper() inlined into it: innermost first.
+    .init(address: 0x1200, mapping: 0, lines: [.init(function: 2, line: 21), .init(function: 1, line: 12)]),
+    // No symbol: shows as app+0x300.
+    .init(address: 0x1300, mapping: 0, lines: []),
+  ]
+  profile.stacks = [
+    [1, 0],  // leaf first: handle/inlinedHelper <- main
+    [2, 0],
+  ]
+  profile.threads = [
+    .init(id: 7, name: "quiet", samples: [.init(stack: 1, timestampNanoseconds: 0, count: 1)]),
+    .init(
+      id: 5, name: "busy",
+      samples: [
+        .init(stack: 0, timestampNanoseconds: 0, count: 1),
+        .init(stack: 0, timestampNanoseconds: 1_000_000, count: 2),
+        .init(stack: 1, timestampNanoseconds: 3_000_000, count: 1),
+        .init(stack: 1, timestampNanoseconds: 4_000_000, count: 3, isIdle: true),
+      ]),
+  ]
+  return profile
+}
+
+@Suite struct SpeedscopeEncoderTests {
+  @Test func goldenOutput() {
+    let text = String(decoding: SpeedscopeEncoder(name: "golden").encode(sampleProfile()), as: UTF8.self)
+    let expected = """
+      {"$schema":"https://www.speedscope.app/file-format-schema.json","exporter":"swift-app-profiler@\(AppProfilerVersion.current)",\
+      "name":"golden","activeProfileIndex":0,"shared":{"frames":[\
+      {"name":"main","file":"main.swift","line":3},{"name":"handle()","file":"app.swift","line":10},\
+      {"name":"inlinedHelper()","file":"app.swift","line":20},{"name":"app+0x300"},{"name":"[idle]"}]},\
+      "profiles":[\
+      {"type":"sampled","name":"busy (tid 5)","unit":"nanoseconds","startValue":0,"endValue":7000000,\
+      "samples":[[0,1,2],[0,3],[0,3,4]],"weights":[3000000,1000000,3000000]},\
+      {"type":"sampled","name":"quiet (tid 7)","unit":"nanoseconds","startValue":0,"endValue":1000000,\
+      "samples":[[0,3]],"weights":[1000000]}]}
+      """
+    #expect(text == expected)
+  }
+
+  @Test func deterministic() {
+    let first = SpeedscopeEncoder().encode(sampleProfile())
+    let second = SpeedscopeEncoder().encode(sampleProfile())
+    #expect(first == second)
+  }
+
+  @Test func escapesStrings() {
+    var profile = sampleProfile()
+    profile.functions[0].name = "quote\" backslash\\ newline\n tab\t \u{01}"
+    let text = String(decoding: SpeedscopeEncoder().encode(profile), as: UTF8.self)
+    #expect(text.contains(#""name":"quote\" backslash\\ newline\n tab\t \u0001""#))
+  }
+
+  @Test func cpuProfilesHaveNoIdleFrame() {
+    var profile = sampleProfile(mode: .cpu)
+    for thread in profile.threads.indices {
+      for sample in profile.threads[thread].samples.indices {
+        profile.threads[thread].samples[sample].isIdle = false
+      }
+    }
+    let text = String(decoding: SpeedscopeEncoder().encode(profile), as: UTF8.self)
+    #expect(!text.contains("[idle]"))
+  }
+
+  @Test func functionsOfStackExpandInlinedFramesRootFirst() {
+    let profile = sampleProfile()
+    #expect(profile.functionsOfStack(0) == [0, 1, 2])
+    #expect(profile.fallbackName(for: profile.locations[2]) == "app+0x300")
+  }
+}
