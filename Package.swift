@@ -6,6 +6,10 @@ let package = Package(
   products: [
     .library(name: "AppProfiler", targets: ["AppProfiler"]),
     .library(name: "AppProfilerFormats", targets: ["AppProfilerFormats"]),
+    .executable(name: "app-profiler", targets: ["app-profiler"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
   ],
   targets: [
     // Stage 1: the signal path (C). Sampling engines, handler, unwinder, buffer.
@@ -17,6 +21,14 @@ let package = Package(
     .target(
       name: "AppProfiler",
       dependencies: ["CAppProfiler", "AppProfilerFormats"]
+    ),
+    // The command-line tool.
+    .executableTarget(
+      name: "app-profiler",
+      dependencies: [
+        "AppProfiler",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ]
     ),
     .testTarget(
       name: "AppProfilerTests",

@@ -93,6 +93,12 @@ public final class Profiler: Sendable {
     }
   }
 
+  /// Drops the symbol caches so the next profile symbolizes cold. For
+  /// benchmarks; a process never needs it (caches are keyed by image identity).
+  @_spi(Benchmarks) public func resetSymbolCaches() {
+    Symbolizer.shared.reset()
+  }
+
   static func validate(mode: Profile.Mode, interval: Duration, options: SessionOptions) throws {
     guard mode != .alloc else {
       throw ProfilerError.unsupported("alloc mode is not available yet; supported modes: cpu, wall")

@@ -44,6 +44,10 @@ static int g_task_dir_fd = -1;
 static uint32_t g_generation;
 static uint32_t g_max_threads;
 static uint32_t g_live_threads;
+// Dense list of table indices of live threads, rebuilt by each scan, so a
+// wall tick touches only the entries of threads that exist.
+static uint32_t *g_live_list;
+static uint32_t g_live_list_count;
 static int g_exclude_kernel;
 static void *g_table_memory;
 static size_t g_table_bytes;
@@ -377,14 +381,19 @@ static void scan_threads(cap_session *s) {
       atomic_fetch_add(&g_threads_seen, 1);
     }
   }
+  uint32_t live = 0;
+  for (uint32_t i = 0; i < s->thread_capacity && live < g_max_threads; i++) {
+    if (atomic_load_explicit(&s->threads[i].tid, memory_order_relaxed) > 0) g_live_list[live++] = i;
+  }
+  g_live_list_count = live;
 }
 
 // MARK: - Wall tick
 
 static void wall_tick(cap_session *s, uint64_t now) {
   pid_t pid = getpid();
-  for (uint32_t i = 0; i < s->thread_capacity; i++) {
-    cap_thread *t = &s->threads[i];
+  for (uint32_t n = 0; n < g_live_list_count; n++) {
+    cap_thread *t = &s->threads[g_live_list[n]];
     int32_t tid = atomic_load_explicit(&t->tid, memory_order_relaxed);
     if (tid <= 0) continue;
     if (atomic_load_explicit(&t->pending, memory_order_acquire)) {
@@ -500,6 +509,8 @@ static void release_memory(void) {
   if (g_slot_memory != 0) munmap(g_slot_memory, g_slot_bytes);
   g_table_memory = 0;
   g_slot_memory = 0;
+  g_live_list = 0;
+  g_live_list_count = 0;
   s->threads = 0;
   s->range_sets = 0;
   s->slots = 0;
@@ -564,7 +575,8 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
   while (capacity < config->max_threads * 2) capacity <<= 1;
   size_t thread_bytes = (size_t)capacity * sizeof(cap_thread);
   size_t range_bytes = 2 * sizeof(cap_range_set);
-  g_table_bytes = thread_bytes + range_bytes;
+  size_t live_bytes = (size_t)config->max_threads * sizeof(uint32_t);
+  g_table_bytes = thread_bytes + range_bytes + live_bytes;
   g_table_memory = map_zeroed(g_table_bytes);
   g_slot_bytes = (size_t)config->buffer_slots * sizeof(cap_slot);
   g_slot_memory = map_zeroed(g_slot_bytes);
@@ -579,6 +591,8 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
   s->thread_capacity = capacity;
   s->thread_mask = capacity - 1;
   s->range_sets = (cap_range_set *)((char *)g_table_memory + thread_bytes);
+  g_live_list = (uint32_t *)((char *)g_table_memory + thread_bytes + range_bytes);
+  g_live_list_count = 0;
   atomic_store(&s->current_ranges, 0);
   atomic_store(&s->ranges_stale, 0);
   s->slots = (cap_slot *)g_slot_memory;

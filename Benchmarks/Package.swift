@@ -1,0 +1,16 @@
+// swift-tools-version:6.0
+// Benchmarks of swift-app-profiler. A separate package so that users and CI
+// of the library never build it. Run everything with ./run.sh.
+import PackageDescription
+
+let package = Package(
+  name: "swift-app-profiler-benchmarks",
+  dependencies: [.package(name: "swift-app-profiler", path: "..")],
+  targets: [
+    .executableTarget(
+      name: "profiler-bench",
+      dependencies: [.product(name: "AppProfiler", package: "swift-app-profiler")]
+    )
+  ],
+  swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,23 @@
+import AppProfiler
+
+// profiler-bench SCENARIO [arguments]: one measurement per call; run.sh
+// runs them all and compares with perf where that applies.
+let arguments = Array(CommandLine.arguments.dropFirst())
+func argument(_ index: Int, _ fallback: String) -> String { index < arguments.count ? arguments[index] : fallback }
+
+switch argument(0, "help") {
+case "yield":
+  var options = SessionOptions()
+  if argument(4, "auto") == "posix" { options.cpuEngine = .posixTimers }
+  try await benchYield(
+    threads: Int(argument(1, "2"))!, hertz: Int(argument(2, "1000"))!, seconds: Double(argument(3, "3"))!,
+    options: options)
+case "wall-cost":
+  try await benchWallCost(threads: Int(argument(1, "10"))!, hertz: Int(argument(2, "1000"))!, seconds: Double(argument(3, "3"))!)
+case "attribution":
+  try await benchAttribution(seconds: Double(argument(1, "5"))!, readyFile: arguments.count > 2 ? arguments[2] : nil)
+case "symbolize":
+  try await benchSymbolize(seconds: Double(argument(1, "1"))!)
+default:
+  print("usage: profiler-bench yield THREADS HZ SECONDS [auto|posix] | wall-cost THREADS HZ SECONDS | attribution SECONDS [READY_FILE] | symbolize SECONDS")
+}

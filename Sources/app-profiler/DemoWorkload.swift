@@ -1,0 +1,76 @@
+import Foundation
+import Synchronization
+
+/// The demo's sample process: one thread hashing (CPU-bound), one waiting
+/// on a condition (blocked), one alternating between both.
+final class DemoWorkload: Sendable {
+  private let stopping = Atomic<Bool>(false)
+  private let condition = NSCondition()
+  private let running = Atomic<Int>(0)
+
+  func start() {
+    let bodies: [(String, @Sendable () -> Void)] = [
+      ("hasher", { [self] in while !self.stopping.load(ordering: .relaxed) { demoHandleLogin() } }),
+      ("waiter", { [self] in demoWaitForWork(self) }),
+      ("mixed", { [self] in
+        while !self.stopping.load(ordering: .relaxed) {
+          demoRenderReport(rows: 2_000)
+          Thread.sleep(forTimeInterval: 0.005)
+        }
+      }),
+    ]
+    for (name, body) in bodies {
+      let thread = Thread { [self] in
+        self.running.add(1, ordering: .relaxed)
+        body()
+        self.running.subtract(1, ordering: .relaxed)
+      }
+      thread.name = name
+      thread.start()
+    }
+  }
+
+  func stop() {
+    stopping.store(true, ordering: .relaxed)
+    condition.lock()
+    condition.broadcast()
+    condition.unlock()
+    while running.load(ordering: .relaxed) > 0 { usleep(1_000) }
+  }
+
+  fileprivate func waitLoop() {
+    condition.lock()
+    while !stopping.load(ordering: .relaxed) { condition.wait() }
+    condition.unlock()
+  }
+}
+
+/// Results land here so the optimizer cannot drop the work.
+let demoSink = Atomic<UInt64>(0)
+
+@inline(never)
+func demoHandleLogin() {
+  demoHashPassword(rounds: 50_000)
+}
+
+@inline(never)
+func demoHashPassword(rounds: Int) {
+  var hash: UInt64 = 0xcbf2_9ce4_8422_2325 ^ demoSink.load(ordering: .relaxed)
+  for round in 0..<rounds {
+    hash ^= UInt64(truncatingIfNeeded: round)
+    hash = hash &* 0x100_0000_01b3
+  }
+  demoSink.wrappingAdd(hash, ordering: .relaxed)
+}
+
+@inline(never)
+func demoRenderReport(rows: Int) {
+  var text = ""
+  for row in 0..<rows { text += "row \(row)\n" }
+  demoSink.wrappingAdd(UInt64(text.utf8.count), ordering: .relaxed)
+}
+
+@inline(never)
+func demoWaitForWork(_ workload: DemoWorkload) {
+  workload.waitLoop()
+}
