@@ -6,10 +6,14 @@ let package = Package(
   products: [
     .library(name: "AppProfiler", targets: ["AppProfiler"]),
     .library(name: "AppProfilerFormats", targets: ["AppProfilerFormats"]),
+    .library(name: "AppProfilerServer", targets: ["AppProfilerServer"]),
     .executable(name: "app-profiler", targets: ["app-profiler"]),
   ],
   dependencies: [
-    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
+    .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
   ],
   targets: [
     // Stage 1: the signal path (C). Sampling engines, handler, unwinder, buffer.
@@ -22,6 +26,25 @@ let package = Package(
       name: "AppProfiler",
       dependencies: ["CAppProfiler", "AppProfilerFormats"]
     ),
+    // Stage 6: the profile server (HTTP/1.1 over a Unix socket or loopback).
+    .target(
+      name: "AppProfilerServer",
+      dependencies: [
+        "AppProfiler",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ]
+    ),
+    // A child process for the server's end-to-end tests: a workload plus a
+    // server, driven over stdin/stdout.
+    .executableTarget(
+      name: "AppProfilerTestee",
+      dependencies: ["AppProfilerServer"],
+      path: "Tests/Fixtures/AppProfilerTestee"
+    ),
     // The command-line tool.
     .executableTarget(
       name: "app-profiler",
@@ -33,6 +56,10 @@ let package = Package(
     .testTarget(
       name: "AppProfilerTests",
       dependencies: ["AppProfiler", "CAppProfiler"]
+    ),
+    .testTarget(
+      name: "AppProfilerServerTests",
+      dependencies: ["AppProfilerServer", "AppProfilerTestee"]
     ),
     .testTarget(
       name: "AppProfilerFormatsTests",

@@ -72,6 +72,14 @@ public final class Profiler: Sendable {
     return try await session.stop()
   }
 
+  /// Every thread's stack right now: a wall session of a single tick (each
+  /// thread is interrupted once). Each thread of the result has one sample;
+  /// idle means it was blocked. Encode with `ThreadDumpEncoder`.
+  public func threadSnapshot() async throws -> Profile {
+    // One tick at 20 ms, then 10 ms for the handlers to finish before stop.
+    try await record(mode: .wall, duration: .milliseconds(30), interval: .milliseconds(20))
+  }
+
   /// Starts a session; stop it with ``ProfilingSession/stop()``.
   public func start(
     mode: Profile.Mode = .cpu, interval: Duration = .milliseconds(1),

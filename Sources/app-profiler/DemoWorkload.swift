@@ -21,11 +21,11 @@ final class DemoWorkload: Sendable {
     ]
     for (name, body) in bodies {
       let thread = Thread { [self] in
+        Thread.current.name = name  // from inside: reaches the kernel's thread name
         self.running.add(1, ordering: .relaxed)
         body()
         self.running.subtract(1, ordering: .relaxed)
       }
-      thread.name = name
       thread.start()
     }
   }

@@ -1,0 +1,82 @@
+/// Environment variables, so an operator can turn the server on or move it
+/// without a rebuild. Listed in the README; each overrides the value set in code.
+///
+/// | variable | meaning |
+/// |---|---|
+/// | `APP_PROFILER_ENABLED` | `1`/`true` or `0`/`false` |
+/// | `APP_PROFILER_TRANSPORT` | `unix` or `tcp` |
+/// | `APP_PROFILER_SOCKET` | socket path (unix transport) |
+/// | `APP_PROFILER_DIR` | directory of sockets and discovery records |
+/// | `APP_PROFILER_HOST` | TCP host (default 127.0.0.1) |
+/// | `APP_PROFILER_PORT` | TCP port (default 0: ephemeral) |
+/// | `APP_PROFILER_TOKEN` | bearer token |
+/// | `APP_PROFILER_ALLOW_REMOTE` | `1` to allow a non-loopback host (needs a token) |
+/// | `APP_PROFILER_MAX_DURATION` | longest profile, seconds |
+/// | `APP_PROFILER_CORS_ORIGIN` | `Access-Control-Allow-Origin` value; empty turns CORS off |
+/// | `APP_PROFILER_MAX_CONNECTIONS` | connections served at once |
+extension ProfileServerConfiguration {
+  /// A configuration error in the environment, naming the variable.
+  public struct EnvironmentError: Error, CustomStringConvertible, Sendable, Equatable {
+    public var variable: String
+    public var value: String
+    public var allowed: String
+    public var description: String { "invalid \(variable)='\(value)': allowed \(allowed)" }
+  }
+
+  /// This configuration with the `APP_PROFILER_*` variables applied.
+  public func applyingEnvironment(_ environment: [String: String]) throws -> ProfileServerConfiguration {
+    var result = self
+    func bool(_ name: String) throws -> Bool? {
+      guard let value = environment[name] else { return nil }
+      switch value.lowercased() {
+      case "1", "true", "yes", "on": return true
+      case "0", "false", "no", "off", "": return false
+      default: throw EnvironmentError(variable: name, value: value, allowed: "1, true, 0 or false")
+      }
+    }
+    func int(_ name: String, _ range: ClosedRange<Int>) throws -> Int? {
+      guard let value = environment[name] else { return nil }
+      guard let number = Int(value), range.contains(number) else {
+        throw EnvironmentError(variable: name, value: value, allowed: "an integer \(range.lowerBound) ... \(range.upperBound)")
+      }
+      return number
+    }
+    if let enabled = try bool("APP_PROFILER_ENABLED") { result.enabled = enabled }
+    if let directory = environment["APP_PROFILER_DIR"], !directory.isEmpty { result.directory = directory }
+    let transport = environment["APP_PROFILER_TRANSPORT"]?.lowercased()
+    switch transport {
+    case nil:
+      break
+    case "unix":
+      result.bindAddress = .unixDomainSocket(path: environment["APP_PROFILER_SOCKET"])
+    case "tcp":
+      result.bindAddress = .hostname("127.0.0.1", port: 0)
+    default:
+      throw EnvironmentError(variable: "APP_PROFILER_TRANSPORT", value: transport!, allowed: "unix or tcp")
+    }
+    if transport == nil, let socket = environment["APP_PROFILER_SOCKET"], !socket.isEmpty {
+      result.bindAddress = .unixDomainSocket(path: socket)
+    }
+    let host = environment["APP_PROFILER_HOST"]
+    let port = try int("APP_PROFILER_PORT", 0...65535)
+    if host != nil || port != nil {
+      var currentHost = "127.0.0.1"
+      var currentPort = 0
+      if case .hostname(let h, let p) = result.bindAddress.kind {
+        currentHost = h
+        currentPort = p
+      } else if transport == "unix" {
+        throw EnvironmentError(
+          variable: host != nil ? "APP_PROFILER_HOST" : "APP_PROFILER_PORT", value: host ?? String(port!),
+          allowed: "only with APP_PROFILER_TRANSPORT=tcp")
+      }
+      result.bindAddress = .hostname(host ?? currentHost, port: port ?? currentPort)
+    }
+    if let token = environment["APP_PROFILER_TOKEN"] { result.bearerToken = token.isEmpty ? nil : token }
+    if let remote = try bool("APP_PROFILER_ALLOW_REMOTE") { result.allowRemoteAccess = remote }
+    if let seconds = try int("APP_PROFILER_MAX_DURATION", 1...86_400) { result.maxDuration = .seconds(seconds) }
+    if let origin = environment["APP_PROFILER_CORS_ORIGIN"] { result.corsOrigin = origin.isEmpty ? nil : origin }
+    if let connections = try int("APP_PROFILER_MAX_CONNECTIONS", 1...1024) { result.maxConnections = connections }
+    return result
+  }
+}

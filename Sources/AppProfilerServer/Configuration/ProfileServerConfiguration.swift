@@ -1,0 +1,48 @@
+/// Configuration of the profile server. Every default says why it is what it
+/// is; every field can also come from an environment variable (see
+/// ``ProfileServerConfiguration/applyingEnvironment(_:)``).
+public struct ProfileServerConfiguration: Sendable, Hashable {
+  /// Whether `ProfileServer.start()` starts anything. Default true when set
+  /// in code; `APP_PROFILER_ENABLED=0` lets an operator turn it off.
+  public var enabled: Bool = true
+  /// Where to listen. Default: a Unix socket in ``directory``, reachable only
+  /// by this user (a profile leaks code structure, and a profile request costs
+  /// CPU: the back door must not be open to others).
+  public var bindAddress: BindAddress = .unixDomainSocket()
+  /// Directory for the socket and the discovery record. Default
+  /// `$APP_PROFILER_DIR`, else `$TMPDIR/app_profiler`, else `/tmp/app_profiler`.
+  public var directory: String? = nil
+  /// Longest profile a request may ask for. Default 300 s: long enough for
+  /// any investigation, short enough that a forgotten request ends.
+  public var maxDuration: Duration = .seconds(300)
+  /// `Access-Control-Allow-Origin` on every answer, so speedscope
+  /// (`https://www.speedscope.app/#profileURL=…`) can fetch profiles from the
+  /// TCP transport. Default `*` (the server is loopback-only); nil turns CORS off.
+  public var corsOrigin: String? = "*"
+  /// Bearer token required in `Authorization: Bearer <token>`; nil: none.
+  public var bearerToken: String? = nil
+  /// Allow a non-loopback bind address. Also requires ``bearerToken``.
+  public var allowRemoteAccess: Bool = false
+  /// Connections served at once; more are closed at accept. Default 16: a
+  /// profile needs one, a dashboard a few; the cap keeps the back door from
+  /// being used to exhaust the process.
+  public var maxConnections: Int = 16
+  /// A request head must arrive within this time of connecting, else 408 and
+  /// close (slow clients cannot hold connections). Default 10 s.
+  public var requestHeadTimeout: Duration = .seconds(10)
+  /// Largest request head (request line + headers). Default 16 KiB; larger
+  /// heads get 431 (414 for a longer request line alone).
+  public var maxRequestHeadBytes: Int = 16 * 1024
+
+  public init() {}
+
+  /// The directory the server uses: ``directory`` or the default.
+  func resolvedDirectory(environment: [String: String]) -> String {
+    if let directory, !directory.isEmpty { return directory }
+    if let fromEnvironment = environment["APP_PROFILER_DIR"], !fromEnvironment.isEmpty { return fromEnvironment }
+    var temporary = environment["TMPDIR"] ?? "/tmp"
+    if temporary.isEmpty { temporary = "/tmp" }
+    while temporary.count > 1 && temporary.hasSuffix("/") { temporary.removeLast() }
+    return temporary + "/app_profiler"
+  }
+}

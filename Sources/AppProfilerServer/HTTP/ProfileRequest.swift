@@ -1,0 +1,77 @@
+import AppProfiler
+
+/// A validated `GET /profile` request.
+///
+/// | parameter | values | default |
+/// |---|---|---|
+/// | `mode` | `cpu`, `wall` (`alloc`/`object` once allocation profiles exist) | `cpu` |
+/// | `duration` | seconds, decimal, 0 < d ≤ max duration | 30 |
+/// | `interval` | microseconds, 100 … 1000000 | 1000 |
+/// | `format` | `speedscope` | `speedscope` |
+struct ProfileRequest: Sendable, Equatable {
+  enum Format: String, Sendable, CaseIterable {
+    case speedscope
+  }
+
+  var mode: Profile.Mode = .cpu
+  var duration: Duration = .seconds(30)
+  var interval: Duration = .milliseconds(1)
+  var format: Format = .speedscope
+
+  static let parameterNames: Set<String> = ["mode", "duration", "interval", "format"]
+
+  /// Parses and validates; the error names the parameter and its allowed values.
+  static func parse(_ query: HTTPQuery, maxDuration: Duration) throws(RequestError) -> ProfileRequest {
+    var request = ProfileRequest()
+    var seen: Set<String> = []
+    for (name, value) in query.parameters {
+      guard parameterNames.contains(name) else {
+        throw RequestError(
+          status: .badRequest,
+          message: "unknown parameter '\(name)': allowed \(parameterNames.sorted().joined(separator: ", "))")
+      }
+      guard seen.insert(name).inserted else {
+        throw RequestError(status: .badRequest, message: "parameter '\(name)' given more than once")
+      }
+      switch name {
+      case "mode":
+        switch value {
+        case "cpu": request.mode = .cpu
+        case "wall": request.mode = .wall
+        case "alloc", "object":
+          throw RequestError(
+            status: .badRequest,
+            message: "invalid parameter mode='\(value)': allocation profiles are not available yet; allowed cpu, wall")
+        default:
+          throw .badParameter("mode", value, allowed: "cpu, wall")
+        }
+      case "duration":
+        let maxSeconds = Double(maxDuration.components.seconds) + Double(maxDuration.components.attoseconds) / 1e18
+        guard let seconds = Double(value), seconds.isFinite, seconds > 0, seconds <= maxSeconds,
+          value.allSatisfy({ $0.isNumber || $0 == "." })
+        else {
+          throw .badParameter("duration", value, allowed: "seconds, 0 < duration ≤ \(formatSeconds(maxSeconds))")
+        }
+        request.duration = .nanoseconds(Int64((seconds * 1e9).rounded()))
+      case "interval":
+        guard let micros = Int(value), (100...1_000_000).contains(micros) else {
+          throw .badParameter("interval", value, allowed: "microseconds, 100 ... 1000000")
+        }
+        request.interval = .microseconds(micros)
+      case "format":
+        guard let format = Format(rawValue: value) else {
+          throw .badParameter("format", value, allowed: Format.allCases.map(\.rawValue).joined(separator: ", "))
+        }
+        request.format = format
+      default:
+        break
+      }
+    }
+    if request.duration > maxDuration { request.duration = maxDuration }
+    return request
+  }
+
+  static func formatSeconds(_ seconds: Double) -> String {
+    seconds == seconds.rounded() ? String(Int(seconds)) : String(seconds)
+  }
+}

@@ -1,0 +1,194 @@
+import AppProfiler
+import NIOCore
+import NIOHTTP1
+
+/// One connection: one request, one answer, then close.
+///
+/// Limits enforced here: the whole request must arrive within
+/// `requestHeadTimeout` (408), a request line over 8 KiB gets 414, headers
+/// over `maxRequestHeadBytes` 431 (the decoder's limit), a body over 64 KiB
+/// 413, a malformed request 400. A client that disconnects while its profile
+/// runs cancels the profile.
+final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler {
+  typealias InboundIn = HTTPServerRequestPart
+  typealias OutboundOut = HTTPServerResponsePart
+
+  static let maxRequestLine = 8 * 1024
+  static let maxBody = 64 * 1024
+
+  private let coordinator: ProfileCoordinator
+  private var head: HTTPRequestHead?
+  private var bodyBytes = 0
+  private var timeout: Scheduled<Void>?
+  private var work: Task<Void, Never>?
+  private var responded = false
+
+  init(coordinator: ProfileCoordinator) {
+    self.coordinator = coordinator
+  }
+
+  func handlerAdded(context: ChannelHandlerContext) {
+    let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+    let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+    let seconds = coordinator.configuration.requestHeadTimeout.components.seconds
+    timeout = context.eventLoop.scheduleTask(in: .nanoseconds(Int64(coordinator.configuration.requestHeadTimeout.nanosecondsValue))) {
+      handler.value.send(
+        context: bound.value, .error(.requestTimeout, "request not received within \(seconds) s"), headOnly: false)
+    }
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    guard !responded else { return }
+    switch unwrapInboundIn(data) {
+    case .head(let head):
+      self.head = head
+      if head.uri.utf8.count > Self.maxRequestLine {
+        send(context: context, .error(.uriTooLong, "request target longer than \(Self.maxRequestLine) bytes"), headOnly: false)
+      }
+    case .body(let buffer):
+      bodyBytes += buffer.readableBytes
+      if bodyBytes > Self.maxBody {
+        send(context: context, .error(.payloadTooLarge, "request body larger than \(Self.maxBody) bytes"), headOnly: false)
+      }
+    case .end:
+      timeout?.cancel()
+      if let head { dispatch(context: context, head: head) }
+    }
+  }
+
+  func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    guard !responded else {
+      context.close(promise: nil)
+      return
+    }
+    if let parserError = error as? HTTPParserError {
+      if case .headerOverflow = parserError {
+        send(
+          context: context,
+          .error(.requestHeaderFieldsTooLarge, "request headers larger than \(coordinator.configuration.maxRequestHeadBytes) bytes"),
+          headOnly: false)
+      } else {
+        send(context: context, .error(.badRequest, "malformed HTTP request: \(parserError)"), headOnly: false)
+      }
+    } else {
+      context.close(promise: nil)
+    }
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    timeout?.cancel()
+    work?.cancel()  // the client is gone: stop its profile now
+    context.fireChannelInactive()
+  }
+
+  private func dispatch(context: ChannelHandlerContext, head: HTTPRequestHead) {
+    let query: HTTPQuery
+    do {
+      query = try HTTPQuery(target: head.uri)
+    } catch {
+      send(context: context, .error(.badRequest, "malformed request target: \(head.uri)"), headOnly: false)
+      return
+    }
+    if head.method == .OPTIONS {
+      // CORS preflight: browsers send it before a cross-origin GET with headers.
+      send(
+        context: context,
+        HTTPResponse(
+          status: .noContent,
+          headers: [
+            ("Allow", "GET, HEAD, OPTIONS"),
+            ("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS"),
+            ("Access-Control-Allow-Headers", "Authorization, Content-Type"),
+            ("Access-Control-Max-Age", "600"),
+          ]), headOnly: true)
+      return
+    }
+    guard coordinator.isAuthorized(head.headers) else {
+      send(
+        context: context, .error(.unauthorized, "missing or wrong bearer token", headers: [("WWW-Authenticate", "Bearer")]),
+        headOnly: false)
+      return
+    }
+    guard let route = Routes.match(query.path) else {
+      send(context: context, .error(.notFound, "no such path: \(query.path); GET / lists the endpoints"), headOnly: false)
+      return
+    }
+    guard head.method == .GET || head.method == .HEAD else {
+      send(
+        context: context,
+        .error(.methodNotAllowed, "method \(head.method.rawValue) not allowed on \(route.path); use GET", headers: [("Allow", "GET, HEAD, OPTIONS")]),
+        headOnly: false)
+      return
+    }
+    let headOnly = head.method == .HEAD
+    switch route.endpoint {
+    case .index:
+      send(context: context, coordinator.index(), headOnly: headOnly)
+    case .profile:
+      do {
+        let request = try ProfileRequest.parse(query, maxDuration: coordinator.configuration.maxDuration)
+        run(context: context, headOnly: headOnly) { coordinator in await coordinator.profile(request) }
+      } catch {
+        send(context: context, .error(error.status, error.message), headOnly: headOnly)
+      }
+    case .threads:
+      let format = query.value("format") ?? "text"
+      if let unknown = query.parameters.first(where: { $0.name != "format" }) {
+        send(context: context, .error(.badRequest, "unknown parameter '\(unknown.name)': allowed format"), headOnly: headOnly)
+      } else if format != "text" && format != "json" {
+        send(context: context, .error(.badRequest, "invalid parameter format='\(format)': allowed text, json"), headOnly: headOnly)
+      } else {
+        run(context: context, headOnly: headOnly) { coordinator in await coordinator.threads(json: format == "json") }
+      }
+    }
+  }
+
+  /// Runs slow work off the event loop and answers when it is done.
+  private func run(
+    context: ChannelHandlerContext, headOnly: Bool,
+    _ body: @escaping @Sendable (ProfileCoordinator) async -> HTTPResponse
+  ) {
+    let eventLoop = context.eventLoop
+    let handler = NIOLoopBound(self, eventLoop: eventLoop)
+    let bound = NIOLoopBound(context, eventLoop: eventLoop)
+    let coordinator = self.coordinator
+    work = Task {
+      let response = await body(coordinator)
+      eventLoop.execute {
+        handler.value.send(context: bound.value, response, headOnly: headOnly)
+      }
+    }
+  }
+
+  /// Writes an answer with the headers every answer carries, then closes.
+  func send(context: ChannelHandlerContext, _ response: HTTPResponse, headOnly: Bool) {
+    guard !responded else { return }
+    responded = true
+    timeout?.cancel()
+    var headers = HTTPHeaders(response.headers)
+    headers.replaceOrAdd(name: "Content-Length", value: String(response.body.count))
+    headers.replaceOrAdd(name: "Connection", value: "close")
+    headers.replaceOrAdd(name: "X-Content-Type-Options", value: "nosniff")
+    headers.replaceOrAdd(name: "Cache-Control", value: "no-store")
+    headers.replaceOrAdd(name: "Server", value: "swift-app-profiler/\(AppProfilerVersion.current)")
+    if let origin = coordinator.configuration.corsOrigin {
+      headers.replaceOrAdd(name: "Access-Control-Allow-Origin", value: origin)
+      headers.replaceOrAdd(name: "Access-Control-Expose-Headers", value: "Retry-After, Content-Disposition")
+    }
+    context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: response.status, headers: headers))), promise: nil)
+    if !headOnly && !response.body.isEmpty {
+      context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: response.body)))), promise: nil)
+    }
+    let channel = context.channel
+    let done = context.eventLoop.makePromise(of: Void.self)
+    context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
+    done.futureResult.whenComplete { _ in channel.close(promise: nil) }
+  }
+}
+
+extension Duration {
+  var nanosecondsValue: UInt64 {
+    let (seconds, attoseconds) = components
+    return UInt64(max(seconds, 0)) * 1_000_000_000 + UInt64(max(attoseconds, 0) / 1_000_000_000)
+  }
+}

@@ -1,0 +1,71 @@
+@testable import AppProfilerServer
+import Testing
+
+/// Pure parsing and configuration: no sockets.
+@Suite struct RequestParsingTests {
+  @Test func queryDecoding() throws {
+    let query = try HTTPQuery(target: "/profile?mode=cpu&duration=0.5&name=a%20b+c&empty")
+    #expect(query.path == "/profile")
+    #expect(query.value("mode") == "cpu")
+    #expect(query.value("name") == "a b c")
+    #expect(query.value("empty") == "")
+    #expect(throws: HTTPQuery.MalformedQuery.self) { try HTTPQuery(target: "/p?x=%zz") }
+  }
+
+  @Test func profileRequestDefaultsAndLimits() throws {
+    let defaults = try ProfileRequest.parse(HTTPQuery(target: "/profile"), maxDuration: .seconds(300))
+    #expect(defaults.mode == .cpu)
+    #expect(defaults.duration == .seconds(30))
+    #expect(defaults.interval == .milliseconds(1))
+    let custom = try ProfileRequest.parse(
+      HTTPQuery(target: "/profile?mode=wall&duration=1.5&interval=250"), maxDuration: .seconds(300))
+    #expect(custom.mode == .wall)
+    #expect(custom.duration == .milliseconds(1500))
+    #expect(custom.interval == .microseconds(250))
+    // The default of 30 s is capped by a smaller maximum.
+    let capped = try ProfileRequest.parse(HTTPQuery(target: "/profile"), maxDuration: .seconds(10))
+    #expect(capped.duration == .seconds(10))
+    for bad in ["duration=nan", "duration=inf", "duration=1e1", "duration=", "interval=99", "interval=1000001", "mode="] {
+      #expect(throws: RequestError.self) { try ProfileRequest.parse(HTTPQuery(target: "/profile?\(bad)"), maxDuration: .seconds(300)) }
+    }
+  }
+
+  @Test func environmentOverridesConfiguration() throws {
+    let configuration = try ProfileServerConfiguration().applyingEnvironment([
+      "APP_PROFILER_TRANSPORT": "tcp", "APP_PROFILER_PORT": "9999", "APP_PROFILER_TOKEN": "t",
+      "APP_PROFILER_MAX_DURATION": "60", "APP_PROFILER_CORS_ORIGIN": "", "APP_PROFILER_ENABLED": "0",
+      "APP_PROFILER_DIR": "/run/x", "APP_PROFILER_MAX_CONNECTIONS": "4",
+    ])
+    #expect(configuration.bindAddress == .hostname("127.0.0.1", port: 9999))
+    #expect(configuration.bearerToken == "t")
+    #expect(configuration.maxDuration == .seconds(60))
+    #expect(configuration.corsOrigin == nil)
+    #expect(configuration.enabled == false)
+    #expect(configuration.directory == "/run/x")
+    #expect(configuration.maxConnections == 4)
+    #expect(throws: ProfileServerConfiguration.EnvironmentError.self) {
+      try ProfileServerConfiguration().applyingEnvironment(["APP_PROFILER_PORT": "http"])
+    }
+    #expect(throws: ProfileServerConfiguration.EnvironmentError.self) {
+      try ProfileServerConfiguration().applyingEnvironment(["APP_PROFILER_TRANSPORT": "carrier-pigeon"])
+    }
+  }
+
+  @Test func defaultDirectory() {
+    let configuration = ProfileServerConfiguration()
+    #expect(configuration.resolvedDirectory(environment: [:]) == "/tmp/app_profiler")
+    #expect(configuration.resolvedDirectory(environment: ["TMPDIR": "/var/tmp/"]) == "/var/tmp/app_profiler")
+    #expect(configuration.resolvedDirectory(environment: ["APP_PROFILER_DIR": "/run/p"]) == "/run/p")
+  }
+
+  @Test func bearerTokenComparison() {
+    var configuration = ProfileServerConfiguration()
+    configuration.bearerToken = "secret"
+    let coordinator = ProfileCoordinator(configuration: configuration, logger: .init(label: "test"))
+    #expect(coordinator.isAuthorized(["Authorization": "Bearer secret"]))
+    #expect(!coordinator.isAuthorized(["Authorization": "Bearer secreT"]))
+    #expect(!coordinator.isAuthorized(["Authorization": "Bearer secret2"]))
+    #expect(!coordinator.isAuthorized(["Authorization": "Basic secret"]))
+    #expect(!coordinator.isAuthorized([:]))
+  }
+}

@@ -1,0 +1,111 @@
+import Foundation
+import Testing
+
+extension ServerSuite {
+  /// Acceptance 2 and 3: every status code with its message, CORS on errors,
+  /// Retry-After on 409; one profile at a time under 32 concurrent requests.
+  @Suite struct StatusCodes {
+    @Test func badParametersAre400NamingTheParameter() throws {
+      try withTestee { testee in
+        let cases: [(String, String)] = [
+          ("/profile?duration=abc", "duration"),
+          ("/profile?duration=0", "0 < duration ≤ 300"),
+          ("/profile?duration=301", "duration"),
+          ("/profile?duration=-1", "duration"),
+          ("/profile?mode=gpu", "mode"),
+          ("/profile?mode=object", "allocation profiles are not available yet"),
+          ("/profile?interval=50", "100 ... 1000000"),
+          ("/profile?interval=x", "interval"),
+          ("/profile?format=pdf", "format"),
+          ("/profile?colour=blue", "unknown parameter 'colour'"),
+          ("/profile?mode=cpu&mode=wall", "more than once"),
+          ("/threads?format=xml", "format"),
+        ]
+        for (target, fragment) in cases {
+          let answer = try Curl.get(testee, target)
+          #expect(answer.status == 400, "\(target): \(answer.status)")
+          #expect(answer.text.contains(fragment), "\(target): \(answer.text)")
+          #expect(answer.headers["access-control-allow-origin"] == "*", "\(target) lacks CORS")
+          #expect(answer.headers["content-type"] == "text/plain; charset=utf-8")
+        }
+      }
+    }
+
+    @Test func notFoundMethodNotAllowedAndPreflight() throws {
+      try withTestee { testee in
+        let missing = try Curl.get(testee, "/nope")
+        #expect(missing.status == 404)
+        #expect(missing.text.contains("/nope"))
+        #expect(missing.headers["access-control-allow-origin"] == "*")
+        let post = try Curl.get(testee, "/profile", method: "POST")
+        #expect(post.status == 405)
+        #expect(post.headers["allow"] == "GET, HEAD, OPTIONS")
+        #expect(post.headers["access-control-allow-origin"] == "*")
+        let preflight = try Curl.get(testee, "/profile", method: "OPTIONS")
+        #expect(preflight.status == 204)
+        #expect(preflight.headers["access-control-allow-methods"]?.contains("GET") == true)
+        #expect(preflight.headers["access-control-allow-origin"] == "*")
+      }
+    }
+
+    @Test func conflictWhileProfilingHasRetryAfter() throws {
+      try withTestee { testee in
+        let long = try RawConnection(testee)
+        long.send("GET /profile?duration=3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        usleep(300_000)
+        let answer = try Curl.get(testee, "/profile?duration=1")
+        #expect(answer.status == 409)
+        let retry = Int(answer.headers["retry-after"] ?? "") ?? 0
+        #expect((1...3).contains(retry), "Retry-After \(retry)")
+        #expect(answer.headers["access-control-allow-origin"] == "*")
+        #expect(answer.text.contains("already running"))
+        let threads = try Curl.get(testee, "/threads")
+        #expect(threads.status == 409)
+        let first = long.readAll(timeout: 10).map(RawConnection.parse)
+        #expect(first?.status == 200)
+      }
+    }
+
+    @Test func thirtyTwoConcurrentRequestsOneWins() throws {
+      try withTestee { testee in
+        let statuses = Statuses()
+        DispatchQueue.concurrentPerform(iterations: 32) { _ in
+          let answer = try? RawConnection.request(testee, "GET /profile?duration=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+          statuses.append(answer?.status ?? -1)
+        }
+        let all = statuses.values
+        #expect(all.filter { $0 == 200 }.count == 1, "\(all)")
+        #expect(all.filter { $0 == 409 }.count == 31, "\(all)")
+        let next = try Curl.get(testee, "/profile?duration=0.2")
+        #expect(next.status == 200)
+      }
+    }
+
+    @Test func clientDisconnectStopsTheSession() throws {
+      try withTestee { testee in
+        do {
+          let connection = try RawConnection(testee)
+          connection.send("GET /profile?duration=10 HTTP/1.1\r\nHost: x\r\n\r\n")
+          usleep(100_000)
+        }  // closed here
+        let closed = Date()
+        var answer = try Curl.get(testee, "/profile?duration=0.1")
+        while answer.status == 409 && Date().timeIntervalSince(closed) < 3 {
+          usleep(50_000)
+          answer = try Curl.get(testee, "/profile?duration=0.1")
+        }
+        let elapsed = Date().timeIntervalSince(closed)
+        print("disconnect: next profile got \(answer.status) after \(elapsed) s")
+        #expect(answer.status == 200)
+        #expect(elapsed < 1.5)
+      }
+    }
+  }
+}
+
+final class Statuses: @unchecked Sendable {
+  private let lock = NSLock()
+  private var list: [Int] = []
+  func append(_ value: Int) { lock.withLock { list.append(value) } }
+  var values: [Int] { lock.withLock { list } }
+}

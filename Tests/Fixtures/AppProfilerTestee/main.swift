@@ -1,0 +1,92 @@
+// A child process for the server's end-to-end tests.
+//
+//   AppProfilerTestee [--dir DIR] [--tcp] [--host H] [--port P] [--token T]
+//                     [--allow-remote] [--no-stop] [--fork-child]
+//
+// Starts a CPU-bound worker (testeeHotLoop → testeeHotInner), a blocked
+// thread, and a profile server; prints one line `READY <address>` (or
+// `ERROR <message>`), then serves until stdin closes. Then it stops the
+// server and exits 0 — or, with --no-stop, exits without stopping (the
+// atexit cleanup must remove the files). --fork-child forks once after
+// READY; the child prints `CHILD <pid>` and exits normally at once (it must
+// leave the parent's socket and record alone).
+import AppProfiler
+import AppProfilerServer
+import Foundation
+import Synchronization
+
+let testeeSink = Atomic<UInt64>(0)
+
+@inline(never)
+func testeeHotInner() {
+  var x: UInt64 = testeeSink.load(ordering: .relaxed) | 1
+  for i in 0..<50_000 { x = x &* 6_364_136_223_846_793_005 &+ UInt64(i) }
+  testeeSink.wrappingAdd(x, ordering: .relaxed)
+}
+
+@inline(never)
+func testeeHotLoop() {
+  while true { testeeHotInner() }
+}
+
+let arguments = Array(CommandLine.arguments.dropFirst())
+func option(_ name: String) -> String? {
+  guard let index = arguments.firstIndex(of: name), index + 1 < arguments.count else { return nil }
+  return arguments[index + 1]
+}
+func flag(_ name: String) -> Bool { arguments.contains(name) }
+
+var configuration = ProfileServerConfiguration()
+configuration.directory = option("--dir")
+if flag("--tcp") || option("--host") != nil {
+  configuration.bindAddress = .hostname(option("--host") ?? "127.0.0.1", port: Int(option("--port") ?? "0") ?? 0)
+}
+configuration.bearerToken = option("--token")
+configuration.allowRemoteAccess = flag("--allow-remote")
+if let seconds = option("--head-timeout").flatMap(Int.init) { configuration.requestHeadTimeout = .seconds(seconds) }
+
+// Thread.name set before start() does not reach the kernel's comm on Linux;
+// set it from inside the thread.
+let hot = Thread {
+  Thread.current.name = "testee-hot"
+  testeeHotLoop()
+}
+hot.start()
+let blocked = Thread {
+  Thread.current.name = "testee-blocked"
+  let condition = NSCondition()
+  condition.lock()
+  while true { condition.wait() }
+}
+blocked.start()
+
+let server: ProfileServer
+do {
+  server = try await ProfileServer.start(configuration: configuration)
+} catch {
+  print("ERROR \(error)")
+  fflush(nil)
+  exit(3)
+}
+print("READY \(server.address.map { $0.socketPath ?? $0.url } ?? "disabled")")
+fflush(nil)
+
+if flag("--fork-child") {
+  let child = fork()
+  if child == 0 {
+    print("CHILD \(getpid())")
+    fflush(nil)
+    exit(0)  // runs atexit handlers in the child
+  }
+  var status: Int32 = 0
+  waitpid(child, &status, 0)
+  print("CHILD-EXITED")
+  fflush(nil)
+}
+
+// Serve until the test closes our stdin.
+while readLine() != nil {}
+if !flag("--no-stop") {
+  await server.stop()
+}
+exit(0)
