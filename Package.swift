@@ -59,7 +59,11 @@ let package = Package(
     ),
     .testTarget(
       name: "AppProfilerServerTests",
-      dependencies: ["AppProfilerServer", "AppProfilerTestee"]
+      dependencies: [
+        "AppProfilerServer", "AppProfilerTestee",
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "Logging", package: "swift-log"),
+      ]
     ),
     .testTarget(
       name: "AppProfilerFormatsTests",

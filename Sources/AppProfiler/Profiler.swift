@@ -75,9 +75,9 @@ public final class Profiler: Sendable {
   /// Every thread's stack right now: a wall session of a single tick (each
   /// thread is interrupted once). Each thread of the result has one sample;
   /// idle means it was blocked. Encode with `ThreadDumpEncoder`.
-  public func threadSnapshot() async throws -> Profile {
+  public func threadSnapshot(options: SessionOptions = SessionOptions()) async throws -> Profile {
     // One tick at 20 ms, then 10 ms for the handlers to finish before stop.
-    try await record(mode: .wall, duration: .milliseconds(30), interval: .milliseconds(20))
+    try await record(mode: .wall, duration: .milliseconds(30), interval: .milliseconds(20), options: options)
   }
 
   /// Starts a session; stop it with ``ProfilingSession/stop()``.

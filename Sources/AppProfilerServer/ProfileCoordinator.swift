@@ -73,7 +73,9 @@ final class ProfileCoordinator: Sendable {
     runningUntil.withLock { $0 = ContinuousClock.now + request.duration }
     defer { runningUntil.withLock { $0 = nil } }
     do {
-      let profile = try await Profiler.shared.record(mode: request.mode, duration: request.duration, interval: request.interval)
+      let profile = try await Profiler.shared.record(
+        mode: request.mode, duration: request.duration, interval: request.interval,
+        options: configuration.sessionOptions)
       let name = "\(request.mode.rawValue)-\(getpid())-\(profile.startTimeNanoseconds / 1_000_000_000)"
       let body = SpeedscopeEncoder(name: "\(request.mode.rawValue) profile of pid \(getpid())").encode(profile)
       logger.info(
@@ -94,7 +96,7 @@ final class ProfileCoordinator: Sendable {
   func threads(json: Bool) async -> HTTPResponse {
     if Profiler.shared.isBusy { return busyResponse() }
     do {
-      let snapshot = try await Profiler.shared.threadSnapshot()
+      let snapshot = try await Profiler.shared.threadSnapshot(options: configuration.sessionOptions)
       if json {
         return HTTPResponse(status: .ok, headers: [("Content-Type", "application/json")], body: ThreadDumpEncoder().json(snapshot))
       }
@@ -108,7 +110,8 @@ final class ProfileCoordinator: Sendable {
     switch error {
     case ProfilerError.busy:
       return busyResponse()
-    case ProfilerError.invalidParameter(let name, let value, let allowed):
+    case ProfilerError.invalidParameter(let name, let value, let allowed)
+    where name == "interval" || name == "duration":
       return .error(.badRequest, "invalid parameter \(name)='\(value)': allowed \(allowed)")
     case is CancellationError:
       // The client went away; nobody reads this.

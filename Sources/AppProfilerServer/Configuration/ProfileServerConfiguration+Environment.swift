@@ -14,6 +14,7 @@
 /// | `APP_PROFILER_MAX_DURATION` | longest profile, seconds |
 /// | `APP_PROFILER_CORS_ORIGIN` | `Access-Control-Allow-Origin` value; empty turns CORS off |
 /// | `APP_PROFILER_MAX_CONNECTIONS` | connections served at once |
+/// | `APP_PROFILER_SIGNAL` | signal number used for sampling (default 27, SIGPROF) |
 extension ProfileServerConfiguration {
   /// A configuration error in the environment, naming the variable.
   public struct EnvironmentError: Error, CustomStringConvertible, Sendable, Equatable {
@@ -77,6 +78,7 @@ extension ProfileServerConfiguration {
     if let seconds = try int("APP_PROFILER_MAX_DURATION", 1...86_400) { result.maxDuration = .seconds(seconds) }
     if let origin = environment["APP_PROFILER_CORS_ORIGIN"] { result.corsOrigin = origin.isEmpty ? nil : origin }
     if let connections = try int("APP_PROFILER_MAX_CONNECTIONS", 1...1024) { result.maxConnections = connections }
+    if let signal = try int("APP_PROFILER_SIGNAL", 1...64) { result.sessionOptions.signal = Int32(signal) }
     return result
   }
 }

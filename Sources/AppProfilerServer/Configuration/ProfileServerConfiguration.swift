@@ -1,3 +1,5 @@
+import AppProfiler
+
 /// Configuration of the profile server. Every default says why it is what it
 /// is; every field can also come from an environment variable (see
 /// ``ProfileServerConfiguration/applyingEnvironment(_:)``).
@@ -33,6 +35,9 @@ public struct ProfileServerConfiguration: Sendable, Hashable {
   /// Largest request head (request line + headers). Default 16 KiB; larger
   /// heads get 431 (414 for a longer request line alone).
   public var maxRequestHeadBytes: Int = 16 * 1024
+
+  /// How profiles are sampled (signal, engine, buffer sizes).
+  public var sessionOptions: SessionOptions = SessionOptions()
 
   public init() {}
 
