@@ -10,7 +10,7 @@ scenarios=("$@")
 [ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize)
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(uname -r), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-swift build -c release --product profiler-bench >/dev/null
+swift build -c release --product profiler-bench >/dev/null 2>&1
 bench=.build/release/profiler-bench
 
 for scenario in "${scenarios[@]}"; do
@@ -39,7 +39,8 @@ for scenario in "${scenarios[@]}"; do
     pid=$!
     while [ ! -e "$ready" ]; do sleep 0.05; done
     # Same process, same window: perf's own cpu-clock sampler at 997 Hz.
-    perf record -q -e cpu-clock -F 997 -g -p "$pid" -o "$work/perf.data" -- sleep 5 2>/dev/null || true
+    # (perf ends its own `sleep` when the process exits first; that is fine.)
+    { perf record -q -e cpu-clock -F 997 -g -p "$pid" -o "$work/perf.data" -- sleep 5 || true; } >/dev/null 2>&1
     wait "$pid"
     perf report -i "$work/perf.data" --stdio --no-children --sort symbol -g none -q 2>/dev/null \
       | awk '{ for (i = 1; i <= 5; i++) if ($0 ~ ("work" i "yySiF")) { gsub("%", "", $1); share[i] += $1 } }

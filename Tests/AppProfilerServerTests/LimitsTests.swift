@@ -18,6 +18,11 @@ extension ServerSuite {
         let big = try RawConnection.request(testee, huge, timeout: 5)
         #expect(big?.status == 431, "\(String(describing: big?.status))")
 
+        let body = String(repeating: "b", count: 70 * 1024)
+        let withBody = try RawConnection.request(
+          testee, "GET /profile HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n" + body, timeout: 5)
+        #expect(withBody?.status == 413, "\(String(describing: withBody?.status))")
+
         let longTarget = "GET /profile?" + String(repeating: "x", count: 9000) + " HTTP/1.1\r\nHost: x\r\n\r\n"
         let long = try RawConnection.request(testee, longTarget, timeout: 5)
         #expect(long?.status == 414 || long?.status == 431, "\(String(describing: long?.status))")
