@@ -42,7 +42,7 @@ let package = Package(
     // server, driven over stdin/stdout.
     .executableTarget(
       name: "AppProfilerTestee",
-      dependencies: ["AppProfilerServer"],
+      dependencies: ["AppProfilerServer", .product(name: "Logging", package: "swift-log")],
       path: "Tests/Fixtures/AppProfilerTestee"
     ),
     // The command-line tool.

@@ -13,6 +13,7 @@
 import AppProfiler
 import AppProfilerServer
 import Foundation
+import Logging
 import Synchronization
 
 let testeeSink = Atomic<UInt64>(0)
@@ -62,7 +63,9 @@ blocked.start()
 
 let server: ProfileServer
 do {
-  server = try await ProfileServer.start(configuration: configuration)
+  var logger = Logger(label: "app-profiler")
+  logger.logLevel = .warning  // the tests make hundreds of requests
+  server = try await ProfileServer.start(configuration: configuration, logger: logger)
 } catch {
   print("ERROR \(error)")
   fflush(nil)
