@@ -20,7 +20,9 @@ let package = Package(
     .target(name: "CAppProfiler"),
     // Stage 5: the profile model and its encoders. No dependency on the
     // sampler, so converting and reading profiles works anywhere.
-    .target(name: "AppProfilerFormats"),
+    .target(name: "AppProfilerFormats", dependencies: ["CZlib"]),
+    // System zlib (gzip for pprof); on every Swift toolchain image.
+    .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"]), .yum(["zlib-devel"])]),
     // Stages 2-4: sessions, aggregation, symbolization.
     .target(
       name: "AppProfiler",

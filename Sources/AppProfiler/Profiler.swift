@@ -101,6 +101,17 @@ public final class Profiler: Sendable {
     }
   }
 
+  /// Function names (demangled) of code addresses in this process, for the
+  /// addresses that have one; served by `/debug/pprof/symbol`.
+  public func symbolNames(for addresses: [UInt64]) -> [UInt64: String] {
+    let frames = Symbolizer.shared.resolve(addresses, in: ImageMap.current())
+    var names: [UInt64: String] = [:]
+    for (address, frame) in zip(addresses, frames) {
+      if let name = frame.name { names[address] = name }
+    }
+    return names
+  }
+
   /// Drops the symbol caches so the next profile symbolizes cold. For
   /// benchmarks; a process never needs it (caches are keyed by image identity).
   @_spi(Benchmarks) public func resetSymbolCaches() {

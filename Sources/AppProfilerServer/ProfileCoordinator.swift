@@ -66,44 +66,91 @@ final class ProfileCoordinator: Sendable {
       headers: [("Retry-After", String(remaining))])
   }
 
-  /// `GET /profile`: records, encodes, answers. Never throws: every outcome
-  /// is a response, and the profiler's slot is free again when it returns.
-  func profile(_ request: ProfileRequest) async -> HTTPResponse {
-    if Profiler.shared.isBusy { return busyResponse() }
-    runningUntil.withLock { $0 = ContinuousClock.now + request.duration }
+  /// Records one profile. Never throws: a failure is the response to send.
+  /// The profiler's slot is free again when it returns.
+  func record(mode: Profile.Mode, duration: Duration, interval: Duration) async -> Result<Profile, HTTPResponseBox> {
+    if Profiler.shared.isBusy { return .failure(HTTPResponseBox(busyResponse())) }
+    runningUntil.withLock { $0 = ContinuousClock.now + duration }
     defer { runningUntil.withLock { $0 = nil } }
     do {
       let profile = try await Profiler.shared.record(
-        mode: request.mode, duration: request.duration, interval: request.interval,
-        options: configuration.sessionOptions)
-      let name = "\(request.mode.rawValue)-\(getpid())-\(profile.startTimeNanoseconds / 1_000_000_000)"
-      let body = SpeedscopeEncoder(name: "\(request.mode.rawValue) profile of pid \(getpid())").encode(profile)
-      logger.info(
-        "profile served",
-        metadata: ["mode": "\(request.mode.rawValue)", "samples": "\(profile.totalCount)", "bytes": "\(body.count)"])
+        mode: mode, duration: duration, interval: interval, options: configuration.sessionOptions)
+      logger.info("profile recorded", metadata: ["mode": "\(mode.rawValue)", "samples": "\(profile.totalCount)"])
+      return .success(profile)
+    } catch {
+      return .failure(HTTPResponseBox(response(for: error)))
+    }
+  }
+
+  /// `GET /profile`: records, encodes in the asked format, answers.
+  func profile(_ request: ProfileRequest) async -> HTTPResponse {
+    switch await record(mode: request.mode, duration: request.duration, interval: request.interval) {
+    case .failure(let box): return box.response
+    case .success(let profile): return Self.encode(profile, as: request.format)
+    }
+  }
+
+  /// `GET /debug/pprof/profile` and `/debug/pprof/wall`.
+  func pprof(mode: Profile.Mode, duration: Duration) async -> HTTPResponse {
+    switch await record(mode: mode, duration: duration, interval: .milliseconds(1)) {
+    case .failure(let box): return box.response
+    case .success(let profile): return Self.encode(profile, as: .pprof)
+    }
+  }
+
+  static func fileName(_ profile: Profile) -> String {
+    "\(profile.mode.rawValue)-\(getpid())-\(profile.startTimeNanoseconds / 1_000_000_000)"
+  }
+
+  static func encode(_ profile: Profile, as format: ProfileRequest.Format) -> HTTPResponse {
+    let name = fileName(profile)
+    let title = "\(profile.mode.rawValue) profile of pid \(getpid())"
+    switch format {
+    case .speedscope:
       return HTTPResponse(
         status: .ok,
-        headers: [
-          ("Content-Type", "application/json"),
-          ("Content-Disposition", "inline; filename=\"\(name).speedscope.json\""),
-        ], body: body)
+        headers: [("Content-Type", "application/json"), ("Content-Disposition", "inline; filename=\"\(name).speedscope.json\"")],
+        body: SpeedscopeEncoder(name: title).encode(profile))
+    case .pprof:
+      return HTTPResponse(
+        status: .ok,
+        headers: [("Content-Type", "application/octet-stream"), ("Content-Disposition", "attachment; filename=\"\(name).pb.gz\"")],
+        body: PprofEncoder().encode(profile))
+    case .collapsed:
+      return HTTPResponse(
+        status: .ok,
+        headers: [("Content-Type", "text/plain; charset=utf-8"), ("Content-Disposition", "inline; filename=\"\(name).collapsed.txt\"")],
+        body: CollapsedEncoder(threadPrefix: false).encode(profile))
+    case .html:
+      return HTTPResponse(
+        status: .ok, headers: [("Content-Type", "text/html; charset=utf-8")],
+        body: HTMLFlameGraphEncoder(title: title).encode(profile))
+    }
+  }
+
+  /// `GET /threads` (`/debug/pprof/threads`): one wall tick.
+  func threads(format: ThreadsFormat) async -> HTTPResponse {
+    if Profiler.shared.isBusy { return busyResponse() }
+    do {
+      let snapshot = try await Profiler.shared.threadSnapshot(options: configuration.sessionOptions)
+      switch format {
+      case .text: return .text(ThreadDumpEncoder().text(snapshot))
+      case .grouped: return .text(ThreadDumpEncoder().groupedText(snapshot))
+      case .json:
+        return HTTPResponse(status: .ok, headers: [("Content-Type", "application/json")], body: ThreadDumpEncoder().json(snapshot))
+      case .pprof:
+        return HTTPResponse(
+          status: .ok,
+          headers: [("Content-Type", "application/octet-stream"), ("Content-Disposition", "attachment; filename=\"threads.pb.gz\"")],
+          body: PprofEncoder().encode(snapshot))
+      }
     } catch {
       return response(for: error)
     }
   }
 
-  /// `GET /threads`: one wall tick, as text or JSON.
-  func threads(json: Bool) async -> HTTPResponse {
-    if Profiler.shared.isBusy { return busyResponse() }
-    do {
-      let snapshot = try await Profiler.shared.threadSnapshot(options: configuration.sessionOptions)
-      if json {
-        return HTTPResponse(status: .ok, headers: [("Content-Type", "application/json")], body: ThreadDumpEncoder().json(snapshot))
-      }
-      return .text(ThreadDumpEncoder().text(snapshot))
-    } catch {
-      return response(for: error)
-    }
+  enum ThreadsFormat {
+    case text, grouped, json, pprof
   }
 
   private func response(for error: any Error) -> HTTPResponse {
@@ -122,18 +169,54 @@ final class ProfileCoordinator: Sendable {
     }
   }
 
-  /// `GET /`: what this server offers.
+  /// `GET /`: status, endpoints, and the flame graph viewer with a form
+  /// that records a profile from this server.
   func index() -> HTTPResponse {
-    var lines = [
-      "swift-app-profiler \(AppProfilerVersion.current) — pid \(getpid())",
-      "profiler: \(Profiler.shared.isBusy ? "recording" : "idle")",
-      "",
-      "endpoints:",
-    ]
+    var list = "<section id=\"endpoints\"><p>pid \(getpid()) — profiler \(Profiler.shared.isBusy ? "recording" : "idle") — "
+    list += "swift-app-profiler \(AppProfilerVersion.current)</p><ul>"
     for route in Routes.all {
-      lines.append("  \(route.path)  —  \(route.summary)")
-      lines.append("      e.g. \(route.example)")
+      list += "<li><a href=\"\(HTMLFlameGraphEncoder.escape(String(route.example.dropFirst())))\"><code>\(HTMLFlameGraphEncoder.escape(route.path))</code></a> — \(HTMLFlameGraphEncoder.escape(route.summary))</li>"
     }
-    return .text(lines.joined(separator: "\n") + "\n")
+    list += "</ul></section>"
+    let page = HTMLFlameGraphEncoder.page(
+      title: "swift-app-profiler: pid \(getpid())", embeddedSpeedscope: nil, liveForm: true, extraHTML: list)
+    return HTTPResponse(status: .ok, headers: [("Content-Type", "text/html; charset=utf-8")], body: page)
   }
+
+  /// `/debug/pprof/symbol`: GET → `num_symbols: 1`; POST `0x1+0x2…` → a
+  /// line `0xADDR name` for each address that has a name.
+  func symbol(body: [UInt8]?) -> HTTPResponse {
+    guard let body else { return .text("num_symbols: 1\n") }
+    let text = String(decoding: body, as: UTF8.self)
+    var addresses: [UInt64] = []
+    for token in text.split(whereSeparator: { $0 == "+" || $0.isWhitespace }) {
+      var digits = Substring(token)
+      if digits.hasPrefix("0x") || digits.hasPrefix("0X") { digits = digits.dropFirst(2) }
+      if let address = UInt64(digits, radix: 16) { addresses.append(address) }
+    }
+    let names = Profiler.shared.symbolNames(for: addresses)
+    var lines = ""
+    for address in addresses {
+      if let name = names[address] { lines += "0x\(String(address, radix: 16)) \(name)\n" }
+    }
+    return .text(lines)
+  }
+
+  /// `GET /debug/pprof/`: the pprof endpoints, like net/http/pprof's index.
+  func pprofIndex() -> HTTPResponse {
+    var html = "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>/debug/pprof/</title></head><body>"
+    html += "<h1>/debug/pprof/</h1><p>Profiles of pid \(getpid()). Use <code>go tool pprof http://HOST:PORT/debug/pprof/profile?seconds=30</code>.</p><table>"
+    for route in Routes.all where route.isPprof && route.endpoint != .pprofIndex {
+      let target = HTMLFlameGraphEncoder.escape(String(route.example.dropFirst("/debug/pprof/".count)))
+      html += "<tr><td><a href=\"\(target)\">\(HTMLFlameGraphEncoder.escape(route.path))</a></td><td>\(HTMLFlameGraphEncoder.escape(route.summary))</td></tr>"
+    }
+    html += "</table><p><a href=\"../../\">flame graph viewer</a></p></body></html>\n"
+    return HTTPResponse(status: .ok, headers: [("Content-Type", "text/html; charset=utf-8")], body: Array(html.utf8))
+  }
+}
+
+/// A response carried as a failure value.
+struct HTTPResponseBox: Error, Sendable {
+  var response: HTTPResponse
+  init(_ response: HTTPResponse) { self.response = response }
 }

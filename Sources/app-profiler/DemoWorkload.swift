@@ -21,7 +21,7 @@ final class DemoWorkload: Sendable {
     ]
     for (name, body) in bodies {
       let thread = Thread { [self] in
-        Thread.current.name = name  // from inside: reaches the kernel's thread name
+        nameThisThread(name)
         self.running.add(1, ordering: .relaxed)
         body()
         self.running.subtract(1, ordering: .relaxed)
@@ -73,4 +73,15 @@ func demoRenderReport(rows: Int) {
 @inline(never)
 func demoWaitForWork(_ workload: DemoWorkload) {
   workload.waitLoop()
+}
+
+/// Names the calling thread (what /proc/<pid>/task/<tid>/comm shows).
+/// Foundation's Thread.name does not reliably reach the kernel on Linux: its
+/// setter compares against a handle the parent stores after the thread starts.
+func nameThisThread(_ name: String) {
+  let fd = open("/proc/thread-self/comm", O_WRONLY)
+  guard fd >= 0 else { return }
+  let bytes = Array(name.utf8.prefix(15))
+  _ = bytes.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count) }
+  close(fd)
 }

@@ -18,7 +18,7 @@ extension ServerSuite {
         let big = try RawConnection.request(testee, huge, timeout: 5)
         #expect(big?.status == 431, "\(String(describing: big?.status))")
 
-        let body = String(repeating: "b", count: 70 * 1024)
+        let body = String(repeating: "b", count: 1100 * 1024)
         let withBody = try RawConnection.request(
           testee, "GET /profile HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n" + body, timeout: 5)
         #expect(withBody?.status == 413, "\(String(describing: withBody?.status))")

@@ -19,9 +19,13 @@ extension SamplingSuite {
       let lightTID = light.waitForTID()
       let sleeperTID = sleeper.waitForTID()
       usleep(50_000)
+      // The CPU clocks are read when sampling starts and stops: symbolization
+      // after stop() takes time in which the workers keep running unsampled.
       let cpuBefore = cpuNanoseconds(ofThread: heavyTID) + cpuNanoseconds(ofThread: lightTID)
-      let profile = try await Profiler.shared.record(mode: .cpu, duration: .seconds(2))
+      let session = try Profiler.shared.start(mode: .cpu)
+      try await Task.sleep(for: .seconds(2))
       let cpuAfter = cpuNanoseconds(ofThread: heavyTID) + cpuNanoseconds(ofThread: lightTID)
+      let profile = try await session.stop()
       stop.set()
       heavy.join()
       light.join()

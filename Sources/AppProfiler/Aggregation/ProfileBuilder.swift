@@ -64,10 +64,10 @@ struct ProfileBuilder {
       startTimeNanoseconds: startTimeNanoseconds, durationNanoseconds: durationNanoseconds)
     var mappingIndex: [Int: Int] = [:]
     var functionIndex: [String: Int] = [:]
-    func function(_ name: String, _ systemName: String) -> Int {
-      let key = name + "\u{0}" + systemName
+    func function(_ name: String, _ systemName: String, _ file: String = "") -> Int {
+      let key = name + "\u{0}" + systemName + "\u{0}" + file
       if let existing = functionIndex[key] { return existing }
-      profile.functions.append(.init(name: name, systemName: systemName))
+      profile.functions.append(.init(name: name, systemName: systemName, file: file))
       functionIndex[key] = profile.functions.count - 1
       return profile.functions.count - 1
     }
@@ -77,7 +77,7 @@ struct ProfileBuilder {
         profile.locations.append(.init(address: 0, mapping: nil, lines: [.init(function: function(name, ""))]))
         continue
       }
-      let frame = resolved[address] ?? ResolvedFrame(image: nil, name: nil, systemName: nil)
+      let frame = resolved[address] ?? ResolvedFrame(image: nil, functions: [])
       var mapping: Int? = nil
       if let image = frame.image {
         if let existing = mappingIndex[image] {
@@ -93,10 +93,7 @@ struct ProfileBuilder {
           mapping = profile.mappings.count - 1
         }
       }
-      var lines: [Profile.Line] = []
-      if let name = frame.name {
-        lines = [.init(function: function(name, frame.systemName ?? ""))]
-      }
+      let lines = frame.functions.map { Profile.Line(function: function($0.name, $0.systemName, $0.file), line: $0.line) }
       profile.locations.append(.init(address: address, mapping: mapping, lines: lines))
     }
     profile.stacks = usedStacks.map { $0.map { addressIndex[$0]! } }

@@ -2,12 +2,25 @@ import Synchronization
 
 /// What one address resolved to.
 struct ResolvedFrame: Sendable, Hashable {
+  /// One function at the address: with inlining, several (innermost first).
+  struct Function: Sendable, Hashable {
+    /// Demangled name.
+    var name: String
+    /// The symbol as stored in the binary.
+    var systemName: String
+    /// Source file, empty when unknown.
+    var file: String
+    /// Source line, 0 when unknown.
+    var line: Int
+  }
+
   /// Index into the ImageMap used for the lookup; nil when no image holds it.
   var image: Int?
-  /// Demangled function name; nil when the image has no symbol for it.
-  var name: String?
-  /// The symbol as stored in the binary.
-  var systemName: String?
+  /// Innermost first; empty when nothing is known about the address.
+  var functions: [Function]
+
+  /// The outermost (containing) function's name.
+  var name: String? { functions.last?.name }
 }
 
 /// Address → image → function name, with caches that outlive a session:
@@ -24,37 +37,57 @@ final class Symbolizer: Sendable {
 
   private struct State {
     var tables: [String: ELFSymbolTable?] = [:]
-    var names: [CacheKey: (name: String, systemName: String)?] = [:]
+    var resolved: [CacheKey: [ResolvedFrame.Function]] = [:]
   }
 
   private let state = Mutex(State())
+  private let source: any SourceSymbolicator
 
-  /// Resolves each address (already adjusted to the call site for callers).
+  init(source: any SourceSymbolicator = RuntimeSourceSymbolicator()) {
+    self.source = source
+  }
+
+  /// Resolves each address (already adjusted to the call site for callers):
+  /// source frames (file:line, inlining) where the image has debug
+  /// information, else the ELF symbol, else nothing.
   func resolve(_ addresses: [UInt64], in images: ImageMap) -> [ResolvedFrame] {
     state.withLock { state in
-      addresses.map { address -> ResolvedFrame in
-        guard let (imageIndex, _) = images.lookup(address) else {
-          return ResolvedFrame(image: nil, name: nil, systemName: nil)
-        }
-        let image = images.images[imageIndex]
-        let key = CacheKey(image: image.key, address: address)
-        if let cached = state.names[key] {
-          return ResolvedFrame(image: imageIndex, name: cached?.name, systemName: cached?.systemName)
-        }
-        let table: ELFSymbolTable?
-        if let loaded = state.tables[image.key] {
-          table = loaded
+      var results = [ResolvedFrame](repeating: ResolvedFrame(image: nil, functions: []), count: addresses.count)
+      var missing: [Int] = []
+      for (position, address) in addresses.enumerated() {
+        guard let (imageIndex, _) = images.lookup(address) else { continue }
+        results[position].image = imageIndex
+        let key = CacheKey(image: images.images[imageIndex].key, address: address)
+        if let cached = state.resolved[key] {
+          results[position].functions = cached
         } else {
-          table = image.isVDSO ? nil : ELFSymbolTable(path: image.path)
-          state.tables[image.key] = table
+          missing.append(position)
         }
-        var result: (name: String, systemName: String)? = nil
-        if let table, let symbol = table.lookup(address &- image.bias) {
-          result = (Demangler.demangle(symbol.name), symbol.name)
-        }
-        state.names[key] = result
-        return ResolvedFrame(image: imageIndex, name: result?.name, systemName: result?.systemName)
       }
+      guard !missing.isEmpty else { return results }
+      let sourceFrames = source.sourceFrames(for: missing.map { addresses[$0] }, imageKeys: images.images.map(\.key))
+      for (position, frames) in zip(missing, sourceFrames) {
+        let address = addresses[position]
+        let image = images.images[results[position].image!]
+        var functions = frames.filter { !$0.rawName.isEmpty }.map {
+          ResolvedFrame.Function(name: Demangler.demangle($0.rawName), systemName: $0.rawName, file: $0.file, line: $0.line)
+        }
+        if functions.isEmpty {
+          let table: ELFSymbolTable?
+          if let loaded = state.tables[image.key] {
+            table = loaded
+          } else {
+            table = image.isVDSO ? nil : ELFSymbolTable(path: image.path)
+            state.tables[image.key] = table
+          }
+          if let table, let symbol = table.lookup(address &- image.bias) {
+            functions = [.init(name: Demangler.demangle(symbol.name), systemName: symbol.name, file: "", line: 0)]
+          }
+        }
+        state.resolved[CacheKey(image: image.key, address: address)] = functions
+        results[position].functions = functions
+      }
+      return results
     }
   }
 

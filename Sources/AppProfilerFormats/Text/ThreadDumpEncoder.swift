@@ -39,6 +39,22 @@ public struct ThreadDumpEncoder: Sendable {
     return lines.joined(separator: "\n")
   }
 
+  /// Threads grouped by identical stack, most common first (like
+  /// net/http/pprof's goroutine `debug=1`).
+  public func groupedText(_ profile: Profile) -> String {
+    var groups: [[String]: [Entry]] = [:]
+    for entry in entries(profile) { groups[entry.frames, default: []].append(entry) }
+    let sorted = groups.sorted { ($0.value.count, $1.key.count) > ($1.value.count, $0.key.count) }
+    var lines = ["threads profile: total \(groups.values.reduce(0) { $0 + $1.count })", ""]
+    for (frames, members) in sorted {
+      let names = members.map { "\($0.name) (\($0.id))" }.joined(separator: ", ")
+      lines.append("\(members.count) @ \(names)")
+      for frame in frames { lines.append("#\t\(frame)") }
+      lines.append("")
+    }
+    return lines.joined(separator: "\n")
+  }
+
   /// JSON: `{"pid":…, "threads":[{"id":…, "name":…, "idle":…, "frames":[leaf, …]}]}`.
   public func json(_ profile: Profile) -> [UInt8] {
     var writer = JSONWriter()

@@ -7,10 +7,13 @@ import AppProfiler
 /// | `mode` | `cpu`, `wall` (`alloc`/`object` once allocation profiles exist) | `cpu` |
 /// | `duration` | seconds, decimal, 0 < d ≤ max duration | 30 |
 /// | `interval` | microseconds, 100 … 1000000 | 1000 |
-/// | `format` | `speedscope` | `speedscope` |
+/// | `format` | `speedscope`, `pprof`, `collapsed`, `html` | `speedscope` |
 struct ProfileRequest: Sendable, Equatable {
   enum Format: String, Sendable, CaseIterable {
     case speedscope
+    case pprof
+    case collapsed
+    case html
   }
 
   var mode: Profile.Mode = .cpu
@@ -73,5 +76,25 @@ struct ProfileRequest: Sendable, Equatable {
 
   static func formatSeconds(_ seconds: Double) -> String {
     seconds == seconds.rounded() ? String(Int(seconds)) : String(seconds)
+  }
+}
+
+/// `seconds` of `/debug/pprof/profile` and `/debug/pprof/wall` (net/http/pprof's name).
+enum PprofSeconds {
+  static func parse(_ query: HTTPQuery, maxDuration: Duration) throws(RequestError) -> Duration {
+    var duration: Duration = .seconds(30)
+    for (name, value) in query.parameters {
+      guard name == "seconds" else {
+        throw RequestError(status: .badRequest, message: "unknown parameter '\(name)': allowed seconds")
+      }
+      let maxSeconds = Double(maxDuration.components.seconds)
+      guard let seconds = Double(value), seconds.isFinite, seconds > 0, seconds <= maxSeconds,
+        value.allSatisfy({ $0.isNumber || $0 == "." })
+      else {
+        throw .badParameter("seconds", value, allowed: "0 < seconds ≤ \(ProfileRequest.formatSeconds(maxSeconds))")
+      }
+      duration = .nanoseconds(Int64((seconds * 1e9).rounded()))
+    }
+    return min(duration, maxDuration)
   }
 }

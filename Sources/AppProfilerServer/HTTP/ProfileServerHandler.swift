@@ -6,7 +6,7 @@ import NIOHTTP1
 ///
 /// Limits enforced here: the whole request must arrive within
 /// `requestHeadTimeout` (408), a request line over 8 KiB gets 414, headers
-/// over `maxRequestHeadBytes` 431 (the decoder's limit), a body over 64 KiB
+/// over `maxRequestHeadBytes` 431 (the decoder's limit), a body over 1 MiB
 /// 413, a malformed request 400. A client that disconnects while its profile
 /// runs cancels the profile.
 final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler {
@@ -14,14 +14,18 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
   typealias OutboundOut = HTTPServerResponsePart
 
   static let maxRequestLine = 8 * 1024
-  static let maxBody = 64 * 1024
+  /// Bodies are only read by POST /debug/pprof/symbol (addresses as text).
+  static let maxBody = 1024 * 1024
 
   private let coordinator: ProfileCoordinator
   private var head: HTTPRequestHead?
   private var bodyBytes = 0
+  private var body: [UInt8] = []
   private var timeout: Scheduled<Void>?
   private var work: Task<Void, Never>?
   private var responded = false
+  /// Errors on /debug/pprof/* carry `X-Go-Pprof: 1`, so go tool pprof prints them.
+  private var pprofPath = false
 
   init(coordinator: ProfileCoordinator) {
     self.coordinator = coordinator
@@ -47,6 +51,7 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
       }
     case .body(let buffer):
       bodyBytes += buffer.readableBytes
+      if bodyBytes <= Self.maxBody { body += buffer.readableBytesView }
       if bodyBytes > Self.maxBody {
         send(context: context, .error(.payloadTooLarge, "request body larger than \(Self.maxBody) bytes"), headOnly: false)
       }
@@ -113,6 +118,11 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
       send(context: context, .error(.notFound, "no such path: \(query.path); GET / lists the endpoints"), headOnly: false)
       return
     }
+    if route.endpoint == .pprofSymbol && head.method == .POST {
+      pprofPath = true
+      send(context: context, coordinator.symbol(body: body), headOnly: false)
+      return
+    }
     guard head.method == .GET || head.method == .HEAD else {
       send(
         context: context,
@@ -121,9 +131,31 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
       return
     }
     let headOnly = head.method == .HEAD
+    pprofPath = route.isPprof
     switch route.endpoint {
     case .index:
       send(context: context, coordinator.index(), headOnly: headOnly)
+    case .pprofIndex:
+      send(context: context, coordinator.pprofIndex(), headOnly: headOnly)
+    case .pprofProfile, .pprofWall:
+      do {
+        let duration = try PprofSeconds.parse(query, maxDuration: coordinator.configuration.maxDuration)
+        let mode: Profile.Mode = route.endpoint == .pprofWall ? .wall : .cpu
+        run(context: context, headOnly: headOnly) { coordinator in await coordinator.pprof(mode: mode, duration: duration) }
+      } catch {
+        send(context: context, .error(error.status, error.message), headOnly: headOnly)
+      }
+    case .pprofSymbol:
+      send(context: context, coordinator.symbol(body: nil), headOnly: headOnly)
+    case .pprofThreads:
+      let debug = query.value("debug") ?? "0"
+      if let unknown = query.parameters.first(where: { $0.name != "debug" }) {
+        send(context: context, .error(.badRequest, "unknown parameter '\(unknown.name)': allowed debug"), headOnly: headOnly)
+      } else if let format = ["0": ProfileCoordinator.ThreadsFormat.pprof, "1": .grouped, "2": .text][debug] {
+        run(context: context, headOnly: headOnly) { coordinator in await coordinator.threads(format: format) }
+      } else {
+        send(context: context, .error(.badRequest, "invalid parameter debug='\(debug)': allowed 0, 1, 2"), headOnly: headOnly)
+      }
     case .profile:
       do {
         let request = try ProfileRequest.parse(query, maxDuration: coordinator.configuration.maxDuration)
@@ -138,7 +170,9 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
       } else if format != "text" && format != "json" {
         send(context: context, .error(.badRequest, "invalid parameter format='\(format)': allowed text, json"), headOnly: headOnly)
       } else {
-        run(context: context, headOnly: headOnly) { coordinator in await coordinator.threads(json: format == "json") }
+        run(context: context, headOnly: headOnly) { coordinator in
+          await coordinator.threads(format: format == "json" ? .json : .text)
+        }
       }
     }
   }
@@ -166,6 +200,10 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
     responded = true
     timeout?.cancel()
     var headers = HTTPHeaders(response.headers)
+    if pprofPath && response.status.code >= 400 {
+      headers.replaceOrAdd(name: "X-Go-Pprof", value: "1")
+      headers.replaceOrAdd(name: "Content-Type", value: "text/plain; charset=utf-8")
+    }
     headers.replaceOrAdd(name: "Content-Length", value: String(response.body.count))
     headers.replaceOrAdd(name: "Connection", value: "close")
     headers.replaceOrAdd(name: "X-Content-Type-Options", value: "nosniff")

@@ -46,20 +46,34 @@ configuration.bearerToken = option("--token")
 configuration.allowRemoteAccess = flag("--allow-remote")
 if let seconds = option("--head-timeout").flatMap(Int.init) { configuration.requestHeadTimeout = .seconds(seconds) }
 
-// Thread.name set before start() does not reach the kernel's comm on Linux;
-// set it from inside the thread.
+/// Names the calling thread (what /proc/<pid>/task/<tid>/comm shows).
+/// Foundation's Thread.name does not reliably reach the kernel on Linux: its
+/// setter compares against a handle the parent stores after the thread starts.
+func nameThisThread(_ name: String) {
+  let fd = open("/proc/thread-self/comm", O_WRONLY)
+  guard fd >= 0 else { return }
+  let bytes = Array(name.utf8.prefix(15))
+  _ = bytes.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count) }
+  close(fd)
+}
+
+let named = Atomic<Int>(0)
 let hot = Thread {
-  Thread.current.name = "testee-hot"
+  nameThisThread("testee-hot")
+  named.add(1, ordering: .releasing)
   testeeHotLoop()
 }
 hot.start()
 let blocked = Thread {
-  Thread.current.name = "testee-blocked"
+  nameThisThread("testee-blocked")
+  named.add(1, ordering: .releasing)
   let condition = NSCondition()
   condition.lock()
   while true { condition.wait() }
 }
 blocked.start()
+
+while named.load(ordering: .acquiring) < 2 { usleep(1_000) }
 
 let server: ProfileServer
 do {

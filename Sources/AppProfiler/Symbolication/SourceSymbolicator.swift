@@ -1,0 +1,89 @@
+@_spi(Internal) import Runtime
+import Synchronization
+
+/// One source-level frame at an address.
+struct SourceFrame: Sendable, Hashable {
+  /// The symbol as stored (mangled for Swift); empty when unknown.
+  var rawName: String
+  /// Source file path, empty when the image has no line tables.
+  var file: String
+  var line: Int
+  /// True for a function inlined into the next frame of the same address.
+  var inlined: Bool
+}
+
+/// File:line and inlined frames for code addresses of this process.
+///
+/// One small seam, so the implementation can change without touching the
+/// rest of symbolization: today the toolchain's `Runtime` module (the
+/// symbolicator of Swift's own backtracer: ELF symbols, DWARF line tables and
+/// inline information, compressed debug sections, separate debug files by
+/// build-id), through its `@_spi(Internal)` initializer that accepts addresses
+/// we supply. SPI can change between toolchains: `SourceSymbolicationTests`
+/// pins what we rely on, and the ELF symbol tables remain the fallback for
+/// every address this returns nothing for.
+protocol SourceSymbolicator: Sendable {
+  /// For each address (an instruction address: the interrupted PC, or a
+  /// return address − 1), its frames innermost first — inlined callees,
+  /// then the function that contains the address — or none when unknown.
+  /// `imageKeys` identifies the loaded images (path and load address of
+  /// each), so an implementation can keep per-image state while it holds.
+  func sourceFrames(for addresses: [UInt64], imageKeys: [String]) -> [[SourceFrame]]
+}
+
+/// `SourceSymbolicator` over the toolchain's `Runtime` module.
+final class RuntimeSourceSymbolicator: SourceSymbolicator {
+  /// The Runtime's image map, kept while the set of loaded images is the
+  /// same: its symbol caches hang off it, and capturing it anew each call
+  /// makes every profile pay for re-reading the images.
+  private let cachedImages = Mutex<(key: [String], map: Runtime.ImageMap)?>(nil)
+
+  init() {}
+
+  private func images(for key: [String]) -> Runtime.ImageMap {
+    cachedImages.withLock { cached in
+      if let cached, cached.key == key { return cached.map }
+      let map = Runtime.ImageMap.capture()
+      cached = (key, map)
+      return map
+    }
+  }
+
+  #if arch(x86_64)
+  static let architecture = "x86_64"
+  #elseif arch(arm64)
+  static let architecture = "arm64"
+  #else
+  static let architecture = "unknown"
+  #endif
+
+  func sourceFrames(for addresses: [UInt64], imageKeys: [String]) -> [[SourceFrame]] {
+    var result = [[SourceFrame]](repeating: [], count: addresses.count)
+    guard !addresses.isEmpty else { return result }
+    let images = images(for: imageKeys)
+    let chunk = 2048
+    for start in stride(from: 0, to: addresses.count, by: chunk) {
+      let slice = Array(addresses[start..<min(start + chunk, addresses.count)])
+      let frames = slice.map { RichFrame<UInt64>.programCounter($0) }
+      let backtrace = Backtrace(architecture: Self.architecture, frames: frames, images: images)
+      guard
+        let symbolicated = backtrace.symbolicated(
+          with: images, options: [.showInlineFrames, .showSourceLocations, .useSymbolCache])
+      else { continue }
+      // Frames come out in input order; inlined ones precede the frame of
+      // the function they were inlined into, all with the same captured PC.
+      var index = 0
+      for frame in symbolicated.frames {
+        guard let pc = UInt64(frame.captured.originalProgramCounter) else { continue }
+        while index < slice.count && slice[index] != pc { index += 1 }
+        guard index < slice.count else { break }
+        guard let symbol = frame.symbol else { continue }
+        let location = symbol.sourceLocation
+        result[start + index].append(
+          SourceFrame(
+            rawName: symbol.rawName, file: location?.path ?? "", line: location?.line ?? 0, inlined: frame.inlined))
+      }
+    }
+    return result
+  }
+}

@@ -1,0 +1,272 @@
+/// A self-contained HTML flame graph: one page, inline CSS and JavaScript,
+/// no network access, works from `file://`.
+///
+/// The page reads speedscope JSON (the same document ``SpeedscopeEncoder``
+/// writes), so one viewer serves both a saved profile (embedded in the page)
+/// and the server's live page at `/` (fetched from `/profile`). It draws an
+/// icicle graph (root on top) from DOM blocks, one per frame wider than 0.1 %,
+/// with hover details, click-to-zoom, search, a thread selector ("all
+/// threads" or one) and an idle filter for wall profiles (samples ending in
+/// an `[idle]` frame). On the live page, `#record?mode=cpu&duration=5` in the
+/// URL records at once.
+public struct HTMLFlameGraphEncoder: Sendable {
+  public var title: String?
+
+  public init(title: String? = nil) {
+    self.title = title
+  }
+
+  /// A page with the profile embedded.
+  public func encode(_ profile: Profile) -> [UInt8] {
+    let json = SpeedscopeEncoder(name: title).encode(profile)
+    return Self.page(
+      title: title ?? "\(profile.mode.rawValue) profile — swift-app-profiler", embeddedSpeedscope: json, liveForm: false)
+  }
+
+  /// The viewer page. With `embeddedSpeedscope`, it shows that profile; with
+  /// `liveForm`, a form records one from this server (`/profile`) and shows it.
+  public static func page(title: String, embeddedSpeedscope: [UInt8]?, liveForm: Bool, extraHTML: String = "") -> [UInt8] {
+    var html = """
+      <!DOCTYPE html>
+      <html lang="en"><head><meta charset="utf-8">
+      <meta name="viewport" content="width=device-width, initial-scale=1">
+      <title>\(escape(title))</title>
+      <style>\(css)</style></head>
+      <body>
+      <header><h1>\(escape(title))</h1>
+      """
+    if liveForm {
+      html += """
+        <form id="record">
+        <label>mode <select name="mode"><option>cpu</option><option>wall</option></select></label>
+        <label>duration <input name="duration" value="5" size="4"> s</label>
+        <label>interval <input name="interval" value="1000" size="6"> µs</label>
+        <button type="submit">Record</button> <span id="recording"></span>
+        </form>
+        """
+    }
+    html += """
+      <div id="controls">
+      <label>thread <select id="thread"></select></label>
+      <label><input type="checkbox" id="hideIdle"> hide idle</label>
+      <label>search <input id="search" placeholder="function name"></label>
+      <button id="reset">reset zoom</button>
+      <span id="matched"></span>
+      </div></header>
+      \(extraHTML)
+      <div id="details">Hover a frame for details; click to zoom.</div>
+      <div id="graph"></div>
+
+      """
+    var bytes = Array(html.utf8)
+    bytes += Array("<script type=\"application/json\" id=\"profile-data\">".utf8)
+    if let embeddedSpeedscope {
+      // "</" inside JSON strings would end the script element early.
+      var previous: UInt8 = 0
+      for byte in embeddedSpeedscope {
+        if previous == UInt8(ascii: "<") && byte == UInt8(ascii: "/") { bytes.append(UInt8(ascii: "\\")) }
+        bytes.append(byte)
+        previous = byte
+      }
+    } else {
+      bytes += Array("null".utf8)
+    }
+    bytes += Array("</script>\n<script>\(script)</script>\n</body></html>\n".utf8)
+    return bytes
+  }
+
+  /// Escapes text for HTML content and attribute values.
+  public static func escape(_ text: String) -> String {
+    var result = ""
+    for character in text {
+      switch character {
+      case "<": result += "&lt;"
+      case ">": result += "&gt;"
+      case "&": result += "&amp;"
+      case "\"": result += "&quot;"
+      default: result.append(character)
+      }
+    }
+    return result
+  }
+
+  static let css = """
+    body{font:13px -apple-system,system-ui,sans-serif;margin:0;color:#222}
+    header{padding:8px 12px;background:#f4f4f4;border-bottom:1px solid #ddd}
+    h1{font-size:15px;margin:0 0 6px}
+    form,#controls{display:flex;gap:14px;align-items:center;flex-wrap:wrap;margin:4px 0}
+    #details{padding:6px 12px;font-family:ui-monospace,monospace;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;border-bottom:1px solid #eee;min-height:16px}
+    #graph{position:relative;margin:4px 12px}
+    .frame{position:absolute;height:17px;line-height:17px;font-size:11px;overflow:hidden;white-space:nowrap;text-overflow:ellipsis;box-sizing:border-box;border:1px solid #fff;border-width:0 1px 1px 0;padding-left:3px;cursor:pointer;border-radius:2px}
+    .frame:hover{filter:brightness(0.9)}
+    .frame.match{background:#d946ef !important;color:#fff}
+    .frame.dim{opacity:.45}
+    #error{color:#b00;padding:8px 12px}
+    """
+
+  static let script = #"""
+    "use strict";
+    (function () {
+      const ROW = 18, MIN_FRACTION = 0.001;
+      const graph = document.getElementById("graph");
+      const details = document.getElementById("details");
+      const threadSelect = document.getElementById("thread");
+      const hideIdle = document.getElementById("hideIdle");
+      const search = document.getElementById("search");
+      const matched = document.getElementById("matched");
+      let file = null, root = null, zoom = null, unit = "nanoseconds";
+
+      function format(value) {
+        if (unit === "bytes") {
+          const units = ["B", "KiB", "MiB", "GiB"]; let i = 0;
+          while (value >= 1024 && i < units.length - 1) { value /= 1024; i++; }
+          return value.toFixed(i ? 1 : 0) + " " + units[i];
+        }
+        if (unit === "nanoseconds") {
+          if (value >= 1e9) return (value / 1e9).toFixed(2) + " s";
+          if (value >= 1e6) return (value / 1e6).toFixed(1) + " ms";
+          return (value / 1e3).toFixed(0) + " µs";
+        }
+        return String(value);
+      }
+
+      function color(name) {
+        if (name.startsWith("[")) return "#c8c8c8";
+        let h = 0;
+        for (let i = 0; i < name.length; i++) h = (h * 31 + name.charCodeAt(i)) >>> 0;
+        return "hsl(" + (10 + h % 45) + "," + (60 + h % 30) + "%," + (58 + h % 12) + "%)";
+      }
+
+      function node(name) { return { name: name, total: 0, self: 0, children: new Map() }; }
+
+      function build() {
+        const frames = file.shared.frames;
+        const chosen = threadSelect.value;
+        root = node("all");
+        file.profiles.forEach(function (profile, index) {
+          if (chosen !== "all" && String(index) !== chosen) return;
+          unit = profile.unit;
+          for (let s = 0; s < profile.samples.length; s++) {
+            const stack = profile.samples[s], weight = profile.weights[s];
+            if (hideIdle.checked && stack.length && frames[stack[stack.length - 1]].name === "[idle]") continue;
+            let current = root;
+            current.total += weight;
+            for (const index of stack) {
+              const name = frames[index].name;
+              let child = current.children.get(name);
+              if (!child) { child = node(name); current.children.set(name, child); }
+              child.total += weight;
+              current = child;
+            }
+            current.self += weight;
+          }
+        });
+        zoom = root;
+        render();
+      }
+
+      function render() {
+        graph.textContent = "";
+        const width = graph.clientWidth || 1000;
+        const base = zoom.total || 1;
+        const query = search.value.trim().toLowerCase();
+        let maxDepth = 0, matchedTotal = 0;
+        function matchedIn(n) {
+          if (n.name.toLowerCase().includes(query)) return n.total;
+          let sum = 0; n.children.forEach(function (c) { sum += matchedIn(c); }); return sum;
+        }
+        function place(n, depth, x) {
+          const w = n.total / base;
+          if (w < MIN_FRACTION) return;
+          maxDepth = Math.max(maxDepth, depth);
+          const block = document.createElement("div");
+          block.className = "frame";
+          block.style.left = (x * width) + "px";
+          block.style.top = (depth * ROW) + "px";
+          block.style.width = Math.max(w * width, 1) + "px";
+          block.style.background = color(n.name);
+          block.textContent = n.name;
+          block.dataset.name = n.name;
+          block.title = n.name;
+          if (query) block.classList.add(n.name.toLowerCase().includes(query) ? "match" : "dim");
+          block.addEventListener("mouseenter", function () {
+            details.textContent = n.name + " — total " + format(n.total) + " (" + (100 * n.total / (root.total || 1)).toFixed(1) +
+              "%), self " + format(n.self) + " (" + (100 * n.self / (root.total || 1)).toFixed(1) + "%)";
+          });
+          block.addEventListener("click", function () { zoom = n; render(); });
+          graph.appendChild(block);
+          let childX = x;
+          const children = Array.from(n.children.values()).sort(function (a, b) { return b.total - a.total; });
+          for (const child of children) { place(child, depth + 1, childX); childX += child.total / base; }
+        }
+        // Keep the path from the root to the zoomed node visible above it.
+        const path = [];
+        (function find(n, trail) {
+          if (n === zoom) { path.push.apply(path, trail); return true; }
+          for (const c of n.children.values()) if (find(c, trail.concat([n]))) return true;
+          return false;
+        })(root, []);
+        path.forEach(function (n, depth) {
+          const block = document.createElement("div");
+          block.className = "frame dim";
+          block.style.left = "0px"; block.style.top = (depth * ROW) + "px"; block.style.width = width + "px";
+          block.style.background = color(n.name); block.textContent = n.name; block.dataset.name = n.name;
+          block.addEventListener("click", function () { zoom = n; render(); });
+          graph.appendChild(block);
+        });
+        place(zoom, path.length, 0);
+        graph.style.height = ((maxDepth + 2) * ROW) + "px";
+        if (query) {
+          matchedTotal = matchedIn(zoom);
+          matched.textContent = "matched " + (100 * matchedTotal / base).toFixed(1) + "%";
+        } else {
+          matched.textContent = "";
+        }
+      }
+
+      function show(data) {
+        file = data;
+        threadSelect.textContent = "";
+        const all = document.createElement("option");
+        all.value = "all"; all.textContent = "all threads";
+        threadSelect.appendChild(all);
+        data.profiles.forEach(function (profile, index) {
+          const option = document.createElement("option");
+          option.value = String(index); option.textContent = profile.name;
+          threadSelect.appendChild(option);
+        });
+        build();
+      }
+
+      threadSelect.addEventListener("change", build);
+      hideIdle.addEventListener("change", build);
+      search.addEventListener("input", render);
+      document.getElementById("reset").addEventListener("click", function () { zoom = root; render(); });
+      window.addEventListener("resize", function () { if (root) render(); });
+
+      const form = document.getElementById("record");
+      if (form) {
+        form.addEventListener("submit", function (event) {
+          event.preventDefault();
+          const params = new URLSearchParams(new FormData(form));
+          const status = document.getElementById("recording");
+          status.textContent = "recording…";
+          fetch("profile?" + params.toString()).then(function (response) {
+            if (!response.ok) return response.text().then(function (text) { throw new Error(text); });
+            return response.json();
+          }).then(function (data) { status.textContent = ""; show(data); })
+            .catch(function (error) { status.textContent = String(error.message || error); });
+        });
+        // /#record?mode=cpu&duration=5 fills the form and records at once.
+        if (location.hash.startsWith("#record")) {
+          const params = new URLSearchParams(location.hash.slice(location.hash.indexOf("?") + 1));
+          params.forEach(function (value, key) { if (form.elements[key]) form.elements[key].value = value; });
+          form.requestSubmit();
+        }
+      }
+
+      const embedded = JSON.parse(document.getElementById("profile-data").textContent);
+      if (embedded) show(embedded);
+    })();
+    """#
+}

@@ -1,0 +1,179 @@
+/// Encodes a ``Profile`` as a pprof profile (google/pprof `proto/profile.proto`,
+/// `perftools.profiles.Profile`), gzip-compressed: what `go tool pprof`,
+/// Grafana Pyroscope/Alloy and Parca read.
+///
+/// - Sample types: cpu `samples/count` + `cpu/nanoseconds` (period type
+///   `cpu/nanoseconds`); wall `samples/count` + `wall/nanoseconds`; alloc
+///   `alloc_objects/count` + `alloc_space/bytes` (period type `space/bytes`).
+///   `period` is the interval.
+/// - Ids are sequential from 1 (Parca rejects anything else); `string_table[0]`
+///   is "". The executable's mapping comes first.
+/// - `has_functions`/`has_filenames`/`has_line_numbers`/`has_inline_frames` say
+///   what is really there, so pprof symbolizes locally only what is missing
+///   and never asks a `/symbol` endpoint.
+/// - Samples with the same stack, thread and idle flag are merged; each has
+///   labels `thread` (name) and `thread_id` (num), plus `idle=true` for wall
+///   samples of blocked threads (`go tool pprof -tagignore idle=true`).
+public struct PprofEncoder: Sendable {
+  /// gzip the output (what every consumer expects). False for tests.
+  public var compressed: Bool
+
+  public init(compressed: Bool = true) {
+    self.compressed = compressed
+  }
+
+  public func encode(_ profile: Profile) -> [UInt8] {
+    var strings = StringTable()
+    var out = ProtobufWriter()
+
+    let types = Self.sampleTypes(profile.mode)
+    for type in types.samples {
+      let (name, unit) = (strings[type.0], strings[type.1])
+      out.message(1) { $0.int(1, name); $0.int(2, unit) }
+    }
+
+    // Samples, merged by (thread, stack, idle), in a deterministic order.
+    struct Key: Hashable, Comparable {
+      var thread: Int32
+      var stack: Int
+      var idle: Bool
+      static func < (a: Key, b: Key) -> Bool {
+        (a.thread, a.stack, a.idle ? 1 : 0) < (b.thread, b.stack, b.idle ? 1 : 0)
+      }
+    }
+    var merged: [Key: (count: Int64, second: Int64)] = [:]
+    var threadNames: [Int32: String] = [:]
+    for thread in profile.threads {
+      threadNames[thread.id] = thread.name
+      for sample in thread.samples {
+        let key = Key(thread: thread.id, stack: sample.stack, idle: sample.isIdle)
+        let second =
+          profile.mode == .alloc ? sample.bytes : sample.count * Int64(clamping: profile.intervalNanoseconds)
+        merged[key, default: (0, 0)].count += sample.count
+        merged[key, default: (0, 0)].second += second
+      }
+    }
+    let threadKey = strings["thread"]
+    let threadIDKey = strings["thread_id"]
+    let idleKey = strings["idle"]
+    let trueValue = strings["true"]
+    for key in merged.keys.sorted() {
+      let values = merged[key]!
+      let name = strings[threadNames[key.thread] ?? ""]
+      out.message(2) { sample in
+        sample.packed(1, profile.stacks[key.stack].map { UInt64($0 + 1) })
+        sample.packed(2, [UInt64(bitPattern: values.count), UInt64(bitPattern: values.second)])
+        sample.message(3) { $0.int(1, threadKey); $0.int(2, name) }
+        sample.message(3) { $0.int(1, threadIDKey); $0.int(3, Int64(key.thread)) }
+        if key.idle { sample.message(3) { $0.int(1, idleKey); $0.int(2, trueValue) } }
+      }
+    }
+
+    // Mappings: the executable first, then by address; ids from 1.
+    let executable = profile.metadata["executable"]
+    let mappingOrder = profile.mappings.indices.sorted {
+      let a = profile.mappings[$0]
+      let b = profile.mappings[$1]
+      if (a.path == executable) != (b.path == executable) { return a.path == executable }
+      return a.start < b.start
+    }
+    var mappingID: [Int: UInt64] = [:]
+    for (position, index) in mappingOrder.enumerated() { mappingID[index] = UInt64(position + 1) }
+    var flags = [(functions: Bool, files: Bool, lines: Bool, inline: Bool)](
+      repeating: (true, true, true, true), count: profile.mappings.count)
+    var anyLocation = [Bool](repeating: false, count: profile.mappings.count)
+    for location in profile.locations {
+      guard let mapping = location.mapping else { continue }
+      anyLocation[mapping] = true
+      if location.lines.isEmpty { flags[mapping].functions = false }
+      if location.lines.contains(where: { profile.functions[$0.function].file.isEmpty }) { flags[mapping].files = false }
+      if location.lines.isEmpty || location.lines.contains(where: { $0.line <= 0 }) { flags[mapping].lines = false }
+    }
+    for index in profile.mappings.indices where !anyLocation[index] {
+      flags[index] = (false, false, false, false)
+    }
+    for index in mappingOrder {
+      let mapping = profile.mappings[index]
+      // Inline frames are only known when line tables were read.
+      let lines = flags[index].lines
+      let path = strings[mapping.path]
+      let buildID = strings[mapping.buildID]
+      out.message(3) { m in
+        m.uint(1, mappingID[index]!)
+        m.uint(2, mapping.start)
+        m.uint(3, mapping.end)
+        m.uint(4, mapping.fileOffset)
+        m.int(5, path)
+        m.int(6, buildID)
+        m.bool(7, flags[index].functions)
+        m.bool(8, flags[index].files)
+        m.bool(9, lines)
+        m.bool(10, lines && flags[index].inline)
+      }
+    }
+
+    for (index, location) in profile.locations.enumerated() {
+      out.message(4) { l in
+        l.uint(1, UInt64(index + 1))
+        if let mapping = location.mapping { l.uint(2, mappingID[mapping]!) }
+        l.uint(3, location.address)
+        for line in location.lines {
+          l.message(4) { $0.uint(1, UInt64(line.function + 1)); $0.int(2, Int64(line.line)) }
+        }
+      }
+    }
+
+    for (index, function) in profile.functions.enumerated() {
+      let (name, system, file) = (strings[function.name], strings[function.systemName], strings[function.file])
+      out.message(5) { f in
+        f.uint(1, UInt64(index + 1))
+        f.int(2, name)
+        f.int(3, system)
+        f.int(4, file)
+        f.int(5, Int64(function.startLine))
+      }
+    }
+
+    let comments = [
+      "engine: \(profile.engine)",
+      "exporter: \(AppProfilerVersion.exporter)",
+      "dropped samples: \(profile.statistics.droppedSamples)",
+      "truncated samples: \(profile.statistics.truncatedSamples)",
+    ].map { strings[$0] }
+    let periodType = (strings[types.period.0], strings[types.period.1])
+    let defaultType = strings[types.samples[1].0]
+
+    // The string table last: it is complete only now.
+    for string in strings.all { out.string(6, string) }
+    out.int(9, Int64(clamping: profile.startTimeNanoseconds))
+    out.int(10, Int64(clamping: profile.durationNanoseconds))
+    out.message(11) { $0.int(1, periodType.0); $0.int(2, periodType.1) }
+    out.int(12, Int64(clamping: profile.intervalNanoseconds))
+    out.packed(13, comments.map { UInt64(bitPattern: $0) })
+    out.int(14, defaultType)
+    return compressed ? Gzip.compress(out.bytes) : out.bytes
+  }
+
+  static func sampleTypes(_ mode: Profile.Mode) -> (samples: [(String, String)], period: (String, String)) {
+    switch mode {
+    case .cpu: return ([("samples", "count"), ("cpu", "nanoseconds")], ("cpu", "nanoseconds"))
+    case .wall: return ([("samples", "count"), ("wall", "nanoseconds")], ("wall", "nanoseconds"))
+    case .alloc: return ([("alloc_objects", "count"), ("alloc_space", "bytes")], ("space", "bytes"))
+    }
+  }
+}
+
+/// pprof's string table: index 0 is "", each string once.
+struct StringTable {
+  private(set) var all: [String] = [""]
+  private var index: [String: Int64] = ["": 0]
+
+  subscript(_ string: String) -> Int64 {
+    mutating get {
+      if let existing = index[string] { return existing }
+      all.append(string)
+      index[string] = Int64(all.count - 1)
+      return Int64(all.count - 1)
+    }
+  }
+}

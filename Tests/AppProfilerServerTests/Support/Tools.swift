@@ -1,0 +1,59 @@
+import Foundation
+
+/// Runs a command line tool; returns (exit status, stdout, stderr).
+func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:], timeout: Double = 120) throws -> (
+  status: Int32, output: String, error: String
+) {
+  let process = Process()
+  process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+  process.arguments = [executable] + arguments
+  var env = ProcessInfo.processInfo.environment
+  for (key, value) in environment { env[key] = value }
+  process.environment = env
+  let out = Pipe()
+  let err = Pipe()
+  process.standardOutput = out
+  process.standardError = err
+  try process.run()
+  // Read both pipes concurrently so neither fills up.
+  nonisolated(unsafe) var errorData = Data()
+  let reader = Thread { errorData = err.fileHandleForReading.readDataToEndOfFile() }
+  reader.start()
+  let outputData = out.fileHandleForReading.readDataToEndOfFile()
+  process.waitUntilExit()
+  while !reader.isFinished { usleep(1000) }
+  return (process.terminationStatus, String(decoding: outputData, as: UTF8.self), String(decoding: errorData, as: UTF8.self))
+}
+
+/// `go tool pprof ARGS`, with its cache in a private directory (no files
+/// left in $HOME).
+func goPprof(_ arguments: [String], scratch: String) throws -> (status: Int32, output: String, error: String) {
+  try run("go", ["tool", "pprof"] + arguments, environment: ["PPROF_TMPDIR": scratch, "HOME": scratch, "GOCACHE": scratch + "/gocache"])
+}
+
+/// Headless Chromium: the rendered DOM and the console output.
+func chromiumDump(_ url: String, scratch: String, budgetMilliseconds: Int? = nil) throws -> (dom: String, console: String) {
+  var arguments = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--user-data-dir=\(scratch)/chromium",
+    "--enable-logging=stderr", "--v=0",
+  ]
+  if let budgetMilliseconds { arguments.append("--virtual-time-budget=\(budgetMilliseconds)") }
+  arguments += ["--dump-dom", url]
+  let result = try run("chromium", arguments, environment: ["HOME": scratch])
+  return (result.output, result.error)
+}
+
+/// Console errors Chromium reported (uncaught exceptions, console.error).
+func consoleErrors(_ console: String) -> [String] {
+  console.split(separator: "\n").map(String.init).filter { $0.contains("Uncaught") || $0.contains(":ERROR:CONSOLE") }
+}
+
+/// Screenshots for humans to look at: `.build/test-artifacts/`.
+func artifactDirectory() -> String {
+  let path = repositoryRoot + "/.build/test-artifacts"
+  try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+  return path
+}
+
+let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+  .deletingLastPathComponent().deletingLastPathComponent().path
