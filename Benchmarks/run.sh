@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Runs the benchmarks of swift-app-profiler on this machine.
 #   ./run.sh                 all scenarios
-#   ./run.sh yield wall-cost one or more of: yield wall-cost attribution symbolize
+#   ./run.sh yield wall-cost one or more of: yield wall-cost attribution symbolize encode
 # Installs what it needs from Debian's packages (linux-perf for attribution).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize)
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize encode)
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(uname -r), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 swift build -c release --product profiler-bench >/dev/null 2>&1
@@ -61,6 +61,9 @@ for scenario in "${scenarios[@]}"; do
     ;;
   symbolize)
     "$bench" symbolize 1
+    ;;
+  encode)
+    "$bench" encode
     ;;
   *)
     echo "unknown scenario: $scenario" >&2

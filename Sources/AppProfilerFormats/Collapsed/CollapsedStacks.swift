@@ -15,35 +15,79 @@ public struct CollapsedEncoder: Sendable {
   }
 
   public func encode(_ profile: Profile) -> [UInt8] {
-    var counts: [String: Int64] = [:]
-    var names: [Int: String] = [:]
-    for thread in profile.threads {
+    // Sum per (stack, idle, thread) first, build each line once: hashing a
+    // long string per sample would dominate for large profiles.
+    struct Key: Hashable {
+      var stack: Int
+      var idle: Bool
+      var thread: Int
+    }
+    var sums: [Key: Int64] = [:]
+    for (threadIndex, thread) in profile.threads.enumerated() {
       for sample in thread.samples {
-        var line = names[sample.stack] ?? TopFunctions.names(profile, sample.stack).map(Self.clean).joined(separator: ";")
-        names[sample.stack] = line
-        if sample.isIdle { line += ";[idle]" }
-        if threadPrefix { line = Self.clean("\(thread.name) (tid \(thread.id))") + ";" + line }
-        counts[line, default: 0] += profile.mode == .alloc ? sample.bytes : sample.count
+        let key = Key(stack: sample.stack, idle: sample.isIdle, thread: threadPrefix ? threadIndex : -1)
+        sums[key, default: 0] += profile.mode == .alloc ? sample.bytes : sample.count
       }
     }
-    var text = ""
-    for line in counts.keys.sorted() where counts[line]! > 0 {
-      text += line + " " + String(counts[line]!) + "\n"
+    // Cleaned names per function, built once; lines as UTF-8 bytes.
+    var cleanedFunctions: [Int: [UInt8]] = [:]
+    func cleaned(_ function: Int) -> [UInt8] {
+      if let existing = cleanedFunctions[function] { return existing }
+      let bytes = Self.clean(Array(profile.functions[function].name.utf8))
+      cleanedFunctions[function] = bytes
+      return bytes
     }
-    return Array(text.utf8)
+    var stackLines: [Int: [UInt8]] = [:]
+    func line(ofStack stack: Int) -> [UInt8] {
+      if let existing = stackLines[stack] { return existing }
+      var bytes: [UInt8] = []
+      for locationIndex in profile.stacks[stack].reversed() {
+        let location = profile.locations[locationIndex]
+        if location.lines.isEmpty {
+          if !bytes.isEmpty { bytes.append(UInt8(ascii: ";")) }
+          bytes += Self.clean(Array(profile.fallbackName(for: location).utf8))
+        }
+        for entry in location.lines.reversed() {
+          if !bytes.isEmpty { bytes.append(UInt8(ascii: ";")) }
+          bytes += cleaned(entry.function)
+        }
+      }
+      stackLines[stack] = bytes
+      return bytes
+    }
+    var counts: [[UInt8]: Int64] = [:]
+    for (key, count) in sums {
+      var bytes: [UInt8] = []
+      if key.thread >= 0 {
+        let thread = profile.threads[key.thread]
+        bytes = Self.clean(Array("\(thread.name) (tid \(thread.id))".utf8)) + [UInt8(ascii: ";")]
+      }
+      bytes += line(ofStack: key.stack)
+      if key.idle { bytes += Array(";[idle]".utf8) }
+      // Different addresses in the same functions give the same line.
+      counts[bytes, default: 0] += count
+    }
+    var output: [UInt8] = []
+    for line in counts.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) where counts[line]! > 0 {
+      output += line
+      output.append(UInt8(ascii: " "))
+      output += Array(String(counts[line]!).utf8)
+      output.append(UInt8(ascii: "\n"))
+    }
+    return output
   }
 
-  static func clean(_ name: String) -> String {
-    var result = ""
-    for character in name {
-      switch character {
-      case ";": result.append(":")
-      case "\n", "\r": result.append(" ")
-      default: result.append(character)
+  /// `;` becomes `:`, line breaks become spaces (bytes, so it is fast).
+  static func clean(_ name: [UInt8]) -> [UInt8] {
+    name.map { byte in
+      switch byte {
+      case UInt8(ascii: ";"): return UInt8(ascii: ":")
+      case 0x0A, 0x0D: return UInt8(ascii: " ")
+      default: return byte
       }
     }
-    return result
   }
+
 }
 
 /// Reads collapsed stacks into a ``Profile`` (one thread "all"; no addresses).
