@@ -43,9 +43,12 @@ extension ServerSuite {
       let scratch = TemporaryDirectory()
       defer { scratch.remove() }
       try withTestee(arguments: ["--tcp"]) { testee in
-        let top = try goPprof(["-top", testee.address + "/debug/pprof/profile?seconds=1"], scratch: scratch.path)
-        #expect(top.status == 0, "\(top.error)")
-        #expect(top.output.contains("testeeHotInner"))
+        for endpoint in ["profile", "wall"] {
+          let top = try goPprof(["-top", testee.address + "/debug/pprof/\(endpoint)?seconds=1"], scratch: scratch.path)
+          #expect(top.status == 0, "\(top.error)")
+          #expect(top.output.contains("testeeHotInner"))
+          #expect(top.output.contains(endpoint == "wall" ? "Type: wall" : "Type: cpu"))
+        }
         let bad = try goPprof(["-top", testee.address + "/debug/pprof/profile?seconds=abc"], scratch: scratch.path)
         #expect(bad.status != 0)
         #expect((bad.output + bad.error).contains("invalid parameter seconds='abc'"), "\(bad.error)")
