@@ -47,6 +47,12 @@ let package = Package(
       dependencies: ["AppProfilerServer", .product(name: "Logging", package: "swift-log")],
       path: "Tests/Fixtures/AppProfilerTestee"
     ),
+    // Built in release mode with -g by the source-location tests.
+    .executableTarget(
+      name: "AppProfilerSymbolsFixture",
+      dependencies: ["AppProfiler"],
+      path: "Tests/Fixtures/SymbolsFixture"
+    ),
     // The command-line tool.
     .executableTarget(
       name: "app-profiler",

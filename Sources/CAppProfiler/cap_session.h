@@ -86,9 +86,14 @@ typedef struct cap_session {
   _Atomic uint64_t write_cursor;     // (h) next slot position to try
   uint64_t read_cursor;              // drain position (drain thread only)
 
+  // Unwind tables (h, read only): sorted images of sorted rows.
+  const cap_unwind_image *unwind_images;
+  uint64_t unwind_image_count;
+
   // Counters (h): relaxed atomics.
   _Atomic uint64_t samples_written;
   _Atomic uint64_t samples_dropped;
+  _Atomic uint64_t complete_samples;
 } cap_session;
 
 extern cap_session cap_global_session;

@@ -509,6 +509,8 @@ static void release_memory(void) {
   if (g_slot_memory != 0) munmap(g_slot_memory, g_slot_bytes);
   g_table_memory = 0;
   g_slot_memory = 0;
+  s->unwind_images = 0;
+  s->unwind_image_count = 0;
   g_live_list = 0;
   g_live_list_count = 0;
   s->threads = 0;
@@ -536,6 +538,9 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
   s->signal_number = config->signal_number;
   s->interval_ns = config->interval_ns;
   s->idle_threshold_ns = config->interval_ns / 4 < 50000 ? config->interval_ns / 4 : 50000;
+  s->unwind_images = config->unwind_images;
+  s->unwind_image_count = config->unwind_images ? config->unwind_image_count : 0;
+  atomic_store(&s->complete_samples, 0);
   g_exclude_kernel = config->exclude_kernel ? 1 : 0;
   g_max_threads = config->max_threads;
   g_live_threads = 0;
@@ -768,6 +773,7 @@ void cap_session_stats(cap_stats *out) {
   memset(out, 0, sizeof *out);
   out->samples_written = atomic_load(&s->samples_written);
   out->samples_dropped = atomic_load(&s->samples_dropped);
+  out->complete_samples = atomic_load(&s->complete_samples);
   out->repeat_records = atomic_load(&g_repeat_records);
   out->ticks = atomic_load(&g_ticks);
   out->missed_ticks = atomic_load(&g_missed_ticks);

@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include "cap_session.h"
 #include "registers.h"
+#include "unwind_cfi.h"
 #include "unwind_fp.h"
 
 #include <errno.h>
@@ -101,8 +102,21 @@ static void cap_record(cap_session *s, const ucontext_t *uc, int32_t tid, uint64
   uint32_t depth;
   if (cap_stack_bounds(s, sp, &low, &high)) {
     int truncated = 0;
-    depth = cap_unwind_fp(pc, cap_context_fp(uc), low, high, slot->frames, CAP_MAX_DEPTH,
-                          &truncated);
+#if defined(__x86_64__)
+    if (s->unwind_image_count > 0) {
+      int complete = 0;
+      depth = cap_unwind_cfi(s->unwind_images, s->unwind_image_count, pc, sp, cap_context_fp(uc), low,
+                             high, slot->frames, CAP_MAX_DEPTH, &truncated, &complete);
+      if (complete) {
+        flags |= CAP_SAMPLE_COMPLETE;
+        atomic_fetch_add_explicit(&s->complete_samples, 1, memory_order_relaxed);
+      }
+    } else
+#endif
+    {
+      depth = cap_unwind_fp(pc, cap_context_fp(uc), low, high, slot->frames, CAP_MAX_DEPTH,
+                            &truncated);
+    }
     if (truncated) flags |= CAP_SAMPLE_TRUNCATED;
   } else {
     slot->frames[0] = pc;

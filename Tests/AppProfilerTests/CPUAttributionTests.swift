@@ -21,8 +21,9 @@ extension SamplingSuite {
       usleep(50_000)
       // The CPU clocks are read when sampling starts and stops: symbolization
       // after stop() takes time in which the workers keep running unsampled.
-      let cpuBefore = cpuNanoseconds(ofThread: heavyTID) + cpuNanoseconds(ofThread: lightTID)
+      // (start() returns once sampling is armed: unwind tables are built first.)
       let session = try Profiler.shared.start(mode: .cpu)
+      let cpuBefore = cpuNanoseconds(ofThread: heavyTID) + cpuNanoseconds(ofThread: lightTID)
       try await Task.sleep(for: .seconds(2))
       let cpuAfter = cpuNanoseconds(ofThread: heavyTID) + cpuNanoseconds(ofThread: lightTID)
       let profile = try await session.stop()

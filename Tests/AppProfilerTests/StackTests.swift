@@ -29,6 +29,17 @@ extension SamplingSuite {
         complete += sample.count
       }
       let ratio = Double(complete) / Double(max(thread.totalCount, 1))
+      if ratio < 0.95 {
+        for sample in thread.samples where !containsInOrder(profile.names(ofStack: sample.stack), Self.chain) {
+          print("broken:", profile.names(ofStack: sample.stack).suffix(4), profile.stacks[sample.stack].prefix(3).map { String(profile.locations[$0].address, radix: 16) })
+          break
+        }
+        var leaves: [String: Int] = [:]
+        for sample in thread.samples where !containsInOrder(profile.names(ofStack: sample.stack), Self.chain) {
+          leaves[profile.names(ofStack: sample.stack).last ?? "?", default: 0] += 1
+        }
+        print("broken leaves:", leaves)
+      }
       print("\(mode) chain: \(complete)/\(thread.totalCount) = \(ratio)")
       #expect(thread.totalCount > 100)
       #expect(ratio >= 0.95, "alpha → beta → gamma in \(ratio) of samples")

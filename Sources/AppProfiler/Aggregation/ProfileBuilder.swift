@@ -114,6 +114,7 @@ struct ProfileBuilder {
     profile.statistics.threadsNotSampled = Int64(stats.threads_failed)
     profile.statistics.missedTicks = Int64(stats.missed_ticks)
     profile.statistics.samplesRecorded = Int64(stats.samples_written)
+    profile.statistics.completeStacks = Int64(stats.complete_samples)
     profile.metadata["executable"] = ImageMap.executablePath()
     profile.metadata["pid"] = String(getpid())
     profile.metadata["threads_seen"] = String(stats.threads_seen)

@@ -22,6 +22,8 @@ public final class ProfilingSession: Sendable {
   private let drain: SessionDrain
   private let drainTask: Mutex<Task<Void, Never>?>
   private let ended = Atomic<Bool>(false)
+  /// Unwind tables the handler reads; alive until the session is released.
+  private let unwindTables: UnwindTableSet?
 
   init(profiler: Profiler, id: UInt64, mode: Profile.Mode, interval: Duration, options: SessionOptions) throws {
     self.profiler = profiler
@@ -43,6 +45,14 @@ public final class ProfilingSession: Sendable {
     config.interval_ns = interval.nanoseconds
     config.max_threads = UInt32(options.maxThreads)
     config.exclude_kernel = options.includeKernelTime ? 0 : 1
+    #if arch(x86_64)
+    let tables = options.unwinder == .callFrameInformation ? UnwindTables.shared.tableSet(for: ImageMap.current()) : nil
+    #else
+    let tables: UnwindTableSet? = nil
+    #endif
+    self.unwindTables = tables
+    config.unwind_images = tables.map { UnsafePointer($0.images.baseAddress) } ?? nil
+    config.unwind_image_count = UInt64(tables?.count ?? 0)
     var message = [CChar](repeating: 0, count: 256)
     let result = cap_session_start(&config, &message, message.count)
     if result != 0 {
@@ -92,7 +102,18 @@ public final class ProfilingSession: Sendable {
       mode: mode, intervalNanoseconds: interval.nanoseconds, startTimeNanoseconds: startTimeNanoseconds,
       startMonotonicNanoseconds: startMonotonicNanoseconds,
       durationNanoseconds: end - startMonotonicNanoseconds, stats: stats)
-    return builder.build(from: &collector)
+    var profile = builder.build(from: &collector)
+    if let tables = unwindTables {
+      profile.metadata["unwinder"] = "cfi"
+      profile.metadata["unwind_images"] = String(tables.count)
+      profile.metadata["unwind_rows"] = String(tables.rowCount)
+      profile.metadata["unwind_table_bytes"] = String(tables.totalBytes)
+      profile.metadata["unwind_tables_built"] = String(tables.built)
+      profile.metadata["unwind_table_build_ms"] = String(Double(tables.buildNanoseconds) / 1e6)
+    } else {
+      profile.metadata["unwinder"] = "frame-pointers"
+    }
+    return profile
   }
 
   /// Stops sampling and discards the samples. Safe to call more than once.

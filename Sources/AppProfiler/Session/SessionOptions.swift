@@ -38,5 +38,22 @@ public struct SessionOptions: Sendable, Hashable {
   /// `perf record`; the profile's engine name says which one ran.
   public var includeKernelTime: Bool = true
 
+  /// How stacks are walked in the signal handler.
+  public enum Unwinder: Sendable, Hashable {
+    /// DWARF call frame information (`.eh_frame`), compiled into tables
+    /// before the session; frame pointers where an address has no CFI.
+    /// Complete stacks through code built without frame pointers (glibc,
+    /// libdispatch) and correct callers of leaf functions. x86_64 only;
+    /// elsewhere it falls back to frame pointers.
+    case callFrameInformation
+    /// Frame pointers only: no tables to build, but stacks through glibc and
+    /// optimized leaf functions lose frames. For comparisons.
+    case framePointers
+  }
+
+  /// Default `.callFrameInformation`: a profile of a server is mostly
+  /// threads blocked in libc, which frame pointers cannot walk out of.
+  public var unwinder: Unwinder = .callFrameInformation
+
   public init() {}
 }

@@ -67,6 +67,14 @@ final class ELFSymbolTable: @unchecked Sendable {
     return (name(at: nameOffsets[index]), offset)
   }
 
+  /// ELF virtual address of the first function whose name satisfies `matches`.
+  func address(ofFirst matches: (String) -> Bool) -> UInt64? {
+    for index in addresses.indices where matches(name(at: nameOffsets[index])) {
+      return addresses[index]
+    }
+    return nil
+  }
+
   private func name(at offset: Int) -> String {
     guard let base, offset >= 0, offset < length else { return "" }
     var end = offset

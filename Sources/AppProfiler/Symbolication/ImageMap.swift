@@ -18,6 +18,10 @@ struct LoadedImage: Sendable, Hashable {
   var buildID: String
   /// True for the vDSO, which has no file on disk.
   var isVDSO: Bool
+  /// Runtime address of `.eh_frame_hdr` (PT_GNU_EH_FRAME), 0 when absent.
+  var ehFrameHeader: UInt64 = 0
+  /// Every PT_LOAD segment as runtime [start, end): reads of unwind data stay inside.
+  var loadSegments: [Range<UInt64>] = []
 
   struct Segment: Sendable, Hashable {
     var start: UInt64
@@ -80,6 +84,8 @@ struct ImageMap: Sendable {
         let name = entry.name.map { String(cString: $0) } ?? ""
         guard let headers = entry.program_headers else { return 0 }
         var segments: [LoadedImage.Segment] = []
+        var loads: [Range<UInt64>] = []
+        var ehFrameHeader: UInt64 = 0
         var buildID = ""
         // Elf64_Phdr (56 B): p_type u32 @0, p_flags u32 @4, p_offset @8, p_vaddr @16, p_memsz @40.
         for index in 0..<Int(entry.program_header_count) {
@@ -89,9 +95,14 @@ struct ImageMap: Sendable {
           let fileOffset = header.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
           let virtualAddress = header.loadUnaligned(fromByteOffset: 16, as: UInt64.self)
           let memorySize = header.loadUnaligned(fromByteOffset: 40, as: UInt64.self)
-          if type == 1 && (flags & 1) != 0 {  // PT_LOAD, PF_X
+          if type == 1 {  // PT_LOAD
             let start = entry.bias &+ virtualAddress
-            segments.append(.init(start: start, end: start &+ memorySize, fileOffset: fileOffset))
+            loads.append(start..<(start &+ memorySize))
+            if (flags & 1) != 0 {  // PF_X
+              segments.append(.init(start: start, end: start &+ memorySize, fileOffset: fileOffset))
+            }
+          } else if type == 0x6474_E550 {  // PT_GNU_EH_FRAME
+            ehFrameHeader = entry.bias &+ virtualAddress
           } else if type == 4 && buildID.isEmpty,  // PT_NOTE
             let start = UnsafeRawPointer(bitPattern: UInt(entry.bias &+ virtualAddress))
           {
@@ -102,7 +113,8 @@ struct ImageMap: Sendable {
         collector.images.append(
           LoadedImage(
             path: name, bias: entry.bias, executableSegments: segments, buildID: buildID,
-            isVDSO: name.hasPrefix("linux-vdso") || name.hasPrefix("linux-gate")))
+            isVDSO: name.hasPrefix("linux-vdso") || name.hasPrefix("linux-gate"),
+            ehFrameHeader: ehFrameHeader, loadSegments: loads))
         return 0
       }, context)
     }

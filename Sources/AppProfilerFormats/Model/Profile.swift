@@ -201,6 +201,9 @@ extension Profile {
     public var missedTicks: Int64 = 0
     /// Samples the signal handler recorded.
     public var samplesRecorded: Int64 = 0
+    /// Of those, samples whose walk reached the thread's outermost frame
+    /// (CFI unwinding only): a measure of stack completeness.
+    public var completeStacks: Int64 = 0
 
     public init() {}
   }

@@ -45,7 +45,40 @@ enum {
   CAP_SAMPLE_TRUNCATED = 1u << 1,  // stack deeper than CAP_MAX_DEPTH; root side cut
   CAP_SAMPLE_REPEAT = 1u << 2,     // no stack: `weight` ticks of the thread's previous stack
   CAP_SAMPLE_NO_STACK_BOUNDS = 1u << 3,  // stack pointer in no known mapping: leaf only
+  CAP_SAMPLE_COMPLETE = 1u << 4,   // the walk reached an outermost frame (thread root)
 };
+
+/// Kinds of unwind rows (see cap_unwind_row).
+enum {
+  CAP_ROW_NONE = 0,    // no CFI here: fall back to the frame-pointer step
+  CAP_ROW_SP = 1,      // CFA = rsp + cfa_offset
+  CAP_ROW_FP = 2,      // CFA = rbp + cfa_offset
+  CAP_ROW_PLT = 3,     // PLT stub: CFA = rsp + 8, or + 16 in the stub's second half
+  CAP_ROW_SIGNAL = 4,  // signal trampoline: the interrupted context is a ucontext at rsp
+  CAP_ROW_ROOT = 5,    // outermost frame (return address undefined): the walk is complete
+};
+
+/// "The caller's frame pointer is unchanged" in cap_unwind_row.fp_offset.
+#define CAP_FP_SAME INT16_MAX
+
+/// One row of a compiled .eh_frame table: from `pc` up to the next row's pc,
+/// how to find the canonical frame address (CFA), the return address
+/// (at CFA - 8 on x86_64) and the caller's frame pointer. 16 bytes.
+typedef struct cap_unwind_row {
+  uint64_t pc;
+  int32_t cfa_offset;
+  int16_t fp_offset;   // caller's rbp at CFA + fp_offset, or CAP_FP_SAME
+  uint8_t kind;        // CAP_ROW_*
+  uint8_t reserved;
+} cap_unwind_row;
+
+/// The rows of one image, sorted by pc, covering [start, end).
+typedef struct cap_unwind_image {
+  uint64_t start;
+  uint64_t end;
+  const cap_unwind_row *rows;
+  uint64_t count;
+} cap_unwind_image;
 
 /// Configuration of one session.
 typedef struct cap_config {
@@ -56,6 +89,10 @@ typedef struct cap_config {
   uint64_t interval_ns;    // sampling interval
   uint32_t max_threads;    // threads tracked at once; others are counted, not sampled
   uint32_t exclude_kernel; // 1: perf event ignores kernel time; 0: try to include it
+  /// Unwind tables, sorted by start and non-overlapping; NULL/0: frame
+  /// pointers only. The memory must stay valid until cap_session_release.
+  const cap_unwind_image *unwind_images;
+  uint64_t unwind_image_count;
 } cap_config;
 
 /// Header of one raw sample as `cap_session_drain` writes it; `depth`
@@ -81,6 +118,7 @@ typedef struct cap_stats {
   uint64_t threads_failed;    // threads that could not be armed (or table full)
   uint64_t tick_ns_total;     // ticker time spent inside ticks
   uint64_t maps_refreshes;    // memory-range snapshots taken
+  uint64_t complete_samples;  // samples whose walk reached the thread's root
   int32_t engine;             // CAP_ENGINE_* that actually ran
   int32_t exclude_kernel;     // perf engine: 1 when kernel time was excluded
 } cap_stats;
@@ -127,6 +165,12 @@ typedef struct cap_image_info {
 } cap_image_info;
 
 typedef int (*cap_image_callback)(const cap_image_info *info, void *context);
+
+/// The CFI unwinder the handler uses (x86_64), callable from tests with a
+/// synthetic stack. Returns the frame count.
+uint32_t cap_unwind_cfi_for_test(const cap_unwind_image *images, uint64_t image_count, uint64_t pc,
+                                 uint64_t sp, uint64_t fp, uint64_t stack_low, uint64_t stack_high,
+                                 uint64_t *frames, uint32_t max_frames, int *truncated, int *complete);
 
 /// dl_iterate_phdr, for Swift (its Glibc module does not export <link.h>).
 void cap_iterate_images(cap_image_callback callback, void *context);

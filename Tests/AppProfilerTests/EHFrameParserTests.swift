@@ -1,0 +1,114 @@
+@testable import AppProfiler
+import CAppProfiler
+import Testing
+
+/// `.eh_frame` bytes assembled by hand: a CIE and FDEs with known rules.
+struct EHFrameBuilder {
+  var bytes: [UInt8] = []
+
+  static func uleb(_ value: UInt64) -> [UInt8] {
+    var value = value
+    var out: [UInt8] = []
+    repeat {
+      var byte = UInt8(value & 0x7F)
+      value >>= 7
+      if value != 0 { byte |= 0x80 }
+      out.append(byte)
+    } while value != 0
+    return out
+  }
+
+  static func u32(_ value: UInt32) -> [UInt8] { withUnsafeBytes(of: value.littleEndian, Array.init) }
+
+  /// A CIE: version 1, augmentation `augmentation`, code align 1, data align
+  /// -8, return address register 16, FDE pointers udata4 (absolute).
+  /// Returns its offset.
+  mutating func cie(augmentation: String = "zR", instructions: [UInt8]) -> Int {
+    let offset = bytes.count
+    var body: [UInt8] = Self.u32(0) + [1] + Array(augmentation.utf8) + [0] + Self.uleb(1) + [0x78] + [16]
+    body += Self.uleb(1) + [0x03]  // augmentation data: 'R' = udata4
+    body += instructions
+    bytes += Self.u32(UInt32(body.count)) + body
+    return offset
+  }
+
+  mutating func fde(cie: Int, start: UInt32, length: UInt32, instructions: [UInt8]) {
+    let pointerField = bytes.count + 4
+    var body: [UInt8] = Self.u32(UInt32(pointerField - cie)) + Self.u32(start) + Self.u32(length) + Self.uleb(0)
+    body += instructions
+    bytes += Self.u32(UInt32(body.count)) + body
+  }
+
+  mutating func terminate() { bytes += Self.u32(0) }
+}
+
+@Suite struct EHFrameParserTests {
+  func compile(_ builder: EHFrameBuilder) -> [cap_unwind_row] {
+    builder.bytes.withUnsafeBytes { EHFrameParser(memory: $0, runtimeAddress: 0x50_0000).compile() }
+  }
+
+  func describe(_ row: cap_unwind_row) -> String {
+    let fp = row.fp_offset == Int16(CAP_FP_SAME) ? "same" : String(row.fp_offset)
+    return "\(String(row.pc, radix: 16)) kind=\(row.kind) cfa=\(row.cfa_offset) fp=\(fp)"
+  }
+
+  @Test func prologueFramePointerAndEpilogue() {
+    var builder = EHFrameBuilder()
+    // CIE: CFA = rsp + 8, return address at CFA - 8.
+    let cie = builder.cie(instructions: [0x0C, 0x07, 0x08, 0x90, 0x01])
+    builder.fde(
+      cie: cie, start: 0x1000, length: 0x20,
+      instructions: [
+        0x41, 0x0E, 0x10, 0x86, 0x02,  // +1: push rbp → CFA = rsp + 16, rbp at CFA - 16
+        0x43, 0x0D, 0x06,  // +3: mov rbp, rsp → CFA = rbp + 16
+        0x02, 0x1B, 0x0C, 0x07, 0x08, 0xC6,  // +27: leave → CFA = rsp + 8, rbp restored
+      ])
+    builder.terminate()
+    let rows = compile(builder).map(describe)
+    #expect(
+      rows == [
+        "1000 kind=1 cfa=8 fp=same",
+        "1001 kind=1 cfa=16 fp=-16",
+        "1004 kind=2 cfa=16 fp=-16",
+        "101f kind=1 cfa=8 fp=same",
+        "1020 kind=0 cfa=0 fp=same",
+      ], "\(rows)")
+  }
+
+  @Test func rootSignalAndPLTFrames() {
+    var builder = EHFrameBuilder()
+    let plain = builder.cie(instructions: [0x0C, 0x07, 0x08, 0x90, 0x01])
+    // Outermost frame: return address undefined (like _start and clone3).
+    builder.fde(cie: plain, start: 0x2000, length: 0x10, instructions: [0x07, 0x10])
+    // PLT: CFA from an expression.
+    builder.fde(cie: plain, start: 0x3000, length: 0x30, instructions: [0x0F, 0x03, 0x77, 0x08, 0x06])
+    // Signal trampoline: augmentation "zRS".
+    let signal = builder.cie(augmentation: "zRS", instructions: [0x0C, 0x07, 0x08])
+    builder.fde(cie: signal, start: 0x4000, length: 0x08, instructions: [])
+    builder.terminate()
+    let rows = compile(builder)
+    func kind(at pc: UInt64) -> UInt8? { rows.last { $0.pc <= pc }?.kind }
+    #expect(kind(at: 0x2004) == UInt8(CAP_ROW_ROOT))
+    #expect(kind(at: 0x3010) == UInt8(CAP_ROW_PLT))
+    #expect(kind(at: 0x4002) == UInt8(CAP_ROW_SIGNAL))
+    #expect(kind(at: 0x4010) == UInt8(CAP_ROW_NONE))
+    #expect(kind(at: 0x1000) == nil)
+  }
+
+  @Test func malformedInputYieldsNoRowsNotACrash() {
+    for bytes: [UInt8] in [[], [0xFF, 0xFF, 0xFF, 0xFF], [0x10, 0, 0, 0, 1, 2], [0xF0, 0xFF, 0xFF, 0x0F, 0, 0, 0, 0]] {
+      let rows = bytes.withUnsafeBytes { EHFrameParser(memory: $0, runtimeAddress: 0x1000).compile() }
+      #expect(rows.isEmpty)
+    }
+  }
+
+  @Test func thisProcessHasTablesForLibc() throws {
+    let images = ImageMap.current()
+    let libc = try #require(images.images.first { $0.path.hasSuffix("/libc.so.6") })
+    let table = try #require(UnwindTable.build(for: libc))
+    #expect(table.rows.count > 1000)
+    // Sorted, and the table covers libc's text.
+    #expect(zip(table.rows.dropFirst(), table.rows).allSatisfy { $0.pc > $1.pc })
+    #expect(libc.executableSegments.contains { $0.start <= table.start && table.end <= $0.end + 1 })
+  }
+}

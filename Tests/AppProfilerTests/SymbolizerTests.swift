@@ -1,0 +1,54 @@
+@testable import AppProfiler
+import Testing
+
+/// A source symbolicator that knows nothing, to exercise the ELF fallback.
+struct SilentSourceSymbolicator: SourceSymbolicator {
+  func sourceFrames(for addresses: [UInt64], imageKeys: [String]) -> [[SourceFrame]] {
+    addresses.map { _ in [] }
+  }
+}
+
+@inline(never) func symbolizerProbeTarget() -> UInt64 {
+  sink.wrappingAdd(1, ordering: .relaxed)
+  return 1
+}
+
+@Suite struct SymbolizerTests {
+  /// An address inside `symbolizerProbeTarget`, from the ELF symbol table
+  /// of this test binary.
+  func probeAddress() throws -> UInt64 {
+    let images = ImageMap.current()
+    let executable = try #require(images.images.first { $0.path == ImageMap.executablePath() })
+    let table = try #require(ELFSymbolTable(path: executable.path))
+    let symbol = try #require(table.address(ofFirst: { $0.contains("symbolizerProbeTarget") }))
+    return executable.bias &+ symbol &+ 4
+  }
+
+  @Test func elfSymbolsWhenNoSourceInformation() throws {
+    let address = try probeAddress()
+    let symbolizer = Symbolizer(source: SilentSourceSymbolicator())
+    let frame = symbolizer.resolve([address], in: ImageMap.current())[0]
+    #expect(frame.name?.contains("symbolizerProbeTarget()") == true)
+    #expect(frame.functions.count == 1)
+    #expect(frame.functions[0].file == "")
+    #expect(frame.functions[0].systemName.hasPrefix("$s"))
+  }
+
+  /// Pins what we use of the toolchain's Runtime symbolicator (SPI): a
+  /// mangled name, the source file and a line for an address of this binary.
+  @Test func runtimeSymbolicatorGivesFileAndLine() throws {
+    let address = try probeAddress()
+    let frames = RuntimeSourceSymbolicator().sourceFrames(for: [address], imageKeys: [])[0]
+    let outer = try #require(frames.last)
+    #expect(outer.rawName.contains("symbolizerProbeTarget"))
+    #expect(outer.file.hasSuffix("Tests/AppProfilerTests/SymbolizerTests.swift"))
+    #expect(outer.line > 0)
+    #expect(!outer.inlined)
+  }
+
+  @Test func unknownAddressesStayUnsymbolized() {
+    let frame = Symbolizer.shared.resolve([0x10], in: ImageMap.current())[0]
+    #expect(frame.image == nil)
+    #expect(frame.functions.isEmpty)
+  }
+}
