@@ -9,7 +9,10 @@ let package = Package(
   targets: [
     .executableTarget(
       name: "profiler-bench",
-      dependencies: [.product(name: "AppProfiler", package: "swift-app-profiler")]
+      dependencies: [
+        .product(name: "AppProfiler", package: "swift-app-profiler"),
+        .product(name: "AppProfilerServer", package: "swift-app-profiler"),
+      ]
     )
   ],
   swiftLanguageModes: [.v6]

@@ -2,15 +2,21 @@
 # Runs the benchmarks of swift-app-profiler on this machine.
 #   ./run.sh                 all scenarios
 #   ./run.sh yield wall-cost one or more of: yield wall-cost attribution symbolize encode
+#                            unwind-cost tables completeness
 # Installs what it needs from Debian's packages (linux-perf for attribution).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize encode)
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize encode unwind-cost tables completeness)
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(uname -r), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-swift build -c release --product profiler-bench >/dev/null 2>&1
+build_log=$(mktemp)
+if ! swift build -c release --product profiler-bench >"$build_log" 2>&1; then
+  cat "$build_log" >&2
+  exit 1
+fi
+rm -f "$build_log"
 bench=.build/release/profiler-bench
 
 for scenario in "${scenarios[@]}"; do
@@ -62,8 +68,8 @@ for scenario in "${scenarios[@]}"; do
   symbolize)
     "$bench" symbolize 1
     ;;
-  encode)
-    "$bench" encode
+  encode | unwind-cost | tables | completeness)
+    "$bench" "$scenario"
     ;;
   *)
     echo "unknown scenario: $scenario" >&2

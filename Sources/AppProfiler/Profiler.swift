@@ -118,6 +118,33 @@ public final class Profiler: Sendable {
     Symbolizer.shared.reset()
   }
 
+  /// Drops the unwind tables so the next session builds them anew. For benchmarks.
+  @_spi(Benchmarks) public func resetUnwindTables() {
+    UnwindTables.shared.reset()
+  }
+
+  /// Builds (or reuses) the unwind tables of every loaded image and reports
+  /// images, rows, bytes and build time. For benchmarks.
+  @_spi(Benchmarks) public func unwindTableStatistics() -> (images: Int, rows: Int, bytes: Int, built: Int, milliseconds: Double) {
+    let set = UnwindTables.shared.tableSet(for: ImageMap.current())
+    return (set.count, set.rowCount, set.totalBytes, set.built, Double(set.buildNanoseconds) / 1e6)
+  }
+
+  /// Walks the calling thread's stack `iterations` times with the handler's
+  /// unwinder; returns nanoseconds per walk and the depth. For benchmarks.
+  @_spi(Benchmarks) public func benchmarkUnwind(iterations: Int, callFrameInformation: Bool) -> (nanoseconds: Double, depth: Int) {
+    var depth: UInt32 = 0
+    if callFrameInformation {
+      let set = UnwindTables.shared.tableSet(for: ImageMap.current())
+      let total = withExtendedLifetime(set) {
+        cap_benchmark_unwind(set.images.baseAddress, UInt64(set.count), UInt32(iterations), &depth)
+      }
+      return (Double(total) / Double(iterations), Int(depth))
+    }
+    let total = cap_benchmark_unwind(nil, 0, UInt32(iterations), &depth)
+    return (Double(total) / Double(iterations), Int(depth))
+  }
+
   static func validate(mode: Profile.Mode, interval: Duration, options: SessionOptions) throws {
     guard mode != .alloc else {
       throw ProfilerError.unsupported("alloc mode is not available yet; supported modes: cpu, wall")

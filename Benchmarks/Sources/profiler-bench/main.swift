@@ -16,10 +16,16 @@ case "wall-cost":
   try await benchWallCost(threads: Int(argument(1, "10"))!, hertz: Int(argument(2, "1000"))!, seconds: Double(argument(3, "3"))!)
 case "attribution":
   try await benchAttribution(seconds: Double(argument(1, "5"))!, readyFile: arguments.count > 2 ? arguments[2] : nil)
+case "unwind-cost":
+  benchUnwindCost()
+case "tables":
+  try await benchTables()
+case "completeness":
+  try await benchCompleteness()
 case "encode":
   benchEncode()
 case "symbolize":
   try await benchSymbolize(seconds: Double(argument(1, "1"))!)
 default:
-  print("usage: profiler-bench yield THREADS HZ SECONDS [auto|posix] | wall-cost THREADS HZ SECONDS | attribution SECONDS [READY_FILE] | symbolize SECONDS | encode")
+  print("usage: profiler-bench yield THREADS HZ SECONDS [auto|posix] | wall-cost THREADS HZ SECONDS | attribution SECONDS [READY_FILE] | symbolize SECONDS | encode | unwind-cost | tables | completeness")
 }

@@ -58,8 +58,13 @@ final class RuntimeSourceSymbolicator: SourceSymbolicator {
   #endif
 
   func sourceFrames(for addresses: [UInt64], imageKeys: [String]) -> [[SourceFrame]] {
+    guard !addresses.isEmpty else { return [] }
+    // The symbolicator's image cache is per thread: always use the same one.
+    return SymbolicationThread.shared.run { symbolicate(addresses, imageKeys: imageKeys) }
+  }
+
+  private func symbolicate(_ addresses: [UInt64], imageKeys: [String]) -> [[SourceFrame]] {
     var result = [[SourceFrame]](repeating: [], count: addresses.count)
-    guard !addresses.isEmpty else { return result }
     let images = images(for: imageKeys)
     let chunk = 2048
     for start in stride(from: 0, to: addresses.count, by: chunk) {

@@ -172,6 +172,12 @@ uint32_t cap_unwind_cfi_for_test(const cap_unwind_image *images, uint64_t image_
                                  uint64_t sp, uint64_t fp, uint64_t stack_low, uint64_t stack_high,
                                  uint64_t *frames, uint32_t max_frames, int *truncated, int *complete);
 
+/// Benchmark: walks the calling thread's own stack `iterations` times (CFI
+/// when image_count > 0, else frame pointers); returns the total
+/// nanoseconds and the depth of one walk in *depth.
+uint64_t cap_benchmark_unwind(const cap_unwind_image *images, uint64_t image_count, uint32_t iterations,
+                              uint32_t *depth);
+
 /// dl_iterate_phdr, for Swift (its Glibc module does not export <link.h>).
 void cap_iterate_images(cap_image_callback callback, void *context);
 
