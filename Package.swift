@@ -58,6 +58,8 @@ let package = Package(
       name: "app-profiler",
       dependencies: [
         "AppProfiler",
+        "AppProfilerServer",
+        .product(name: "Logging", package: "swift-log"),
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]
     ),
@@ -68,7 +70,7 @@ let package = Package(
     .testTarget(
       name: "AppProfilerServerTests",
       dependencies: [
-        "AppProfilerServer", "AppProfilerTestee",
+        "AppProfilerServer", "AppProfilerTestee", "app-profiler",
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "Logging", package: "swift-log"),
       ]

@@ -1,4 +1,4 @@
-import AppProfilerFormats
+@testable import AppProfilerFormats
 import Testing
 
 /// A small hand-made profile exercising every encoder rule.
@@ -42,7 +42,9 @@ func sampleProfile(mode: Profile.Mode = .wall) -> Profile {
     let text = String(decoding: SpeedscopeEncoder(name: "golden").encode(sampleProfile()), as: UTF8.self)
     let expected = """
       {"$schema":"https://www.speedscope.app/file-format-schema.json","exporter":"swift-app-profiler@\(AppProfilerVersion.current)",\
-      "name":"golden","activeProfileIndex":0,"shared":{"frames":[\
+      "name":"golden","activeProfileIndex":0,\
+      "x-app-profiler":{"mode":"wall","engine":"test","intervalNanoseconds":1000000,"startTimeNanoseconds":0,"durationNanoseconds":10000000},\
+      "shared":{"frames":[\
       {"name":"main","file":"main.swift","line":3},{"name":"handle()","file":"app.swift","line":10},\
       {"name":"inlinedHelper()","file":"app.swift","line":20},{"name":"app+0x300"},{"name":"[idle]"}]},\
       "profiles":[\
@@ -82,5 +84,35 @@ func sampleProfile(mode: Profile.Mode = .wall) -> Profile {
     let profile = sampleProfile()
     #expect(profile.functionsOfStack(0) == [0, 1, 2])
     #expect(profile.fallbackName(for: profile.locations[2]) == "app+0x300")
+  }
+}
+
+@Suite struct SpeedscopeDecoderTests {
+  @Test func roundTrip() throws {
+    let profile = sampleProfile()
+    let decoded = try SpeedscopeDecoder().decode(SpeedscopeEncoder().encode(profile))
+    #expect(decoded.mode == .wall)
+    #expect(decoded.intervalNanoseconds == 1_000_000)
+    #expect(decoded.totalCount == profile.totalCount)
+    for thread in profile.threads {
+      let other = try #require(decoded.threads.first { $0.id == thread.id })
+      #expect(other.name == thread.name)
+      #expect(other.totalCount == thread.totalCount)
+      #expect(other.busyCount == thread.busyCount)
+    }
+    #expect(TopFunctions(decoded).entries.map(\.name).sorted() == TopFunctions(profile).entries.map(\.name).sorted())
+    // Files and lines survive.
+    #expect(decoded.functions.contains { $0.name == "handle()" && $0.file == "app.swift" && $0.startLine == 10 })
+  }
+
+  @Test func threadNames() {
+    #expect(SpeedscopeDecoder.threadName("worker (tid 42)", fallback: 1) == ("worker", 42))
+    #expect(SpeedscopeDecoder.threadName("a (b) (tid 7)", fallback: 1) == ("a (b)", 7))
+    #expect(SpeedscopeDecoder.threadName("plain", fallback: 3) == ("plain", 3))
+  }
+
+  @Test func rejectsOtherFiles() {
+    #expect(throws: SpeedscopeDecoder.Invalid.self) { try SpeedscopeDecoder().decode(Array("{}".utf8)) }
+    #expect(throws: SpeedscopeDecoder.Invalid.self) { try SpeedscopeDecoder().decode(Array("not json".utf8)) }
   }
 }

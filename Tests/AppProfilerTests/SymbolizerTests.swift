@@ -52,3 +52,12 @@ struct SilentSourceSymbolicator: SourceSymbolicator {
     #expect(frame.functions.isEmpty)
   }
 }
+
+@Suite struct DemanglerTests {
+  @Test func swiftAndCxxNames() {
+    #expect(Demangler.demangle("$s4main5alphayyF") == "main.alpha() -> ()")
+    #expect(Demangler.demangle("_ZN5swift12swift_retainEPv").contains("swift::swift_retain"))
+    #expect(Demangler.demangle("_Znotvalid") == "_Znotvalid")
+    #expect(Demangler.demangle("epoll_wait") == "epoll_wait")
+  }
+}

@@ -12,13 +12,37 @@ private func _swiftDemangle(
   _ flags: UInt32
 ) -> UnsafeMutablePointer<CChar>?
 
+/// The C++ ABI's demangler, looked up at run time in libstdc++ (which the
+/// Swift runtime loads), so linking does not depend on it; nil if absent.
+private typealias CxaDemangle = @convention(c) (
+  UnsafePointer<CChar>?, UnsafeMutablePointer<CChar>?, UnsafeMutablePointer<Int>?, UnsafeMutablePointer<Int32>?
+) -> UnsafeMutablePointer<CChar>?
+
+private let cxaDemangle: CxaDemangle? = {
+  guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "__cxa_demangle") else { return nil }
+  return unsafeBitCast(symbol, to: CxaDemangle.self)
+}()
+
 /// Turns symbol names into readable ones, in-process.
 enum Demangler {
-  /// Demangled Swift names (`$s…`, `_$s…`, `$S…`, `_T0…`); other names as given.
+  /// Demangled Swift names (`$s…`, `_$s…`, `$S…`, `_T0…`) and C++ names
+  /// (`_Z…`, e.g. the Swift runtime's own); other names as given.
   static func demangle(_ symbol: String) -> String {
+    if symbol.hasPrefix("_Z") { return demangleCxx(symbol) }
     guard isSwiftSymbol(symbol) else { return symbol }
     return symbol.withCString { pointer -> String in
       guard let result = _swiftDemangle(pointer, UInt(strlen(pointer)), nil, nil, 0) else {
+        return symbol
+      }
+      defer { free(result) }
+      return String(cString: result)
+    }
+  }
+
+  static func demangleCxx(_ symbol: String) -> String {
+    symbol.withCString { pointer -> String in
+      var status: Int32 = 0
+      guard let demangle = cxaDemangle, let result = demangle(pointer, nil, nil, &status), status == 0 else {
         return symbol
       }
       defer { free(result) }

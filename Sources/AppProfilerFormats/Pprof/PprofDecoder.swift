@@ -44,6 +44,7 @@ public struct PprofDecoder: Sendable {
     var durationNanos: Int64 = 0
     var periodType: (Int64, Int64) = (0, 0)
     var period: Int64 = 0
+    var comments: [Int64] = []
 
     func int(_ value: ProtobufReader.Value) -> Int64 {
       if case .varint(let number) = value { return Int64(bitPattern: number) }
@@ -131,6 +132,7 @@ public struct PprofDecoder: Sendable {
       case 10: durationNanos = int(value)
       case 11: try fields(value) { f, v in if f == 1 { periodType.0 = int(v) } else if f == 2 { periodType.1 = int(v) } }
       case 12: period = int(value)
+      case 13: comments += try ProtobufReader.varints(value).map { Int64(bitPattern: $0) }
       default: break
       }
     }
@@ -158,6 +160,11 @@ public struct PprofDecoder: Sendable {
       mode: .cpu, engine: "pprof", intervalNanoseconds: UInt64(max(period, 0)),
       startTimeNanoseconds: UInt64(max(timeNanos, 0)), durationNanoseconds: UInt64(max(durationNanos, 0)))
     let periodName = try string(periodType.0, "period_type")
+    // Our encoder writes "engine: …" as a comment.
+    for index in comments {
+      let comment = try string(index, "comment")
+      if comment.hasPrefix("engine: ") { profile.engine = String(comment.dropFirst("engine: ".count)) }
+    }
     if typeNames.contains(where: { $0.0 == "wall" }) || periodName == "wall" {
       profile.mode = .wall
     } else if typeNames.contains(where: { $0.1 == "bytes" }) || periodName == "space" {

@@ -70,6 +70,16 @@ public struct SpeedscopeEncoder: Sendable {
     writer.field("exporter", AppProfilerVersion.exporter)
     writer.field("name", name ?? "\(profile.mode.rawValue) profile (\(profile.engine))")
     writer.field("activeProfileIndex", 0)
+    // Ours, ignored by speedscope: lets `app-profiler convert` read the file
+    // back without guessing the mode and interval.
+    writer.key("x-app-profiler")
+    writer.beginObject()
+    writer.field("mode", profile.mode.rawValue)
+    writer.field("engine", profile.engine)
+    writer.field("intervalNanoseconds", profile.intervalNanoseconds)
+    writer.field("startTimeNanoseconds", profile.startTimeNanoseconds)
+    writer.field("durationNanoseconds", profile.durationNanoseconds)
+    writer.endObject()
     writer.key("shared")
     writer.beginObject()
     writer.key("frames")

@@ -1,0 +1,167 @@
+import AppProfiler
+import ArgumentParser
+import Foundation
+import Synchronization
+
+struct RecordCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "record",
+    abstract: "Record a profile of a running process and write it to a file.",
+    discussion: """
+      TARGET is a pid (found through its discovery record), a socket path, or
+      a URL (http://127.0.0.1:PORT). The format follows the file name
+      (.json speedscope, .pb.gz pprof, .txt collapsed, .html flame graph)
+      unless --format says otherwise. Ctrl-C stops the server's session.
+
+      Example:
+        app-profiler record 4242 --mode wall --duration 10 -o wall.html --open
+      """)
+
+  @Argument(help: "pid, socket path or http://host:port of the profiled process.")
+  var target: String
+
+  @Option(help: "cpu, wall or alloc.")
+  var mode: String = "cpu"
+
+  @Option(help: "Seconds to record (decimal).")
+  var duration: Double = 10
+
+  @Option(help: "Sampling interval in microseconds (100 … 1000000).")
+  var interval: Int = 1000
+
+  @Option(help: "speedscope, pprof, collapsed or html (default: from -o, else speedscope).")
+  var format: String?
+
+  @Option(name: .shortAndLong, help: "Output file (default: <pid>-<mode>-<time>.<ext>).")
+  var output: String?
+
+  @Option(help: "Directory of the discovery records, for a pid target.")
+  var dir: String?
+
+  @Option(help: "Bearer token (default: $APP_PROFILER_TOKEN).")
+  var token: String?
+
+  @Flag(help: "Open the HTML flame graph when done (xdg-open).")
+  var open = false
+
+  func validate() throws {
+    guard duration > 0, duration.isFinite, duration <= 86_400 else {
+      throw ValidationError("--duration must be more than 0 and at most 86400 seconds")
+    }
+    guard ["cpu", "wall", "alloc", "object"].contains(mode) else {
+      throw ValidationError("--mode must be cpu, wall or alloc")
+    }
+    if let format, OutputFormat(rawValue: format) == nil {
+      throw ValidationError("--format must be speedscope, pprof, collapsed or html")
+    }
+  }
+
+  func run() async throws {
+    try await reportingErrors {
+      let endpoint = try TargetResolver.resolve(target, directory: dir, token: token)
+      let chosen = format.flatMap(OutputFormat.init(rawValue:)) ?? output.flatMap(OutputFormat.init(fileName:)) ?? .speedscope
+      let stamp = Self.timestamp()
+      let path = output ?? "\(target.allSatisfy(\.isNumber) ? target : "profile")-\(mode)-\(stamp).\(chosen.fileExtension)"
+      let query = "/profile?mode=\(mode)&duration=\(duration)&interval=\(interval)&format=\(chosen.rawValue)"
+      let answer = try Recorder.fetch(endpoint, query, expectedSeconds: duration, label: "recording \(mode) profile of \(target)")
+      try TargetResolver.check(answer)
+      try ProfileFiles.write(answer.body, to: path)
+      print("wrote \(path) (\(chosen.rawValue), \(answer.body.count) bytes)")
+      if open {
+        var htmlPath = path
+        if chosen != .html {
+          htmlPath = path + ".html"
+          let profile = try ProfileFiles.decode(answer.body, name: path)
+          try ProfileFiles.write(HTMLFlameGraphEncoder().encode(profile), to: htmlPath)
+        }
+        Opener.open(htmlPath)
+      }
+    }
+  }
+
+  static func timestamp() -> String {
+    let formatter = DateFormatter()
+    formatter.dateFormat = "yyyyMMdd-HHmmss"
+    formatter.timeZone = TimeZone(identifier: "UTC")
+    return formatter.string(from: Date())
+  }
+}
+
+/// Runs one request while showing progress; Ctrl-C cancels it.
+enum Recorder {
+  static let interrupted = Atomic<Bool>(false)
+
+  static func fetch(_ endpoint: Endpoint, _ query: String, expectedSeconds: Double, label: String) throws(CLIError) -> HTTPAnswer {
+    let connection = HTTPConnection(endpoint)
+    let result = Mutex<Result<HTTPAnswer, CLIError>?>(nil)
+    let worker = Thread {
+      let outcome: Result<HTTPAnswer, CLIError>
+      do throws(CLIError) { outcome = .success(try connection.get(query)) } catch { outcome = .failure(error) }
+      result.withLock { $0 = outcome }
+    }
+    worker.start()
+    interrupted.store(false, ordering: .relaxed)
+    signal(SIGINT) { _ in Recorder.interrupted.store(true, ordering: .relaxed) }
+    defer { signal(SIGINT, SIG_DFL) }
+    let progress = Progress(label: label, seconds: expectedSeconds)
+    while result.withLock({ $0 == nil }) {
+      if interrupted.load(ordering: .relaxed) {
+        connection.cancel()
+        progress.finish()
+        throw CLIError.interrupted
+      }
+      progress.update()
+      usleep(100_000)
+    }
+    progress.finish()
+    return try result.withLock { $0! }.get()
+  }
+}
+
+/// A progress bar on a terminal, one plain line otherwise.
+final class Progress {
+  private let label: String
+  private let seconds: Double
+  private let start = Date()
+  private let isTerminal = isatty(STDERR_FILENO) == 1
+  private var printed = false
+
+  init(label: String, seconds: Double) {
+    self.label = label
+    self.seconds = seconds
+    fflush(nil)  // what was printed before comes first
+    if !isTerminal {
+      FileHandle.standardError.write(Data("\(label) for \(seconds) s…\n".utf8))
+      printed = true
+    }
+  }
+
+  func update() {
+    guard isTerminal else { return }
+    let elapsed = Date().timeIntervalSince(start)
+    let fraction = min(elapsed / max(seconds, 0.001), 1)
+    let width = 30
+    let filled = Int(fraction * Double(width))
+    let left = max(0, seconds - elapsed)
+    let status = left > 0 ? String(format: "%.1f s left", left) : "symbolizing…"
+    let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
+    FileHandle.standardError.write(Data("\r\(label) \(bar) \(status)   ".utf8))
+  }
+
+  func finish() {
+    if isTerminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+  }
+}
+
+/// Opens a file with the desktop's handler, or says where it is.
+enum Opener {
+  static func open(_ path: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["xdg-open", path]
+    process.standardError = FileHandle.nullDevice
+    if (try? process.run()) == nil {
+      print("open \(path) in a browser")
+    }
+  }
+}
