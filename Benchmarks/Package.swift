@@ -13,7 +13,8 @@ let package = Package(
         .product(name: "AppProfiler", package: "swift-app-profiler"),
         .product(name: "AppProfilerServer", package: "swift-app-profiler"),
       ]
-    )
+    ),
+    .executableTarget(name: "idle-baseline"),
   ],
   swiftLanguageModes: [.v6]
 )

@@ -2,17 +2,17 @@
 # Runs the benchmarks of swift-app-profiler on this machine.
 #   ./run.sh                 all scenarios
 #   ./run.sh yield wall-cost one or more of: yield wall-cost attribution symbolize encode
-#                            unwind-cost tables completeness
+#                            unwind-cost tables completeness soak idle overhead-http
 # Installs what it needs from Debian's packages (linux-perf for attribution).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize encode unwind-cost tables completeness)
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize encode unwind-cost tables completeness soak idle overhead-http)
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(uname -r), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 build_log=$(mktemp)
-if ! swift build -c release --product profiler-bench >"$build_log" 2>&1; then
+if ! swift build -c release >"$build_log" 2>&1; then
   cat "$build_log" >&2
   exit 1
 fi
@@ -70,6 +70,88 @@ for scenario in "${scenarios[@]}"; do
     ;;
   encode | unwind-cost | tables | completeness)
     "$bench" "$scenario"
+    ;;
+  soak)
+    "$bench" soak 1000
+    ;;
+  idle)
+    # CPU time, RSS and threads over 60 s: profile server started and idle
+    # vs. a process that does not link the library.
+    for kind in baseline server; do
+      fifo=$(mktemp -u)
+      mkfifo "$fifo"
+      if [ "$kind" = baseline ]; then
+        .build/release/idle-baseline <"$fifo" >"$fifo.out" &
+      else
+        "$bench" idle-server <"$fifo" >"$fifo.out" &
+      fi
+      pid=$!
+      exec 7>"$fifo"
+      sleep 5
+      ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
+      before=$(ticks)
+      sleep 60
+      after=$(ticks)
+      rss=$(awk '/VmRSS/ { print $2 }' "/proc/$pid/status")
+      threads=$(ls "/proc/$pid/task" | wc -l)
+      exec 7>&-
+      wait "$pid" || true
+      rm -f "$fifo" "$fifo.out"
+      echo "idle kind=$kind cpu_ticks_60s=$((after - before)) (1 tick = 10 ms) rss=${rss}kB threads=$threads"
+    done
+    ;;
+  overhead-http)
+    # wrk against GET /work (CPU-bound) of a small HTTP app; variants
+    # interleaved A B C D × 5 rounds × 10 s; a profile is held over each run.
+    command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+    fifo=$(mktemp -u)
+    mkfifo "$fifo"
+    "$bench" http-server <"$fifo" >"$fifo.out" &
+    server=$!
+    exec 8>"$fifo"
+    while ! grep -q READY "$fifo.out" 2>/dev/null; do sleep 0.1; done
+    read -r _ port socket <"$fifo.out"
+    results=$(mktemp)
+    for round in 1 2 3 4 5; do
+      for variant in none cpu100 cpu1000 wall100; do
+        case "$variant" in
+          none) query="" ;;
+          cpu100) query="mode=cpu&interval=10000" ;;
+          cpu1000) query="mode=cpu&interval=1000" ;;
+          wall100) query="mode=wall&interval=10000" ;;
+        esac
+        profiler=""
+        if [ -n "$query" ]; then
+          curl -s --unix-socket "$socket" "http://localhost/profile?$query&duration=11&format=pprof" -o /dev/null &
+          profiler=$!
+          sleep 0.3
+        fi
+        out=$(wrk -t2 -c4 -d10s --latency "http://127.0.0.1:$port/work" 2>&1)
+        rps=$(echo "$out" | awk '/Requests\/sec/ { print $2 }')
+        p99=$(echo "$out" | awk '$1 == "99%" { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v = v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v = v * 1000 } print v }')
+        echo "$variant $rps $p99" >>"$results"
+        [ -n "$profiler" ] && wait "$profiler"
+      done
+    done
+    exec 8>&-
+    wait "$server" || true
+    rm -f "$fifo" "$fifo.out"
+    awk '
+      { rps[$1] = rps[$1] " " $2; p99[$1] = p99[$1] " " $3 }
+      function median(list,   n, a, i, j, t) {
+        n = split(list, a, " ")
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+      }
+      END {
+        base = median(rps["none"]); basep = median(p99["none"])
+        split("none cpu100 cpu1000 wall100", order, " ")
+        for (k = 1; k <= 4; k++) {
+          v = order[k]; m = median(rps[v]); p = median(p99[v])
+          printf "overhead-http variant=%s rps_median=%.0f ratio=%.3f p99_median=%.2fms p99_ratio=%.2f runs=%s\n", v, m, m / base, p, p / basep, rps[v]
+        }
+      }' "$results"
+    rm -f "$results"
     ;;
   *)
     echo "unknown scenario: $scenario" >&2

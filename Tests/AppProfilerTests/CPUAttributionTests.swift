@@ -46,7 +46,13 @@ extension SamplingSuite {
       // Yield: against the CPU time the two threads really used, and against
       // the nominal 2 s × 1 kHz × busy threads (1 + 1/3 here).
       #expect(Double(busySamples) >= 0.85 * expectedByCPU, "\(busySamples) samples for \(expectedByCPU) ms of CPU")
-      #expect(Double(busySamples) >= 0.85 * 2000 * (1.0 + 1.0 / 3.0) * 0.9)
+      // The nominal bound (2 s × 1 kHz × 1⅓ busy threads) also
+      // measures how much CPU the machine gave the workers; apply it when
+      // they got at least 90 % of it (not on a machine busy with a build).
+      let nominal = 2000 * (1.0 + 1.0 / 3.0)
+      if expectedByCPU >= 0.9 * nominal {
+        #expect(Double(busySamples) >= 0.85 * nominal, "\(busySamples) samples, nominal \(nominal)")
+      }
     }
   }
 }

@@ -24,6 +24,12 @@ case "completeness":
   try await benchCompleteness()
 case "encode":
   benchEncode()
+case "soak":
+  try await benchSoak(profiles: Int(argument(1, "1000"))!)
+case "http-server":
+  try await benchHTTPServer()
+case "idle-server":
+  try await benchIdleServer()
 case "symbolize":
   try await benchSymbolize(seconds: Double(argument(1, "1"))!)
 default:

@@ -2,6 +2,7 @@
 //
 //   AppProfilerTestee [--dir DIR] [--tcp] [--host H] [--port P] [--token T]
 //                     [--allow-remote] [--no-stop] [--fork-child]
+//                     [--head-timeout S] [--max-duration-ms MS] [--max-connections N]
 //
 // Starts a CPU-bound worker (testeeHotLoop → testeeHotInner), a blocked
 // thread, and a profile server; prints one line `READY <address>` (or
@@ -45,6 +46,8 @@ if flag("--tcp") || option("--host") != nil {
 configuration.bearerToken = option("--token")
 configuration.allowRemoteAccess = flag("--allow-remote")
 if let seconds = option("--head-timeout").flatMap(Int.init) { configuration.requestHeadTimeout = .seconds(seconds) }
+if let milliseconds = option("--max-duration-ms").flatMap(Int.init) { configuration.maxDuration = .milliseconds(milliseconds) }
+if let connections = option("--max-connections").flatMap(Int.init) { configuration.maxConnections = connections }
 
 /// Names the calling thread (what /proc/<pid>/task/<tid>/comm shows).
 /// Foundation's Thread.name does not reliably reach the kernel on Linux: its
