@@ -10,6 +10,7 @@
 #ifndef CAP_UNWIND_CFI_H
 #define CAP_UNWIND_CFI_H
 
+#include "cap_sanitizer.h"
 #include "include/CAppProfiler.h"
 #include <stdint.h>
 
@@ -39,7 +40,7 @@ static inline const cap_unwind_row *cap_unwind_find(const cap_unwind_image *imag
   return lo == 0 ? 0 : &image->rows[lo - 1];
 }
 
-static inline int cap_read_stack(uint64_t address, uint64_t low, uint64_t high, uint64_t *value) {
+CAP_NO_SANITIZE static inline int cap_read_stack(uint64_t address, uint64_t low, uint64_t high, uint64_t *value) {
   if (address < low || address > high - 8 || (address & 7) != 0) return 0;
   *value = *(const uint64_t *)(uintptr_t)address;
   return 1;
@@ -49,7 +50,7 @@ static inline int cap_read_stack(uint64_t address, uint64_t low, uint64_t high, 
 #define CAP_UCONTEXT_GREGS 40
 #define CAP_UCONTEXT_SIZE 936
 
-static inline uint32_t cap_unwind_cfi(const cap_unwind_image *images, uint64_t image_count, uint64_t pc,
+CAP_NO_SANITIZE static inline uint32_t cap_unwind_cfi(const cap_unwind_image *images, uint64_t image_count, uint64_t pc,
                                       uint64_t sp, uint64_t fp, uint64_t stack_low, uint64_t stack_high,
                                       uint64_t *frames, uint32_t max_frames, int *truncated,
                                       int *complete) {

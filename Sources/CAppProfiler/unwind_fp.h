@@ -11,12 +11,13 @@
 #ifndef CAP_UNWIND_FP_H
 #define CAP_UNWIND_FP_H
 
+#include "cap_sanitizer.h"
 #include <stdint.h>
 
 /// Writes pc and the return addresses above it into `frames` (leaf first).
 /// Returns the number written; sets *truncated when the walk could have
 /// gone on past `max_frames`.
-static inline uint32_t cap_unwind_fp(uint64_t pc, uint64_t fp, uint64_t stack_low,
+CAP_NO_SANITIZE static inline uint32_t cap_unwind_fp(uint64_t pc, uint64_t fp, uint64_t stack_low,
                                      uint64_t stack_high, uint64_t *frames,
                                      uint32_t max_frames, int *truncated) {
   uint32_t depth = 0;

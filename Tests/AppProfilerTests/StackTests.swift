@@ -60,3 +60,24 @@ extension SamplingSuite {
     }
   }
 }
+
+extension SamplingSuite {
+  /// A thread that wakes every 0.5 ms runs in every 1 ms interval, but is
+  /// nearly always inside nanosleep when sampled: tagged idle there.
+  @Suite struct BlockingLeafIsIdle {
+    @Test func frequentSleeperIsMostlyIdle() async throws {
+      let stop = StopFlag()
+      let napper = TestThread(name: "napper") {
+        while !stop.isSet { usleep(500) }
+      }
+      let tid = napper.waitForTID()
+      let profile = try await Profiler.shared.record(mode: .wall, duration: .milliseconds(500))
+      stop.set()
+      napper.join()
+      let thread = try #require(profile.thread(tid))
+      let idle = thread.samples.filter(\.isIdle).reduce(Int64(0)) { $0 + $1.count }
+      print("napper: \(idle)/\(thread.totalCount) idle")
+      #expect(Double(idle) >= 0.8 * Double(thread.totalCount))
+    }
+  }
+}

@@ -12,6 +12,17 @@ struct ProfileBuilder {
   var stats: cap_stats
   var symbolizer: Symbolizer = .shared
 
+  /// glibc functions in which a thread waits in the kernel.
+  static let blockingFunctions: Set<String> = [
+    "__futex_abstimed_wait_common", "futex_wait", "__lll_lock_wait", "__lll_lock_wait_private",
+    "epoll_wait", "epoll_pwait", "epoll_pwait2", "poll", "__poll", "ppoll", "select", "__select", "pselect",
+    "accept", "accept4", "__libc_accept", "recv", "__libc_recv", "recvfrom", "recvmsg", "__libc_recvmsg",
+    "read", "__read", "__libc_read", "__read_nocancel", "readv", "pread64", "__libc_pread",
+    "nanosleep", "__nanosleep", "clock_nanosleep", "__clock_nanosleep", "sigsuspend", "__sigsuspend",
+    "sigtimedwait", "sigwaitinfo", "pause", "wait4", "waitid", "__waitpid", "msgrcv", "semop", "semtimedop",
+    "sem_wait", "sem_timedwait", "__new_sem_wait_slow64", "do_futex_wait",
+  ]
+
   static func engineName(_ stats: cap_stats) -> String {
     switch Int(stats.engine) {
     case Int(CAP_ENGINE_PERF_EVENT):
@@ -98,6 +109,19 @@ struct ProfileBuilder {
     }
     profile.stacks = usedStacks.map { $0.map { addressIndex[$0]! } }
 
+    // Wall mode: a thread whose leaf is a blocking system call wrapper was
+    // waiting in the kernel at that moment, even if it ran earlier in the
+    // interval (the ticker's "did it run?" test only sees the interval).
+    var blockedStacks = Set<Int>()
+    if mode == .wall {
+      for (index, stack) in profile.stacks.enumerated() {
+        guard let leaf = stack.first, let line = profile.locations[leaf].lines.last else { continue }
+        if Self.blockingFunctions.contains(profile.functions[line.function].systemName) {
+          blockedStacks.insert(index)
+        }
+      }
+    }
+
     for tid in threadIDs {
       let name = tid == 0 ? "[dropped samples]" : (collector.threadNames[tid] ?? "thread-\(tid)")
       let samples = perThread[tid]!.map { raw in
@@ -105,7 +129,7 @@ struct ProfileBuilder {
           stack: stackRemap[raw.stack]!,
           timestampNanoseconds: raw.timestamp > startMonotonicNanoseconds ? raw.timestamp - startMonotonicNanoseconds : 0,
           count: Int64(raw.count),
-          isIdle: raw.flags & UInt16(CAP_SAMPLE_IDLE) != 0)
+          isIdle: raw.flags & UInt16(CAP_SAMPLE_IDLE) != 0 || blockedStacks.contains(stackRemap[raw.stack]!))
       }
       profile.threads.append(.init(id: tid, name: name, samples: samples))
     }
