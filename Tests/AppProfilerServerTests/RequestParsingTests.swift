@@ -49,6 +49,12 @@ import Testing
     #expect(throws: ProfileServerConfiguration.EnvironmentError.self) {
       try ProfileServerConfiguration().applyingEnvironment(["APP_PROFILER_TRANSPORT": "carrier-pigeon"])
     }
+    let timers = try ProfileServerConfiguration().applyingEnvironment(["APP_PROFILER_CPU_ENGINE": "timer", "APP_PROFILER_SIGNAL": "34"])
+    #expect(timers.sessionOptions.cpuEngine == .posixTimers)
+    #expect(timers.sessionOptions.signal == 34)
+    #expect(throws: ProfileServerConfiguration.EnvironmentError.self) {
+      try ProfileServerConfiguration().applyingEnvironment(["APP_PROFILER_CPU_ENGINE": "fast"])
+    }
   }
 
   @Test func defaultDirectory() {

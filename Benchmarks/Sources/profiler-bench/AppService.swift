@@ -13,7 +13,9 @@ final class AppService: @unchecked Sendable {
   static func start(directory: String, handlers: Int = 4) async throws -> AppService {
     var logger = Logger(label: "app-profiler")
     logger.logLevel = .warning
-    let server = try await ProfileServer.start(environment: ["APP_PROFILER_DIR": directory], logger: logger)
+    var environment = ProcessInfo.processInfo.environment
+    environment["APP_PROFILER_DIR"] = directory
+    let server = try await ProfileServer.start(environment: environment, logger: logger)
     return AppService(profiler: server, handlers: handlers)
   }
 

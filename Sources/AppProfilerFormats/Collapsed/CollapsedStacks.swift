@@ -109,7 +109,7 @@ public struct CollapsedDecoder: Sendable {
       mode: mode, engine: "collapsed", intervalNanoseconds: intervalNanoseconds, startTimeNanoseconds: 0,
       durationNanoseconds: 0)
     var functionIndex: [String: Int] = [:]
-    var stackIndex: [[Int]: Int] = [:]
+    var stacks = StackInterner()
     var samples: [Profile.Sample] = []
     for (number, line) in String(decoding: bytes, as: UTF8.self).split(separator: "\n").enumerated() {
       let trimmed = line.hasSuffix("\r") ? line.dropLast() : line[...]
@@ -129,14 +129,7 @@ public struct CollapsedDecoder: Sendable {
         functionIndex[name] = profile.locations.count - 1
         return profile.locations.count - 1
       }
-      let index: Int
-      if let existing = stackIndex[stack] {
-        index = existing
-      } else {
-        index = profile.stacks.count
-        profile.stacks.append(stack)
-        stackIndex[stack] = index
-      }
+      let index = stacks.intern(stack, in: &profile)
       samples.append(
         .init(stack: index, timestampNanoseconds: 0, count: mode == .alloc ? 1 : count,
               bytes: mode == .alloc ? count : 0, isIdle: idle))

@@ -194,7 +194,7 @@ public struct PprofDecoder: Sendable {
       profile.locations.append(.init(address: l.address, mapping: l.mapping == 0 ? nil : Int(l.mapping - 1), lines: lines))
     }
 
-    var stackIndex: [[Int]: Int] = [:]
+    var stacks = StackInterner()
     var threads: [Int32: Profile.ThreadSamples] = [:]
     var order: [Int32] = []
     for (number, sample) in samples.enumerated() {
@@ -208,14 +208,7 @@ public struct PprofDecoder: Sendable {
         }
         stack.append(Int(id - 1))
       }
-      let index: Int
-      if let existing = stackIndex[stack] {
-        index = existing
-      } else {
-        index = profile.stacks.count
-        profile.stacks.append(stack)
-        stackIndex[stack] = index
-      }
+      let index = stacks.intern(stack, in: &profile)
       var tid: Int32 = 0
       var name = "all"
       var idle = false

@@ -64,7 +64,7 @@ public struct SpeedscopeDecoder: Sendable {
       profile.functions.append(.init(name: frame.name, file: frame.file ?? "", startLine: frame.line ?? 0))
       profile.locations.append(.init(address: 0, mapping: nil, lines: [.init(function: index, line: frame.line ?? 0)]))
     }
-    var stackIndex: [[Int]: Int] = [:]
+    var stacks = StackInterner()
     for (number, sampled) in file.profiles.enumerated() {
       guard sampled.type == "sampled" else {
         throw Invalid(description: "profile \(number + 1) is '\(sampled.type)'; only sampled profiles are supported")
@@ -85,14 +85,7 @@ public struct SpeedscopeDecoder: Sendable {
         let idle = idleFrame != nil && frames.last == idleFrame
         if idle { frames.removeLast() }
         let leafFirst = Array(frames.reversed())
-        let index: Int
-        if let existing = stackIndex[leafFirst] {
-          index = existing
-        } else {
-          index = profile.stacks.count
-          profile.stacks.append(leafFirst)
-          stackIndex[leafFirst] = index
-        }
+        let index = stacks.intern(leafFirst, in: &profile)
         let value = Int64(weight.rounded())
         let count: Int64
         if mode == .alloc {

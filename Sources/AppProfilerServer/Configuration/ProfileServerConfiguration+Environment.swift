@@ -15,6 +15,7 @@
 /// | `APP_PROFILER_CORS_ORIGIN` | `Access-Control-Allow-Origin` value; empty turns CORS off |
 /// | `APP_PROFILER_MAX_CONNECTIONS` | connections served at once |
 /// | `APP_PROFILER_SIGNAL` | signal number used for sampling (default 27, SIGPROF) |
+/// | `APP_PROFILER_CPU_ENGINE` | `auto`, `perf` (perf events only) or `timer` (POSIX CPU timers) |
 extension ProfileServerConfiguration {
   /// A configuration error in the environment, naming the variable.
   public struct EnvironmentError: Error, CustomStringConvertible, Sendable, Equatable {
@@ -79,6 +80,12 @@ extension ProfileServerConfiguration {
     if let origin = environment["APP_PROFILER_CORS_ORIGIN"] { result.corsOrigin = origin.isEmpty ? nil : origin }
     if let connections = try int("APP_PROFILER_MAX_CONNECTIONS", 1...1024) { result.maxConnections = connections }
     if let signal = try int("APP_PROFILER_SIGNAL", 1...64) { result.sessionOptions.signal = Int32(signal) }
+    switch environment["APP_PROFILER_CPU_ENGINE"]?.lowercased() {
+    case nil, "auto": break
+    case "perf": result.sessionOptions.cpuEngine = .perfEvents
+    case "timer": result.sessionOptions.cpuEngine = .posixTimers
+    case let other?: throw EnvironmentError(variable: "APP_PROFILER_CPU_ENGINE", value: other, allowed: "auto, perf or timer")
+    }
     return result
   }
 }
