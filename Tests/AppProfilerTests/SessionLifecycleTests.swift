@@ -99,6 +99,22 @@ extension SamplingSuite {
       #expect(cap_handler_installed(SIGPROF) == 0)
     }
 
+    /// Cancelling while the drain task may be mid-drain (ThreadSanitizer
+    /// found the buffer being unmapped under a drain in this path).
+    @Test func cancelRacesWithTheDrain() async throws {
+      let stop = StopFlag()
+      let worker = TestThread(name: "burn") { gammaWorkload(stop) }
+      for _ in 0..<100 {
+        let session = try Profiler.shared.start(mode: .cpu, interval: .microseconds(200))
+        try await Task.sleep(for: .milliseconds(12))
+        session.cancel()
+      }
+      stop.set()
+      worker.join()
+      #expect(!Profiler.shared.isBusy)
+      #expect(cap_handler_installed(SIGPROF) == 0)
+    }
+
     @Test func droppedSessionReleasesTheSlot() async throws {
       do {
         _ = try Profiler.shared.start(mode: .cpu)

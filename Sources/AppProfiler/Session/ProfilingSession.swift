@@ -77,8 +77,7 @@ public final class ProfilingSession: Sendable {
   deinit {
     if !ended.load(ordering: .acquiring) {
       drainTask.withLock { $0?.cancel() }
-      cap_session_stop()
-      cap_session_release()
+      drain.close { cap_session_release() }
       profiler.machine.withLock { $0.finished(id) }
     }
   }
@@ -96,7 +95,7 @@ public final class ProfilingSession: Sendable {
     var collector = await finishSampling()
     var stats = cap_stats()
     cap_session_stats(&stats)
-    cap_session_release()
+    drain.close { cap_session_release() }
     let end = Self.clock(CLOCK_MONOTONIC)
     let builder = ProfileBuilder(
       mode: mode, intervalNanoseconds: interval.nanoseconds, startTimeNanoseconds: startTimeNanoseconds,
@@ -120,8 +119,9 @@ public final class ProfilingSession: Sendable {
   public func cancel() {
     guard profiler.machine.withLock({ $0.stop(id) }) else { return }
     drainTask.withLock { $0?.cancel() }
-    cap_session_stop()
-    cap_session_release()
+    // The drain task may be in a drain right now: release under its lock,
+    // so the buffer is never unmapped under a reader (found by TSan).
+    drain.close { cap_session_release() }
     ended.store(true, ordering: .releasing)
     profiler.machine.withLock { $0.finished(id) }
   }
@@ -151,6 +151,8 @@ final class SessionDrain: Sendable {
   private struct State: @unchecked Sendable {
     var collector = SampleCollector()
     var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+    /// Set once the C session is released: drains become no-ops.
+    var closed = false
   }
   private let state = Mutex(State())
 
@@ -160,12 +162,23 @@ final class SessionDrain: Sendable {
 
   func drainAvailable(fullScan: Bool) {
     state.withLock { state in
+      guard !state.closed else { return }
       while true {
         let bytes = cap_session_drain(state.buffer.baseAddress, state.buffer.count, fullScan ? 1 : 0)
         if bytes == 0 { break }
         state.collector.ingest(UnsafeRawBufferPointer(rebasing: state.buffer[0..<bytes]))
         if bytes < state.buffer.count / 2 { break }
       }
+    }
+  }
+
+  /// Runs `release` (which frees the C session's buffer) with no drain in
+  /// progress, and makes every later drain a no-op.
+  func close(_ release: () -> Void) {
+    state.withLock { state in
+      guard !state.closed else { return }
+      state.closed = true
+      release()
     }
   }
 
