@@ -65,11 +65,12 @@ public final class ProfilingSession: Sendable {
     let drain = self.drain
     self.drainTask = Mutex(
       Task.detached {
-        var passes = 0
+        // Positional drains only: a full scan reads every slot of the ring
+        // (page faults and cache misses while the app runs); stragglers are
+        // picked up by the one full scan after stop.
         while !Task.isCancelled {
           try? await Task.sleep(for: .milliseconds(10))
-          passes += 1
-          drain.drainAvailable(fullScan: passes % 50 == 0)
+          drain.drainAvailable(fullScan: false)
         }
       })
   }

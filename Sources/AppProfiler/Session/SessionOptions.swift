@@ -27,9 +27,10 @@ public struct SessionOptions: Sendable, Hashable {
   public var signal: Int32 = SIGPROF
   public var cpuEngine: CPUEngine = .automatic
   /// Raw sample slots (about 2 KiB of address space each, touched only when
-  /// used). 16384 holds 8 s of samples of 2 busy threads at 1 kHz between
-  /// drains; the drain runs every 10 ms, so overflow needs ~1.6 M samples/s.
-  public var bufferSlots: Int = 16384
+  /// used). The drain empties them every 10 ms, so 4096 slots hold up to
+  /// ~400,000 samples/s (200 busy threads at 1 kHz) before samples drop; a
+  /// larger ring only costs memory and cache while profiling.
+  public var bufferSlots: Int = 4096
   /// Threads tracked at once. 4096 is far above what a server runs; threads
   /// beyond it are counted in `threadsNotSampled`, not sampled.
   public var maxThreads: Int = 4096
