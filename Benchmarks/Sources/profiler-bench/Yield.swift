@@ -11,11 +11,15 @@ func benchYield(threads: Int, hertz: Int, seconds: Double, options: SessionOptio
   let workers = (0..<threads).map { _ in Worker { burn(flag) } }
   let tids = workers.map { $0.waitForTID() }
   usleep(100_000)
-  let before = tids.map(cpuTime(ofThread:))
   let interval = Duration.nanoseconds(1_000_000_000 / hertz)
-  let profile = try await Profiler.shared.record(
-    mode: .cpu, duration: .milliseconds(Int(seconds * 1000)), interval: interval, options: options)
+  // The CPU clocks are read when sampling is armed and right before it
+  // stops: table building before and symbolization after take time in
+  // which the workers keep running unsampled.
+  let session = try Profiler.shared.start(mode: .cpu, interval: interval, options: options)
+  let before = tids.map(cpuTime(ofThread:))
+  try await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
   let after = tids.map(cpuTime(ofThread:))
+  let profile = try await session.stop()
   flag.set()
   workers.forEach { $0.join() }
   let cpu = zip(after, before).reduce(0) { $0 + Double($1.0 - $1.1) }
