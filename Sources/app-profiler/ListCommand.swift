@@ -24,15 +24,10 @@ struct ListCommand: AsyncParsableCommand {
   func run() async throws {
     try await reportingErrors {
       let directory = dir ?? TargetResolver.defaultDirectory()
-      var alive: [DiscoveryRecord] = []
-      for (path, record) in DiscoveryRecord.all(in: directory) {
-        if let record, record.isAlive {
-          alive.append(record)
-        } else {
-          DiscoveryRecord.removeStale(in: directory)
-          FileHandle.standardError.write(Data("app-profiler: removed stale record \(path)\n".utf8))
-        }
+      for path in DiscoveryRecord.removeStale(in: directory) {
+        FileHandle.standardError.write(Data("app-profiler: removed stale record \(path)\n".utf8))
       }
+      let alive = DiscoveryRecord.all(in: directory).compactMap(\.record).filter(\.isAlive)
       if json {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -3,15 +3,9 @@ import Foundation
 
 /// Turns `<pid | socket path | URL>` into an endpoint.
 enum TargetResolver {
-  /// `$APP_PROFILER_DIR`, else `$TMPDIR/app_profiler`, else `/tmp/app_profiler`
-  /// (where servers put their sockets and records by default).
+  /// The servers' default directory (the same rule the server applies).
   static func defaultDirectory() -> String {
-    let environment = ProcessInfo.processInfo.environment
-    if let directory = environment["APP_PROFILER_DIR"], !directory.isEmpty { return directory }
-    var temporary = environment["TMPDIR"] ?? "/tmp"
-    if temporary.isEmpty { temporary = "/tmp" }
-    while temporary.count > 1 && temporary.hasSuffix("/") { temporary.removeLast() }
-    return temporary + "/app_profiler"
+    ProfileServerConfiguration.defaultDirectory(environment: ProcessInfo.processInfo.environment)
   }
 
   static func resolve(_ target: String, directory: String?, token: String?) throws(CLIError) -> Endpoint {

@@ -44,6 +44,12 @@ public struct ProfileServerConfiguration: Sendable, Hashable {
   /// The directory the server uses: ``directory`` or the default.
   func resolvedDirectory(environment: [String: String]) -> String {
     if let directory, !directory.isEmpty { return directory }
+    return Self.defaultDirectory(environment: environment)
+  }
+
+  /// Where servers put sockets and discovery records unless told otherwise:
+  /// `$APP_PROFILER_DIR`, else `$TMPDIR/app_profiler`, else `/tmp/app_profiler`.
+  public static func defaultDirectory(environment: [String: String]) -> String {
     if let fromEnvironment = environment["APP_PROFILER_DIR"], !fromEnvironment.isEmpty { return fromEnvironment }
     var temporary = environment["TMPDIR"] ?? "/tmp"
     if temporary.isEmpty { temporary = "/tmp" }
