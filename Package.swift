@@ -17,7 +17,7 @@ let package = Package(
   ],
   targets: [
     // Stage 1: the signal path (C). Sampling engines, handler, unwinder, buffer.
-    .target(name: "CAppProfiler"),
+    .target(name: "CAppProfiler", linkerSettings: [.linkedLibrary("m"), .linkedLibrary("dl")]),
     // Stage 5: the profile model and its encoders. No dependency on the
     // sampler, so converting and reading profiles works anywhere.
     .target(name: "AppProfilerFormats", dependencies: ["CZlib"]),

@@ -101,6 +101,39 @@ public final class Profiler: Sendable {
     }
   }
 
+  // MARK: Continuous allocation sampling
+
+  /// Samples allocations from now on, for the life of the process (or until
+  /// ``disableContinuousAllocationSampling()``), at `rate` mean bytes between
+  /// samples; ``cumulativeAllocationProfile()`` returns the totals, like Go's
+  /// `/debug/pprof/allocs`. Off by default. While it runs, an alloc session
+  /// is the difference of two totals at this rate (its own rate is ignored).
+  /// Cost: every allocation passes through a wrapper (a few ns); see
+  /// BENCHMARKS.md.
+  public func enableContinuousAllocationSampling(rate: Int = 524_288, options: SessionOptions = SessionOptions()) throws {
+    guard SessionOptions.allowedAllocationSamplingRates.contains(rate) else {
+      throw ProfilerError.invalidParameter(name: "rate", value: "\(rate)", allowed: "1 ... 1073741824 bytes")
+    }
+    try AllocationRecorder.shared.enableContinuous(rate: rate, options: options)
+  }
+
+  /// Stops continuous allocation sampling and drops its totals.
+  public func disableContinuousAllocationSampling() {
+    AllocationRecorder.shared.disableContinuous()
+  }
+
+  /// The continuous mode's rate in bytes, nil when it is off.
+  public var continuousAllocationSamplingRate: Int? { AllocationRecorder.shared.continuousRate }
+
+  /// Allocations since continuous sampling was enabled (estimated objects
+  /// and bytes per stack, all threads together); nil when it is off.
+  public func cumulativeAllocationProfile() -> Profile? {
+    guard let recording = AllocationRecorder.shared.continuousSnapshot() else { return nil }
+    let now = ProfilingSession.clock(CLOCK_MONOTONIC)
+    return ProfilingSession.allocationProfile(
+      recording, durationNanoseconds: now > recording.startMonotonicNanoseconds ? now - recording.startMonotonicNanoseconds : 0)
+  }
+
   /// Function names (demangled) of code addresses in this process, for the
   /// addresses that have one; served by `/debug/pprof/symbol`.
   public func symbolNames(for addresses: [UInt64]) -> [UInt64: String] {
@@ -146,10 +179,11 @@ public final class Profiler: Sendable {
   }
 
   static func validate(mode: Profile.Mode, interval: Duration, options: SessionOptions) throws {
-    guard mode != .alloc else {
-      throw ProfilerError.unsupported("alloc mode is not available yet; supported modes: cpu, wall")
+    guard SessionOptions.allowedAllocationSamplingRates.contains(options.allocationSamplingRate) else {
+      throw ProfilerError.invalidParameter(
+        name: "allocationSamplingRate", value: "\(options.allocationSamplingRate)", allowed: "1 ... 1073741824 bytes")
     }
-    guard SessionOptions.allowedIntervals.contains(interval) else {
+    guard mode == .alloc || SessionOptions.allowedIntervals.contains(interval) else {
       throw ProfilerError.invalidParameter(
         name: "interval", value: "\(interval)", allowed: "100 µs ... 1 s (100 ... 1000000 µs)")
     }

@@ -105,4 +105,10 @@ void cap_slot_commit(cap_slot *slot);
 /// Handler side: find the entry of `tid`, or NULL.
 cap_thread *cap_thread_find(cap_session *session, int32_t tid);
 
+/// Off the signal path: reads /proc/self/maps into the range set the
+/// handlers are not using, then switches them over.
+void cap_ranges_refresh(cap_session *session);
+/// Off the signal path: copies finished samples of `session` (see cap_session_drain).
+size_t cap_slots_drain(cap_session *session, void *out, size_t capacity, int full_scan);
+
 #endif

@@ -93,7 +93,7 @@ static int read_thread_cpu(int32_t tid, uint64_t *out) {
 /// readable+writable mappings (every thread stack is one) merged when adjacent.
 /// A line looks like:
 ///   7f2c5a1ff000-7f2c5a9ff000 rw-p 00000000 00:00 0
-static void refresh_ranges(cap_session *s) {
+void cap_ranges_refresh(cap_session *s) {
   uint32_t next = (atomic_load(&s->current_ranges) + 1) & 1;
   cap_range_set *set = &s->range_sets[next];
   while (atomic_load(&set->readers) != 0) {
@@ -143,6 +143,10 @@ static void refresh_ranges(cap_session *s) {
   set->count = count;
   atomic_store(&s->current_ranges, next);
   atomic_store(&s->ranges_stale, 0);
+}
+
+static void refresh_ranges(cap_session *s) {
+  cap_ranges_refresh(s);
   atomic_fetch_add(&g_maps_refreshes, 1);
 }
 
@@ -737,6 +741,10 @@ static size_t copy_slot(cap_slot *slot, char *out, size_t capacity, size_t used,
 size_t cap_session_drain(void *out_pointer, size_t capacity, int full_scan) {
   cap_session *s = &cap_global_session;
   if (!atomic_load(&g_owned) || s->slots == 0) return 0;
+  return cap_slots_drain(s, out_pointer, capacity, full_scan);
+}
+
+size_t cap_slots_drain(cap_session *s, void *out_pointer, size_t capacity, int full_scan) {
   char *out = (char *)out_pointer;
   size_t used = 0;
   int full = 0;

@@ -11,6 +11,8 @@ struct ProfileBuilder {
   var durationNanoseconds: UInt64
   var stats: cap_stats
   var symbolizer: Symbolizer = .shared
+  /// Alloc mode: the sampler's counters.
+  var allocationStats: cap_alloc_stats? = nil
 
   /// glibc functions in which a thread waits in the kernel.
   static let blockingFunctions: Set<String> = [
@@ -41,7 +43,12 @@ struct ProfileBuilder {
     let dropped = Int64(stats.samples_dropped)
     if dropped > 0 {
       let stack = collector.stackID([SampleCollector.Synthetic.droppedSamples.rawValue])
-      perThread[0] = [.init(timestamp: startMonotonicNanoseconds, count: UInt64(dropped), stack: stack, flags: 0)]
+      // Alloc mode: each lost sample stood for about one rate's worth of bytes.
+      let rate = Double(intervalNanoseconds)
+      perThread[0] = [
+        .init(timestamp: startMonotonicNanoseconds, count: UInt64(dropped), stack: stack, flags: 0,
+              objects: Double(dropped), bytes: Double(dropped) * rate)
+      ]
     }
 
     // Stacks in use, renumbered densely in first-use order of sorted threads.
@@ -65,7 +72,7 @@ struct ProfileBuilder {
       }
     }
     let images = ImageMap.current()
-    let real = addresses.filter { $0 >= 4096 }
+    let real = addresses.filter { $0 >= 4096 && !SampleCollector.isTypeFrame($0) }
     let resolvedList = symbolizer.resolve(real, in: images)
     var resolved: [UInt64: ResolvedFrame] = [:]
     for (address, frame) in zip(real, resolvedList) { resolved[address] = frame }
@@ -86,6 +93,12 @@ struct ProfileBuilder {
       if address < 4096 {
         let name = SampleCollector.Synthetic(rawValue: address)?.name ?? "[synthetic]"
         profile.locations.append(.init(address: 0, mapping: nil, lines: [.init(function: function(name, ""))]))
+        continue
+      }
+      if SampleCollector.isTypeFrame(address) {
+        let name = Self.typeName(metadata: address & ~SampleCollector.typeFrameTag)
+        profile.locations.append(
+          .init(address: 0, mapping: nil, lines: [.init(function: function(name, Profile.Function.allocatedTypeMarker))]))
         continue
       }
       let frame = resolved[address] ?? ResolvedFrame(image: nil, functions: [])
@@ -125,9 +138,16 @@ struct ProfileBuilder {
     for tid in threadIDs {
       let name = tid == 0 ? "[dropped samples]" : (collector.threadNames[tid] ?? "thread-\(tid)")
       let samples = perThread[tid]!.map { raw in
-        Profile.Sample(
+        let timestamp = raw.timestamp > startMonotonicNanoseconds ? raw.timestamp - startMonotonicNanoseconds : 0
+        if mode == .alloc {
+          return Profile.Sample(
+            stack: stackRemap[raw.stack]!, timestampNanoseconds: timestamp,
+            count: max(1, Int64(raw.objects.rounded())), bytes: Int64(raw.bytes.rounded()),
+            rawCount: Int64(raw.count))
+        }
+        return Profile.Sample(
           stack: stackRemap[raw.stack]!,
-          timestampNanoseconds: raw.timestamp > startMonotonicNanoseconds ? raw.timestamp - startMonotonicNanoseconds : 0,
+          timestampNanoseconds: timestamp,
           count: Int64(raw.count),
           isIdle: raw.flags & UInt16(CAP_SAMPLE_IDLE) != 0 || blockedStacks.contains(stackRemap[raw.stack]!))
       }
@@ -147,8 +167,36 @@ struct ProfileBuilder {
       profile.metadata["wall_signals_sent"] = String(stats.signals_sent)
       profile.metadata["wall_tick_mean_ns"] = String(stats.ticks > 0 ? stats.tick_ns_total / stats.ticks : 0)
     }
+    if let allocation = allocationStats {
+      profile.engine = "got_redirect(malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign, swift_allocObject)"
+      profile.statistics.completeStacks = Int64(allocation.complete_samples)
+      profile.metadata["alloc_sample_rate_bytes"] = String(allocation.mean_bytes)
+      profile.metadata["alloc_redirected_entries"] = String(allocation.patched_slots)
+      profile.metadata["alloc_redirected_images"] = String(allocation.patched_images)
+    }
     profile.metadata["library_version"] = AppProfilerVersion.current
     return profile
+  }
+
+  /// The name of the Swift type whose metadata swift_allocObject received.
+  /// Classes get their qualified name; the runtime's own heap objects
+  /// (boxes, closure contexts, tasks) a synthetic one.
+  static func typeName(metadata: UInt64) -> String {
+    guard metadata >= 4096, let pointer = UnsafeRawPointer(bitPattern: UInt(metadata)) else { return "[Swift object]" }
+    // MetadataKind: class metadata holds 0 (no Objective-C) or an isa
+    // pointer (> 0x7FF); the others are small constants.
+    let kind = pointer.load(as: UInt.self)
+    switch kind {
+    case 0, 0x800...:
+      let type = unsafeBitCast(pointer, to: Any.Type.self)
+      return _typeName(type, qualified: true)
+    case 0x400: return "[Swift box or closure context]"
+    case 0x500: return "[Swift generic box]"
+    case 0x501: return "[Swift error]"
+    case 0x502: return "[Swift task]"
+    case 0x503: return "[Swift job]"
+    default: return "[Swift object]"
+    }
   }
 }
 

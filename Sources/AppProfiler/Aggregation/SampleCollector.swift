@@ -9,8 +9,16 @@ import Musl
 /// Off the signal path: turns drained raw records into deduplicated stacks
 /// and per-thread sample lists.
 ///
-/// Record layout (cap_sample_header, 24 bytes, then `depth` × u64 frames, leaf first):
-///   timestamp_ns u64 @0, weight u64 @8, tid i32 @16, depth u16 @20, flags u16 @22
+/// Record layout (cap_sample_header, 32 bytes, then `depth` × u64 frames, leaf first):
+///   timestamp_ns u64 @0, weight u64 @8, tid i32 @16, depth u16 @20, flags u16 @22,
+///   object_type u64 @24
+///
+/// Allocation records (`CAP_SAMPLE_ALLOCATION`): weight is the allocation's
+/// size, every frame is a return address, and a Swift object's type
+/// metadata becomes a leaf frame of its own (``typeFrame(_:)``). Each record
+/// also carries the estimated objects and bytes it stands for: an allocation
+/// of s bytes is sampled with probability p = 1 − e^(−s / rate), so it
+/// counts as 1/p objects and s/p bytes (Go's scaling, per sample).
 ///
 /// Caller frames are stored as return address − 1, so they fall inside the
 /// call instruction (the line of the call, not of the next statement).
@@ -39,6 +47,34 @@ struct SampleCollector: Sendable {
     /// Index into `stacks`, or -1 for a repeat of the thread's previous stack.
     var stack: Int32
     var flags: UInt16
+    /// Allocation records: estimated objects and bytes (see above).
+    var objects: Double = 0
+    var bytes: Double = 0
+  }
+
+  /// Type frames: the metadata address with the top bit set (no code or
+  /// data address of a user-space process has it).
+  static let typeFrameTag: UInt64 = 1 << 63
+
+  static func typeFrame(_ metadata: UInt64) -> UInt64 { metadata | typeFrameTag }
+
+  static func isTypeFrame(_ address: UInt64) -> Bool { address & typeFrameTag != 0 }
+
+  /// Mean bytes between allocation samples; used to scale allocation records.
+  var allocationRate: Double = 0
+  /// Keep one running total per stack (thread `aggregateThread`) instead of
+  /// every sample: the cumulative allocation profile, whose size must not
+  /// grow with time.
+  private(set) var aggregateThread: Int32? = nil
+  private var aggregateIndex: [Int32: Int] = [:]
+
+  init(allocationRate: Double = 0, aggregateThread: Int32? = nil, aggregateName: String = "") {
+    self.allocationRate = allocationRate
+    self.aggregateThread = aggregateThread
+    if let aggregateThread {
+      threadNames[aggregateThread] = aggregateName
+      samples[aggregateThread] = []
+    }
   }
 
   private(set) var stacks: [[UInt64]] = []
@@ -68,9 +104,16 @@ struct SampleCollector: Sendable {
       let tid = buffer.loadUnaligned(fromByteOffset: offset + 16, as: Int32.self)
       let depth = Int(buffer.loadUnaligned(fromByteOffset: offset + 20, as: UInt16.self))
       let flags = buffer.loadUnaligned(fromByteOffset: offset + 22, as: UInt16.self)
+      let objectType = buffer.loadUnaligned(fromByteOffset: offset + 24, as: UInt64.self)
       offset += headerSize
       guard offset + depth * 8 <= buffer.count else { break }
       records += 1
+      if flags & UInt16(CAP_SAMPLE_ALLOCATION) != 0 {
+        ingestAllocation(buffer, offset: offset, depth: depth, tid: tid, timestamp: timestamp,
+                         bytes: weight, flags: flags, objectType: objectType, frames: &frames)
+        offset += depth * 8
+        continue
+      }
       if threadNames[tid] == nil { threadNames[tid] = Self.threadName(tid) }
       if flags & UInt16(CAP_SAMPLE_REPEAT) != 0 {
         samples[tid, default: []].append(RawSample(timestamp: timestamp, count: weight, stack: -1, flags: flags))
@@ -92,6 +135,73 @@ struct SampleCollector: Sendable {
       let id = stackID(frames)
       samples[tid, default: []].append(RawSample(timestamp: timestamp, count: weight, stack: id, flags: flags))
     }
+  }
+
+  private mutating func ingestAllocation(
+    _ buffer: UnsafeRawBufferPointer, offset: Int, depth: Int, tid: Int32, timestamp: UInt64, bytes: UInt64,
+    flags: UInt16, objectType: UInt64, frames: inout [UInt64]
+  ) {
+    frames.removeAll(keepingCapacity: true)
+    if objectType != 0 { frames.append(Self.typeFrame(objectType)) }
+    for index in 0..<depth {
+      // Return addresses, the leaf's too: step back into the call.
+      frames.append(buffer.loadUnaligned(fromByteOffset: offset + index * 8, as: UInt64.self) &- 1)
+    }
+    if flags & UInt16(CAP_SAMPLE_TRUNCATED) != 0 {
+      frames.append(Synthetic.truncated.rawValue)
+      truncatedSamples += 1
+    } else if flags & UInt16(CAP_SAMPLE_NO_STACK_BOUNDS) != 0 {
+      frames.append(Synthetic.stackUnavailable.rawValue)
+    }
+    let id = stackID(frames)
+    let size = Double(bytes)
+    let probability = allocationRate > 0 ? -expm1(-size / allocationRate) : 1
+    let objects = probability > 0 ? 1 / probability : 1
+    addAllocation(tid: tid, timestamp: timestamp, stack: id, flags: flags, raw: 1, objects: objects, bytes: size * objects)
+  }
+
+  /// Adds one sampled allocation (or a total of several) to its thread, or
+  /// to the running total of its stack when aggregating.
+  mutating func addAllocation(
+    tid: Int32, timestamp: UInt64, stack: Int32, flags: UInt16, raw: UInt64, objects: Double, bytes: Double
+  ) {
+    if let group = aggregateThread {
+      if let index = aggregateIndex[stack] {
+        samples[group]![index].count += raw
+        samples[group]![index].objects += objects
+        samples[group]![index].bytes += bytes
+        samples[group]![index].timestamp = timestamp
+      } else {
+        aggregateIndex[stack] = samples[group]!.count
+        samples[group]!.append(
+          RawSample(timestamp: timestamp, count: raw, stack: stack, flags: flags, objects: objects, bytes: bytes))
+      }
+      return
+    }
+    if threadNames[tid] == nil { threadNames[tid] = Self.threadName(tid) }
+    samples[tid, default: []].append(
+      RawSample(timestamp: timestamp, count: raw, stack: stack, flags: flags, objects: objects, bytes: bytes))
+  }
+
+  /// An aggregating collector minus an earlier copy of itself: what was
+  /// allocated in between (stacks with nothing new are left out).
+  func subtracting(_ earlier: SampleCollector) -> SampleCollector {
+    guard let group = aggregateThread else { return self }
+    var result = self
+    let before = earlier.samples[group] ?? []
+    var delta: [RawSample] = []
+    for (index, var sample) in (samples[group] ?? []).enumerated() {
+      if index < before.count {
+        sample.count -= min(sample.count, before[index].count)
+        sample.objects -= before[index].objects
+        sample.bytes -= before[index].bytes
+      }
+      if sample.count > 0 { delta.append(sample) }
+    }
+    result.samples[group] = delta
+    result.aggregateIndex = [:]
+    result.truncatedSamples -= earlier.truncatedSamples
+    return result
   }
 
   /// Per thread, in time order, with every repeat record replaced by the

@@ -33,6 +33,15 @@ public final class ProfilingSession: Sendable {
     self.startTimeNanoseconds = Self.clock(CLOCK_REALTIME)
     self.startMonotonicNanoseconds = Self.clock(CLOCK_MONOTONIC)
 
+    if mode == .alloc {
+      // Allocation sampling: the wrappers of AllocationRecorder, no signals.
+      try AllocationRecorder.shared.beginWindow(rate: options.allocationSamplingRate, options: options)
+      self.unwindTables = nil
+      self.drain = SessionDrain()
+      self.drainTask = Mutex(nil)
+      return
+    }
+
     var config = cap_config()
     config.mode = mode == .wall ? Int32(CAP_MODE_WALL) : Int32(CAP_MODE_CPU)
     switch options.cpuEngine {
@@ -76,7 +85,10 @@ public final class ProfilingSession: Sendable {
   }
 
   deinit {
-    if !ended.load(ordering: .acquiring) {
+    if !ended.load(ordering: .acquiring) && mode == .alloc {
+      AllocationRecorder.shared.cancelWindow()
+      profiler.machine.withLock { $0.finished(id) }
+    } else if !ended.load(ordering: .acquiring) {
       drainTask.withLock { $0?.cancel() }
       drain.close { cap_session_release() }
       profiler.machine.withLock { $0.finished(id) }
@@ -92,6 +104,12 @@ public final class ProfilingSession: Sendable {
     defer {
       ended.store(true, ordering: .releasing)
       profiler.machine.withLock { $0.finished(id) }
+    }
+    if mode == .alloc {
+      let recording = AllocationRecorder.shared.endWindow(
+        startTimeNanoseconds: startTimeNanoseconds, startMonotonicNanoseconds: startMonotonicNanoseconds)
+      let end = Self.clock(CLOCK_MONOTONIC)
+      return Self.allocationProfile(recording, durationNanoseconds: end - startMonotonicNanoseconds)
     }
     var collector = await finishSampling()
     var stats = cap_stats()
@@ -119,12 +137,35 @@ public final class ProfilingSession: Sendable {
   /// Stops sampling and discards the samples. Safe to call more than once.
   public func cancel() {
     guard profiler.machine.withLock({ $0.stop(id) }) else { return }
+    if mode == .alloc {
+      AllocationRecorder.shared.cancelWindow()
+      ended.store(true, ordering: .releasing)
+      profiler.machine.withLock { $0.finished(id) }
+      return
+    }
     drainTask.withLock { $0?.cancel() }
     // The drain task may be in a drain right now: release under its lock,
     // so the buffer is never unmapped under a reader (found by TSan).
     drain.close { cap_session_release() }
     ended.store(true, ordering: .releasing)
     profiler.machine.withLock { $0.finished(id) }
+  }
+
+  /// Symbolizes an allocation recording (a window or the continuous totals).
+  static func allocationProfile(_ recording: AllocationRecorder.Recording, durationNanoseconds: UInt64) -> Profile {
+    var collector = recording.collector
+    var stats = cap_stats()
+    stats.samples_written = recording.stats.samples_written
+    stats.samples_dropped = recording.stats.samples_dropped
+    stats.complete_samples = recording.stats.complete_samples
+    let builder = ProfileBuilder(
+      mode: .alloc, intervalNanoseconds: UInt64(recording.rate), startTimeNanoseconds: recording.startTimeNanoseconds,
+      startMonotonicNanoseconds: recording.startMonotonicNanoseconds, durationNanoseconds: durationNanoseconds,
+      stats: stats, allocationStats: recording.stats)
+    var profile = builder.build(from: &collector)
+    profile.metadata["alloc_cumulative"] = recording.cumulative ? "true" : "false"
+    profile.metadata["unwinder"] = "cfi"
+    return profile
   }
 
   private func finishSampling() async -> SampleCollector {

@@ -56,5 +56,15 @@ public struct SessionOptions: Sendable, Hashable {
   /// threads blocked in libc, which frame pointers cannot walk out of.
   public var unwinder: Unwinder = .callFrameInformation
 
+  /// Allocation profiles: mean bytes allocated between two samples (each
+  /// thread draws exponentially distributed countdowns, so every byte has
+  /// the same chance to be sampled). Default 512 KiB, Go's MemProfileRate:
+  /// a few hundred samples per second in an allocation-heavy server.
+  /// Smaller is more precise and costs more; 1 samples every allocation.
+  public var allocationSamplingRate: Int = 524_288
+
+  /// Allowed allocation sampling rates, in bytes.
+  public static let allowedAllocationSamplingRates: ClosedRange<Int> = 1...(1 << 30)
+
   public init() {}
 }

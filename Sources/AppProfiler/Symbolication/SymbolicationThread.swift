@@ -1,3 +1,5 @@
+import CAppProfiler
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -66,6 +68,8 @@ final class SymbolicationThread: @unchecked Sendable {
   }
 
   private func loop() {
+    // The profiler's own work is not the application's allocations.
+    _ = cap_alloc_set_thread_ignored(1)
     let fd = open("/proc/thread-self/comm", O_WRONLY)
     if fd >= 0 {
       let name = Array("app-prof-symbol".utf8)

@@ -21,7 +21,8 @@ public struct Profile: Sendable, Hashable {
     case cpu
     /// A sample is one interval of wall-clock time of a thread, running or not.
     case wall
-    /// A sample is an allocation, weighted by bytes.
+    /// A sample is an allocation, weighted by bytes. ``Profile/intervalNanoseconds``
+    /// then holds the sampling rate in bytes.
     case alloc
   }
 
@@ -112,6 +113,13 @@ extension Profile {
 
     /// True for frames the profiler adds (`[idle]`, `[truncated]`, ...).
     public var isSynthetic: Bool { name.hasPrefix("[") && name.hasSuffix("]") }
+
+    /// ``systemName`` of an allocated type's frame (the leaf of a Swift
+    /// object's allocation stack in alloc profiles).
+    public static let allocatedTypeMarker = "$type"
+
+    /// True for the leaf frame naming the type a Swift allocation created.
+    public var isAllocatedType: Bool { systemName == Self.allocatedTypeMarker }
   }
 
   /// One source position inside a location.
@@ -156,16 +164,21 @@ extension Profile {
     public var bytes: Int64
     /// The thread was blocked (not running) at this sample; wall mode only.
     public var isIdle: Bool
+    /// Raw samples behind this one. Alloc mode: sampled allocations, whose
+    /// ``count`` (objects) and ``bytes`` are estimates scaled by the sampling
+    /// probability. Other modes: 1 per recorded sample.
+    public var rawCount: Int64
 
     public init(
       stack: Int, timestampNanoseconds: UInt64, count: Int64, bytes: Int64 = 0,
-      isIdle: Bool = false
+      isIdle: Bool = false, rawCount: Int64 = 1
     ) {
       self.stack = stack
       self.timestampNanoseconds = timestampNanoseconds
       self.count = count
       self.bytes = bytes
       self.isIdle = isIdle
+      self.rawCount = rawCount
     }
   }
 

@@ -46,6 +46,7 @@ enum {
   CAP_SAMPLE_REPEAT = 1u << 2,     // no stack: `weight` ticks of the thread's previous stack
   CAP_SAMPLE_NO_STACK_BOUNDS = 1u << 3,  // stack pointer in no known mapping: leaf only
   CAP_SAMPLE_COMPLETE = 1u << 4,   // the walk reached an outermost frame (thread root)
+  CAP_SAMPLE_ALLOCATION = 1u << 5, // alloc sampler: weight = bytes, every frame a return address
 };
 
 /// Kinds of unwind rows (see cap_unwind_row).
@@ -104,6 +105,7 @@ typedef struct cap_sample_header {
   int32_t tid;
   uint16_t depth;
   uint16_t flags;          // CAP_SAMPLE_*
+  uint64_t object_type;    // alloc: Swift metadata passed to swift_allocObject, else 0
 } cap_sample_header;
 
 /// Counters of the current (or last) session.
@@ -180,6 +182,63 @@ uint64_t cap_benchmark_unwind(const cap_unwind_image *images, uint64_t image_cou
 
 /// dl_iterate_phdr, for Swift (its Glibc module does not export <link.h>).
 void cap_iterate_images(cap_image_callback callback, void *context);
+
+// MARK: - Allocation sampler (alloc_linux.c), called from Swift
+
+/// Configuration of the allocation sampler.
+typedef struct cap_alloc_config {
+  uint64_t mean_bytes;     // mean bytes between samples (exponential countdown per thread)
+  uint32_t buffer_slots;   // raw sample slots
+  uint32_t reserved;
+  /// Unwind tables as in cap_config; must stay valid until cap_alloc_release.
+  const cap_unwind_image *unwind_images;
+  uint64_t unwind_image_count;
+} cap_alloc_config;
+
+/// Counters of the allocation sampler.
+typedef struct cap_alloc_stats {
+  uint64_t samples_written;
+  uint64_t samples_dropped;   // samples that found no free slot
+  uint64_t complete_samples;
+  uint64_t patched_slots;     // GOT entries redirected by the last install
+  uint64_t patched_images;    // images with at least one redirected entry
+  uint64_t mean_bytes;
+} cap_alloc_stats;
+
+/// Maps the buffer, then redirects the GOT entries of malloc, calloc,
+/// realloc, posix_memalign, aligned_alloc, memalign and swift_allocObject in
+/// every loaded image (except the dynamic linker and libc) to sampling
+/// wrappers. Returns 0 or a negative errno with `message` filled in; -EBUSY
+/// when the sampler is already installed.
+int cap_alloc_start(const cap_alloc_config *config, char *message, size_t message_len);
+
+/// Redirects entries of images loaded since the last call (dlopen). Returns
+/// the number of entries newly redirected.
+int cap_alloc_patch_new_images(void);
+
+/// Restores every redirected entry, then waits until no wrapper is recording.
+/// Samples stay readable with cap_alloc_drain.
+void cap_alloc_stop(void);
+
+/// Unmaps the buffer. After this, cap_alloc_start may run again.
+void cap_alloc_release(void);
+
+/// Like cap_session_drain, for the allocation sampler. Also refreshes the
+/// stack-bounds snapshot when a wrapper found a stack it did not know.
+size_t cap_alloc_drain(void *out, size_t capacity, int full_scan);
+
+void cap_alloc_stats_get(cap_alloc_stats *out);
+
+/// GOT entries of loaded images that point at a wrapper right now (0 once
+/// stopped). For tests.
+int cap_alloc_redirected_entries(void);
+
+/// Wrapper calls made by the calling thread so far. For tests.
+uint64_t cap_alloc_thread_calls(void);
+
+/// The calling thread's allocations are not sampled while `ignored` is 1
+/// (the profiler's own threads). Returns the previous value.
+int cap_alloc_set_thread_ignored(int ignored);
 
 // MARK: - Callable from the signal handler (signal_handler.c)
 

@@ -1,0 +1,265 @@
+import CAppProfiler
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Owns the C allocation sampler (alloc_linux.c): installs it for a window
+/// (an alloc session) or for the life of the process (continuous mode),
+/// drains its ring on a thread of its own and keeps what it drained.
+///
+/// - Window without continuous mode: the wrappers are installed at the
+///   session's rate at start and removed at stop; samples are kept per thread
+///   with their timestamps.
+/// - Continuous mode: the wrappers stay installed; every sample is added to
+///   one running total per stack (memory bounded by distinct stacks, not by
+///   time). A window opened meanwhile is the difference of two totals, at the
+///   continuous rate (what Go's `/debug/pprof/allocs?seconds=N` does).
+final class AllocationRecorder: Sendable {
+  static let shared = AllocationRecorder()
+
+  /// What a finished window or a snapshot hands to the profile builder.
+  struct Recording {
+    var collector: SampleCollector
+    var stats: cap_alloc_stats
+    var rate: Int
+    var startTimeNanoseconds: UInt64
+    var startMonotonicNanoseconds: UInt64
+    var cumulative: Bool
+  }
+
+  private struct State: @unchecked Sendable {
+    var installedRate = 0
+    var generation: UInt64 = 0
+    var tables: UnwindTableSet?
+    var buffer: UnsafeMutableRawBufferPointer?
+    /// Continuous mode: the running totals and when they started.
+    var continuous: SampleCollector?
+    var continuousStart: (realtime: UInt64, monotonic: UInt64) = (0, 0)
+    /// Open window: its own samples, or (continuous mode) the totals at its start.
+    var window: SampleCollector?
+    var windowBase: SampleCollector?
+    var windowOpen = false
+    var lastImageCheck: UInt64 = 0
+  }
+
+  private let state = Mutex(State())
+
+  private init() {}
+
+  var isContinuous: Bool { state.withLock { $0.continuous != nil } }
+
+  var continuousRate: Int? { state.withLock { $0.continuous != nil ? $0.installedRate : nil } }
+
+  // MARK: Windows (alloc sessions)
+
+  /// Opens a window. With continuous mode on, `rate` is ignored: the window
+  /// is measured at the continuous rate.
+  func beginWindow(rate: Int, options: SessionOptions) throws {
+    try state.withLock { state in
+      guard !state.windowOpen else { throw ProfilerError.busy }
+      if state.continuous != nil {
+        drainLocked(&state, fullScan: false)
+        state.windowBase = state.continuous
+      } else {
+        state.window = SampleCollector(allocationRate: Double(rate))
+        try installLocked(&state, rate: rate, options: options)
+      }
+      state.windowOpen = true
+    }
+  }
+
+  /// Closes the window and returns what it recorded.
+  func endWindow(startTimeNanoseconds: UInt64, startMonotonicNanoseconds: UInt64) -> Recording {
+    state.withLock { state in
+      state.windowOpen = false
+      if let base = state.windowBase, state.continuous != nil {
+        drainLocked(&state, fullScan: false)
+        var stats = cap_alloc_stats()
+        cap_alloc_stats_get(&stats)
+        state.windowBase = nil
+        return Recording(
+          collector: state.continuous!.subtracting(base), stats: stats, rate: state.installedRate,
+          startTimeNanoseconds: startTimeNanoseconds, startMonotonicNanoseconds: startMonotonicNanoseconds,
+          cumulative: false)
+      }
+      let rate = state.installedRate
+      let stats = uninstallLocked(&state)
+      let collector = state.window ?? SampleCollector()
+      state.window = nil
+      return Recording(
+        collector: collector, stats: stats, rate: rate, startTimeNanoseconds: startTimeNanoseconds,
+        startMonotonicNanoseconds: startMonotonicNanoseconds, cumulative: false)
+    }
+  }
+
+  /// Closes the window and drops its samples.
+  func cancelWindow() {
+    state.withLock { state in
+      guard state.windowOpen else { return }
+      state.windowOpen = false
+      state.windowBase = nil
+      if state.continuous == nil {
+        _ = uninstallLocked(&state)
+        state.window = nil
+      }
+    }
+  }
+
+  // MARK: Continuous mode
+
+  func enableContinuous(rate: Int, options: SessionOptions) throws {
+    try state.withLock { state in
+      guard state.continuous == nil else { return }
+      guard !state.windowOpen else { throw ProfilerError.busy }
+      state.continuous = SampleCollector(
+        allocationRate: Double(rate), aggregateThread: getpid(), aggregateName: "all threads")
+      state.continuousStart = (ProfilingSession.clock(CLOCK_REALTIME), ProfilingSession.clock(CLOCK_MONOTONIC))
+      do {
+        try installLocked(&state, rate: rate, options: options)
+      } catch {
+        state.continuous = nil
+        throw error
+      }
+    }
+  }
+
+  func disableContinuous() {
+    state.withLock { state in
+      guard state.continuous != nil else { return }
+      if state.windowOpen {
+        // The open window loses its base; it ends empty.
+        state.windowBase = nil
+        state.windowOpen = false
+      }
+      _ = uninstallLocked(&state)
+      state.continuous = nil
+    }
+  }
+
+  /// The running totals since continuous mode was enabled; nil when it is off.
+  func continuousSnapshot() -> Recording? {
+    state.withLock { state in
+      guard state.continuous != nil else { return nil }
+      drainLocked(&state, fullScan: false)
+      var stats = cap_alloc_stats()
+      cap_alloc_stats_get(&stats)
+      return Recording(
+        collector: state.continuous!, stats: stats, rate: state.installedRate,
+        startTimeNanoseconds: state.continuousStart.realtime,
+        startMonotonicNanoseconds: state.continuousStart.monotonic, cumulative: true)
+    }
+  }
+
+  // MARK: Installing and draining (with the state locked)
+
+  private func installLocked(_ state: inout State, rate: Int, options: SessionOptions) throws {
+    #if arch(x86_64)
+    let tables = options.unwinder == .callFrameInformation ? UnwindTables.shared.tableSet(for: ImageMap.current()) : nil
+    #else
+    let tables: UnwindTableSet? = nil
+    #endif
+    var config = cap_alloc_config()
+    config.mean_bytes = UInt64(rate)
+    config.buffer_slots = UInt32(options.bufferSlots)
+    config.unwind_images = tables.map { UnsafePointer($0.images.baseAddress) } ?? nil
+    config.unwind_image_count = UInt64(tables?.count ?? 0)
+    var message = [CChar](repeating: 0, count: 256)
+    let result = cap_alloc_start(&config, &message, message.count)
+    guard result == 0 else {
+      if result == -EBUSY { throw ProfilerError.busy }
+      throw ProfilerError.system(
+        operation: "installing the allocation sampler", errno: -result,
+        message: String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+    }
+    state.tables = tables
+    state.installedRate = rate
+    state.generation &+= 1
+    if state.buffer == nil {
+      state.buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+    }
+    startDrainThread(generation: state.generation)
+  }
+
+  private func uninstallLocked(_ state: inout State) -> cap_alloc_stats {
+    cap_alloc_stop()
+    drainLocked(&state, fullScan: true)
+    var stats = cap_alloc_stats()
+    cap_alloc_stats_get(&stats)
+    cap_alloc_release()
+    state.installedRate = 0
+    state.generation &+= 1  // the drain thread ends at its next wake-up
+    state.tables = nil
+    return stats
+  }
+
+  private func drainLocked(_ state: inout State, fullScan: Bool) {
+    guard let buffer = state.buffer, state.installedRate > 0 else { return }
+    let wasIgnored = cap_alloc_set_thread_ignored(1)
+    defer { _ = cap_alloc_set_thread_ignored(wasIgnored) }
+    while true {
+      let bytes = cap_alloc_drain(buffer.baseAddress, buffer.count, fullScan ? 1 : 0)
+      if bytes == 0 { break }
+      let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<bytes])
+      if state.continuous != nil {
+        state.continuous!.ingest(chunk)
+      } else if state.window != nil {
+        state.window!.ingest(chunk)
+      }
+      if bytes < buffer.count / 2 { break }
+    }
+  }
+
+  /// Every 20 ms: drain; in continuous mode, once a second, redirect the
+  /// entries of images loaded since (dlopen).
+  private func drainTick(generation: UInt64) -> Bool {
+    state.withLock { state in
+      guard state.generation == generation, state.installedRate > 0 else { return false }
+      drainLocked(&state, fullScan: false)
+      if state.continuous != nil {
+        let now = ProfilingSession.clock(CLOCK_MONOTONIC)
+        if now - state.lastImageCheck > 1_000_000_000 {
+          state.lastImageCheck = now
+          _ = cap_alloc_patch_new_images()
+        }
+      }
+      return true
+    }
+  }
+
+  private final class DrainContext {
+    let recorder: AllocationRecorder
+    let generation: UInt64
+    init(recorder: AllocationRecorder, generation: UInt64) {
+      self.recorder = recorder
+      self.generation = generation
+    }
+  }
+
+  private func startDrainThread(generation: UInt64) {
+    let context = Unmanaged.passRetained(DrainContext(recorder: self, generation: generation)).toOpaque()
+    var thread = pthread_t()
+    var attributes = pthread_attr_t()
+    pthread_attr_init(&attributes)
+    pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
+    pthread_create(&thread, &attributes, { argument in
+      let context = Unmanaged<DrainContext>.fromOpaque(argument!).takeRetainedValue()
+      _ = cap_alloc_set_thread_ignored(1)
+      let fd = open("/proc/thread-self/comm", O_WRONLY)
+      if fd >= 0 {
+        let name = Array("app-prof-alloc".utf8)
+        _ = name.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+      }
+      while true {
+        usleep(20_000)
+        if !context.recorder.drainTick(generation: context.generation) { break }
+      }
+      return nil
+    }, context)
+    pthread_attr_destroy(&attributes)
+  }
+}
