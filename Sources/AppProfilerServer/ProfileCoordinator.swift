@@ -68,13 +68,17 @@ final class ProfileCoordinator: Sendable {
 
   /// Records one profile. Never throws: a failure is the response to send.
   /// The profiler's slot is free again when it returns.
-  func record(mode: Profile.Mode, duration: Duration, interval: Duration) async -> Result<Profile, HTTPResponseBox> {
+  func record(
+    mode: Profile.Mode, duration: Duration, interval: Duration, allocationRate: Int? = nil
+  ) async -> Result<Profile, HTTPResponseBox> {
     if Profiler.shared.isBusy { return .failure(HTTPResponseBox(busyResponse())) }
     runningUntil.withLock { $0 = ContinuousClock.now + duration }
     defer { runningUntil.withLock { $0 = nil } }
+    var options = configuration.sessionOptions
+    if let allocationRate { options.allocationSamplingRate = allocationRate }
     do {
       let profile = try await Profiler.shared.record(
-        mode: mode, duration: duration, interval: interval, options: configuration.sessionOptions)
+        mode: mode, duration: duration, interval: interval, options: options)
       logger.info("profile recorded", metadata: ["mode": "\(mode.rawValue)", "samples": "\(profile.totalCount)"])
       return .success(profile)
     } catch {
@@ -84,13 +88,28 @@ final class ProfileCoordinator: Sendable {
 
   /// `GET /profile`: records, encodes in the asked format, answers.
   func profile(_ request: ProfileRequest) async -> HTTPResponse {
-    switch await record(mode: request.mode, duration: request.duration, interval: request.interval) {
+    switch await record(
+      mode: request.mode, duration: request.duration, interval: request.interval, allocationRate: request.allocationRate)
+    {
     case .failure(let box): return box.response
     case .success(let profile): return Self.encode(profile, as: request.format)
     }
   }
 
-  /// `GET /debug/pprof/profile` and `/debug/pprof/wall`.
+  /// `GET /debug/pprof/allocs` without `seconds`: the continuous totals, or
+  /// 400 saying how to get them.
+  func cumulativeAllocations() -> HTTPResponse {
+    guard let profile = Profiler.shared.cumulativeAllocationProfile() else {
+      return .error(
+        .badRequest,
+        "continuous allocation sampling is off in this process: start it with APP_PROFILER_ALLOC_ALWAYS_ON=1 "
+          + "(or ProfileServerConfiguration.continuousAllocationSampling = true) for cumulative totals, "
+          + "or ask for a window: /debug/pprof/allocs?seconds=N")
+    }
+    return Self.encode(profile, as: .pprof)
+  }
+
+  /// `GET /debug/pprof/profile`, `/debug/pprof/wall`, `/debug/pprof/allocs?seconds=N`.
   func pprof(mode: Profile.Mode, duration: Duration) async -> HTTPResponse {
     switch await record(mode: mode, duration: duration, interval: .milliseconds(1)) {
     case .failure(let box): return box.response
@@ -158,7 +177,7 @@ final class ProfileCoordinator: Sendable {
     case ProfilerError.busy:
       return busyResponse()
     case ProfilerError.invalidParameter(let name, let value, let allowed)
-    where name == "interval" || name == "duration":
+    where name == "interval" || name == "duration" || name == "allocationSamplingRate":
       return .error(.badRequest, "invalid parameter \(name)='\(value)': allowed \(allowed)")
     case is CancellationError:
       // The client went away; nobody reads this.

@@ -66,6 +66,8 @@ public final class ProfileServer: Service, Sendable {
     var channel: any Channel
     var address: ListeningAddress
     var files: [String]
+    /// This server turned continuous allocation sampling on (and turns it off).
+    var ownsContinuousAllocationSampling = false
   }
 
   /// Processes that run a server now; at most one per process.
@@ -123,7 +125,20 @@ public final class ProfileServer: Service, Sendable {
     }
     guard claimed else { throw ProfileServerError.alreadyRunning }
     do {
-      let running = try await bind(effective)
+      var running = try await bind(effective)
+      if effective.continuousAllocationSampling && Profiler.shared.continuousAllocationSamplingRate == nil {
+        do {
+          try Profiler.shared.enableContinuousAllocationSampling(
+            rate: effective.sessionOptions.allocationSamplingRate, options: effective.sessionOptions)
+          running.ownsContinuousAllocationSampling = true
+          logger.info(
+            "app-profiler samples allocations continuously",
+            metadata: ["rate_bytes": "\(effective.sessionOptions.allocationSamplingRate)"])
+        } catch {
+          // The server still serves; /debug/pprof/allocs says it is off.
+          logger.error("app-profiler cannot sample allocations continuously", metadata: ["error": "\(error)"])
+        }
+      }
       state.withLock { $0 = .running(running) }
       logger.info(
         "app-profiler listening", metadata: ["address": "\(running.address)", "pid": "\(getpid())"])
@@ -145,6 +160,7 @@ public final class ProfileServer: Service, Sendable {
     try? await running.group.shutdownGracefully()
     for file in running.files { unlink(file) }
     ExitCleanup.unregister(paths: running.files)
+    if running.ownsContinuousAllocationSampling { Profiler.shared.disableContinuousAllocationSampling() }
     Self.runningInProcess.withLock { $0 = nil }
     logger.info("app-profiler stopped")
   }

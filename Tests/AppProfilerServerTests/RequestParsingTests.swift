@@ -22,6 +22,12 @@ import Testing
     #expect(custom.mode == .wall)
     #expect(custom.duration == .milliseconds(1500))
     #expect(custom.interval == .microseconds(250))
+    // Alloc mode: `object` is the seed's name; the interval is in bytes.
+    let object = try ProfileRequest.parse(
+      HTTPQuery(target: "/profile?interval=65536&mode=object"), maxDuration: .seconds(300))
+    #expect(object.mode == .alloc)
+    #expect(object.allocationRate == 65_536)
+    #expect(try ProfileRequest.parse(HTTPQuery(target: "/profile?mode=alloc"), maxDuration: .seconds(300)).allocationRate == nil)
     // The default of 30 s is capped by a smaller maximum.
     let capped = try ProfileRequest.parse(HTTPQuery(target: "/profile"), maxDuration: .seconds(10))
     #expect(capped.duration == .seconds(10))
@@ -37,6 +43,15 @@ import Testing
       "APP_PROFILER_DIR": "/run/x", "APP_PROFILER_MAX_CONNECTIONS": "4",
     ])
     #expect(configuration.bindAddress == .hostname("127.0.0.1", port: 9999))
+    #expect(configuration.continuousAllocationSampling == false)
+    let allocation = try ProfileServerConfiguration().applyingEnvironment([
+      "APP_PROFILER_ALLOC_ALWAYS_ON": "1", "APP_PROFILER_ALLOC_RATE": "4096",
+    ])
+    #expect(allocation.continuousAllocationSampling)
+    #expect(allocation.sessionOptions.allocationSamplingRate == 4096)
+    #expect(throws: ProfileServerConfiguration.EnvironmentError.self) {
+      try ProfileServerConfiguration().applyingEnvironment(["APP_PROFILER_ALLOC_RATE": "0"])
+    }
     #expect(configuration.bearerToken == "t")
     #expect(configuration.maxDuration == .seconds(60))
     #expect(configuration.corsOrigin == nil)

@@ -194,6 +194,7 @@ public struct PprofDecoder: Sendable {
       profile.locations.append(.init(address: l.address, mapping: l.mapping == 0 ? nil : Int(l.mapping - 1), lines: lines))
     }
 
+    let rawIndex = typeNames.firstIndex { $0.0 == "samples" && $0.1 == "count" }
     var stacks = StackInterner()
     var threads: [Int32: Profile.ThreadSamples] = [:]
     var order: [Int32] = []
@@ -224,7 +225,10 @@ public struct PprofDecoder: Sendable {
       }
       let count = sample.values[0]
       let bytes = profile.mode == .alloc && sample.values.count > 1 ? sample.values[1] : 0
-      threads[tid]!.samples.append(.init(stack: index, timestampNanoseconds: 0, count: count, bytes: bytes, isIdle: idle))
+      // Our alloc profiles carry the raw sample count as a third type.
+      let raw = profile.mode == .alloc && rawIndex != nil ? sample.values[rawIndex!] : 1
+      threads[tid]!.samples.append(
+        .init(stack: index, timestampNanoseconds: 0, count: count, bytes: bytes, isIdle: idle, rawCount: raw))
     }
     profile.threads = order.map { threads[$0]! }
     return profile

@@ -4,8 +4,12 @@
 ///
 /// - Sample types: cpu `samples/count` + `cpu/nanoseconds` (period type
 ///   `cpu/nanoseconds`); wall `samples/count` + `wall/nanoseconds`; alloc
-///   `alloc_objects/count` + `alloc_space/bytes` (period type `space/bytes`).
-///   `period` is the interval.
+///   `alloc_objects/count` + `alloc_space/bytes` (Go's names, estimates
+///   scaled by the sampling probability) + `samples/count` (the sampled
+///   allocations behind them), period type `space/bytes`, `period` = the
+///   sampling rate in bytes; the default sample type is `alloc_space`. Other
+///   modes: `period` is the interval. Allocated Swift types are leaf frames
+///   (function system name `$type`).
 /// - Ids are sequential from 1 (Parca rejects anything else); `string_table[0]`
 ///   is "". The executable's mapping comes first.
 /// - `has_functions`/`has_filenames`/`has_line_numbers`/`has_inline_frames` say
@@ -41,7 +45,7 @@ public struct PprofEncoder: Sendable {
         (a.thread, a.stack, a.idle ? 1 : 0) < (b.thread, b.stack, b.idle ? 1 : 0)
       }
     }
-    var merged: [Key: (count: Int64, second: Int64)] = [:]
+    var merged: [Key: (count: Int64, second: Int64, raw: Int64)] = [:]
     var threadNames: [Int32: String] = [:]
     for thread in profile.threads {
       threadNames[thread.id] = thread.name
@@ -49,8 +53,9 @@ public struct PprofEncoder: Sendable {
         let key = Key(thread: thread.id, stack: sample.stack, idle: sample.isIdle)
         let second =
           profile.mode == .alloc ? sample.bytes : sample.count * Int64(clamping: profile.intervalNanoseconds)
-        merged[key, default: (0, 0)].count += sample.count
-        merged[key, default: (0, 0)].second += second
+        merged[key, default: (0, 0, 0)].count += sample.count
+        merged[key, default: (0, 0, 0)].second += second
+        merged[key, default: (0, 0, 0)].raw += sample.rawCount
       }
     }
     let threadKey = strings["thread"]
@@ -62,7 +67,9 @@ public struct PprofEncoder: Sendable {
       let name = strings[threadNames[key.thread] ?? ""]
       out.message(2) { sample in
         sample.packed(1, profile.stacks[key.stack].map { UInt64($0 + 1) })
-        sample.packed(2, [UInt64(bitPattern: values.count), UInt64(bitPattern: values.second)])
+        var numbers = [UInt64(bitPattern: values.count), UInt64(bitPattern: values.second)]
+        if profile.mode == .alloc { numbers.append(UInt64(bitPattern: values.raw)) }
+        sample.packed(2, numbers)
         sample.message(3) { $0.int(1, threadKey); $0.int(2, name) }
         sample.message(3) { $0.int(1, threadIDKey); $0.int(3, Int64(key.thread)) }
         if key.idle { sample.message(3) { $0.int(1, idleKey); $0.int(2, trueValue) } }
@@ -158,7 +165,7 @@ public struct PprofEncoder: Sendable {
     switch mode {
     case .cpu: return ([("samples", "count"), ("cpu", "nanoseconds")], ("cpu", "nanoseconds"))
     case .wall: return ([("samples", "count"), ("wall", "nanoseconds")], ("wall", "nanoseconds"))
-    case .alloc: return ([("alloc_objects", "count"), ("alloc_space", "bytes")], ("space", "bytes"))
+    case .alloc: return ([("alloc_objects", "count"), ("alloc_space", "bytes"), ("samples", "count")], ("space", "bytes"))
     }
   }
 }

@@ -1,3 +1,5 @@
+import AppProfiler
+
 /// Environment variables, so an operator can turn the server on or move it
 /// without a rebuild. Listed in the README; each overrides the value set in code.
 ///
@@ -16,6 +18,8 @@
 /// | `APP_PROFILER_MAX_CONNECTIONS` | connections served at once |
 /// | `APP_PROFILER_SIGNAL` | signal number used for sampling (default 27, SIGPROF) |
 /// | `APP_PROFILER_CPU_ENGINE` | `auto`, `perf` (perf events only) or `timer` (POSIX CPU timers) |
+/// | `APP_PROFILER_ALLOC_ALWAYS_ON` | `1` samples allocations from start-up (`/debug/pprof/allocs`) |
+/// | `APP_PROFILER_ALLOC_RATE` | mean bytes between allocation samples (default 524288) |
 extension ProfileServerConfiguration {
   /// A configuration error in the environment, naming the variable.
   public struct EnvironmentError: Error, CustomStringConvertible, Sendable, Equatable {
@@ -85,6 +89,10 @@ extension ProfileServerConfiguration {
     case "perf": result.sessionOptions.cpuEngine = .perfEvents
     case "timer": result.sessionOptions.cpuEngine = .posixTimers
     case let other?: throw EnvironmentError(variable: "APP_PROFILER_CPU_ENGINE", value: other, allowed: "auto, perf or timer")
+    }
+    if let always = try bool("APP_PROFILER_ALLOC_ALWAYS_ON") { result.continuousAllocationSampling = always }
+    if let rate = try int("APP_PROFILER_ALLOC_RATE", SessionOptions.allowedAllocationSamplingRates) {
+      result.sessionOptions.allocationSamplingRate = rate
     }
     return result
   }

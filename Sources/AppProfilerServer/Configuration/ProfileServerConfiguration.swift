@@ -36,8 +36,15 @@ public struct ProfileServerConfiguration: Sendable, Hashable {
   /// heads get 431 (414 for a longer request line alone).
   public var maxRequestHeadBytes: Int = 16 * 1024
 
-  /// How profiles are sampled (signal, engine, buffer sizes).
+  /// How profiles are sampled (signal, engine, buffer sizes, and the
+  /// allocation sampling rate `sessionOptions.allocationSamplingRate`).
   public var sessionOptions: SessionOptions = SessionOptions()
+  /// Sample allocations from server start at `sessionOptions.allocationSamplingRate`,
+  /// so `/debug/pprof/allocs` returns cumulative totals (what Pyroscope/Alloy
+  /// and Parca scrape and diff). Default false: every allocation then passes
+  /// through a wrapper for the life of the process (see BENCHMARKS.md for
+  /// the cost), which nobody should pay without asking.
+  public var continuousAllocationSampling: Bool = false
 
   public init() {}
 

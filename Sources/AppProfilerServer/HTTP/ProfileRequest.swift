@@ -4,9 +4,9 @@ import AppProfiler
 ///
 /// | parameter | values | default |
 /// |---|---|---|
-/// | `mode` | `cpu`, `wall` (`alloc`/`object` once allocation profiles exist) | `cpu` |
+/// | `mode` | `cpu`, `wall`, `alloc` (`object`: the seed's name for it) | `cpu` |
 /// | `duration` | seconds, decimal, 0 < d ≤ max duration | 30 |
-/// | `interval` | microseconds, 100 … 1000000 | 1000 |
+/// | `interval` | cpu/wall: microseconds, 100 … 1000000; alloc: bytes, 1 … 1073741824 | 1000 µs / 524288 B |
 /// | `format` | `speedscope`, `pprof`, `collapsed`, `html` | `speedscope` |
 struct ProfileRequest: Sendable, Equatable {
   enum Format: String, Sendable, CaseIterable {
@@ -20,6 +20,8 @@ struct ProfileRequest: Sendable, Equatable {
   var duration: Duration = .seconds(30)
   var interval: Duration = .milliseconds(1)
   var format: Format = .speedscope
+  /// Alloc mode: mean bytes between samples; nil = the server's setting.
+  var allocationRate: Int? = nil
 
   static let parameterNames: Set<String> = ["mode", "duration", "interval", "format"]
 
@@ -27,6 +29,7 @@ struct ProfileRequest: Sendable, Equatable {
   static func parse(_ query: HTTPQuery, maxDuration: Duration) throws(RequestError) -> ProfileRequest {
     var request = ProfileRequest()
     var seen: Set<String> = []
+    var interval: String? = nil  // its unit depends on the mode
     for (name, value) in query.parameters {
       guard parameterNames.contains(name) else {
         throw RequestError(
@@ -41,12 +44,9 @@ struct ProfileRequest: Sendable, Equatable {
         switch value {
         case "cpu": request.mode = .cpu
         case "wall": request.mode = .wall
-        case "alloc", "object":
-          throw RequestError(
-            status: .badRequest,
-            message: "invalid parameter mode='\(value)': allocation profiles are not available yet; allowed cpu, wall")
+        case "alloc", "object": request.mode = .alloc
         default:
-          throw .badParameter("mode", value, allowed: "cpu, wall")
+          throw .badParameter("mode", value, allowed: "cpu, wall, alloc, object")
         }
       case "duration":
         let maxSeconds = Double(maxDuration.components.seconds) + Double(maxDuration.components.attoseconds) / 1e18
@@ -57,10 +57,7 @@ struct ProfileRequest: Sendable, Equatable {
         }
         request.duration = .nanoseconds(Int64((seconds * 1e9).rounded()))
       case "interval":
-        guard let micros = Int(value), (100...1_000_000).contains(micros) else {
-          throw .badParameter("interval", value, allowed: "microseconds, 100 ... 1000000")
-        }
-        request.interval = .microseconds(micros)
+        interval = value
       case "format":
         guard let format = Format(rawValue: value) else {
           throw .badParameter("format", value, allowed: Format.allCases.map(\.rawValue).joined(separator: ", "))
@@ -68,6 +65,19 @@ struct ProfileRequest: Sendable, Equatable {
         request.format = format
       default:
         break
+      }
+    }
+    if let value = interval {
+      if request.mode == .alloc {
+        guard let bytes = Int(value), SessionOptions.allowedAllocationSamplingRates.contains(bytes) else {
+          throw .badParameter("interval", value, allowed: "bytes between allocation samples, 1 ... 1073741824")
+        }
+        request.allocationRate = bytes
+      } else {
+        guard let micros = Int(value), (100...1_000_000).contains(micros) else {
+          throw .badParameter("interval", value, allowed: "microseconds, 100 ... 1000000")
+        }
+        request.interval = .microseconds(micros)
       }
     }
     if request.duration > maxDuration { request.duration = maxDuration }
@@ -79,10 +89,16 @@ struct ProfileRequest: Sendable, Equatable {
   }
 }
 
-/// `seconds` of `/debug/pprof/profile` and `/debug/pprof/wall` (net/http/pprof's name).
+/// `seconds` of `/debug/pprof/profile`, `/debug/pprof/wall` and
+/// `/debug/pprof/allocs` (net/http/pprof's name).
 enum PprofSeconds {
+  /// The duration asked for; `defaultDuration` when the query has none.
   static func parse(_ query: HTTPQuery, maxDuration: Duration) throws(RequestError) -> Duration {
-    var duration: Duration = .seconds(30)
+    try parseOptional(query, maxDuration: maxDuration) ?? min(.seconds(30), maxDuration)
+  }
+
+  static func parseOptional(_ query: HTTPQuery, maxDuration: Duration) throws(RequestError) -> Duration? {
+    var duration: Duration? = nil
     for (name, value) in query.parameters {
       guard name == "seconds" else {
         throw RequestError(status: .badRequest, message: "unknown parameter '\(name)': allowed seconds")
@@ -95,6 +111,6 @@ enum PprofSeconds {
       }
       duration = .nanoseconds(Int64((seconds * 1e9).rounded()))
     }
-    return min(duration, maxDuration)
+    return duration.map { min($0, maxDuration) }
   }
 }

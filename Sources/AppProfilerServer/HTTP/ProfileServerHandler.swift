@@ -145,6 +145,17 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
       } catch {
         send(context: context, .error(error.status, error.message), headOnly: headOnly)
       }
+    case .pprofAllocs:
+      do {
+        let window = try PprofSeconds.parseOptional(query, maxDuration: coordinator.configuration.maxDuration)
+        if let window {
+          run(context: context, headOnly: headOnly) { coordinator in await coordinator.pprof(mode: .alloc, duration: window) }
+        } else {
+          send(context: context, coordinator.cumulativeAllocations(), headOnly: headOnly)
+        }
+      } catch {
+        send(context: context, .error(error.status, error.message), headOnly: headOnly)
+      }
     case .pprofSymbol:
       send(context: context, coordinator.symbol(body: nil), headOnly: headOnly)
     case .pprofThreads:

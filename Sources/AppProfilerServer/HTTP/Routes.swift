@@ -8,6 +8,7 @@ struct Route: Sendable {
     case pprofIndex
     case pprofProfile
     case pprofWall
+    case pprofAllocs
     case pprofThreads
     case pprofSymbol
   }
@@ -29,7 +30,7 @@ enum Routes {
     Route(
       path: "/profile", endpoint: .profile,
       summary:
-        "record every thread for `duration` seconds; mode=cpu|wall, duration=<seconds>, interval=<µs>, format=speedscope|pprof|collapsed|html",
+        "record every thread for `duration` seconds; mode=cpu|wall|alloc (object = alloc), duration=<seconds>, interval=<µs> (alloc: <bytes>), format=speedscope|pprof|collapsed|html",
       example: "/profile?mode=cpu&duration=10&format=html"),
     Route(
       path: "/threads", endpoint: .threads,
@@ -47,6 +48,11 @@ enum Routes {
       path: "/debug/pprof/wall", endpoint: .pprofWall,
       summary: "wall-clock profile of every thread, gzipped pprof; seconds=<N> (default 30)",
       example: "/debug/pprof/wall?seconds=30"),
+    Route(
+      path: "/debug/pprof/allocs", endpoint: .pprofAllocs,
+      summary:
+        "allocations (alloc_objects, alloc_space), gzipped pprof: cumulative since start with APP_PROFILER_ALLOC_ALWAYS_ON=1; seconds=<N> for a window",
+      example: "/debug/pprof/allocs"),
     Route(
       path: "/debug/pprof/threads", endpoint: .pprofThreads,
       summary: "every thread's stack now; debug=0 pprof, debug=1 grouped text, debug=2 one entry per thread",

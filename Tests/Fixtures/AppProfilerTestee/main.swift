@@ -1,7 +1,7 @@
 // A child process for the server's end-to-end tests.
 //
 //   AppProfilerTestee [--dir DIR] [--tcp] [--host H] [--port P] [--token T]
-//                     [--allow-remote] [--no-stop] [--fork-child]
+//                     [--allow-remote] [--no-stop] [--fork-child] [--alloc-worker]
 //                     [--head-timeout S] [--max-duration-ms MS] [--max-connections N]
 //
 // Starts a CPU-bound worker (testeeHotLoop → testeeHotInner), a blocked
@@ -10,7 +10,9 @@
 // server and exits 0 — or, with --no-stop, exits without stopping (the
 // atexit cleanup must remove the files). --fork-child forks once after
 // READY; the child prints `CHILD <pid>` and exits normally at once (it must
-// leave the parent's socket and record alone).
+// leave the parent's socket and record alone). --alloc-worker adds a thread
+// that allocates TesteeObject instances (testeeAllocLoop → testeeAllocate),
+// ~50 MB/s with pauses, for the allocation-profile tests.
 import AppProfiler
 import AppProfilerServer
 import Foundation
@@ -29,6 +31,30 @@ func testeeHotInner() {
 @inline(never)
 func testeeHotLoop() {
   while true { testeeHotInner() }
+}
+
+/// 16 bytes of header + 32 of fields.
+final class TesteeObject {
+  var a = 0, b = 0, c = 0, d = 0
+}
+
+@_optimize(none) @inline(never) func testeeConsume(_ object: AnyObject) {}
+
+@inline(never)
+func testeeAllocate() {
+  for index in 0..<1_000 {
+    let object = TesteeObject()
+    object.a = index
+    testeeConsume(object)
+  }
+}
+
+@inline(never)
+func testeeAllocLoop() {
+  while true {
+    testeeAllocate()
+    usleep(1_000)
+  }
 }
 
 let arguments = Array(CommandLine.arguments.dropFirst())
@@ -76,7 +102,16 @@ let blocked = Thread {
 }
 blocked.start()
 
-while named.load(ordering: .acquiring) < 2 { usleep(1_000) }
+if flag("--alloc-worker") {
+  let allocating = Thread {
+    nameThisThread("testee-alloc")
+    named.add(1, ordering: .releasing)
+    testeeAllocLoop()
+  }
+  allocating.start()
+}
+
+while named.load(ordering: .acquiring) < (flag("--alloc-worker") ? 3 : 2) { usleep(1_000) }
 
 let server: ProfileServer
 do {

@@ -1,0 +1,127 @@
+import AppProfilerFormats
+import Foundation
+import Testing
+
+extension ServerSuite {
+  /// Issue 7 over the socket: alloc profiles, the `object` alias, go tool
+  /// pprof, and the cumulative `/debug/pprof/allocs`.
+  @Suite struct AllocationEndpoints {
+    /// Estimated bytes of samples whose stack holds `fragment`.
+    static func bytes(_ profile: Profile, containing fragment: String) -> Int64 {
+      var total: Int64 = 0
+      for thread in profile.threads {
+        for sample in thread.samples {
+          let names = profile.functionsOfStack(sample.stack).map { profile.functions[$0].name }
+          if names.contains(where: { $0.contains(fragment) }) { total += sample.bytes }
+        }
+      }
+      return total
+    }
+
+    @Test func allocAndObjectModesAndGoToolPprof() throws {
+      let scratch = TemporaryDirectory()
+      defer { scratch.remove() }
+      try withTestee(arguments: ["--alloc-worker"]) { testee in
+        var decoded: [String: Profile] = [:]
+        for mode in ["alloc", "object"] {
+          let answer = try Curl.get(testee, "/profile?mode=\(mode)&duration=1&interval=65536&format=pprof")
+          #expect(answer.status == 200, "\(answer.text)")
+          let profile = try PprofDecoder().decode([UInt8](answer.body))
+          #expect(profile.mode == .alloc)
+          #expect(profile.intervalNanoseconds == 65_536)
+          decoded[mode] = profile
+          let file = scratch.path + "/\(mode).pb.gz"
+          try answer.body.write(to: URL(fileURLWithPath: file))
+          let top = try goPprof(["-sample_index=alloc_space", "-top", file], scratch: scratch.path)
+          #expect(top.status == 0, "\(top.error)")
+          #expect(top.output.contains("Type: alloc_space"), "\(top.output)")
+          #expect(top.output.contains("testeeAllocate"), "\(top.output)")
+          let objects = try goPprof(["-sample_index=alloc_objects", "-top", file], scratch: scratch.path)
+          #expect(objects.status == 0 && objects.output.contains("Type: alloc_objects"))
+        }
+        // Same mode, same workload: both find the worker and its type, with
+        // byte totals of the same order (the worker allocates steadily).
+        let alloc = Self.bytes(decoded["alloc"]!, containing: "testeeAllocate")
+        let object = Self.bytes(decoded["object"]!, containing: "testeeAllocate")
+        #expect(alloc > 1_000_000 && object > 1_000_000, "alloc \(alloc) object \(object)")
+        #expect(Double(max(alloc, object)) / Double(max(1, min(alloc, object))) < 3)
+        for profile in decoded.values {
+          #expect(profile.functions.contains { $0.isAllocatedType && $0.name.hasSuffix("TesteeObject") })
+        }
+
+        // Speedscope: weights in bytes.
+        let speedscope = try Curl.get(testee, "/profile?mode=alloc&duration=0.5&interval=65536")
+        #expect(speedscope.status == 200)
+        #expect(speedscope.text.contains("\"unit\":\"bytes\""))
+        #expect(speedscope.text.contains("TesteeObject"))
+        // Bad rate: 400 naming bytes.
+        let bad = try Curl.get(testee, "/profile?mode=alloc&interval=0")
+        #expect(bad.status == 400)
+        #expect(bad.text.contains("interval") && bad.text.contains("bytes"))
+      }
+    }
+
+    @Test func allocsAnswers400WhenContinuousModeIsOff() throws {
+      try withTestee { testee in
+        let answer = try Curl.get(testee, "/debug/pprof/allocs")
+        #expect(answer.status == 400)
+        #expect(answer.headers["x-go-pprof"] == "1")
+        #expect(answer.text.contains("APP_PROFILER_ALLOC_ALWAYS_ON=1"))
+        #expect(answer.text.contains("/debug/pprof/allocs?seconds=N"))
+      }
+    }
+
+    @Test func continuousScrapesAreCumulative() throws {
+      let scratch = TemporaryDirectory()
+      defer { scratch.remove() }
+      try withTestee(
+        arguments: ["--alloc-worker"],
+        environment: ["APP_PROFILER_ALLOC_ALWAYS_ON": "1", "APP_PROFILER_ALLOC_RATE": "65536"]
+      ) { testee in
+        let first = try Curl.get(testee, "/debug/pprof/allocs")
+        #expect(first.status == 200, "\(first.text)")
+        usleep(1_000_000)
+        let second = try Curl.get(testee, "/debug/pprof/allocs")
+        #expect(second.status == 200)
+        let a = try PprofDecoder().decode([UInt8](first.body))
+        let b = try PprofDecoder().decode([UInt8](second.body))
+        #expect(a.mode == .alloc && b.mode == .alloc)
+        // Every stack of the first scrape is in the second with at least as much.
+        func totals(_ profile: Profile) -> [String: (objects: Int64, bytes: Int64)] {
+          var result: [String: (Int64, Int64)] = [:]
+          for thread in profile.threads {
+            for sample in thread.samples {
+              let key = profile.functionsOfStack(sample.stack).map { profile.functions[$0].name }.joined(separator: ";")
+              result[key, default: (0, 0)].0 += sample.count
+              result[key, default: (0, 0)].1 += sample.bytes
+            }
+          }
+          return result
+        }
+        let before = totals(a)
+        let after = totals(b)
+        #expect(!before.isEmpty)
+        var shrunk: [String] = []
+        for (stack, value) in before {
+          guard let later = after[stack], later.objects >= value.objects, later.bytes >= value.bytes else {
+            shrunk.append(stack)
+            continue
+          }
+        }
+        #expect(shrunk.isEmpty, "stacks that shrank or vanished: \(shrunk.prefix(3))")
+        let workerBefore = Self.bytes(a, containing: "testeeAllocate")
+        let workerAfter = Self.bytes(b, containing: "testeeAllocate")
+        #expect(workerAfter > workerBefore, "\(workerBefore) → \(workerAfter)")
+
+        // A window while continuous mode runs, and go tool pprof on a scrape.
+        let window = try Curl.get(testee, "/debug/pprof/allocs?seconds=0.5")
+        #expect(window.status == 200)
+        let file = scratch.path + "/allocs.pb.gz"
+        try second.body.write(to: URL(fileURLWithPath: file))
+        let top = try goPprof(["-sample_index=alloc_space", "-top", file], scratch: scratch.path)
+        #expect(top.status == 0, "\(top.error)")
+        #expect(top.output.contains("testeeAllocate"))
+      }
+    }
+  }
+}
