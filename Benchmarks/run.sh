@@ -3,12 +3,13 @@
 #   ./run.sh                 all scenarios
 #   ./run.sh yield wall-cost one or more of: yield wall-cost attribution symbolize encode
 #                            unwind-cost tables completeness soak idle overhead-http
+#                            alloc-overhead
 # Installs what it needs from Debian's packages (linux-perf for attribution).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize encode unwind-cost tables completeness soak idle overhead-http)
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize encode unwind-cost tables completeness soak idle overhead-http alloc-overhead)
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(uname -r), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 build_log=$(mktemp)
@@ -149,6 +150,33 @@ for scenario in "${scenarios[@]}"; do
         for (k = 1; k <= 4; k++) {
           v = order[k]; m = median(rps[v]); p = median(p99[v])
           printf "overhead-http variant=%s rps_median=%.0f ratio=%.3f p99_median=%.2fms p99_ratio=%.2f runs=%s\n", v, m, m / base, p, p / basep, rps[v]
+        }
+      }' "$results"
+    rm -f "$results"
+    ;;
+  alloc-overhead)
+    # Allocation loops (malloc/free and class instances): one process per
+    # variant, interleaved never after during always × 7 rounds, medians.
+    results=$(mktemp)
+    for round in 1 2 3 4 5 6 7; do
+      for variant in never after during always; do
+        "$bench" alloc-overhead "$variant" 2 >>"$results"
+      done
+    done
+    awk '
+      { split($3, fm, "="); split($4, fo, "="); split($5, fs, "=")
+        mal[$2] = mal[$2] " " fm[2]; obj[$2] = obj[$2] " " fo[2]; smp[$2] = smp[$2] " " fs[2] }
+      function median(list,   n, a, i, j, t) {
+        n = split(list, a, " ")
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+      }
+      END {
+        bm = median(mal["never"]); bo = median(obj["never"])
+        split("never after during always", order, " ")
+        for (k = 1; k <= 4; k++) {
+          v = order[k]; m = median(mal[v]); o = median(obj[v])
+          printf "alloc-overhead variant=%s malloc_ops_median=%.0f malloc_ratio=%.3f object_ops_median=%.0f object_ratio=%.3f samples_median=%s\n", v, m, m / bm, o, o / bo, median(smp[v])
         }
       }' "$results"
     rm -f "$results"

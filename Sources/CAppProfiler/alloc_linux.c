@@ -68,6 +68,7 @@ typedef struct cap_alloc_thread {
   uint32_t ignored;     // a profiler thread
   uint64_t stack_start; // the mapping that held this thread's stack when last looked up
   uint64_t stack_end;
+  int32_t tid;          // cached: a thread's id never changes (fork: see the atfork handler)
 } cap_alloc_thread;
 
 static __thread cap_alloc_thread t_alloc __attribute__((tls_model("initial-exec")));
@@ -230,7 +231,8 @@ static void cap_alloc_record(cap_alloc_thread *t, size_t size, uint64_t type, ui
     clock_gettime(CLOCK_MONOTONIC, &now);
     slot->header.timestamp_ns = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
     slot->header.weight = size;
-    slot->header.tid = (int32_t)syscall(SYS_gettid);
+    if (t->tid == 0) t->tid = (int32_t)syscall(SYS_gettid);
+    slot->header.tid = t->tid;
     slot->header.depth = (uint16_t)depth;
     slot->header.flags = flags;
     slot->header.object_type = type;
@@ -518,6 +520,7 @@ static void cap_alloc_atfork_child(void) {
     atomic_store(&g_alloc_installed, 0);
   }
   atomic_store(&cap_alloc_session.active, 0);
+  t_alloc.tid = 0;  // the child's only thread has a new id
 }
 
 // MARK: - Lifecycle

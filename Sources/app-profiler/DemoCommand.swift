@@ -68,7 +68,7 @@ struct DemoCommand: AsyncParsableCommand {
       let endpoint = try TargetResolver.resolve(String(record.pid), directory: directory, token: nil)
 
       var written: [String] = []
-      for mode in ["cpu", "wall"] {
+      for mode in ["cpu", "wall", "alloc"] {
         let answer = try Recorder.fetch(
           endpoint, "/profile?mode=\(mode)&duration=\(duration)&format=pprof", expectedSeconds: duration,
           label: "recording \(mode) profile")
@@ -80,7 +80,12 @@ struct DemoCommand: AsyncParsableCommand {
           written.append(path)
         }
         let top = TopFunctions(profile, idle: .exclude)
-        print("\(mode) profile: \(profile.totalCount) samples over \(profile.threads.count) threads (engine \(profile.engine))")
+        if mode == "alloc" {
+          let sampled = profile.threads.reduce(Int64(0)) { $0 + $1.samples.reduce(0) { $0 + $1.rawCount } }
+          print("alloc profile: \(TopFunctions.bytes(top.total)) allocated (estimated from \(sampled) samples, one per \(profile.intervalNanoseconds / 1024) KiB)")
+        } else {
+          print("\(mode) profile: \(profile.totalCount) samples over \(profile.threads.count) threads (engine \(profile.engine))")
+        }
         print(top.render(limit: 8))
         print("")
       }

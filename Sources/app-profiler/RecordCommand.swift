@@ -15,19 +15,20 @@ struct RecordCommand: AsyncParsableCommand {
 
       Example:
         app-profiler record 4242 --mode wall --duration 10 -o wall.html --open
+        app-profiler record 4242 --mode alloc --duration 10 -o allocs.pb.gz
       """)
 
   @Argument(help: "pid, socket path or http://host:port of the profiled process.")
   var target: String
 
-  @Option(help: "cpu, wall or alloc.")
+  @Option(help: "cpu, wall or alloc (object is the same as alloc).")
   var mode: String = "cpu"
 
   @Option(help: "Seconds to record (decimal).")
   var duration: Double = 10
 
-  @Option(help: "Sampling interval in microseconds (100 … 1000000).")
-  var interval: Int = 1000
+  @Option(help: "cpu/wall: microseconds between samples (100 … 1000000, default 1000). alloc: mean bytes between samples (1 … 1073741824, default: the server's, 524288).")
+  var interval: Int?
 
   @Option(help: "speedscope, pprof, collapsed or html (default: from -o, else speedscope).")
   var format: String?
@@ -62,7 +63,7 @@ struct RecordCommand: AsyncParsableCommand {
       let chosen = format.flatMap(OutputFormat.init(rawValue:)) ?? output.flatMap(OutputFormat.init(fileName:)) ?? .speedscope
       let stamp = Self.timestamp()
       let path = output ?? "\(target.allSatisfy(\.isNumber) ? target : "profile")-\(mode)-\(stamp).\(chosen.fileExtension)"
-      let query = "/profile?mode=\(mode)&duration=\(duration)&interval=\(interval)&format=\(chosen.rawValue)"
+      let query = "/profile?mode=\(mode)&duration=\(duration)\(interval.map { "&interval=\($0)" } ?? "")&format=\(chosen.rawValue)"
       let answer = try Recorder.fetch(endpoint, query, expectedSeconds: duration, label: "recording \(mode) profile of \(target)")
       try TargetResolver.check(answer)
       try ProfileFiles.write(answer.body, to: path)

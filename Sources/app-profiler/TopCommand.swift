@@ -29,7 +29,7 @@ struct TopCommand: AsyncParsableCommand {
   @Option(help: "Wall samples of blocked threads: exclude or include.")
   var idle: String = "exclude"
 
-  @Option(help: "When recording: cpu or wall.")
+  @Option(help: "When recording: cpu, wall or alloc.")
   var mode: String = "cpu"
 
   @Option(help: "When recording: seconds.")
@@ -42,6 +42,7 @@ struct TopCommand: AsyncParsableCommand {
     guard limit > 0 else { throw ValidationError("--limit must be positive") }
     guard TopFunctions.IdleSamples(rawValue: idle) != nil else { throw ValidationError("--idle must be exclude or include") }
     guard duration > 0, duration <= 86_400 else { throw ValidationError("--duration must be more than 0 and at most 86400 seconds") }
+    guard ["cpu", "wall", "alloc", "object"].contains(mode) else { throw ValidationError("--mode must be cpu, wall or alloc") }
   }
 
   func run() async throws {

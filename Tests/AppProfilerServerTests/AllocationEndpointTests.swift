@@ -125,3 +125,42 @@ extension ServerSuite {
     }
   }
 }
+
+extension ServerSuite {
+  /// Issue 7's outputs with their consumers: the CLI, the speedscope schema,
+  /// the HTML viewer in Chromium.
+  @Suite struct AllocationOutputs {
+    @Test func cliRecordTopAndTheViewer() throws {
+      let scratch = TemporaryDirectory()
+      defer { scratch.remove() }
+      try withTestee(arguments: ["--alloc-worker"]) { testee in
+        let env = ["APP_PROFILER_DIR": testee.directory]
+        let pid = String(testee.pid)
+        let json = scratch.path + "/alloc.speedscope.json"
+        let record = try cli(["record", pid, "--mode", "alloc", "--interval", "65536", "--duration", "1", "-o", json], environment: env)
+        #expect(record.status == 0, "\(record.error)")
+        let check = try run("python3", [repositoryRoot + "/Tests/Support/validate_speedscope.py", json])
+        #expect(check.status == 0, "\(check.output)\(check.error)")
+
+        let pprof = scratch.path + "/alloc.pb.gz"
+        #expect(try cli(["record", pid, "--mode", "object", "--duration", "1", "-o", pprof], environment: env).status == 0)
+        let top = try cli(["top", pprof, "--limit", "40"])
+        #expect(top.status == 0, "\(top.error)")
+        #expect(top.output.contains("self bytes") && top.output.contains("allocated Swift type"), "\(top.output)")
+        #expect(top.output.contains("TesteeObject") && top.output.contains("testeeAllocate"), "\(top.output)")
+        let live = try cli(["top", pid, "--mode", "alloc", "--duration", "0.5"], environment: env)
+        #expect(live.status == 0 && live.output.contains("alloc profile"), "\(live.output)\(live.error)")
+
+        // The HTML page: the bytes/objects switch is shown, the type has a block.
+        let page = try Curl.get(testee, "/profile?mode=alloc&duration=1&interval=65536&format=html")
+        #expect(page.status == 200)
+        let file = scratch.path + "/alloc.html"
+        try page.body.write(to: URL(fileURLWithPath: file))
+        let saved = try chromiumDump("file://" + file, scratch: scratch.path)
+        #expect(consoleErrors(saved.console).isEmpty, "\(consoleErrors(saved.console))")
+        #expect(saved.dom.contains("id=\"weightLabel\">"), "the bytes/objects switch is hidden")
+        #expect(saved.dom.contains("data-name=\"AppProfilerTestee.TesteeObject\""), "no block for the allocated type")
+      }
+    }
+  }
+}

@@ -69,8 +69,10 @@ extension SamplingSuite {
       await #expect(throws: ProfilerError.self) {
         _ = try await Profiler.shared.record(duration: .zero)
       }
+      var badRate = SessionOptions()
+      badRate.allocationSamplingRate = 0
       await #expect(throws: ProfilerError.self) {
-        _ = try await Profiler.shared.record(mode: .alloc, duration: .seconds(1))
+        _ = try await Profiler.shared.record(mode: .alloc, duration: .seconds(1), options: badRate)
       }
       #expect(!Profiler.shared.isBusy)
       let profile = try await Profiler.shared.record(mode: .wall, duration: .milliseconds(50))

@@ -30,8 +30,11 @@ case "http-server":
   try await benchHTTPServer()
 case "idle-server":
   try await benchIdleServer()
+case "alloc-overhead":
+  try await benchAllocOverhead(
+    variant: argument(1, "never"), seconds: Double(argument(2, "2"))!, rate: Int(argument(3, "524288"))!)
 case "symbolize":
   try await benchSymbolize(seconds: Double(argument(1, "1"))!)
 default:
-  print("usage: profiler-bench yield THREADS HZ SECONDS [auto|posix] | wall-cost THREADS HZ SECONDS | attribution SECONDS [READY_FILE] | symbolize SECONDS | encode | unwind-cost | tables | completeness")
+  print("usage: profiler-bench yield THREADS HZ SECONDS [auto|posix] | wall-cost THREADS HZ SECONDS | attribution SECONDS [READY_FILE] | symbolize SECONDS | alloc-overhead never|after|during|always SECONDS [RATE] | encode | unwind-cost | tables | completeness")
 }

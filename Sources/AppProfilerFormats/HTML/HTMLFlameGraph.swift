@@ -7,8 +7,9 @@
 /// icicle graph (root on top) from DOM blocks, one per frame wider than 0.1 %,
 /// with hover details, click-to-zoom, search, a thread selector ("all
 /// threads" or one) and an idle filter for wall profiles (samples ending in
-/// an `[idle]` frame). On the live page, `#record?mode=cpu&duration=5` in the
-/// URL records at once.
+/// an `[idle]` frame). Alloc profiles get a bytes/objects switch (objects
+/// come from the `x-app-profiler.objects` arrays our encoder writes). On the
+/// live page, `#record?mode=cpu&duration=5` in the URL records at once.
 public struct HTMLFlameGraphEncoder: Sendable {
   public var title: String?
 
@@ -38,9 +39,9 @@ public struct HTMLFlameGraphEncoder: Sendable {
     if liveForm {
       html += """
         <form id="record">
-        <label>mode <select name="mode"><option>cpu</option><option>wall</option></select></label>
+        <label>mode <select name="mode"><option>cpu</option><option>wall</option><option>alloc</option></select></label>
         <label>duration <input name="duration" value="5" size="4"> s</label>
-        <label>interval <input name="interval" value="1000" size="6"> µs</label>
+        <label>interval <input name="interval" value="1000" size="7"> <span id="intervalUnit">µs</span></label>
         <button type="submit">Record</button> <span id="recording"></span>
         </form>
         """
@@ -49,6 +50,7 @@ public struct HTMLFlameGraphEncoder: Sendable {
       <div id="controls">
       <label>thread <select id="thread"></select></label>
       <label><input type="checkbox" id="hideIdle"> hide idle</label>
+      <label id="weightLabel" hidden>weight <select id="weight"><option value="bytes">bytes</option><option value="objects">objects</option></select></label>
       <label>search <input id="search" placeholder="function name"></label>
       <button id="reset">reset zoom</button>
       <span id="matched"></span>
@@ -114,6 +116,8 @@ public struct HTMLFlameGraphEncoder: Sendable {
       const hideIdle = document.getElementById("hideIdle");
       const search = document.getElementById("search");
       const matched = document.getElementById("matched");
+      const weightSelect = document.getElementById("weight");
+      const weightLabel = document.getElementById("weightLabel");
       let file = null, root = null, zoom = null, unit = "nanoseconds";
 
       function format(value) {
@@ -127,6 +131,7 @@ public struct HTMLFlameGraphEncoder: Sendable {
           if (value >= 1e6) return (value / 1e6).toFixed(1) + " ms";
           return (value / 1e3).toFixed(0) + " µs";
         }
+        if (unit === "objects") return Math.round(value).toLocaleString("en-US") + " objects";
         return String(value);
       }
 
@@ -142,12 +147,15 @@ public struct HTMLFlameGraphEncoder: Sendable {
       function build() {
         const frames = file.shared.frames;
         const chosen = threadSelect.value;
+        const extension = file["x-app-profiler"] || {};
+        const objects = extension.objects && weightSelect.value === "objects" ? extension.objects : null;
         root = node("all");
         file.profiles.forEach(function (profile, index) {
           if (chosen !== "all" && String(index) !== chosen) return;
-          unit = profile.unit;
+          unit = objects ? "objects" : profile.unit;
+          const weights = objects && objects[index] ? objects[index] : profile.weights;
           for (let s = 0; s < profile.samples.length; s++) {
-            const stack = profile.samples[s], weight = profile.weights[s];
+            const stack = profile.samples[s], weight = weights[s];
             if (hideIdle.checked && stack.length && frames[stack[stack.length - 1]].name === "[idle]") continue;
             let current = root;
             current.total += weight;
@@ -226,6 +234,7 @@ public struct HTMLFlameGraphEncoder: Sendable {
 
       function show(data) {
         file = data;
+        weightLabel.hidden = !(data["x-app-profiler"] && data["x-app-profiler"].objects);
         threadSelect.textContent = "";
         const all = document.createElement("option");
         all.value = "all"; all.textContent = "all threads";
@@ -240,12 +249,19 @@ public struct HTMLFlameGraphEncoder: Sendable {
 
       threadSelect.addEventListener("change", build);
       hideIdle.addEventListener("change", build);
+      weightSelect.addEventListener("change", build);
       search.addEventListener("input", render);
       document.getElementById("reset").addEventListener("click", function () { zoom = root; render(); });
       window.addEventListener("resize", function () { if (root) render(); });
 
       const form = document.getElementById("record");
       if (form) {
+        // The interval is µs for cpu/wall and bytes between samples for alloc.
+        form.elements.mode.addEventListener("change", function () {
+          const alloc = form.elements.mode.value === "alloc";
+          document.getElementById("intervalUnit").textContent = alloc ? "bytes" : "µs";
+          form.elements.interval.value = alloc ? "524288" : "1000";
+        });
         form.addEventListener("submit", function (event) {
           event.preventDefault();
           const params = new URLSearchParams(new FormData(form));
@@ -260,6 +276,7 @@ public struct HTMLFlameGraphEncoder: Sendable {
         // /#record?mode=cpu&duration=5 fills the form and records at once.
         if (location.hash.startsWith("#record")) {
           const params = new URLSearchParams(location.hash.slice(location.hash.indexOf("?") + 1));
+          if (params.get("mode") === "alloc") { form.elements.mode.value = "alloc"; form.elements.mode.dispatchEvent(new Event("change")); }
           params.forEach(function (value, key) { if (form.elements[key]) form.elements[key].value = value; });
           form.requestSubmit();
         }

@@ -29,6 +29,8 @@ public struct SpeedscopeEncoder: Sendable {
       var stacks: [[Int]]
       var weights: [UInt64]
       var total: UInt64
+      /// Alloc mode: estimated objects, parallel to `weights` (bytes).
+      var objects: [Int64] = []
     }
     var outputs: [ThreadOutput] = []
     let unitWeight = profile.mode == .alloc ? 1 : profile.intervalNanoseconds
@@ -46,6 +48,7 @@ public struct SpeedscopeEncoder: Sendable {
           profile.mode == .alloc ? UInt64(max(sample.bytes, 0)) : UInt64(max(sample.count, 0)) * unitWeight
         if let previousKey, previousKey.0 == sample.stack, previousKey.1 == sample.isIdle {
           output.weights[output.weights.count - 1] += weight
+          if profile.mode == .alloc { output.objects[output.objects.count - 1] += sample.count }
           output.total += weight
           continue
         }
@@ -59,6 +62,7 @@ public struct SpeedscopeEncoder: Sendable {
         if sample.isIdle { stack.append(frames.idleFrame()) }
         output.stacks.append(stack)
         output.weights.append(weight)
+        if profile.mode == .alloc { output.objects.append(sample.count) }
         output.total += weight
         previousKey = (sample.stack, sample.isIdle)
       }
@@ -79,6 +83,18 @@ public struct SpeedscopeEncoder: Sendable {
     writer.field("intervalNanoseconds", profile.intervalNanoseconds)
     writer.field("startTimeNanoseconds", profile.startTimeNanoseconds)
     writer.field("durationNanoseconds", profile.durationNanoseconds)
+    if profile.mode == .alloc {
+      // Estimated objects per sample of each profile (weights are bytes):
+      // the HTML viewer's bytes/objects toggle.
+      writer.key("objects")
+      writer.beginArray()
+      for output in outputs {
+        writer.beginArray()
+        for count in output.objects { writer.integer(count) }
+        writer.endArray()
+      }
+      writer.endArray()
+    }
     writer.endObject()
     writer.key("shared")
     writer.beginObject()

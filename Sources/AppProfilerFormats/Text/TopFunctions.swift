@@ -1,12 +1,24 @@
 /// The hottest functions of a profile, like `go tool pprof -top`:
 /// *self* counts samples where the function is the leaf, *total* counts
 /// samples where it appears anywhere on the stack (once per sample, however
-/// often it recurses).
+/// often it recurses). In alloc profiles the counts are estimated bytes,
+/// *self* goes to the function that called the allocator, and the allocated
+/// Swift types (the leaf frames naming them) are listed apart in ``types``.
 public struct TopFunctions: Sendable {
   public struct Entry: Sendable, Hashable {
     public var name: String
     public var selfCount: Int64
     public var totalCount: Int64
+    /// Alloc mode: estimated objects where the function is self / anywhere.
+    public var selfObjects: Int64 = 0
+    public var totalObjects: Int64 = 0
+  }
+
+  /// Alloc mode: an allocated Swift type.
+  public struct TypeEntry: Sendable, Hashable {
+    public var name: String
+    public var bytes: Int64
+    public var objects: Int64
   }
 
   /// What to do with wall samples of blocked threads.
@@ -16,6 +28,8 @@ public struct TopFunctions: Sendable {
   }
 
   public private(set) var entries: [Entry]
+  /// Alloc mode: allocated types, most bytes first.
+  public private(set) var types: [TypeEntry] = []
   /// Sum of the counts considered.
   public private(set) var total: Int64
   public let unit: String
@@ -25,26 +39,58 @@ public struct TopFunctions: Sendable {
   ///   - thread: only this thread id; nil for all threads.
   ///   - idle: wall profiles only; `.exclude` leaves out samples of blocked threads.
   public init(_ profile: Profile, thread: Int32? = nil, idle: IdleSamples = .include) {
-    var selfCounts: [String: Int64] = [:]
-    var totalCounts: [String: Int64] = [:]
+    var selfCounts: [String: (Int64, Int64)] = [:]
+    var totalCounts: [String: (Int64, Int64)] = [:]
+    var typeCounts: [String: (Int64, Int64)] = [:]
     var total: Int64 = 0
-    var namesOfStack: [Int: [String]] = [:]
+    var namesOfStack: [Int: (names: [String], type: String?)] = [:]
+    let alloc = profile.mode == .alloc
     for threadSamples in profile.threads where thread == nil || threadSamples.id == thread {
       for sample in threadSamples.samples {
         if idle == .exclude && sample.isIdle { continue }
-        let weight = profile.mode == .alloc ? sample.bytes : sample.count
+        let weight = alloc ? sample.bytes : sample.count
+        let objects = alloc ? sample.count : 0
         total += weight
-        let names = namesOfStack[sample.stack] ?? Self.names(profile, sample.stack)
-        namesOfStack[sample.stack] = names
-        if let leaf = names.last { selfCounts[leaf, default: 0] += weight }
-        for name in Set(names) { totalCounts[name, default: 0] += weight }
+        let resolved = namesOfStack[sample.stack] ?? Self.namesAndType(profile, sample.stack)
+        namesOfStack[sample.stack] = resolved
+        if let leaf = resolved.names.last {
+          selfCounts[leaf, default: (0, 0)].0 += weight
+          selfCounts[leaf, default: (0, 0)].1 += objects
+        }
+        for name in Set(resolved.names) {
+          totalCounts[name, default: (0, 0)].0 += weight
+          totalCounts[name, default: (0, 0)].1 += objects
+        }
+        if let type = resolved.type {
+          typeCounts[type, default: (0, 0)].0 += weight
+          typeCounts[type, default: (0, 0)].1 += objects
+        }
       }
     }
-    entries = totalCounts.map { Entry(name: $0.key, selfCount: selfCounts[$0.key] ?? 0, totalCount: $0.value) }
-      .sorted { ($0.selfCount, $0.totalCount, $1.name) > ($1.selfCount, $1.totalCount, $0.name) }
+    entries = totalCounts.map {
+      Entry(
+        name: $0.key, selfCount: selfCounts[$0.key]?.0 ?? 0, totalCount: $0.value.0,
+        selfObjects: selfCounts[$0.key]?.1 ?? 0, totalObjects: $0.value.1)
+    }
+    .sorted { ($0.selfCount, $0.totalCount, $1.name) > ($1.selfCount, $1.totalCount, $0.name) }
+    types = typeCounts.map { TypeEntry(name: $0.key, bytes: $0.value.0, objects: $0.value.1) }
+      .sorted { ($0.bytes, $0.objects, $1.name) > ($1.bytes, $1.objects, $0.name) }
     self.total = total
     self.unit = profile.mode == .alloc ? "bytes" : "samples"
     self.nanosecondsPerCount = profile.intervalNanoseconds
+  }
+
+  /// Names of a stack root first, without an allocated type's leaf frame,
+  /// and that type.
+  static func namesAndType(_ profile: Profile, _ stack: Int) -> (names: [String], type: String?) {
+    var names = names(profile, stack)
+    if let leaf = profile.stacks[stack].first, let line = profile.locations[leaf].lines.first,
+      profile.functions[line.function].isAllocatedType
+    {
+      names.removeLast()
+      return (names, profile.functions[line.function].name)
+    }
+    return (names, nil)
   }
 
   /// Names of a stack root first; unsymbolized frames as `image+0xoffset`.
@@ -69,14 +115,43 @@ public struct TopFunctions: Sendable {
       let text = "\(tenths / 10).\(tenths % 10)%"
       return String(repeating: " ", count: max(0, 6 - text.count)) + text
     }
-    func pad(_ value: Int64, _ width: Int) -> String {
-      let text = String(value)
+    func pad(_ value: Int64, _ width: Int) -> String { pad(String(value), width) }
+    func pad(_ text: String, _ width: Int) -> String {
       return String(repeating: " ", count: max(0, width - text.count)) + text
     }
-    var lines = ["  self%   total%  \(unit == "bytes" ? "   self bytes" : " self samples")  function"]
+    if unit == "bytes" {
+      var lines = ["  self%   total%    self bytes  self objects  function (self: called the allocator)"]
+      for entry in entries.prefix(limit) {
+        lines.append(
+          "  \(percent(entry.selfCount))   \(percent(entry.totalCount))  \(pad(Self.bytes(entry.selfCount), 12))  \(pad(entry.selfObjects, 12))  \(entry.name)")
+      }
+      if !types.isEmpty {
+        lines.append("")
+        lines.append("  bytes%         bytes       objects  allocated Swift type")
+        for type in types.prefix(limit) {
+          lines.append("  \(percent(type.bytes))  \(pad(Self.bytes(type.bytes), 12))  \(pad(type.objects, 12))  \(type.name)")
+        }
+      }
+      return lines.joined(separator: "\n")
+    }
+    var lines = ["  self%   total%   self samples  function"]
     for entry in entries.prefix(limit) {
       lines.append("  \(percent(entry.selfCount))   \(percent(entry.totalCount))  \(pad(entry.selfCount, 13))  \(entry.name)")
     }
     return lines.joined(separator: "\n")
+  }
+
+  /// 1536 → "1.5 KiB".
+  public static func bytes(_ value: Int64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var amount = Double(value)
+    var index = 0
+    while abs(amount) >= 1024 && index < units.count - 1 {
+      amount /= 1024
+      index += 1
+    }
+    if index == 0 { return "\(value) B" }
+    let tenths = (amount * 10).rounded() / 10
+    return "\(tenths) \(units[index])"
   }
 }
