@@ -1,4 +1,5 @@
 import AppProfiler
+import Foundation
 import Logging
 import NIOHTTP1
 import Synchronization
@@ -94,6 +95,24 @@ final class ProfileCoordinator: Sendable {
     case .failure(let box): return box.response
     case .success(let profile): return Self.encode(profile, as: request.format)
     }
+  }
+
+  /// `GET /profiles/<name>`: a file of the per-request profile store.
+  func storedProfile(name: String) -> HTTPResponse {
+    guard let store = configuration.requestProfiling.store, !store.isEmpty else {
+      return .error(.notFound, "no profile store is configured (requestProfiling.store, APP_PROFILER_PROFILE_STORE)")
+    }
+    guard RequestProfiler.isStoredName(name) else {
+      return .error(.notFound, "no stored profile named '\(name)'")
+    }
+    let path = (store as NSString).appendingPathComponent(name)
+    guard let data = FileManager.default.contents(atPath: path) else {
+      return .error(.notFound, "no stored profile named '\(name)' in \(store)")
+    }
+    let type =
+      name.hasSuffix(".html") ? "text/html; charset=utf-8" : name.hasSuffix(".json") ? "application/json" : "application/octet-stream"
+    return HTTPResponse(
+      status: .ok, headers: [("Content-Type", type), ("Content-Disposition", "inline; filename=\"\(name)\"")], body: [UInt8](data))
   }
 
   /// `GET /debug/pprof/allocs` without `seconds`: the continuous totals, or

@@ -50,6 +50,9 @@ public final class ProfileServer: Service, Sendable {
   }
 
   public let configuration: ProfileServerConfiguration
+  /// ``configuration`` with the `APP_PROFILER_*` variables applied (the
+  /// configuration itself when they are invalid; starting then fails).
+  public let effectiveConfiguration: ProfileServerConfiguration
   private let logger: Logger
   private let state = Mutex<State>(.idle)
   private let environment: [String: String]
@@ -81,6 +84,7 @@ public final class ProfileServer: Service, Sendable {
     logger: Logger = Logger(label: "app-profiler")
   ) {
     self.configuration = configuration
+    self.effectiveConfiguration = (try? configuration.applyingEnvironment(environment)) ?? configuration
     self.environment = environment
     self.logger = logger
   }

@@ -45,6 +45,9 @@ public struct ProfileServerConfiguration: Sendable, Hashable {
   /// through a wrapper for the life of the process (see BENCHMARKS.md for
   /// the cost), which nobody should pay without asking.
   public var continuousAllocationSampling: Bool = false
+  /// Per-request profiling by the framework middlewares (off by default),
+  /// and the store whose files `/profiles/<name>` serves.
+  public var requestProfiling: RequestProfilingConfiguration = RequestProfilingConfiguration()
 
   public init() {}
 

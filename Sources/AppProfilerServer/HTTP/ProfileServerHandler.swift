@@ -158,6 +158,8 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
       }
     case .pprofSymbol:
       send(context: context, coordinator.symbol(body: nil), headOnly: headOnly)
+    case .storedProfile:
+      send(context: context, coordinator.storedProfile(name: String(query.path.dropFirst("/profiles/".count))), headOnly: headOnly)
     case .pprofThreads:
       let debug = query.value("debug") ?? "0"
       if let unknown = query.parameters.first(where: { $0.name != "debug" }) {

@@ -11,6 +11,7 @@ struct Route: Sendable {
     case pprofAllocs
     case pprofThreads
     case pprofSymbol
+    case storedProfile
   }
 
   var path: String
@@ -36,6 +37,10 @@ enum Routes {
       path: "/threads", endpoint: .threads,
       summary: "every thread's stack right now (text; format=json for JSON)",
       example: "/threads"),
+    Route(
+      path: "/profiles/", endpoint: .storedProfile,
+      summary: "/profiles/<name>: a per-request profile stored by the middleware (requestProfiling.store)",
+      example: "/profiles/"),
     Route(
       path: "/debug/pprof/", endpoint: .pprofIndex,
       summary: "index of the pprof endpoints (net/http/pprof style)",
@@ -65,6 +70,7 @@ enum Routes {
 
   static func match(_ path: String) -> Route? {
     if path == "/debug/pprof" { return all.first { $0.endpoint == .pprofIndex } }
+    if path.hasPrefix("/profiles/") { return all.first { $0.endpoint == .storedProfile } }
     return all.first { $0.path == path }
   }
 }

@@ -1,0 +1,256 @@
+import AppProfiler
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Per-request profiling, as the framework middlewares use it
+/// (`AppProfilerHummingbird`, `AppProfilerVapor`): a request that carries
+/// `?profile=cpu|wall|alloc` (or the header `X-Profile: <mode>`) is handled
+/// normally while a session runs for exactly its lifetime; the response then
+/// carries the profile instead of its body, or — with ``store`` set — its
+/// normal body plus `X-Profile-Path` (and `X-Profile-URL`) naming the stored
+/// file, which the profile server serves under `/profiles/<name>`.
+///
+/// The session covers the whole process while the request runs: concurrent
+/// requests and background work are in the profile too. Off by default, and
+/// by default honoured only for loopback clients: a profile is an
+/// information leak and costs CPU.
+public struct RequestProfilingConfiguration: Sendable, Hashable {
+  /// Whether the middleware looks at requests at all. `APP_PROFILER_REQUEST_PROFILING=1`.
+  public var enabled: Bool = false
+  /// Query parameter naming the mode.
+  public var queryParameter: String = "profile"
+  /// Header naming the mode (when the query parameter is absent).
+  public var header: String = "X-Profile"
+  /// Query parameter for the output format: `html` (default), `speedscope`, `pprof`.
+  public var formatParameter: String = "profile_format"
+  /// Query parameter for the interval: µs for cpu/wall, bytes for alloc.
+  public var intervalParameter: String = "profile_interval"
+  public var defaultFormat: RequestProfileFormat = .html
+  /// Only loopback clients may ask (default). A client whose address the
+  /// framework does not report counts as not loopback.
+  public var loopbackOnly: Bool = true
+  /// Directory to store profiles in; the response keeps its body and gets
+  /// `X-Profile-Path`. `APP_PROFILER_PROFILE_STORE`.
+  public var store: String? = nil
+
+  public init() {}
+}
+
+/// Output of a per-request profile.
+public enum RequestProfileFormat: String, Sendable, Hashable, CaseIterable {
+  case html
+  case speedscope
+  case pprof
+
+  var contentType: String {
+    switch self {
+    case .html: return "text/html; charset=utf-8"
+    case .speedscope: return "application/json"
+    case .pprof: return "application/octet-stream"
+    }
+  }
+
+  var fileExtension: String {
+    switch self {
+    case .html: return "html"
+    case .speedscope: return "speedscope.json"
+    case .pprof: return "pb.gz"
+    }
+  }
+}
+
+/// Decides whether a request is profiled and runs it under a session.
+public struct RequestProfiler: Sendable {
+  public let configuration: RequestProfilingConfiguration
+  /// The profile server, for `X-Profile-URL` (TCP transport) and sessions' options.
+  private let server: ProfileServer?
+  private let sessionOptions: SessionOptions
+
+  /// Uses the server's configuration (after `APP_PROFILER_*` variables).
+  public init(server: ProfileServer) {
+    let effective = server.effectiveConfiguration
+    self.configuration = effective.requestProfiling
+    self.sessionOptions = effective.sessionOptions
+    self.server = server
+  }
+
+  public init(configuration: RequestProfilingConfiguration, sessionOptions: SessionOptions = SessionOptions()) {
+    self.configuration = configuration
+    self.sessionOptions = sessionOptions
+    self.server = nil
+  }
+
+  /// What to do with one request.
+  public enum Decision: Sendable, Equatable {
+    /// Serve it normally.
+    case none
+    /// Profile it.
+    case profile(Plan)
+    /// It asked for a profile the middleware cannot give (bad mode, format
+    /// or interval): serve it normally with `X-Profile-Status: 400 …`.
+    case invalid(String)
+  }
+
+  public struct Plan: Sendable, Equatable {
+    public var mode: Profile.Mode
+    public var format: RequestProfileFormat
+    /// µs (cpu, wall) or bytes (alloc); nil: the defaults.
+    public var interval: Int?
+  }
+
+  /// - Parameters:
+  ///   - target: the request target (path and query), as received.
+  ///   - header: the value of ``RequestProfilingConfiguration/header``, if any.
+  ///   - clientIsLoopback: whether the client connected from 127.0.0.0/8 or
+  ///     ::1; nil when the framework does not know.
+  public func decide(target: String, header: String?, clientIsLoopback: Bool?) -> Decision {
+    guard configuration.enabled else { return .none }
+    let query = (try? HTTPQuery(target: target))?.parameters ?? []
+    func value(_ name: String) -> String? { query.last { $0.name == name }?.value }
+    guard let modeText = value(configuration.queryParameter) ?? header, !modeText.isEmpty else { return .none }
+    if configuration.loopbackOnly && clientIsLoopback != true { return .none }
+    let mode: Profile.Mode
+    switch modeText.lowercased() {
+    case "cpu": mode = .cpu
+    case "wall": mode = .wall
+    case "alloc", "object": mode = .alloc
+    default: return .invalid("invalid \(configuration.queryParameter)='\(modeText)': allowed cpu, wall, alloc")
+    }
+    var format = configuration.defaultFormat
+    if let formatText = value(configuration.formatParameter) {
+      guard let chosen = RequestProfileFormat(rawValue: formatText) else {
+        return .invalid("invalid \(configuration.formatParameter)='\(formatText)': allowed html, speedscope, pprof")
+      }
+      format = chosen
+    }
+    var interval: Int? = nil
+    if let intervalText = value(configuration.intervalParameter) {
+      let allowed = mode == .alloc ? SessionOptions.allowedAllocationSamplingRates : 100...1_000_000
+      guard let number = Int(intervalText), allowed.contains(number) else {
+        return .invalid(
+          "invalid \(configuration.intervalParameter)='\(intervalText)': allowed \(allowed.lowerBound) ... \(allowed.upperBound) \(mode == .alloc ? "bytes" : "µs")")
+      }
+      interval = number
+    }
+    return .profile(Plan(mode: mode, format: format, interval: interval))
+  }
+
+  /// What became of the profile.
+  public enum Outcome: Sendable {
+    /// Replace the response with this profile.
+    case profile(body: [UInt8], contentType: String, fileName: String)
+    /// Keep the response; add `X-Profile-Path` (and `X-Profile-URL`).
+    case stored(path: String, url: String?)
+    /// Another profile was running: keep the response, add `X-Profile-Status: 409 …`.
+    case busy
+    /// Profiling failed: keep the response, add `X-Profile-Status: 503 …`.
+    case failed(String)
+  }
+
+  /// Runs `handler` inside a session of `plan.mode` and returns its result
+  /// with what became of the profile. The handler's errors pass through
+  /// (the session is cancelled).
+  public func run<Result: Sendable>(
+    _ plan: Plan, _ handler: () async throws -> Result
+  ) async throws -> (Result, Outcome) {
+    var options = sessionOptions
+    var interval: Duration = .milliseconds(1)
+    if let value = plan.interval {
+      if plan.mode == .alloc { options.allocationSamplingRate = value } else { interval = .microseconds(value) }
+    }
+    let session: ProfilingSession
+    do {
+      session = try Profiler.shared.start(mode: plan.mode, interval: interval, options: options)
+    } catch ProfilerError.busy {
+      return (try await handler(), .busy)
+    } catch {
+      return (try await handler(), .failed("\(error)"))
+    }
+    let result: Result
+    do {
+      result = try await handler()
+    } catch {
+      session.cancel()
+      throw error
+    }
+    let profile: Profile
+    do {
+      profile = try await session.stop()
+    } catch {
+      return (result, .failed("\(error)"))
+    }
+    let body: [UInt8]
+    switch plan.format {
+    case .html: body = HTMLFlameGraphEncoder(title: "\(plan.mode.rawValue) profile of one request").encode(profile)
+    case .speedscope: body = SpeedscopeEncoder(name: "\(plan.mode.rawValue) profile of one request").encode(profile)
+    case .pprof: body = PprofEncoder().encode(profile)
+    }
+    let name = Self.nextFileName(mode: plan.mode, format: plan.format)
+    guard let store = configuration.store, !store.isEmpty else {
+      return (result, .profile(body: body, contentType: plan.format.contentType, fileName: name))
+    }
+    do {
+      let path = try Self.write(body, name: name, directory: store)
+      var url: String? = nil
+      if let address = server?.address, address.transport == "tcp" { url = address.url + "/profiles/" + name }
+      return (result, .stored(path: path, url: url))
+    } catch {
+      return (result, .failed("cannot store the profile in \(store): \(error)"))
+    }
+  }
+
+  // MARK: Stored files
+
+  private static let sequence = Atomic<Int>(0)
+
+  static func nextFileName(mode: Profile.Mode, format: RequestProfileFormat) -> String {
+    let milliseconds = Int(Date().timeIntervalSince1970 * 1000)
+    let number = sequence.add(1, ordering: .relaxed).newValue
+    return "request-\(mode.rawValue)-\(getpid())-\(milliseconds)-\(number).\(format.fileExtension)"
+  }
+
+  /// Writes with mode 0600 into `directory` (created 0700 when missing).
+  static func write(_ bytes: [UInt8], name: String, directory: String) throws -> String {
+    if !FileManager.default.fileExists(atPath: directory) {
+      try FileManager.default.createDirectory(
+        atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    }
+    let path = (directory as NSString).appendingPathComponent(name)
+    guard FileManager.default.createFile(atPath: path, contents: Data(bytes), attributes: [.posixPermissions: 0o600]) else {
+      throw CocoaError(.fileWriteUnknown)
+    }
+    return path
+  }
+
+  /// A stored profile's file name as `/profiles/<name>` accepts it: our own
+  /// names only (no path separators, no dot files).
+  static func isStoredName(_ name: String) -> Bool {
+    name.hasPrefix("request-") && !name.contains("/") && !name.contains("..")
+      && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "." || $0 == "_") }
+  }
+}
+
+extension RequestProfiler.Outcome {
+  /// Headers to add to the normal response (stored, busy, failed).
+  public var headers: [(String, String)] {
+    switch self {
+    case .profile: return [("X-Profile-Status", "200 profile in the body")]
+    case .stored(let path, let url):
+      var result = [("X-Profile-Status", "200 stored"), ("X-Profile-Path", path)]
+      if let url { result.append(("X-Profile-URL", url)) }
+      return result
+    case .busy: return [("X-Profile-Status", "409 another profile is running in this process; the request was not profiled")]
+    case .failed(let message): return [("X-Profile-Status", "503 \(message)")]
+    }
+  }
+}
+
+/// True for 127.0.0.0/8, ::1 and IPv4-mapped loopback addresses.
+public func isLoopbackAddress(_ address: String?) -> Bool {
+  guard let address else { return false }
+  return address.hasPrefix("127.") || address == "::1" || address.hasPrefix("::ffff:127.")
+}
