@@ -3,13 +3,13 @@
 #   ./run.sh                 all scenarios
 #   ./run.sh yield wall-cost one or more of: yield wall-cost attribution symbolize encode
 #                            unwind-cost tables completeness soak idle overhead-http
-#                            alloc-overhead
+#                            alloc-overhead middleware-latency
 # Installs what it needs from Debian's packages (linux-perf for attribution).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize encode unwind-cost tables completeness soak idle overhead-http alloc-overhead)
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize encode unwind-cost tables completeness soak idle overhead-http alloc-overhead middleware-latency)
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(uname -r), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 build_log=$(mktemp)
@@ -177,6 +177,47 @@ for scenario in "${scenarios[@]}"; do
         for (k = 1; k <= 4; k++) {
           v = order[k]; m = median(mal[v]); o = median(obj[v])
           printf "alloc-overhead variant=%s malloc_ops_median=%.0f malloc_ratio=%.3f object_ops_median=%.0f object_ratio=%.3f samples_median=%s\n", v, m, m / bm, o, o / bo, median(smp[v])
+        }
+      }' "$results"
+    rm -f "$results"
+    ;;
+  middleware-latency)
+    # The Hummingbird example app (release) under wrk on GET / (a tiny
+    # route): with the per-request profiling middleware installed but no
+    # profile asked for, vs. without it; A B × 5 rounds × 10 s, medians.
+    command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+    hb=../Integrations/AppProfilerHummingbird
+    swift build -c release --package-path "$hb" --scratch-path ../.build-integration-hummingbird-release --product HummingbirdExample >/dev/null
+    example=../.build-integration-hummingbird-release/release/HummingbirdExample
+    results=$(mktemp)
+    dir=$(mktemp -d)
+    for round in 1 2 3 4 5; do
+      for variant in without with; do
+        flag=""; [ "$variant" = without ] && flag="--no-middleware"
+        APP_PROFILER_DIR="$dir" "$example" 18089 $flag >/dev/null 2>&1 &
+        app=$!
+        for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:18089/ && break; sleep 0.1; done
+        out=$(wrk -t2 -c4 -d10s --latency http://127.0.0.1:18089/ 2>&1)
+        kill -TERM "$app"; wait "$app" 2>/dev/null || true
+        rps=$(echo "$out" | awk '/Requests\/sec/ { print $2 }')
+        p99=$(echo "$out" | awk '$1 == "99%" { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v = v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v = v * 1000 } print v }')
+        echo "$variant $rps $p99" >>"$results"
+      done
+    done
+    rm -rf "$dir"
+    awk '
+      { rps[$1] = rps[$1] " " $2; p99[$1] = p99[$1] " " $3 }
+      function median(list,   n, a, i, j, t) {
+        n = split(list, a, " ")
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+      }
+      END {
+        b = median(rps["without"]); bp = median(p99["without"])
+        split("without with", order, " ")
+        for (k = 1; k <= 2; k++) {
+          v = order[k]; m = median(rps[v]); p = median(p99[v])
+          printf "middleware-latency variant=%s rps_median=%.0f ratio=%.3f p99_median=%.3fms p99_ratio=%.2f runs=%s\n", v, m, m / b, p, p / bp, rps[v]
         }
       }' "$results"
     rm -f "$results"

@@ -14,11 +14,11 @@ public enum HummingbirdExample {
   /// The README's example: the profile server as one of the app's services,
   /// and the per-request middleware.
   public static func makeApplication(
-    host: String = "127.0.0.1", port: Int = 8080, profiler: ProfileServer,
+    host: String = "127.0.0.1", port: Int = 8080, profiler: ProfileServer, profilingMiddleware: Bool = true,
     onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
   ) -> some ApplicationProtocol {
     let router = Router(context: ProfilingRequestContext.self)
-    router.add(middleware: ProfilingMiddleware(server: profiler))
+    if profilingMiddleware { router.add(middleware: ProfilingMiddleware(server: profiler)) }
     router.get("/") { _, _ in "hello\n" }
     router.get("/slow") { _, _ in "slow \(exampleHotFunction(milliseconds: 150))\n" }
     router.get("/wait") { _, _ in

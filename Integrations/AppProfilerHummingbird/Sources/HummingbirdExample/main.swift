@@ -2,8 +2,12 @@ import AppProfilerHummingbird
 import Foundation
 import Hummingbird
 
-// swift run HummingbirdExample [port]
-let port = CommandLine.arguments.dropFirst().first.flatMap(Int.init) ?? 8080
+// swift run HummingbirdExample [port] [--no-middleware]
+// (--no-middleware: without the per-request profiling middleware, for the
+// latency benchmark in Benchmarks/run.sh middleware-latency)
+let arguments = CommandLine.arguments.dropFirst()
+let port = arguments.first.flatMap(Int.init) ?? 8080
 let profiler = ProfileServer()
-let app = HummingbirdExample.makeApplication(port: port, profiler: profiler)
+let app = HummingbirdExample.makeApplication(
+  port: port, profiler: profiler, profilingMiddleware: !arguments.contains("--no-middleware"))
 try await app.runService()

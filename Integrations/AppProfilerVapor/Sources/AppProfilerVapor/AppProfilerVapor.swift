@@ -1,0 +1,136 @@
+@_exported import AppProfilerServer
+import NIOConcurrencyHelpers
+import Vapor
+
+extension Application {
+  /// The profile server of this application: `app.profiler.enable()` in
+  /// `configure(_:)` starts it after boot and stops it on shutdown.
+  public var profiler: ProfilerIntegration { ProfilerIntegration(application: self) }
+
+  /// `app.profiler`.
+  public struct ProfilerIntegration: Sendable {
+    let application: Application
+
+    struct Key: StorageKey {
+      typealias Value = ProfileServer
+    }
+
+    /// Creates the profile server (`APP_PROFILER_*` variables apply on top of
+    /// `configuration`) and registers it with the application's lifecycle:
+    /// it listens once the application has booted and stops (removing its
+    /// socket and discovery record) when the application shuts down. Calling
+    /// it again does nothing.
+    @discardableResult
+    public func enable(_ configuration: ProfileServerConfiguration = ProfileServerConfiguration()) -> ProfileServer {
+      if let existing = application.storage[Key.self] { return existing }
+      let server = ProfileServer(configuration: configuration, logger: application.logger)
+      application.storage[Key.self] = server
+      application.lifecycle.use(ProfileServerLifecycle(server: server))
+      return server
+    }
+
+    /// The server, once ``enable(_:)`` ran.
+    public var server: ProfileServer? { application.storage[Key.self] }
+
+    /// The per-request profiling middleware for this application's server
+    /// (enables the server with the default configuration if needed):
+    /// `app.middleware.use(app.profiler.middleware)`.
+    public var middleware: ProfilingMiddleware { ProfilingMiddleware(server: server ?? enable()) }
+  }
+}
+
+/// Starts the profile server after boot, stops it on shutdown.
+struct ProfileServerLifecycle: LifecycleHandler {
+  let server: ProfileServer
+
+  func didBootAsync(_ application: Application) async throws {
+    try await server.startListening()
+  }
+
+  func shutdownAsync(_ application: Application) async {
+    await server.stop()
+  }
+
+  // Applications started without async (`Application(_:)` + `run()`).
+  func didBoot(_ application: Application) throws {
+    let server = self.server
+    let logger = application.logger
+    Task {
+      do { try await server.startListening() } catch { logger.error("app-profiler did not start: \(error)") }
+    }
+  }
+
+  func shutdown(_ application: Application) {
+    let server = self.server
+    let done = NIOLockedValueBox(false)
+    Task {
+      await server.stop()
+      done.withLockedValue { $0 = true }
+    }
+    // Sync shutdown: wait a little for the socket and record to be removed.
+    for _ in 0..<200 where !done.withLockedValue({ $0 }) { usleep(10_000) }
+  }
+}
+
+/// Per-request profiling for Vapor 4: a request with `?profile=cpu`
+/// (`wall`, `alloc`) or `X-Profile: cpu` is handled normally while a session
+/// runs for its lifetime; the response then carries the profile
+/// (`profile_format=html|speedscope|pprof`, default html) — or, with a store
+/// configured, its normal body plus `X-Profile-Path`. Off unless
+/// `requestProfiling.enabled` (`APP_PROFILER_REQUEST_PROFILING=1`); loopback
+/// clients only by default. The session covers the whole process.
+public struct ProfilingMiddleware: AsyncMiddleware {
+  public let profiler: RequestProfiler
+
+  public init(server: ProfileServer) {
+    self.profiler = RequestProfiler(server: server)
+  }
+
+  public init(configuration: RequestProfilingConfiguration) {
+    self.profiler = RequestProfiler(configuration: configuration)
+  }
+
+  public func respond(to request: Request, chainingTo next: any AsyncResponder) async throws -> Response {
+    guard profiler.configuration.enabled else { return try await next.respond(to: request) }
+    let loopback: Bool? = request.remoteAddress.map { address in
+      if case .unixDomainSocket = address { return true }
+      return isLoopbackAddress(address.ipAddress)
+    }
+    let decision = profiler.decide(
+      target: request.url.string, header: request.headers.first(name: profiler.configuration.header),
+      clientIsLoopback: loopback)
+    switch decision {
+    case .none:
+      return try await next.respond(to: request)
+    case .invalid(let message):
+      let response = try await next.respond(to: request)
+      response.headers.replaceOrAdd(name: "X-Profile-Status", value: "400 \(message)")
+      return response
+    case .profile(let plan):
+      let replaceBody = profiler.configuration.store == nil
+      let (response, outcome) = try await profiler.run(plan) { () async throws -> Response in
+        let response = try await next.respond(to: request)
+        if replaceBody {
+          // Produce a streamed body now, inside the session; kept for the
+          // case the profile could not be taken (busy, failed).
+          if let collected = try await response.body.collect(on: request.eventLoop).get() {
+            response.body = Response.Body(buffer: collected)
+          }
+        }
+        return response
+      }
+      switch outcome {
+      case .profile(let body, let contentType, let fileName):
+        let profiled = Response(status: .ok, body: Response.Body(buffer: ByteBuffer(bytes: body)))
+        profiled.headers.replaceOrAdd(name: .contentType, value: contentType)
+        profiled.headers.replaceOrAdd(name: .contentDisposition, value: "inline; filename=\"\(fileName)\"")
+        profiled.headers.replaceOrAdd(name: "X-Profile-Status", value: "200 profile in the body")
+        profiled.headers.replaceOrAdd(name: "X-Profiled-Status", value: String(response.status.code))
+        return profiled
+      default:
+        for (name, value) in outcome.headers { response.headers.replaceOrAdd(name: name, value: value) }
+        return response
+      }
+    }
+  }
+}

@@ -1,0 +1,1 @@
+../../../Support/IntegrationTestSupport.swift
