@@ -20,6 +20,14 @@ fi
 rm -f "$build_log"
 bench=.build/release/profiler-bench
 
+# The median of a space-separated list, for the interleaved A/B scenarios.
+AWK_MEDIAN='
+  function median(list,   n, a, i, j, t) {
+    n = split(list, a, " ")
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }'
+
 for scenario in "${scenarios[@]}"; do
   case "$scenario" in
   yield)
@@ -137,13 +145,8 @@ for scenario in "${scenarios[@]}"; do
     exec 8>&-
     wait "$server" || true
     rm -f "$fifo" "$fifo.out"
-    awk '
+    awk "$AWK_MEDIAN"'
       { rps[$1] = rps[$1] " " $2; p99[$1] = p99[$1] " " $3 }
-      function median(list,   n, a, i, j, t) {
-        n = split(list, a, " ")
-        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-      }
       END {
         base = median(rps["none"]); basep = median(p99["none"])
         split("none cpu100 cpu1000 wall100", order, " ")
@@ -163,14 +166,9 @@ for scenario in "${scenarios[@]}"; do
         "$bench" alloc-overhead "$variant" 2 >>"$results"
       done
     done
-    awk '
+    awk "$AWK_MEDIAN"'
       { split($3, fm, "="); split($4, fo, "="); split($5, fs, "=")
         mal[$2] = mal[$2] " " fm[2]; obj[$2] = obj[$2] " " fo[2]; smp[$2] = smp[$2] " " fs[2] }
-      function median(list,   n, a, i, j, t) {
-        n = split(list, a, " ")
-        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-      }
       END {
         bm = median(mal["never"]); bo = median(obj["never"])
         split("never after during always", order, " ")
@@ -205,13 +203,8 @@ for scenario in "${scenarios[@]}"; do
       done
     done
     rm -rf "$dir"
-    awk '
+    awk "$AWK_MEDIAN"'
       { rps[$1] = rps[$1] " " $2; p99[$1] = p99[$1] " " $3 }
-      function median(list,   n, a, i, j, t) {
-        n = split(list, a, " ")
-        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-      }
       END {
         b = median(rps["without"]); bp = median(p99["without"])
         split("without with", order, " ")

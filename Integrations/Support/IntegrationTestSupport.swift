@@ -1,7 +1,9 @@
 // Shared by the integration packages' tests (symlinked into each test
 // target): a curl client over real sockets, temporary directories, and the
 // machine's non-loopback address.
+import AppProfilerFormats
 import Foundation
+import Testing
 
 #if canImport(Glibc)
 import Glibc
@@ -118,4 +120,103 @@ func validateSpeedscope(_ path: String) throws -> (ok: Bool, output: String) {
   let data = output.fileHandleForReading.readDataToEndOfFile()
   process.waitUntilExit()
   return (process.terminationStatus == 0, String(decoding: data, as: UTF8.self))
+}
+
+// MARK: - Checks both frameworks' tests run against their example app
+
+/// What the shared checks need of a running example app.
+protocol ExampleUnderTest: Sendable {
+  /// `http://host:port` of the app.
+  var base: String { get }
+  /// The profile server's socket.
+  var socket: String { get }
+  /// A scratch directory (the profile store when one is configured).
+  var storePath: String { get }
+}
+
+/// A profile over the profile server's socket while the app serves traffic.
+func checkProfileWhileServing(_ app: some ExampleUnderTest) async throws {
+  let base = app.base
+  let traffic = Task { () -> Int in
+    var served = 0
+    for _ in 0..<20 {
+      if (try? await curl(base + "/"))?.status == 200 { served += 1 }
+    }
+    return served
+  }
+  let profile = try await curl("http://localhost/profile?mode=cpu&duration=1&format=pprof", socket: app.socket)
+  let served = await traffic.value
+  #expect(profile.status == 200, "\(profile.text)")
+  #expect(try PprofDecoder().decode([UInt8](profile.body)).mode == .cpu)
+  #expect(served == 20)
+}
+
+/// `?profile=…` on the example's routes: off without the parameter, HTML and
+/// speedscope with it (the hot function among the hottest frames), the header
+/// form in alloc mode, a 400 status header for a bad mode, and one profile
+/// plus one 409 header for two concurrent profiled requests.
+func checkPerRequestProfiles(_ app: some ExampleUnderTest) async throws {
+  let plain = try await curl(app.base + "/slow")
+  #expect(plain.status == 200 && plain.text.hasPrefix("slow "))
+  #expect(plain.headers["x-profile-status"] == nil)
+
+  let html = try await curl(app.base + "/slow?profile=cpu")
+  #expect(html.status == 200)
+  #expect(html.headers["content-type"] == "text/html; charset=utf-8")
+  #expect(html.text.contains("id=\"profile-data\"") && html.text.contains("exampleHotFunction"))
+
+  let json = try await curl(app.base + "/slow?profile=cpu&profile_format=speedscope")
+  #expect(json.headers["content-type"] == "application/json")
+  let file = app.storePath + "/slow.speedscope.json"
+  try json.body.write(to: URL(fileURLWithPath: file))
+  let check = try validateSpeedscope(file)
+  #expect(check.ok, "\(check.output)")
+  let top = TopFunctions(try SpeedscopeDecoder().decode([UInt8](json.body)))
+  #expect(top.entries.prefix(3).contains { $0.name.contains("exampleHotFunction") }, "\(top.render(limit: 5))")
+
+  let alloc = try await curl(app.base + "/alloc?profile_format=speedscope&profile_interval=65536", headers: ["X-Profile: alloc"])
+  #expect(alloc.status == 200)
+  #expect(alloc.text.contains("ExampleRecord") && alloc.text.contains("\"unit\":\"bytes\""))
+
+  let bad = try await curl(app.base + "/slow?profile=gpu")
+  #expect(bad.text.hasPrefix("slow ") && bad.headers["x-profile-status"]?.hasPrefix("400") == true)
+
+  async let first = curl(app.base + "/slow?profile=cpu")
+  async let second = curl(app.base + "/slow?profile=cpu")
+  let answers = try await [first, second]
+  #expect(answers.filter { $0.text.contains("id=\"profile-data\"") }.count == 1)
+  #expect(answers.contains { $0.text.hasPrefix("slow ") && $0.headers["x-profile-status"]?.hasPrefix("409") == true })
+}
+
+/// With a store: the normal body, `X-Profile-Path` naming a file that
+/// validates, the same bytes from `/profiles/<name>`, and no way out of the store.
+func checkStoredProfiles(_ app: some ExampleUnderTest) async throws {
+  let answer = try await curl(app.base + "/slow?profile=cpu&profile_format=speedscope")
+  #expect(answer.text.hasPrefix("slow "), "the body was replaced")
+  guard let path = answer.headers["x-profile-path"] else {
+    Issue.record("no X-Profile-Path: \(answer.headers)")
+    return
+  }
+  #expect(path.hasPrefix(app.storePath))
+  #expect(FileManager.default.fileExists(atPath: path))
+  let check = try validateSpeedscope(path)
+  #expect(check.ok, "\(check.output)")
+  let name = (path as NSString).lastPathComponent
+  let served = try await curl("http://localhost/profiles/\(name)", socket: app.socket)
+  #expect(served.status == 200 && served.body == FileManager.default.contents(atPath: path))
+  let escape = try await curl("http://localhost/profiles/..%2Fetc%2Fpasswd", socket: app.socket)
+  #expect(escape.status == 404)
+}
+
+/// From a non-loopback client the parameter is ignored; from loopback it works.
+func checkNonLoopbackClientIgnored(port: Int) async throws {
+  guard let address = nonLoopbackAddress() else {
+    Issue.record("this machine has no non-loopback IPv4 address to act as a remote client")
+    return
+  }
+  let remote = try await curl("http://\(address):\(port)/slow?profile=cpu")
+  #expect(remote.status == 200 && remote.text.hasPrefix("slow "), "a non-loopback client got a profile")
+  #expect(remote.headers["x-profile-status"] == nil)
+  let local = try await curl("http://127.0.0.1:\(port)/slow?profile=cpu")
+  #expect(local.text.contains("id=\"profile-data\""))
 }
