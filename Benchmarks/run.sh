@@ -185,7 +185,13 @@ for scenario in "${scenarios[@]}"; do
     # profile asked for, vs. without it; A B × 5 rounds × 10 s, medians.
     command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
     hb=../Integrations/AppProfilerHummingbird
-    swift build -c release --package-path "$hb" --scratch-path ../.build-integration-hummingbird-release --product HummingbirdExample >/dev/null
+    hb_log=$(mktemp)
+    if ! swift build -c release --package-path "$hb" --scratch-path ../.build-integration-hummingbird-release \
+      --product HummingbirdExample >"$hb_log" 2>&1; then
+      cat "$hb_log" >&2
+      exit 1
+    fi
+    rm -f "$hb_log"
     example=../.build-integration-hummingbird-release/release/HummingbirdExample
     results=$(mktemp)
     dir=$(mktemp -d)
