@@ -50,8 +50,6 @@ final class AllocationRecorder: Sendable {
 
   private init() {}
 
-  var isContinuous: Bool { state.withLock { $0.continuous != nil } }
-
   var continuousRate: Int? { state.withLock { $0.continuous != nil ? $0.installedRate : nil } }
 
   // MARK: Windows (alloc sessions)
