@@ -20,6 +20,14 @@ fi
 rm -f "$build_log"
 bench=.build/release/profiler-bench
 
+# "requests/s p99-ms" from wrk --latency output.
+wrk_summary() {
+  local rps p99
+  rps=$(echo "$1" | awk '/Requests\/sec/ { print $2 }')
+  p99=$(echo "$1" | awk '$1 == "99%" { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v = v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v = v * 1000 } print v }')
+  echo "$rps $p99"
+}
+
 # The median of a space-separated list, for the interleaved A/B scenarios.
 AWK_MEDIAN='
   function median(list,   n, a, i, j, t) {
@@ -136,9 +144,7 @@ for scenario in "${scenarios[@]}"; do
           sleep 0.3
         fi
         out=$(wrk -t2 -c4 -d10s --latency "http://127.0.0.1:$port/work" 2>&1)
-        rps=$(echo "$out" | awk '/Requests\/sec/ { print $2 }')
-        p99=$(echo "$out" | awk '$1 == "99%" { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v = v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v = v * 1000 } print v }')
-        echo "$variant $rps $p99" >>"$results"
+        echo "$variant $(wrk_summary "$out")" >>"$results"
         [ -n "$profiler" ] && wait "$profiler"
       done
     done
@@ -203,9 +209,7 @@ for scenario in "${scenarios[@]}"; do
         for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:18089/ && break; sleep 0.1; done
         out=$(wrk -t2 -c4 -d10s --latency http://127.0.0.1:18089/ 2>&1)
         kill -TERM "$app"; wait "$app" 2>/dev/null || true
-        rps=$(echo "$out" | awk '/Requests\/sec/ { print $2 }')
-        p99=$(echo "$out" | awk '$1 == "99%" { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v = v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v = v * 1000 } print v }')
-        echo "$variant $rps $p99" >>"$results"
+        echo "$variant $(wrk_summary "$out")" >>"$results"
       done
     done
     rm -rf "$dir"

@@ -29,6 +29,8 @@ final class AllocationRecorder: Sendable {
     var startTimeNanoseconds: UInt64
     var startMonotonicNanoseconds: UInt64
     var cumulative: Bool
+    /// The wrappers walked stacks with `.eh_frame` tables (else frame pointers).
+    var callFrameInformation: Bool
   }
 
   private struct State: @unchecked Sendable {
@@ -82,15 +84,17 @@ final class AllocationRecorder: Sendable {
         return Recording(
           collector: state.continuous!.subtracting(base), stats: stats, rate: state.installedRate,
           startTimeNanoseconds: startTimeNanoseconds, startMonotonicNanoseconds: startMonotonicNanoseconds,
-          cumulative: false)
+          cumulative: false, callFrameInformation: state.tables != nil)
       }
       let rate = state.installedRate
+      let callFrameInformation = state.tables != nil
       let stats = uninstallLocked(&state)
       let collector = state.window ?? SampleCollector()
       state.window = nil
       return Recording(
         collector: collector, stats: stats, rate: rate, startTimeNanoseconds: startTimeNanoseconds,
-        startMonotonicNanoseconds: startMonotonicNanoseconds, cumulative: false)
+        startMonotonicNanoseconds: startMonotonicNanoseconds, cumulative: false,
+        callFrameInformation: callFrameInformation)
     }
   }
 
@@ -148,7 +152,8 @@ final class AllocationRecorder: Sendable {
       return Recording(
         collector: state.continuous!, stats: stats, rate: state.installedRate,
         startTimeNanoseconds: state.continuousStart.realtime,
-        startMonotonicNanoseconds: state.continuousStart.monotonic, cumulative: true)
+        startMonotonicNanoseconds: state.continuousStart.monotonic, cumulative: true,
+        callFrameInformation: state.tables != nil)
     }
   }
 
@@ -246,12 +251,7 @@ final class AllocationRecorder: Sendable {
     pthread_create(&thread, &attributes, { argument in
       let context = Unmanaged<DrainContext>.fromOpaque(argument!).takeRetainedValue()
       _ = cap_alloc_set_thread_ignored(1)
-      let fd = open("/proc/thread-self/comm", O_WRONLY)
-      if fd >= 0 {
-        let name = Array("app-prof-alloc".utf8)
-        _ = name.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count) }
-        close(fd)
-      }
+      nameCurrentThread("app-prof-alloc")
       while true {
         usleep(20_000)
         if !context.recorder.drainTick(generation: context.generation) { break }

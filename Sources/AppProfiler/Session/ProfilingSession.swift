@@ -164,7 +164,7 @@ public final class ProfilingSession: Sendable {
       stats: stats, allocationStats: recording.stats)
     var profile = builder.build(from: &collector)
     profile.metadata["alloc_cumulative"] = recording.cumulative ? "true" : "false"
-    profile.metadata["unwinder"] = "cfi"
+    profile.metadata["unwinder"] = recording.callFrameInformation ? "cfi" : "frame-pointers"
     return profile
   }
 

@@ -70,12 +70,7 @@ final class SymbolicationThread: @unchecked Sendable {
   private func loop() {
     // The profiler's own work is not the application's allocations.
     _ = cap_alloc_set_thread_ignored(1)
-    let fd = open("/proc/thread-self/comm", O_WRONLY)
-    if fd >= 0 {
-      let name = Array("app-prof-symbol".utf8)
-      _ = name.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count) }
-      close(fd)
-    }
+    nameCurrentThread("app-prof-symbol")
     pthread_mutex_lock(&mutex)
     while true {
       while job == nil { pthread_cond_wait(&wake, &mutex) }

@@ -1,0 +1,17 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Names the calling thread as `/proc/<pid>/task/<tid>/comm` shows it (at
+/// most 15 bytes). Glibc's Swift module does not export
+/// pthread_setname_np, and Foundation's Thread.name does not reliably reach
+/// the kernel on Linux.
+func nameCurrentThread(_ name: String) {
+  let fd = open("/proc/thread-self/comm", O_WRONLY)
+  guard fd >= 0 else { return }
+  let bytes = Array(name.utf8.prefix(15))
+  _ = bytes.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count) }
+  close(fd)
+}
