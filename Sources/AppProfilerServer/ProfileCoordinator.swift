@@ -70,13 +70,15 @@ final class ProfileCoordinator: Sendable {
   /// Records one profile. Never throws: a failure is the response to send.
   /// The profiler's slot is free again when it returns.
   func record(
-    mode: Profile.Mode, duration: Duration, interval: Duration, allocationRate: Int? = nil
+    mode: Profile.Mode, duration: Duration, interval: Duration, allocationRate: Int? = nil,
+    cpuEngine: SessionOptions.CPUEngine? = nil
   ) async -> Result<Profile, HTTPResponseBox> {
     if Profiler.shared.isBusy { return .failure(HTTPResponseBox(busyResponse())) }
     runningUntil.withLock { $0 = ContinuousClock.now + duration }
     defer { runningUntil.withLock { $0 = nil } }
     var options = configuration.sessionOptions
     if let allocationRate { options.allocationSamplingRate = allocationRate }
+    if let cpuEngine { options.cpuEngine = cpuEngine }
     do {
       let profile = try await Profiler.shared.record(
         mode: mode, duration: duration, interval: interval, options: options)
@@ -90,7 +92,8 @@ final class ProfileCoordinator: Sendable {
   /// `GET /profile`: records, encodes in the asked format, answers.
   func profile(_ request: ProfileRequest) async -> HTTPResponse {
     switch await record(
-      mode: request.mode, duration: request.duration, interval: request.interval, allocationRate: request.allocationRate)
+      mode: request.mode, duration: request.duration, interval: request.interval, allocationRate: request.allocationRate,
+      cpuEngine: request.cpuEngine)
     {
     case .failure(let box): return box.response
     case .success(let profile): return Self.encode(profile, as: request.format)

@@ -20,6 +20,32 @@ extension ServerSuite {
       }
     }
 
+    /// `engine=` picks the cpu engine per request; the profile names the one
+    /// that ran. `auto` at 100 Hz (≥ one tick on any Linux) uses POSIX timers.
+    @Test func engineParameterPicksTheCPUEngine() throws {
+      try withTestee { testee in
+        func engine(_ query: String) throws -> String {
+          let answer = try Curl.get(testee, "/profile?mode=cpu&duration=0.3&\(query)")
+          #expect(answer.status == 200, "\(query): \(answer.text)")
+          let json = try JSONSerialization.jsonObject(with: answer.body) as? [String: Any]
+          let name = (json?["x-app-profiler"] as? [String: Any])?["engine"] as? String ?? "?"
+          let frames = (json?["shared"] as? [String: Any])?["frames"] as? [[String: Any]] ?? []
+          #expect(frames.contains { ($0["name"] as? String)?.contains("testeeHotInner") == true }, "\(query)")
+          return name
+        }
+        #expect(try engine("engine=timer").hasPrefix("posix_timer"))
+        #expect(try engine("interval=10000").hasPrefix("posix_timer"))
+        #expect(try engine("interval=10000&engine=auto").hasPrefix("posix_timer"))
+        // perf events where the kernel allows them; a clear error otherwise.
+        let perf = try Curl.get(testee, "/profile?mode=cpu&duration=0.3&engine=perf")
+        if perf.status == 200 {
+          #expect(try engine("engine=perf").hasPrefix("perf_event"))
+        } else {
+          #expect(perf.text.contains("perf_event_open"), "\(perf.status): \(perf.text)")
+        }
+      }
+    }
+
     @Test func headAnswersWithoutBody() throws {
       try withTestee { testee in
         let answer = try #require(try RawConnection.request(testee, "HEAD /profile?duration=0.1 HTTP/1.1\r\nHost: x\r\n\r\n"))

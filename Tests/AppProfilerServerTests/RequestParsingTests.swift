@@ -31,7 +31,11 @@ import Testing
     // The default of 30 s is capped by a smaller maximum.
     let capped = try ProfileRequest.parse(HTTPQuery(target: "/profile"), maxDuration: .seconds(10))
     #expect(capped.duration == .seconds(10))
-    for bad in ["duration=nan", "duration=inf", "duration=1e1", "duration=", "interval=99", "interval=1000001", "mode="] {
+    #expect(try ProfileRequest.parse(HTTPQuery(target: "/profile"), maxDuration: .seconds(300)).cpuEngine == nil)
+    #expect(try ProfileRequest.parse(HTTPQuery(target: "/profile?engine=perf"), maxDuration: .seconds(300)).cpuEngine == .perfEvents)
+    #expect(try ProfileRequest.parse(HTTPQuery(target: "/profile?engine=timer"), maxDuration: .seconds(300)).cpuEngine == .posixTimers)
+    #expect(try ProfileRequest.parse(HTTPQuery(target: "/profile?engine=auto"), maxDuration: .seconds(300)).cpuEngine == .automatic)
+    for bad in ["duration=nan", "duration=inf", "duration=1e1", "duration=", "interval=99", "interval=1000001", "mode=", "engine=x", "mode=wall&engine=perf"] {
       #expect(throws: RequestError.self) { try ProfileRequest.parse(HTTPQuery(target: "/profile?\(bad)"), maxDuration: .seconds(300)) }
     }
   }

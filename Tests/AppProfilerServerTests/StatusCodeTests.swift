@@ -19,6 +19,8 @@ extension ServerSuite {
           ("/profile?interval=50", "100 ... 1000000"),
           ("/profile?interval=x", "interval"),
           ("/profile?format=pdf", "format"),
+          ("/profile?engine=hw", "allowed auto, perf, timer"),
+          ("/profile?mode=wall&engine=timer", "mode=cpu only"),
           ("/profile?colour=blue", "unknown parameter 'colour'"),
           ("/profile?mode=cpu&mode=wall", "more than once"),
           ("/threads?format=xml", "format"),
@@ -92,14 +94,17 @@ extension ServerSuite {
         }  // closed here
         let closed = Date()
         var answer = try Curl.get(testee, "/profile?duration=0.1")
-        while answer.status == 409 && Date().timeIntervalSince(closed) < 3 {
+        while answer.status == 409 && Date().timeIntervalSince(closed) < 6 {
           usleep(50_000)
           answer = try Curl.get(testee, "/profile?duration=0.1")
         }
         let elapsed = Date().timeIntervalSince(closed)
         print("disconnect: next profile got \(answer.status) after \(elapsed) s")
         #expect(answer.status == 200)
-        #expect(elapsed < 1.5)
+        // The abandoned session asked for 10 s. The bound leaves room for the
+        // next profile's own cold symbolization of the debug testee (up to
+        // ~2 s on a busy 2-core machine), which is part of `elapsed`.
+        #expect(elapsed < 5)
       }
     }
   }

@@ -136,5 +136,38 @@ extension SamplingSuite {
       #expect(profile.engine.hasPrefix("posix_timer"))
       #expect(profile.count(containing: "gammaWorkload") > 20)
     }
+
+    /// `.automatic` takes POSIX CPU timers when the interval is at least one
+    /// scheduler tick (they are exact there and cost nothing per context
+    /// switch) and perf events below it, where timers would fire only once
+    /// per tick.
+    @Test func automaticEngineFollowsTheSchedulerTick() async throws {
+      let tick = cap_scheduler_tick_ns()
+      try #require(tick >= 1_000_000 && tick <= 10_000_000, "CONFIG_HZ between 100 and 1000, got a \(tick) ns tick")
+      let stop = StopFlag()
+      let worker = TestThread(name: "auto-burn") { gammaWorkload(stop) }
+      defer {
+        stop.set()
+        worker.join()
+      }
+      let slow = try await Profiler.shared.record(
+        mode: .cpu, duration: .milliseconds(300), interval: .nanoseconds(Int64(tick)))
+      #expect(slow.engine.hasPrefix("posix_timer"), "interval = one tick: \(slow.engine)")
+      #expect(slow.count(containing: "gammaWorkload") > 10)
+
+      let perfAllowed: Bool
+      do {
+        var options = SessionOptions()
+        options.cpuEngine = .perfEvents
+        _ = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(20), options: options)
+        perfAllowed = true
+      } catch {
+        perfAllowed = false
+      }
+      let fast = try await Profiler.shared.record(
+        mode: .cpu, duration: .milliseconds(300), interval: .nanoseconds(Int64(tick / 4)))
+      #expect(fast.engine.hasPrefix(perfAllowed ? "perf_event" : "posix_timer"), "interval = tick/4: \(fast.engine)")
+      #expect(fast.count(containing: "gammaWorkload") > 10)
+    }
   }
 }

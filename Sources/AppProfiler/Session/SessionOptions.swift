@@ -8,13 +8,19 @@ import Musl
 public struct SessionOptions: Sendable, Hashable {
   /// Which mechanism produces cpu samples.
   public enum CPUEngine: Sendable, Hashable {
-    /// perf events where the kernel allows them, else POSIX CPU timers.
+    /// POSIX CPU timers when the interval is at least one scheduler tick
+    /// (1/CONFIG_HZ: 4 ms at 250 Hz, so 100 Hz qualifies): there they are
+    /// exact, and unlike perf events they add nothing to the profiled
+    /// threads' context switches. perf events for shorter intervals, where
+    /// timers would fire once per tick only; POSIX CPU timers wherever
+    /// `perf_event_open` is refused.
     case automatic
     /// Per-thread perf task-clock events only; fail where they are refused.
     case perfEvents
     /// Per-thread POSIX CPU timers. They fire on scheduler ticks only
-    /// (CONFIG_HZ, often 250 Hz), so at 1 kHz they yield about a quarter
-    /// of the samples perf events do. For tests and locked-down kernels.
+    /// (CONFIG_HZ, often 250 Hz), so at 1 kHz a sample stands for about four
+    /// intervals (its weight counts the overruns): a quarter of the distinct
+    /// stacks perf events give.
     case posixTimers
   }
 

@@ -8,6 +8,7 @@ import AppProfiler
 /// | `duration` | seconds, decimal, 0 < d ≤ max duration | 30 |
 /// | `interval` | cpu/wall: microseconds, 100 … 1000000; alloc: bytes, 1 … 1073741824 | 1000 µs / 524288 B |
 /// | `format` | `speedscope`, `pprof`, `collapsed`, `html` | `speedscope` |
+/// | `engine` | cpu only: `auto`, `perf` (perf events), `timer` (POSIX CPU timers) | the server's |
 struct ProfileRequest: Sendable, Equatable {
   enum Format: String, Sendable, CaseIterable {
     case speedscope
@@ -22,14 +23,17 @@ struct ProfileRequest: Sendable, Equatable {
   var format: Format = .speedscope
   /// Alloc mode: mean bytes between samples; nil = the server's setting.
   var allocationRate: Int? = nil
+  /// cpu mode: the engine asked for; nil = the server's setting.
+  var cpuEngine: SessionOptions.CPUEngine? = nil
 
-  static let parameterNames: Set<String> = ["mode", "duration", "interval", "format"]
+  static let parameterNames: Set<String> = ["mode", "duration", "interval", "format", "engine"]
 
   /// Parses and validates; the error names the parameter and its allowed values.
   static func parse(_ query: HTTPQuery, maxDuration: Duration) throws(RequestError) -> ProfileRequest {
     var request = ProfileRequest()
     var seen: Set<String> = []
     var interval: String? = nil  // its unit depends on the mode
+    var engine: String? = nil  // valid for cpu mode only
     for (name, value) in query.parameters {
       guard parameterNames.contains(name) else {
         throw RequestError(
@@ -58,6 +62,8 @@ struct ProfileRequest: Sendable, Equatable {
         request.duration = .nanoseconds(Int64((seconds * 1e9).rounded()))
       case "interval":
         interval = value
+      case "engine":
+        engine = value
       case "format":
         guard let format = Format(rawValue: value) else {
           throw .badParameter("format", value, allowed: Format.allCases.map(\.rawValue).joined(separator: ", "))
@@ -78,6 +84,17 @@ struct ProfileRequest: Sendable, Equatable {
           throw .badParameter("interval", value, allowed: "microseconds, 100 ... 1000000")
         }
         request.interval = .microseconds(micros)
+      }
+    }
+    if let value = engine {
+      guard request.mode == .cpu else {
+        throw RequestError(status: .badRequest, message: "parameter 'engine' applies to mode=cpu only")
+      }
+      switch value {
+      case "auto": request.cpuEngine = .automatic
+      case "perf": request.cpuEngine = .perfEvents
+      case "timer": request.cpuEngine = .posixTimers
+      default: throw .badParameter("engine", value, allowed: "auto, perf, timer")
       }
     }
     if request.duration > maxDuration { request.duration = maxDuration }

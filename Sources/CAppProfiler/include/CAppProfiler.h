@@ -30,8 +30,10 @@ enum {
   CAP_MODE_WALL = 2,  // a sample = one interval of wall time passed for this thread
 };
 
-/// Sampling engines. `CAP_ENGINE_AUTO` picks perf events for cpu mode and
-/// falls back to POSIX CPU timers where `perf_event_open` is refused.
+/// Sampling engines. `CAP_ENGINE_AUTO` picks POSIX CPU timers for cpu mode
+/// when the interval is at least one scheduler tick (they are exact there and
+/// cost nothing per context switch), perf events for shorter intervals, and
+/// POSIX CPU timers again where `perf_event_open` is refused.
 enum {
   CAP_ENGINE_AUTO = 0,
   CAP_ENGINE_PERF_EVENT = 1,   // perf task-clock per thread, signal on overflow
@@ -131,6 +133,10 @@ typedef struct cap_stats {
 /// ticker thread. Returns 0, or a negative errno with `message` filled in.
 /// Only one session exists per process; a second start returns -EBUSY.
 int cap_session_start(const cap_config *config, char *message, size_t message_len);
+
+/// The scheduler tick (1/CONFIG_HZ) in nanoseconds, from the resolution of
+/// CLOCK_MONOTONIC_COARSE; UINT64_MAX if unknown.
+uint64_t cap_scheduler_tick_ns(void);
 
 /// Copies finished samples into `out` (headers followed by their frames) and
 /// frees their slots. Returns the number of bytes written; 0 when nothing is
