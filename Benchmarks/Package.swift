@@ -12,6 +12,7 @@ let package = Package(
       dependencies: [
         .product(name: "AppProfiler", package: "swift-app-profiler"),
         .product(name: "AppProfilerServer", package: "swift-app-profiler"),
+        .product(name: "AppProfilerFormats", package: "swift-app-profiler"),
       ]
     ),
     .executableTarget(name: "idle-baseline"),

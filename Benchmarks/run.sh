@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Runs the benchmarks of swift-app-profiler on this machine.
 #   ./run.sh                 all scenarios
-#   ./run.sh yield wall-cost one or more of: yield wall-cost attribution symbolize encode
-#                            unwind-cost tables completeness soak idle overhead-http
+#   ./run.sh yield wall-cost one or more of: yield wall-cost attribution symbolize
+#                            symbolize-10k encode unwind-cost tables completeness soak
+#                            idle overhead-http
 #                            alloc-overhead middleware-latency
 # Installs what it needs from Debian's packages (linux-perf for attribution).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize encode unwind-cost tables completeness soak idle overhead-http alloc-overhead middleware-latency)
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize symbolize-10k encode unwind-cost tables completeness soak idle overhead-http alloc-overhead middleware-latency)
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(uname -r), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 build_log=$(mktemp)
@@ -85,6 +86,51 @@ for scenario in "${scenarios[@]}"; do
   symbolize)
     "$bench" symbolize 1
     ;;
+  symbolize-10k)
+    # End of `duration` → last response byte for a profile with 10k unique
+    # frames: a generated library of 100 call chains × 100 distinct Swift
+    # functions (-Onone -g, so none is merged or inlined), one thread parked
+    # at the bottom of each chain, a 1 s wall profile over HTTP (speedscope).
+    # "End of duration" is the profile's own start + duration (CLOCK_REALTIME),
+    # the last byte is when curl returns.
+    work=$(mktemp -d)
+    awk -v chains=100 -v depth=100 'BEGIN {
+      print "public typealias FramesBlock = @convention(c) () -> Void"
+      print "@_cdecl(\"frames_run\") public func framesRun(_ chain: Int, _ block: FramesBlock) -> Int {"
+      print "  switch chain {"
+      for (c = 0; c < chains; c++) printf "  case %d: return chain%d_f0(block)\n", c, c
+      print "  default: return -1\n  }\n}"
+      for (c = 0; c < chains; c++) for (f = 0; f < depth; f++) {
+        if (f < depth - 1) printf "public func chain%d_f%d(_ block: FramesBlock) -> Int { chain%d_f%d(block) &+ %d }\n", c, f, c, f + 1, c * depth + f
+        else printf "public func chain%d_f%d(_ block: FramesBlock) -> Int { block(); return %d }\n", c, f, c * depth + f
+      }
+    }' >"$work/Frames.swift"
+    start=$(date +%s%N)
+    swiftc -Onone -g -parse-as-library -emit-library -module-name Frames "$work/Frames.swift" -o "$work/libframes.so"
+    echo "symbolize-10k generated=10000 functions compile=$(( ($(date +%s%N) - start) / 1000000 ))ms size=$(du -k "$work/libframes.so" | cut -f1)kB"
+    fifo="$work/fifo"
+    mkfifo "$fifo"
+    "$bench" frames-server "$work/libframes.so" 100 <"$fifo" >"$work/out" &
+    server=$!
+    exec 9>"$fifo"
+    while ! grep -q READY "$work/out" 2>/dev/null; do sleep 0.1; done
+    read -r _ _ socket <"$work/out"
+    # cold: the first profile (file:line of new addresses limited by the
+    # 3 s symbolication budget, the rest completed in the background);
+    # next: right after; complete: once the background work is done.
+    for run in cold next wait complete; do
+      if [ "$run" = wait ]; then sleep 25; continue; fi
+      curl -s --unix-socket "$socket" "http://localhost/profile?mode=wall&interval=10000&duration=1" -o "$work/profile.json"
+      done_ns=$(date +%s%N)
+      begin=$(grep -o '"startTimeNanoseconds":[0-9]*' "$work/profile.json" | head -1 | cut -d: -f2)
+      length=$(grep -o '"durationNanoseconds":[0-9]*' "$work/profile.json" | head -1 | cut -d: -f2)
+      pending=$({ grep -o '"sourceLocationsPending":[0-9]*' "$work/profile.json" || true; } | head -1 | cut -d: -f2)
+      echo "symbolize-10k run=$run end_of_duration_to_last_byte=$(( (done_ns - begin - length) / 1000000 ))ms $("$bench" count-frames "$work/profile.json") source_pending=${pending:-0} bytes=$(stat -c %s "$work/profile.json")"
+    done
+    exec 9>&-
+    wait "$server" || true
+    rm -rf "$work"
+    ;;
   encode | unwind-cost | tables | completeness)
     "$bench" "$scenario"
     ;;
@@ -119,46 +165,57 @@ for scenario in "${scenarios[@]}"; do
     ;;
   overhead-http)
     # wrk against GET /work (CPU-bound) of a small HTTP app; variants
-    # interleaved A B C D × 5 rounds × 10 s; a profile is held over each run.
+    # interleaved × OVERHEAD_ROUNDS (default 5) × 10 s; a profile is held
+    # over each run. The server is pinned to core 0 and wrk (one thread, 4
+    # connections) to core 1, so the two do not compete for a core: the
+    # unpinned runs of earlier versions spread ±10 % between rounds.
+    # cpu100 is the default engine choice at 100 Hz (POSIX timers where
+    # 10 ms ≥ one scheduler tick); cpu100-perf forces perf events.
     command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
     fifo=$(mktemp -u)
     mkfifo "$fifo"
-    "$bench" http-server <"$fifo" >"$fifo.out" &
+    taskset -c 0 "$bench" http-server <"$fifo" >"$fifo.out" &
     server=$!
     exec 8>"$fifo"
     while ! grep -q READY "$fifo.out" 2>/dev/null; do sleep 0.1; done
     read -r _ port socket <"$fifo.out"
     results=$(mktemp)
-    for round in 1 2 3 4 5; do
-      for variant in none cpu100 cpu1000 wall100; do
+    variants="none cpu100 cpu100-perf cpu1000 wall100"
+    for round in $(seq 1 "${OVERHEAD_ROUNDS:-5}"); do
+      for variant in $variants; do
         case "$variant" in
           none) query="" ;;
           cpu100) query="mode=cpu&interval=10000" ;;
+          cpu100-perf) query="mode=cpu&interval=10000&engine=perf" ;;
           cpu1000) query="mode=cpu&interval=1000" ;;
           wall100) query="mode=wall&interval=10000" ;;
         esac
         profiler=""
         if [ -n "$query" ]; then
-          curl -s --unix-socket "$socket" "http://localhost/profile?$query&duration=11&format=pprof" -o /dev/null &
+          curl -s --unix-socket "$socket" "http://localhost/profile?$query&duration=11&format=speedscope" -o "$results.profile" &
           profiler=$!
           sleep 0.3
         fi
-        out=$(wrk -t2 -c4 -d10s --latency "http://127.0.0.1:$port/work" 2>&1)
-        echo "$variant $(wrk_summary "$out")" >>"$results"
-        [ -n "$profiler" ] && wait "$profiler"
+        out=$(taskset -c 1 wrk -t1 -c4 -d10s --latency "http://127.0.0.1:$port/work" 2>&1)
+        engine="-"
+        if [ -n "$profiler" ]; then
+          wait "$profiler"
+          engine=$({ grep -o '"engine":"[^"(]*' "$results.profile" || true; } | head -1 | cut -d'"' -f4)
+        fi
+        echo "$variant $(wrk_summary "$out") ${engine:-?}" >>"$results"
       done
     done
     exec 8>&-
     wait "$server" || true
-    rm -f "$fifo" "$fifo.out"
+    rm -f "$fifo" "$fifo.out" "$results.profile"
     awk "$AWK_MEDIAN"'
-      { rps[$1] = rps[$1] " " $2; p99[$1] = p99[$1] " " $3 }
+      { rps[$1] = rps[$1] " " $2; p99[$1] = p99[$1] " " $3; engine[$1] = $4 }
       END {
         base = median(rps["none"]); basep = median(p99["none"])
-        split("none cpu100 cpu1000 wall100", order, " ")
-        for (k = 1; k <= 4; k++) {
+        n = split("'"$variants"'", order, " ")
+        for (k = 1; k <= n; k++) {
           v = order[k]; m = median(rps[v]); p = median(p99[v])
-          printf "overhead-http variant=%s rps_median=%.0f ratio=%.3f p99_median=%.2fms p99_ratio=%.2f runs=%s\n", v, m, m / base, p, p / basep, rps[v]
+          printf "overhead-http variant=%s engine=%s rps_median=%.0f ratio=%.3f p99_median=%.2fms p99_ratio=%.2f runs=%s\n", v, engine[v], m, m / base, p, p / basep, rps[v]
         }
       }' "$results"
     rm -f "$results"

@@ -3,8 +3,14 @@ import Testing
 
 /// A source symbolicator that knows nothing, to exercise the ELF fallback.
 struct SilentSourceSymbolicator: SourceSymbolicator {
-  func sourceFrames(for addresses: [UInt64], imageKeys: [String]) -> [[SourceFrame]] {
+  func sourceFrames(for addresses: [UInt64], imageKeys: [String], deadline: ContinuousClock.Instant?) -> [[SourceFrame]?] {
     addresses.map { _ in [] }
+  }
+
+  func sourceFramesLater(
+    for addresses: [UInt64], imageKeys: [String], deliver: @escaping @Sendable (Int, [[SourceFrame]]) -> Void
+  ) {
+    deliver(0, addresses.map { _ in [] })
   }
 }
 
@@ -44,6 +50,30 @@ struct SilentSourceSymbolicator: SourceSymbolicator {
     #expect(outer.file.hasSuffix("Tests/AppProfilerTests/SymbolizerTests.swift"))
     #expect(outer.line > 0)
     #expect(!outer.inlined)
+  }
+
+  /// Past the budget an address gets its ELF symbol at once, is marked
+  /// pending, and has file:line by a later call (computed in the background).
+  @Test func budgetGivesSymbolNamesNowAndSourceFramesLater() async throws {
+    let address = try probeAddress()
+    let symbolizer = Symbolizer()
+    let now = symbolizer.resolve([address], in: ImageMap.current(), budget: .zero)[0]
+    #expect(now.sourcePending)
+    #expect(now.name?.contains("symbolizerProbeTarget()") == true)
+    #expect(now.functions.count == 1 && now.functions[0].file == "")
+    let start = ContinuousClock.now
+    while symbolizer.pendingSourceFrames > 0 && ContinuousClock.now - start < .seconds(60) {
+      try await Task.sleep(for: .milliseconds(20))
+    }
+    #expect(symbolizer.pendingSourceFrames == 0)
+    let later = symbolizer.resolve([address], in: ImageMap.current(), budget: .zero)[0]
+    #expect(!later.sourcePending)
+    #expect(later.functions.last?.file.hasSuffix("Tests/AppProfilerTests/SymbolizerTests.swift") == true)
+    #expect((later.functions.last?.line ?? 0) > 0)
+    // Without a budget everything is resolved in the call.
+    let unbounded = Symbolizer().resolve([address], in: ImageMap.current())[0]
+    #expect(!unbounded.sourcePending)
+    #expect(unbounded.functions.last?.file.isEmpty == false)
   }
 
   @Test func unknownAddressesStayUnsymbolized() {

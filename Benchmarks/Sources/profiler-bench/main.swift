@@ -35,6 +35,10 @@ case "alloc-overhead":
     variant: argument(1, "never"), seconds: Double(argument(2, "2"))!, rate: Int(argument(3, "524288"))!)
 case "symbolize":
   try await benchSymbolize(seconds: Double(argument(1, "1"))!)
+case "frames-server":
+  try await benchManyFramesServer(library: argument(1, ""), chains: Int(argument(2, "100"))!)
+case "count-frames":
+  try benchCountFrames(path: argument(1, ""))
 default:
-  print("usage: profiler-bench yield THREADS HZ SECONDS [auto|posix] | wall-cost THREADS HZ SECONDS | attribution SECONDS [READY_FILE] | symbolize SECONDS | alloc-overhead never|after|during|always SECONDS [RATE] | encode | unwind-cost | tables | completeness")
+  print("usage: profiler-bench yield THREADS HZ SECONDS [auto|posix] | wall-cost THREADS HZ SECONDS | attribution SECONDS [READY_FILE] | symbolize SECONDS | frames-server LIBRARY CHAINS | count-frames SPEEDSCOPE_FILE | alloc-overhead never|after|during|always SECONDS [RATE] | encode | unwind-cost | tables | completeness")
 }

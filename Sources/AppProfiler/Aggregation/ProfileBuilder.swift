@@ -11,6 +11,9 @@ struct ProfileBuilder {
   var durationNanoseconds: UInt64
   var stats: cap_stats
   var symbolizer: Symbolizer = .shared
+  /// Time allowed for source locations of new addresses (see
+  /// `SessionOptions.symbolicationBudget`); nil = no limit.
+  var symbolicationBudget: Duration? = SessionOptions().symbolicationBudget
   /// Alloc mode: the sampler's counters.
   var allocationStats: cap_alloc_stats? = nil
 
@@ -73,7 +76,7 @@ struct ProfileBuilder {
     }
     let images = ImageMap.current()
     let real = addresses.filter { $0 >= 4096 && !SampleCollector.isTypeFrame($0) }
-    let resolvedList = symbolizer.resolve(real, in: images)
+    let resolvedList = symbolizer.resolve(real, in: images, budget: symbolicationBudget)
     var resolved: [UInt64: ResolvedFrame] = [:]
     for (address, frame) in zip(real, resolvedList) { resolved[address] = frame }
 
@@ -159,6 +162,12 @@ struct ProfileBuilder {
     profile.statistics.missedTicks = Int64(stats.missed_ticks)
     profile.statistics.samplesRecorded = Int64(stats.samples_written)
     profile.statistics.completeStacks = Int64(stats.complete_samples)
+    let pending = resolvedList.count { $0.sourcePending }
+    if pending > 0 {
+      // Named by their ELF symbols; file:line and inlined frames were still
+      // being computed when the budget ran out (ready for the next profile).
+      profile.metadata["source_locations_pending"] = String(pending)
+    }
     profile.metadata["executable"] = ImageMap.executablePath()
     profile.metadata["pid"] = String(getpid())
     profile.metadata["threads_seen"] = String(stats.threads_seen)

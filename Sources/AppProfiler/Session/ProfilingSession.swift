@@ -24,6 +24,7 @@ public final class ProfilingSession: Sendable {
   private let ended = Atomic<Bool>(false)
   /// Unwind tables the handler reads; alive until the session is released.
   private let unwindTables: UnwindTableSet?
+  private let symbolicationBudget: Duration?
 
   init(profiler: Profiler, id: UInt64, mode: Profile.Mode, interval: Duration, options: SessionOptions) throws {
     self.profiler = profiler
@@ -32,6 +33,7 @@ public final class ProfilingSession: Sendable {
     self.interval = interval
     self.startTimeNanoseconds = Self.clock(CLOCK_REALTIME)
     self.startMonotonicNanoseconds = Self.clock(CLOCK_MONOTONIC)
+    self.symbolicationBudget = options.symbolicationBudget
 
     if mode == .alloc {
       // Allocation sampling: the wrappers of AllocationRecorder, no signals.
@@ -109,17 +111,18 @@ public final class ProfilingSession: Sendable {
       let recording = AllocationRecorder.shared.endWindow(
         startTimeNanoseconds: startTimeNanoseconds, startMonotonicNanoseconds: startMonotonicNanoseconds)
       let end = Self.clock(CLOCK_MONOTONIC)
-      return Self.allocationProfile(recording, durationNanoseconds: end - startMonotonicNanoseconds)
+      return Self.allocationProfile(recording, durationNanoseconds: end - startMonotonicNanoseconds, symbolicationBudget: symbolicationBudget)
     }
     var collector = await finishSampling()
     var stats = cap_stats()
     cap_session_stats(&stats)
     drain.close { cap_session_release() }
     let end = Self.clock(CLOCK_MONOTONIC)
-    let builder = ProfileBuilder(
+    var builder = ProfileBuilder(
       mode: mode, intervalNanoseconds: interval.nanoseconds, startTimeNanoseconds: startTimeNanoseconds,
       startMonotonicNanoseconds: startMonotonicNanoseconds,
       durationNanoseconds: end - startMonotonicNanoseconds, stats: stats)
+    builder.symbolicationBudget = symbolicationBudget
     var profile = builder.build(from: &collector)
     if let tables = unwindTables {
       profile.metadata["unwinder"] = "cfi"
@@ -152,16 +155,20 @@ public final class ProfilingSession: Sendable {
   }
 
   /// Symbolizes an allocation recording (a window or the continuous totals).
-  static func allocationProfile(_ recording: AllocationRecorder.Recording, durationNanoseconds: UInt64) -> Profile {
+  static func allocationProfile(
+    _ recording: AllocationRecorder.Recording, durationNanoseconds: UInt64,
+    symbolicationBudget: Duration? = SessionOptions().symbolicationBudget
+  ) -> Profile {
     var collector = recording.collector
     var stats = cap_stats()
     stats.samples_written = recording.stats.samples_written
     stats.samples_dropped = recording.stats.samples_dropped
     stats.complete_samples = recording.stats.complete_samples
-    let builder = ProfileBuilder(
+    var builder = ProfileBuilder(
       mode: .alloc, intervalNanoseconds: UInt64(recording.rate), startTimeNanoseconds: recording.startTimeNanoseconds,
       startMonotonicNanoseconds: recording.startMonotonicNanoseconds, durationNanoseconds: durationNanoseconds,
       stats: stats, allocationStats: recording.stats)
+    builder.symbolicationBudget = symbolicationBudget
     var profile = builder.build(from: &collector)
     profile.metadata["alloc_cumulative"] = recording.cumulative ? "true" : "false"
     profile.metadata["unwinder"] = recording.callFrameInformation ? "cfi" : "frame-pointers"

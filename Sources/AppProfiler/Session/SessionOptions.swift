@@ -58,6 +58,17 @@ public struct SessionOptions: Sendable, Hashable {
     case framePointers
   }
 
+  /// Longest time a profile waits for source locations (file:line and
+  /// inlined frames) of addresses seen for the first time; nil = no limit.
+  /// Beyond it those addresses keep their ELF symbol names, the profile's
+  /// `metadata["source_locations_pending"]` counts them, and their source
+  /// frames are computed in the background for the next profile. Why: the
+  /// toolchain's DWARF reader re-runs an image's line program for every
+  /// address, so the first profile of a large module with thousands of new
+  /// addresses could otherwise stall for many seconds (17 s measured for
+  /// 10,000 functions) — past the scrape timeouts of continuous profilers.
+  public var symbolicationBudget: Duration? = .seconds(3)
+
   /// Default `.callFrameInformation`: a profile of a server is mostly
   /// threads blocked in libc, which frame pointers cannot walk out of.
   public var unwinder: Unwinder = .callFrameInformation

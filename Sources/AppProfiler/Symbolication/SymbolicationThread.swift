@@ -22,6 +22,8 @@ final class SymbolicationThread: @unchecked Sendable {
   private var finished = pthread_cond_t()
   private var job: (() -> Void)?
   private var jobDone = false
+  /// Work nobody waits for, run when no `job` is waiting.
+  private var later: [() -> Void] = []
   private var ownerPID: pid_t = 0
   // Callers take turns.
   private var turn = pthread_mutex_t()
@@ -50,6 +52,15 @@ final class SymbolicationThread: @unchecked Sendable {
     }
   }
 
+  /// Queues `body` for when the thread has nothing a caller waits for.
+  func runLater(_ body: @escaping () -> Void) {
+    pthread_mutex_lock(&mutex)
+    startIfNeeded()
+    later.append(body)
+    pthread_cond_signal(&wake)
+    pthread_mutex_unlock(&mutex)
+  }
+
   /// Called with `mutex` held.
   private func startIfNeeded() {
     guard ownerPID != getpid() else { return }
@@ -73,14 +84,20 @@ final class SymbolicationThread: @unchecked Sendable {
     nameCurrentThread("app-prof-symbol")
     pthread_mutex_lock(&mutex)
     while true {
-      while job == nil { pthread_cond_wait(&wake, &mutex) }
-      let work = job!
-      job = nil
-      pthread_mutex_unlock(&mutex)
-      work()
-      pthread_mutex_lock(&mutex)
-      jobDone = true
-      pthread_cond_signal(&finished)
+      while job == nil && later.isEmpty { pthread_cond_wait(&wake, &mutex) }
+      if let work = job {
+        job = nil
+        pthread_mutex_unlock(&mutex)
+        work()
+        pthread_mutex_lock(&mutex)
+        jobDone = true
+        pthread_cond_signal(&finished)
+      } else {
+        let work = later.removeFirst()
+        pthread_mutex_unlock(&mutex)
+        work()
+        pthread_mutex_lock(&mutex)
+      }
     }
   }
 }

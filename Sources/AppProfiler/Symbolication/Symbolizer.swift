@@ -18,6 +18,10 @@ struct ResolvedFrame: Sendable, Hashable {
   var image: Int?
   /// Innermost first; empty when nothing is known about the address.
   var functions: [Function]
+  /// True when `functions` is the ELF symbol only because the source frames
+  /// (file:line, inlining) did not fit the time budget; they are being
+  /// computed for the next profile.
+  var sourcePending = false
 
   /// The outermost (containing) function's name.
   var name: String? { functions.last?.name }
@@ -27,6 +31,13 @@ struct ResolvedFrame: Sendable, Hashable {
 /// symbol tables per image (keyed by path and load address) and resolved
 /// names per address. A profile of a warmed-up process only looks up
 /// addresses it has not seen before.
+///
+/// Source locations can be slow the first time (the toolchain's
+/// symbolicator runs an image's whole DWARF line program per address: 17 s
+/// for 10,000 new addresses in one large module), so a caller can give a
+/// budget: addresses not reached in time get their ELF symbol name now, and
+/// their file:line and inlined frames are computed in the background for the
+/// next profile.
 final class Symbolizer: Sendable {
   static let shared = Symbolizer()
 
@@ -38,9 +49,13 @@ final class Symbolizer: Sendable {
   private struct State {
     var tables: [String: ELFSymbolTable?] = [:]
     var resolved: [CacheKey: [ResolvedFrame.Function]] = [:]
+    /// Resolved by ELF symbol only; source frames are being computed.
+    var pending: Set<CacheKey> = []
   }
 
   private let state = Mutex(State())
+  /// Source frames computed in the background, taken in by the next `resolve`.
+  private let completed = Mutex<[(CacheKey, [SourceFrame])]>([])
   private let source: any SourceSymbolicator
 
   init(source: any SourceSymbolicator = RuntimeSourceSymbolicator()) {
@@ -49,9 +64,17 @@ final class Symbolizer: Sendable {
 
   /// Resolves each address (already adjusted to the call site for callers):
   /// source frames (file:line, inlining) where the image has debug
-  /// information, else the ELF symbol, else nothing.
-  func resolve(_ addresses: [UInt64], in images: ImageMap) -> [ResolvedFrame] {
-    state.withLock { state in
+  /// information, else the ELF symbol, else nothing. With a `budget`,
+  /// source frames not found within it are replaced by the ELF symbol
+  /// (`pendingSourceFrames` counts them) and completed in the background.
+  func resolve(_ addresses: [UInt64], in images: ImageMap, budget: Duration? = nil) -> [ResolvedFrame] {
+    let deadline = budget.map { ContinuousClock.now + $0 }
+    return state.withLock { state in
+      for (key, frames) in completed.withLock({ done in defer { done = [] }; return done }) {
+        state.pending.remove(key)
+        let functions = Self.functions(frames)
+        if !functions.isEmpty { state.resolved[key] = functions }
+      }
       var results = [ResolvedFrame](repeating: ResolvedFrame(image: nil, functions: []), count: addresses.count)
       var missing: [Int] = []
       for (position, address) in addresses.enumerated() {
@@ -60,17 +83,24 @@ final class Symbolizer: Sendable {
         let key = CacheKey(image: images.images[imageIndex].key, address: address)
         if let cached = state.resolved[key] {
           results[position].functions = cached
+          results[position].sourcePending = state.pending.contains(key)
         } else {
           missing.append(position)
         }
       }
       guard !missing.isEmpty else { return results }
-      let sourceFrames = source.sourceFrames(for: missing.map { addresses[$0] }, imageKeys: images.images.map(\.key))
+      let imageKeys = images.images.map(\.key)
+      let sourceFrames = source.sourceFrames(
+        for: missing.map { addresses[$0] }, imageKeys: imageKeys, deadline: deadline)
+      var later: [(CacheKey, UInt64)] = []
       for (position, frames) in zip(missing, sourceFrames) {
         let address = addresses[position]
         let image = images.images[results[position].image!]
-        var functions = frames.filter { !$0.rawName.isEmpty }.map {
-          ResolvedFrame.Function(name: Demangler.demangle($0.rawName), systemName: $0.rawName, file: $0.file, line: $0.line)
+        let key = CacheKey(image: image.key, address: address)
+        var functions = Self.functions(frames ?? [])
+        if frames == nil {
+          results[position].sourcePending = true
+          if state.pending.insert(key).inserted { later.append((key, address)) }
         }
         if functions.isEmpty {
           let table: ELFSymbolTable?
@@ -84,15 +114,34 @@ final class Symbolizer: Sendable {
             functions = [.init(name: Demangler.demangle(symbol.name), systemName: symbol.name, file: "", line: 0)]
           }
         }
-        state.resolved[CacheKey(image: image.key, address: address)] = functions
+        state.resolved[key] = functions
         results[position].functions = functions
       }
+      if !later.isEmpty {
+        let keys = later.map(\.0)
+        source.sourceFramesLater(for: later.map(\.1), imageKeys: imageKeys) { [self] first, frames in
+          completed.withLock { $0.append(contentsOf: zip(keys[first..<first + frames.count], frames)) }
+        }
+      }
       return results
+    }
+  }
+
+  /// Addresses of the last `resolve` calls still waiting for source frames.
+  var pendingSourceFrames: Int {
+    let arrived = completed.withLock { $0.count }
+    return max(0, state.withLock { $0.pending.count } - arrived)
+  }
+
+  private static func functions(_ frames: [SourceFrame]) -> [ResolvedFrame.Function] {
+    frames.filter { !$0.rawName.isEmpty }.map {
+      ResolvedFrame.Function(name: Demangler.demangle($0.rawName), systemName: $0.rawName, file: $0.file, line: $0.line)
     }
   }
 
   /// Drops every cache (tests measure cold symbolization with it).
   func reset() {
     state.withLock { $0 = State() }
+    completed.withLock { $0 = [] }
   }
 }

@@ -141,12 +141,16 @@ public struct PprofEncoder: Sendable {
       }
     }
 
-    let comments = [
+    var commentLines = [
       "engine: \(profile.engine)",
       "exporter: \(AppProfilerVersion.exporter)",
       "dropped samples: \(profile.statistics.droppedSamples)",
       "truncated samples: \(profile.statistics.truncatedSamples)",
-    ].map { strings[$0] }
+    ]
+    if let pending = profile.metadata["source_locations_pending"] {
+      commentLines.append("source locations pending: \(pending) addresses named by ELF symbol only (time budget); complete in the next profile")
+    }
+    let comments = commentLines.map { strings[$0] }
     let periodType = (strings[types.period.0], strings[types.period.1])
     let defaultType = strings[types.samples[1].0]
 

@@ -83,6 +83,11 @@ public struct SpeedscopeEncoder: Sendable {
     writer.field("intervalNanoseconds", profile.intervalNanoseconds)
     writer.field("startTimeNanoseconds", profile.startTimeNanoseconds)
     writer.field("durationNanoseconds", profile.durationNanoseconds)
+    if let pending = profile.metadata["source_locations_pending"].flatMap({ Int($0) }) {
+      // Addresses named by their ELF symbol only: file:line and inlined
+      // frames did not fit the symbolication budget.
+      writer.field("sourceLocationsPending", pending)
+    }
     if profile.mode == .alloc {
       // Estimated objects per sample of each profile (weights are bytes):
       // the HTML viewer's bytes/objects toggle.
