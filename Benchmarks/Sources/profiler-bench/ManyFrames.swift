@@ -28,14 +28,7 @@ func benchManyFramesServer(library: String, chains: Int) async throws {
     }
   }
   while manyFramesParked.load(ordering: .relaxed) < chains { usleep(1000) }
-  let directory = NSTemporaryDirectory() + "app-profiler-frames-\(getpid())"
-  mkdir(directory, 0o700)
-  let app = try await AppService.start(directory: directory, handlers: 0)
-  print("READY \(app.port) \(app.socketPath)")
-  fflush(nil)
-  while readLine() != nil {}
-  await app.profiler.stop()
-  try? FileManager.default.removeItem(atPath: directory)
+  try await serveUntilStdinCloses(name: "frames", handlers: 0) { "READY \($0.port) \($0.socketPath)" }
 }
 
 let manyFramesParked = Atomic<Int>(0)

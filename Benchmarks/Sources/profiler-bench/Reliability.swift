@@ -48,10 +48,16 @@ func benchSoak(profiles: Int) async throws {
 
 /// Serves the app until stdin closes, for run.sh's overhead-http (wrk).
 func benchHTTPServer() async throws {
-  let directory = NSTemporaryDirectory() + "app-profiler-http-\(getpid())"
+  try await serveUntilStdinCloses(name: "http", handlers: 4) { "READY \($0.port) \($0.socketPath)" }
+}
+
+/// Starts the app and its profile server in a fresh directory, prints the
+/// READY line run.sh waits for, and stops when run.sh closes stdin.
+func serveUntilStdinCloses(name: String, handlers: Int, ready: (AppService) -> String) async throws {
+  let directory = NSTemporaryDirectory() + "app-profiler-\(name)-\(getpid())"
   mkdir(directory, 0o700)
-  let app = try await AppService.start(directory: directory)
-  print("READY \(app.port) \(app.socketPath)")
+  let app = try await AppService.start(directory: directory, handlers: handlers)
+  print(ready(app))
   fflush(nil)
   while readLine() != nil {}
   await app.profiler.stop()
@@ -61,12 +67,5 @@ func benchHTTPServer() async throws {
 /// A process with the profile server started and nothing else, for the idle
 /// benchmark; run.sh compares it with idle-baseline (library not linked).
 func benchIdleServer() async throws {
-  let directory = NSTemporaryDirectory() + "app-profiler-idle-\(getpid())"
-  mkdir(directory, 0o700)
-  let app = try await AppService.start(directory: directory, handlers: 0)
-  print("READY \(getpid()) \(app.socketPath)")
-  fflush(nil)
-  while readLine() != nil {}
-  await app.profiler.stop()
-  try? FileManager.default.removeItem(atPath: directory)
+  try await serveUntilStdinCloses(name: "idle", handlers: 0) { "READY \(getpid()) \($0.socketPath)" }
 }
