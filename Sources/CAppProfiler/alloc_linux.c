@@ -364,7 +364,35 @@ typedef struct cap_walk {
   uint64_t changed;        // entries written (patch, restore) or found (count)
   uint64_t images;         // images with at least one entry changed
   int error;
+  uint64_t page_size;      // read before the walk: sysconf is not called under the loader lock
 } cap_walk;
+
+static cap_walk cap_walk_new(int action) {
+  cap_walk walk = {action, 0, 0, 0, (uint64_t)sysconf(_SC_PAGESIZE)};
+  return walk;
+}
+
+// The walk runs under the loader's lock (dl_iterate_phdr): no instrumented
+// code and no intercepted libc calls there (see cap_sanitizer.h), hence these
+// instead of strcmp/strncmp and a raw mprotect system call.
+CAP_NO_INSTRUMENT static int cap_text_equal(const char *a, const char *b) {
+  while (*a != 0 && *a == *b) {
+    a++;
+    b++;
+  }
+  return *a == *b;
+}
+
+CAP_NO_INSTRUMENT static int cap_text_starts(const char *text, const char *prefix) {
+  while (*prefix != 0) {
+    if (*text++ != *prefix++) return 0;
+  }
+  return 1;
+}
+
+CAP_NO_INSTRUMENT static int cap_protect(uint64_t page, uint64_t size, int protection) {
+  return syscall(SYS_mprotect, (void *)(uintptr_t)page, (size_t)size, protection) == 0 ? 0 : -errno;
+}
 
 #if defined(__x86_64__)
 #define CAP_R_JUMP_SLOT R_X86_64_JUMP_SLOT
@@ -374,31 +402,34 @@ typedef struct cap_walk {
 #define CAP_R_GLOB_DAT R_AARCH64_GLOB_DAT
 #endif
 
-static int cap_skip_image(const char *name) {
+CAP_NO_INSTRUMENT static int cap_skip_image(const char *name) {
   if (name == 0 || name[0] == 0) return 0;  // the executable
-  const char *base = strrchr(name, '/');
-  base = base ? base + 1 : name;
+  const char *base = name;
+  for (const char *c = name; *c != 0; c++) {
+    if (*c == '/') base = c + 1;
+  }
   // The dynamic linker and libc: their internal allocations are theirs; the
   // vDSO has no GOT.
-  return strncmp(base, "ld-linux", 8) == 0 || strncmp(base, "ld-musl", 7) == 0 ||
-         strncmp(base, "libc.so", 7) == 0 || strncmp(base, "linux-vdso", 10) == 0 ||
-         strncmp(base, "linux-gate", 10) == 0;
+  return cap_text_starts(base, "ld-linux") || cap_text_starts(base, "ld-musl") ||
+         cap_text_starts(base, "libc.so") || cap_text_starts(base, "linux-vdso") ||
+         cap_text_starts(base, "linux-gate");
 }
 
-static int cap_store_slot(uint64_t *slot, uint64_t value, uint64_t relro_start, uint64_t relro_end) {
+CAP_NO_INSTRUMENT static int cap_store_slot(uint64_t *slot, uint64_t value, uint64_t relro_start,
+                                            uint64_t relro_end, uint64_t page_size) {
   uint64_t address = (uint64_t)(uintptr_t)slot;
-  long page_size = sysconf(_SC_PAGESIZE);
-  uint64_t page = address & ~((uint64_t)page_size - 1);
+  uint64_t page = address & ~(page_size - 1);
   int protect = address >= relro_start && address + 8 <= relro_end;
-  if (protect && mprotect((void *)(uintptr_t)page, (size_t)page_size, PROT_READ | PROT_WRITE) != 0) {
-    return -errno;
+  if (protect) {
+    int error = cap_protect(page, page_size, PROT_READ | PROT_WRITE);
+    if (error != 0) return error;
   }
   __atomic_store_n(slot, value, __ATOMIC_SEQ_CST);
-  if (protect) mprotect((void *)(uintptr_t)page, (size_t)page_size, PROT_READ);
+  if (protect) cap_protect(page, page_size, PROT_READ);
   return 0;
 }
 
-static void cap_walk_relocations(cap_walk *walk, uint64_t bias, const ElfW(Rela) *relocations, uint64_t bytes,
+CAP_NO_INSTRUMENT static void cap_walk_relocations(cap_walk *walk, uint64_t bias, const ElfW(Rela) *relocations, uint64_t bytes,
                                  const ElfW(Sym) *symbols, const char *strings, uint64_t string_bytes,
                                  uint64_t relro_start, uint64_t relro_end, int *image_changed) {
   if (relocations == 0 || symbols == 0 || strings == 0) return;
@@ -412,7 +443,7 @@ static void cap_walk_relocations(cap_walk *walk, uint64_t bias, const ElfW(Rela)
     if (string_bytes != 0 && name_offset >= string_bytes) continue;
     const char *name = strings + name_offset;
     for (size_t h = 0; h < CAP_HOOK_COUNT; h++) {
-      if (strcmp(name, g_hooks[h].name) != 0) continue;
+      if (!cap_text_equal(name, g_hooks[h].name)) continue;
       uint64_t *slot = (uint64_t *)(uintptr_t)(bias + relocations[i].r_offset);
       uint64_t current = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
       uint64_t hook = (uint64_t)(uintptr_t)g_hooks[h].hook;
@@ -424,7 +455,7 @@ static void cap_walk_relocations(cap_walk *walk, uint64_t bias, const ElfW(Rela)
           walk->error = -ENOSPC;
           break;
         }
-        int stored = cap_store_slot(slot, hook, relro_start, relro_end);
+        int stored = cap_store_slot(slot, hook, relro_start, relro_end, walk->page_size);
         if (stored != 0) {
           walk->error = stored;
           break;
@@ -443,7 +474,7 @@ static void cap_walk_relocations(cap_walk *walk, uint64_t bias, const ElfW(Rela)
             break;
           }
         }
-        if (cap_store_slot(slot, original, relro_start, relro_end) == 0) {
+        if (cap_store_slot(slot, original, relro_start, relro_end, walk->page_size) == 0) {
           walk->changed++;
           *image_changed = 1;
         }
@@ -453,14 +484,14 @@ static void cap_walk_relocations(cap_walk *walk, uint64_t bias, const ElfW(Rela)
   }
 }
 
-static int cap_walk_image(struct dl_phdr_info *info, size_t size, void *context) {
+CAP_NO_INSTRUMENT static int cap_walk_image(struct dl_phdr_info *info, size_t size, void *context) {
   (void)size;
   cap_walk *walk = (cap_walk *)context;
   if (cap_skip_image(info->dlpi_name)) return 0;
   uint64_t bias = info->dlpi_addr;
   const ElfW(Dyn) *dynamic = 0;
   uint64_t relro_start = 0, relro_end = 0;
-  long page_size = sysconf(_SC_PAGESIZE);
+  uint64_t page_size = walk->page_size;
   for (int i = 0; i < info->dlpi_phnum; i++) {
     const ElfW(Phdr) *header = &info->dlpi_phdr[i];
     if (header->p_type == PT_DYNAMIC) dynamic = (const ElfW(Dyn) *)(uintptr_t)(bias + header->p_vaddr);
@@ -508,7 +539,7 @@ static void cap_resolve_real_functions(void) {
 }
 
 static void cap_restore_all(void) {
-  cap_walk walk = {CAP_WALK_RESTORE, 0, 0, 0};
+  cap_walk walk = cap_walk_new(CAP_WALK_RESTORE);
   dl_iterate_phdr(cap_walk_image, &walk);
   g_patch_count = 0;
 }
@@ -602,7 +633,7 @@ int cap_alloc_start(const cap_alloc_config *config, char *message, size_t messag
   atomic_store(&s->active, 1);
 
   pthread_mutex_lock(&g_patch_lock);
-  cap_walk walk = {CAP_WALK_PATCH, 0, 0, 0};
+  cap_walk walk = cap_walk_new(CAP_WALK_PATCH);
   dl_iterate_phdr(cap_walk_image, &walk);
   g_patched_images = walk.images;
   g_patched_slots = walk.changed;
@@ -623,7 +654,7 @@ int cap_alloc_start(const cap_alloc_config *config, char *message, size_t messag
 int cap_alloc_patch_new_images(void) {
   if (!atomic_load(&g_alloc_installed)) return 0;
   pthread_mutex_lock(&g_patch_lock);
-  cap_walk walk = {CAP_WALK_PATCH, 0, 0, 0};
+  cap_walk walk = cap_walk_new(CAP_WALK_PATCH);
   if (atomic_load(&g_alloc_installed)) {
     dl_iterate_phdr(cap_walk_image, &walk);
     g_patched_images += walk.images;
@@ -685,7 +716,7 @@ void cap_alloc_stats_get(cap_alloc_stats *out) {
 int cap_alloc_redirected_entries(void) {
   pthread_mutex_lock(&g_patch_lock);
   cap_resolve_real_functions();
-  cap_walk walk = {CAP_WALK_COUNT, 0, 0, 0};
+  cap_walk walk = cap_walk_new(CAP_WALK_COUNT);
   dl_iterate_phdr(cap_walk_image, &walk);
   pthread_mutex_unlock(&g_patch_lock);
   return (int)walk.changed;

@@ -2,10 +2,12 @@
 // tables). Not on the signal path.
 #define _GNU_SOURCE
 #include "include/CAppProfiler.h"
+#include "cap_sanitizer.h"
 #include "unwind_cfi.h"
 #include "unwind_fp.h"
 #include <link.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <time.h>
 
 uint32_t cap_unwind_cfi_for_test(const cap_unwind_image *images, uint64_t image_count, uint64_t pc,
@@ -15,6 +17,61 @@ uint32_t cap_unwind_cfi_for_test(const cap_unwind_image *images, uint64_t image_
                         truncated, complete);
 }
 
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CAP_COPY_IMAGES 1
+#endif
+#endif
+
+#if defined(CAP_COPY_IMAGES)
+// Under ThreadSanitizer the Swift callback must not run under the loader's
+// lock (see cap_sanitizer.h): copy what it reads, then call it outside.
+enum { CAP_COPY_MAX_IMAGES = 1024, CAP_COPY_MAX_HEADERS = 32, CAP_COPY_NAME = 512 };
+
+typedef struct cap_image_copy {
+  uint64_t bias;
+  char name[CAP_COPY_NAME];
+  ElfW(Phdr) headers[CAP_COPY_MAX_HEADERS];
+  uint16_t header_count;
+} cap_image_copy;
+
+typedef struct cap_copy_context {
+  cap_image_copy *images;
+  uint32_t count;
+} cap_copy_context;
+
+CAP_NO_INSTRUMENT static int cap_copy_one(struct dl_phdr_info *info, size_t size, void *data) {
+  (void)size;
+  cap_copy_context *copy = (cap_copy_context *)data;
+  if (copy->count == CAP_COPY_MAX_IMAGES) return 1;
+  cap_image_copy *image = &copy->images[copy->count++];
+  image->bias = (uint64_t)info->dlpi_addr;
+  uint32_t length = 0;
+  if (info->dlpi_name != 0) {
+    while (length + 1 < CAP_COPY_NAME && info->dlpi_name[length] != 0) {
+      image->name[length] = info->dlpi_name[length];
+      length++;
+    }
+  }
+  image->name[length] = 0;
+  uint16_t count = info->dlpi_phnum < CAP_COPY_MAX_HEADERS ? info->dlpi_phnum : CAP_COPY_MAX_HEADERS;
+  for (uint16_t i = 0; i < count; i++) image->headers[i] = info->dlpi_phdr[i];
+  image->header_count = count;
+  return 0;
+}
+
+void cap_iterate_images(cap_image_callback callback, void *context) {
+  cap_copy_context copy = {calloc(CAP_COPY_MAX_IMAGES, sizeof(cap_image_copy)), 0};
+  if (copy.images == 0) return;
+  dl_iterate_phdr(cap_copy_one, &copy);
+  for (uint32_t i = 0; i < copy.count; i++) {
+    cap_image_copy *image = &copy.images[i];
+    cap_image_info info = {image->bias, image->name, image->headers, image->header_count};
+    if (callback(&info, context) != 0) break;
+  }
+  free(copy.images);
+}
+#else
 struct cap_iterate_context {
   cap_image_callback callback;
   void *context;
@@ -32,6 +89,7 @@ void cap_iterate_images(cap_image_callback callback, void *context) {
   struct cap_iterate_context wrapped = {callback, context};
   dl_iterate_phdr(cap_iterate_one, &wrapped);
 }
+#endif
 
 uint64_t cap_benchmark_unwind(const cap_unwind_image *images, uint64_t image_count, uint32_t iterations,
                               uint32_t *depth) {
