@@ -92,7 +92,11 @@ extension ServerSuite {
       }
     }
 
-    @Test func forkedChildLeavesParentFilesAlone() throws {
+    @Test(
+      .disabled(
+        if: underThreadSanitizer,
+        "TSan's runtime aborts in a child forked from a multithreaded process (CHECK failed in ForkChildAfter)"))
+    func forkedChildLeavesParentFilesAlone() throws {
       let directory = TemporaryDirectory()
       defer { directory.remove() }
       let testee = try Testee(directory: directory.path, arguments: ["--fork-child"])

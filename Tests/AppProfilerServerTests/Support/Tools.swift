@@ -57,3 +57,8 @@ func artifactDirectory() -> String {
 
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
   .deletingLastPathComponent().deletingLastPathComponent().path
+
+/// True when this test process runs under ThreadSanitizer (`swift test
+/// --sanitize=thread`). The few tests TSan's runtime cannot run say why in
+/// their `.disabled(if:)` reason (BENCHMARKS.md, Sanitizers).
+let underThreadSanitizer = dlsym(nil, "__tsan_init") != nil
