@@ -92,11 +92,7 @@ extension ServerSuite {
       }
     }
 
-    @Test(
-      .disabled(
-        if: underThreadSanitizer,
-        "TSan's runtime aborts in a child forked from a multithreaded process (CHECK failed in ForkChildAfter)"))
-    func forkedChildLeavesParentFilesAlone() throws {
+    @Test func forkedChildLeavesParentFilesAlone() throws {
       let directory = TemporaryDirectory()
       defer { directory.remove() }
       let testee = try Testee(directory: directory.path, arguments: ["--fork-child"])
