@@ -1,5 +1,10 @@
 @testable import AppProfiler
+import CAppProfiler
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A source symbolicator that knows nothing, to exercise the ELF fallback.
 struct SilentSourceSymbolicator: SourceSymbolicator {
@@ -89,5 +94,34 @@ struct SilentSourceSymbolicator: SourceSymbolicator {
     #expect(Demangler.demangle("_ZN5swift12swift_retainEPv").contains("swift::swift_retain"))
     #expect(Demangler.demangle("_Znotvalid") == "_Znotvalid")
     #expect(Demangler.demangle("epoll_wait") == "epoll_wait")
+  }
+}
+
+/// cpu and wall stacks can hold a garbage return address (a frame the
+/// unwinder misread). One with the top bit set looks like an alloc type
+/// frame; dereferencing it as type metadata crashed the profiled process
+/// (seen under TSan, whose deferred signals hand the handler stale
+/// registers). It must stay an unknown address.
+@Suite struct ProfileBuilderTests {
+  @Test func topBitAddressInACPUStackIsNotTypeMetadata() throws {
+    let garbage: UInt64 = 0x8000_0000_0000_0003  // misaligned, unmapped
+    var bytes = [UInt8](repeating: 0, count: 32 + 16)
+    bytes.withUnsafeMutableBytes { raw in
+      raw.storeBytes(of: UInt64(1), toByteOffset: 0, as: UInt64.self)  // timestamp
+      raw.storeBytes(of: UInt64(1), toByteOffset: 8, as: UInt64.self)  // weight
+      raw.storeBytes(of: Int32(getpid()), toByteOffset: 16, as: Int32.self)  // tid
+      raw.storeBytes(of: UInt16(2), toByteOffset: 20, as: UInt16.self)  // depth
+      raw.storeBytes(of: garbage, toByteOffset: 32, as: UInt64.self)  // leaf
+      raw.storeBytes(of: garbage &+ 8, toByteOffset: 40, as: UInt64.self)  // caller
+    }
+    var collector = SampleCollector()
+    bytes.withUnsafeBytes { collector.ingest($0) }
+    let builder = ProfileBuilder(
+      mode: .cpu, intervalNanoseconds: 1_000_000, startTimeNanoseconds: 0, startMonotonicNanoseconds: 0,
+      durationNanoseconds: 1_000_000, stats: cap_stats())
+    let profile = builder.build(from: &collector)
+    #expect(profile.totalCount == 1)
+    #expect(profile.locations.count == 2)
+    #expect(!profile.functions.contains { $0.isAllocatedType })
   }
 }

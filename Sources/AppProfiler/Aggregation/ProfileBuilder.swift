@@ -75,7 +75,11 @@ struct ProfileBuilder {
       }
     }
     let images = ImageMap.current()
-    let real = addresses.filter { $0 >= 4096 && !SampleCollector.isTypeFrame($0) }
+    // Only alloc samples carry type frames. In cpu and wall stacks a value
+    // with the top bit set is a garbage return address (a frame the unwinder
+    // misread), never metadata to dereference.
+    let hasTypes = mode == .alloc
+    let real = addresses.filter { $0 >= 4096 && !(hasTypes && SampleCollector.isTypeFrame($0)) }
     let resolvedList = symbolizer.resolve(real, in: images, budget: symbolicationBudget)
     var resolved: [UInt64: ResolvedFrame] = [:]
     for (address, frame) in zip(real, resolvedList) { resolved[address] = frame }
@@ -98,7 +102,7 @@ struct ProfileBuilder {
         profile.locations.append(.init(address: 0, mapping: nil, lines: [.init(function: function(name, ""))]))
         continue
       }
-      if SampleCollector.isTypeFrame(address) {
+      if hasTypes && SampleCollector.isTypeFrame(address) {
         let name = Self.typeName(metadata: address & ~SampleCollector.typeFrameTag)
         profile.locations.append(
           .init(address: 0, mapping: nil, lines: [.init(function: function(name, Profile.Function.allocatedTypeMarker))]))
@@ -191,7 +195,9 @@ struct ProfileBuilder {
   /// Classes get their qualified name; the runtime's own heap objects
   /// (boxes, closure contexts, tasks) a synthetic one.
   static func typeName(metadata: UInt64) -> String {
-    guard metadata >= 4096, let pointer = UnsafeRawPointer(bitPattern: UInt(metadata)) else { return "[Swift object]" }
+    guard metadata >= 4096, metadata % UInt64(MemoryLayout<UInt>.alignment) == 0,
+      let pointer = UnsafeRawPointer(bitPattern: UInt(metadata))
+    else { return "[Swift object]" }
     // MetadataKind: class metadata holds 0 (no Objective-C) or an isa
     // pointer (> 0x7FF); the others are small constants.
     let kind = pointer.load(as: UInt.self)
