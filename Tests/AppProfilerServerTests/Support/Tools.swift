@@ -16,12 +16,18 @@ func run(_ executable: String, _ arguments: [String], environment: [String: Stri
   process.standardError = err
   try process.run()
   // Read both pipes concurrently so neither fills up.
+  // The semaphore orders the reader's write before our read (polling
+  // `isFinished` does not, as ThreadSanitizer pointed out).
   nonisolated(unsafe) var errorData = Data()
-  let reader = Thread { errorData = err.fileHandleForReading.readDataToEndOfFile() }
+  let readerDone = DispatchSemaphore(value: 0)
+  let reader = Thread {
+    errorData = err.fileHandleForReading.readDataToEndOfFile()
+    readerDone.signal()
+  }
   reader.start()
   let outputData = out.fileHandleForReading.readDataToEndOfFile()
   process.waitUntilExit()
-  while !reader.isFinished { usleep(1000) }
+  readerDone.wait()
   return (process.terminationStatus, String(decoding: outputData, as: UTF8.self), String(decoding: errorData, as: UTF8.self))
 }
 
@@ -57,8 +63,3 @@ func artifactDirectory() -> String {
 
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
   .deletingLastPathComponent().deletingLastPathComponent().path
-
-/// True when this test process runs under ThreadSanitizer (`swift test
-/// --sanitize=thread`). The few tests TSan's runtime cannot run say why in
-/// their `.disabled(if:)` reason (BENCHMARKS.md, Sanitizers).
-let underThreadSanitizer = dlsym(nil, "__tsan_init") != nil
