@@ -30,8 +30,8 @@ extension ServerSuite {
         {"pid":\(dead.processIdentifier),"processStartTicks":1,"transport":"unix","address":"\(staleSocket)",\
         "url":"http://localhost","executable":"/bin/true","arguments":[],"startTime":"x","version":"0"}
         """
-      FileManager.default.createFile(atPath: stalePath, contents: Data(stale.utf8))
-      FileManager.default.createFile(atPath: staleSocket, contents: Data())
+      _ = FileManager.default.createFile(atPath: stalePath, contents: Data(stale.utf8))
+      _ = FileManager.default.createFile(atPath: staleSocket, contents: Data())
 
       let testee = try Testee(directory: directory)
       let socket = testee.address
