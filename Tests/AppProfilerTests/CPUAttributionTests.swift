@@ -8,7 +8,8 @@ import Glibc
 extension SamplingSuite {
   /// Acceptance 1: CPU attribution, sleeper, yield.
   @Suite struct CPUAttribution {
-    @Test func threeToOneSplitIsAttributed() async throws {
+    @Test(.disabled(if: underThreadSanitizer, "TSan runs signal handlers late, at a safe point, with the interrupted registers of a thread that has moved on"))
+    func threeToOneSplitIsAttributed() async throws {
       let stop = StopFlag()
       let heavy = TestThread(name: "heavy") { burnHeavyWorkload(stop) }
       let light = TestThread(name: "light") { burnLightWorkload(stop) }

@@ -17,7 +17,8 @@ extension SamplingSuite {
   /// Losses are never hidden: truncated stacks and dropped samples show as
   /// synthetic frames and counters.
   @Suite struct LossReporting {
-    @Test func deepStacksAreMarkedTruncated() async throws {
+    @Test(.disabled(if: underThreadSanitizer, "TSan runs signal handlers late, at a safe point, with the interrupted registers of a thread that has moved on"))
+    func deepStacksAreMarkedTruncated() async throws {
       let stop = StopFlag()
       let worker = TestThread(name: "deep") { deepRecursion(400, stop) }
       let tid = worker.waitForTID()

@@ -79,3 +79,8 @@ func readTextFile(_ path: String) -> String {
   }
   return String(decoding: bytes, as: UTF8.self)
 }
+
+/// True when this test process runs under ThreadSanitizer (`swift test
+/// --sanitize=thread`). The few tests that cannot hold there say why in
+/// their `.disabled(if:)` reason; BENCHMARKS.md (Sanitizers) lists them.
+let underThreadSanitizer = dlsym(nil, "__tsan_init") != nil

@@ -63,3 +63,8 @@ func artifactDirectory() -> String {
 
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
   .deletingLastPathComponent().deletingLastPathComponent().path
+
+/// True when this test process runs under ThreadSanitizer (`swift test
+/// --sanitize=thread`). The few tests that cannot hold there say why in
+/// their `.disabled(if:)` reason; BENCHMARKS.md (Sanitizers) lists them.
+let underThreadSanitizer = dlsym(nil, "__tsan_init") != nil
