@@ -39,7 +39,7 @@ extension ServerSuite {
       }
     }
 
-    @Test(.disabled(if: underThreadSanitizer, "time bounds sized for the uninstrumented server; TSan slows it 5–20×"))
+    @Test(.disabled(if: underSlowSanitizer, "time bounds sized for the uninstrumented server; TSan and ASan slow it 2–20×"))
     func goToolPprofReadsTheURLAndShowsOurErrors() throws {
       let scratch = TemporaryDirectory()
       defer { scratch.remove() }

@@ -52,7 +52,7 @@ extension ServerSuite {
       }
     }
 
-    @Test(.disabled(if: underThreadSanitizer, "time bounds sized for the uninstrumented server; TSan slows it 5–20×"))
+    @Test(.disabled(if: underSlowSanitizer, "time bounds sized for the uninstrumented server; TSan and ASan slow it 2–20×"))
     func conflictWhileProfilingHasRetryAfter() throws {
       try withTestee { testee in
         let long = try RawConnection(testee)
@@ -86,7 +86,7 @@ extension ServerSuite {
       }
     }
 
-    @Test(.disabled(if: underThreadSanitizer, "time bounds sized for the uninstrumented server; TSan slows it 5–20×"))
+    @Test(.disabled(if: underSlowSanitizer, "time bounds sized for the uninstrumented server; TSan and ASan slow it 2–20×"))
     func clientDisconnectStopsTheSession() throws {
       try withTestee { testee in
         do {

@@ -68,3 +68,7 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
 /// --sanitize=thread`). The few tests that cannot hold there say why in
 /// their `.disabled(if:)` reason; BENCHMARKS.md (Sanitizers) lists them.
 let underThreadSanitizer = dlsym(nil, "__tsan_init") != nil
+
+/// ThreadSanitizer or AddressSanitizer: the server runs 2–20× slower, past
+/// the time bounds of a few tests.
+let underSlowSanitizer = underThreadSanitizer || dlsym(nil, "__asan_init") != nil
