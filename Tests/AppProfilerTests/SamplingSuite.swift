@@ -84,3 +84,6 @@ func readTextFile(_ path: String) -> String {
 /// --sanitize=thread`). The few tests that cannot hold there say why in
 /// their `.disabled(if:)` reason; BENCHMARKS.md (Sanitizers) lists them.
 let underThreadSanitizer = dlsym(nil, "__tsan_init") != nil
+
+/// True under AddressSanitizer (`swift test --sanitize=address`).
+let underAddressSanitizer = dlsym(nil, "__asan_init") != nil
