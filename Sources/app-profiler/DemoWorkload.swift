@@ -1,3 +1,4 @@
+@_spi(Support) import AppProfiler
 import AppProfilerServer
 import ArgumentParser
 import Foundation
@@ -43,7 +44,7 @@ final class DemoService: @unchecked Sendable {
     let listener = fd
     for index in 0..<handlers {
       let handler = Thread {
-        nameThisThread("demo-handler-\(index)")
+        nameCurrentThread("demo-handler-\(index)")
         while true {
           let client = accept(listener, nil, nil)
           if client >= 0 { demoServe(client) }
@@ -81,7 +82,7 @@ struct DemoLoad {
     for index in 0..<threads {
       let port = self.port
       let thread = Thread {
-        nameThisThread("demo-load-\(index)")
+        nameCurrentThread("demo-load-\(index)")
         var next = index
         while true {
           demoRequest(port: port, path: routes[next % routes.count])
@@ -168,15 +169,4 @@ func demoBuildOrders() -> Int {
   let total = orders.reduce(0) { $0 + $1.lines.count }
   demoSink.wrappingAdd(UInt64(total), ordering: .relaxed)
   return total
-}
-
-/// Names the calling thread (what /proc/<pid>/task/<tid>/comm shows).
-/// Foundation's Thread.name does not reliably reach the kernel on Linux: its
-/// setter compares against a handle the parent stores after the thread starts.
-func nameThisThread(_ name: String) {
-  let fd = open("/proc/thread-self/comm", O_WRONLY)
-  guard fd >= 0 else { return }
-  let bytes = Array(name.utf8.prefix(15))
-  _ = bytes.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count) }
-  close(fd)
 }

@@ -7,8 +7,8 @@ import Musl
 /// Names the calling thread as `/proc/<pid>/task/<tid>/comm` shows it (at
 /// most 15 bytes). Glibc's Swift module does not export
 /// pthread_setname_np, and Foundation's Thread.name does not reliably reach
-/// the kernel on Linux.
-func nameCurrentThread(_ name: String) {
+/// the kernel on Linux. SPI for the project's own demo and test fixture.
+@_spi(Support) public func nameCurrentThread(_ name: String) {
   let fd = open("/proc/thread-self/comm", O_WRONLY)
   guard fd >= 0 else { return }
   let bytes = Array(name.utf8.prefix(15))

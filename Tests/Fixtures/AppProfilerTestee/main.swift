@@ -13,7 +13,7 @@
 // leave the parent's socket and record alone). --alloc-worker adds a thread
 // that allocates TesteeObject instances (testeeAllocLoop → testeeAllocate),
 // ~50 MB/s with pauses, for the allocation-profile tests.
-import AppProfiler
+@_spi(Support) import AppProfiler
 import AppProfilerServer
 import Foundation
 import Logging
@@ -75,26 +75,16 @@ if let seconds = option("--head-timeout").flatMap(Int.init) { configuration.requ
 if let milliseconds = option("--max-duration-ms").flatMap(Int.init) { configuration.maxDuration = .milliseconds(milliseconds) }
 if let connections = option("--max-connections").flatMap(Int.init) { configuration.maxConnections = connections }
 
-/// Names the calling thread (what /proc/<pid>/task/<tid>/comm shows).
-/// Foundation's Thread.name does not reliably reach the kernel on Linux: its
-/// setter compares against a handle the parent stores after the thread starts.
-func nameThisThread(_ name: String) {
-  let fd = open("/proc/thread-self/comm", O_WRONLY)
-  guard fd >= 0 else { return }
-  let bytes = Array(name.utf8.prefix(15))
-  _ = bytes.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count) }
-  close(fd)
-}
 
 let named = Atomic<Int>(0)
 let hot = Thread {
-  nameThisThread("testee-hot")
+  nameCurrentThread("testee-hot")
   named.add(1, ordering: .releasing)
   testeeHotLoop()
 }
 hot.start()
 let blocked = Thread {
-  nameThisThread("testee-blocked")
+  nameCurrentThread("testee-blocked")
   named.add(1, ordering: .releasing)
   let condition = NSCondition()
   condition.lock()
@@ -104,7 +94,7 @@ blocked.start()
 
 if flag("--alloc-worker") {
   let allocating = Thread {
-    nameThisThread("testee-alloc")
+    nameCurrentThread("testee-alloc")
     named.add(1, ordering: .releasing)
     testeeAllocLoop()
   }
