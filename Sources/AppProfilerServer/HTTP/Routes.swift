@@ -31,7 +31,7 @@ enum Routes {
     Route(
       path: "/profile", endpoint: .profile,
       summary:
-        "record every thread for `duration` seconds; mode=cpu|wall|alloc (object = alloc), duration=<seconds>, interval=<µs> (alloc: <bytes>), format=speedscope|pprof|collapsed|html",
+        "record every thread for `duration` seconds; mode=cpu|wall|alloc (object = alloc), duration=<seconds>, interval=<µs> (alloc: <bytes>), format=speedscope|pprof|collapsed|html, engine=auto|perf|timer (cpu)",
       example: "/profile?mode=cpu&duration=10&format=html"),
     Route(
       path: "/threads", endpoint: .threads,
