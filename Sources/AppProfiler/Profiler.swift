@@ -27,10 +27,12 @@ import Musl
 /// ``ProfilerError/busy`` at once. Nothing exists while no session runs: no
 /// thread, no timer, no signal handler, no buffer.
 ///
-/// > Warning: A session installs a process-wide handler for
-/// > ``SessionOptions/signal`` (`SIGPROF` by default) and restores the previous
-/// > disposition when it ends. Do not use that signal for anything else while
-/// > profiling.
+/// > Warning: The first session installs a process-wide handler for
+/// > ``SessionOptions/signal`` (`SIGPROF` by default), and it stays installed
+/// > for the life of the process: a signal of a session can stay pending on a
+/// > thread that blocks it, and would kill the process under `SIG_DFL`.
+/// > Signals that are not the profiler's go to the handler the app had
+/// > before (dropped where it had none); see docs/signal-safety.md.
 public final class Profiler: Sendable {
   /// The process's profiler.
   public static let shared = Profiler()

@@ -22,6 +22,13 @@
 #define CAP_MAX_PROBES 128
 #define CAP_MAX_RANGES 16384
 
+/// Our signals carry a cookie in si_value (POSIX timers: sigev_value; wall
+/// ticker: rt_tgsigqueueinfo with SI_QUEUE): the magic in the upper 32 bits,
+/// the session generation in the lower 32. A SIGPROF without it (kill(),
+/// setitimer, another profiler) is not ours and goes to the app's handler.
+#define CAP_COOKIE_MAGIC 0x41505046ull  /* "APPF" */
+#define CAP_COOKIE(generation) ((CAP_COOKIE_MAGIC << 32) | (uint64_t)(uint32_t)(generation))
+
 enum { CAP_SLOT_EMPTY = 0, CAP_SLOT_WRITING = 1, CAP_SLOT_FULL = 2 };
 
 /// One thread of the process. Fields marked (h) are read or written by the
@@ -39,6 +46,9 @@ typedef struct cap_thread {
   uint32_t seen_generation;         // scan generation that last saw the thread
   uint32_t has_sample;              // wall: the thread has been signalled once
   uint32_t has_timer;
+  uint32_t pending_ticks;           // wall: ticks seen with `pending` still set
+  uint32_t signal_blocked;          // wall: the thread blocks the signal (SigBlk), checked once
+  uint64_t pending_since_ns;        // wall: when the pending signal was sent
   timer_t timer;                    // posix-timer engine
 } cap_thread;
 
@@ -70,6 +80,8 @@ typedef struct cap_session {
   int32_t mode;
   int32_t engine;
   int32_t signal_number;
+  _Atomic uint32_t generation;       // (h) cookie of this session's signals
+  int32_t pid;                       // (h) getpid() at start, for SI_QUEUE senders
   uint64_t interval_ns;
   uint64_t idle_threshold_ns;        // wall: CPU time below which a thread "did not run"
 
@@ -94,6 +106,7 @@ typedef struct cap_session {
   _Atomic uint64_t samples_written;
   _Atomic uint64_t samples_dropped;
   _Atomic uint64_t complete_samples;
+  _Atomic uint64_t stale_signals;    // (h) ours, but of an ended session: ignored
 } cap_session;
 
 extern cap_session cap_global_session;
@@ -104,6 +117,31 @@ cap_slot *cap_slot_acquire(cap_session *session);
 void cap_slot_commit(cap_slot *slot);
 /// Handler side: find the entry of `tid`, or NULL.
 cap_thread *cap_thread_find(cap_session *session, int32_t tid);
+
+// MARK: - Signal disposition (signal_disposition.c)
+
+/// The app's handler from before ours, per signal number, double-buffered:
+/// `installed` (h) is the index + 1 of the saved action in use, 0 before the
+/// first install. Written only off the signal path, under a mutex.
+typedef struct cap_disposition {
+  _Atomic uint32_t installed;
+  struct sigaction previous[2];
+} cap_disposition;
+
+extern cap_disposition cap_dispositions[NSIG];
+/// (h) signals that were not ours: chained to the app's handler, or dropped
+/// where the app had none (SIG_DFL would kill the process).
+extern _Atomic uint64_t cap_foreign_signals_chained;
+extern _Atomic uint64_t cap_foreign_signals_ignored;
+/// (h) 1 once any session armed perf events: a SIGPOLL-coded signal with
+/// si_fd is then ours (F_SETSIG), never the app's.
+extern _Atomic int32_t cap_perf_events_used;
+
+/// Off the signal path: installs cap_signal_handler for `signal_number` unless
+/// it is the current handler already, keeping whatever was there as the
+/// handler to chain to. It stays installed for the life of the process.
+/// Returns 0 or -errno.
+int cap_signal_install(int signal_number);
 
 /// Off the signal path: reads /proc/self/maps into the range set the
 /// handlers are not using, then switches them over.

@@ -5,6 +5,7 @@
 #include "cap_sanitizer.h"
 #include "unwind_cfi.h"
 #include "unwind_fp.h"
+#include <dlfcn.h>
 #include <link.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -124,4 +125,38 @@ uint64_t cap_benchmark_unwind(const cap_unwind_image *images, uint64_t image_cou
   *depth = 0;
   return 0;
 #endif
+}
+
+// MARK: - Images that may be unloaded (dlclose) while we read them
+
+void *cap_image_pin(const char *path, uint64_t bias) {
+  if (path == 0 || path[0] == 0) return 0;
+  // RTLD_NOLOAD: a reference to the image if it is loaded now, never a load.
+  void *handle = dlopen(path, RTLD_LAZY | RTLD_NOLOAD);
+  if (handle == 0) return 0;
+  struct link_map *map = 0;
+  if (dlinfo(handle, RTLD_DI_LINKMAP, &map) != 0 || map == 0 || (uint64_t)map->l_addr != bias) {
+    // Same path, another load (unloaded and loaded again elsewhere).
+    dlclose(handle);
+    return 0;
+  }
+  return handle;
+}
+
+void cap_image_unpin(void *handle) {
+  if (handle != 0) dlclose(handle);
+}
+
+static int cap_count_one(struct dl_phdr_info *info, size_t size, void *data) {
+  (void)size;
+  uint64_t *counts = (uint64_t *)data;
+  counts[0] = info->dlpi_adds;
+  counts[1] = info->dlpi_subs;
+  return 1;  // the counters are the same in every entry: one is enough
+}
+
+uint64_t cap_image_load_count(void) {
+  uint64_t counts[2] = {0, 0};
+  dl_iterate_phdr(cap_count_one, counts);
+  return counts[0] + (counts[1] << 32);
 }

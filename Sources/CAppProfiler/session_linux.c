@@ -12,10 +12,13 @@
 //     events make every context switch of the profiled threads dearer (~8 %
 //     of a server doing 26k switches/s), timers do not. Also used where
 //     perf_event_open is refused (seccomp, perf_event_paranoid 3).
-//   wall ticker: a thread wakes on absolute deadlines and tgkill()s every
-//     thread whose CPU clock moved since its last sample; the others get a
-//     run-length "repeat" record, so a blocked thread is interrupted at most
-//     once per stretch of blocking.
+//   wall ticker: a thread wakes on absolute deadlines and signals every
+//     thread whose CPU clock moved since its last sample (rt_tgsigqueueinfo
+//     with our cookie, so the handler knows the signal is ours); the others
+//     get a run-length "repeat" record, so a blocked thread is interrupted at
+//     most once per stretch of blocking. A thread whose signal is still
+//     pending is not signalled again; if it blocks the signal, its ticks are
+//     charged to [signal blocked].
 #define _GNU_SOURCE
 #include "cap_session.h"
 
@@ -38,8 +41,7 @@
 
 static _Atomic int g_owned;            // 1 between start and release
 static int g_started;                  // sampling armed and not yet stopped
-static struct sigaction g_previous_action;
-static int g_handler_installed;
+static uint32_t g_uid;                 // getuid(), for the ticker's siginfo
 static pthread_t g_ticker;
 static int g_ticker_running;
 static _Atomic int g_ticker_stop;
@@ -61,6 +63,7 @@ static size_t g_slot_bytes;
 // Ticker-only counters, published through cap_session_stats.
 static _Atomic uint64_t g_repeat_records, g_ticks, g_missed_ticks, g_signals_sent;
 static _Atomic uint64_t g_threads_seen, g_threads_failed, g_tick_ns_total, g_maps_refreshes;
+static _Atomic uint64_t g_threads_signal_blocked, g_undelivered_ticks;
 
 static uint64_t now_ns(clockid_t clock) {
   struct timespec ts;
@@ -237,6 +240,8 @@ static int arm_perf(cap_session *s, cap_thread *t, int32_t tid) {
     fd = (int)syscall(SYS_perf_event_open, &attr, tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
   }
   if (fd < 0) return -errno;
+  // From now on a SIGPOLL-coded signal with si_fd is ours (see signal_handler.c).
+  atomic_store(&cap_perf_events_used, 1);
   struct f_owner_ex owner = {F_OWNER_TID, tid};
   if (fcntl(fd, F_SETOWN_EX, &owner) != 0 || fcntl(fd, F_SETSIG, s->signal_number) != 0 ||
       fcntl(fd, F_SETFL, O_ASYNC) != 0) {
@@ -260,6 +265,7 @@ static int arm_timer(cap_session *s, cap_thread *t, int32_t tid) {
   memset(&event, 0, sizeof event);
   event.sigev_notify = SIGEV_THREAD_ID;
   event.sigev_signo = s->signal_number;
+  event.sigev_value.sival_ptr = (void *)(uintptr_t)CAP_COOKIE(atomic_load(&s->generation));
   event._sigev_un._tid = tid;
   if (timer_create(thread_cpu_clock(tid), &event, &t->timer) != 0) return -errno;
   struct itimerspec spec;
@@ -398,15 +404,57 @@ static void scan_threads(cap_session *s) {
 
 // MARK: - Wall tick
 
+/// 1 when `tid` has `signal_number` in its blocked mask (SigBlk of
+/// /proc/self/task/<tid>/status, a hex mask whose bit n-1 is signal n).
+static int thread_blocks_signal(int32_t tid, int signal_number) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char text[4096];
+  ssize_t n = read(fd, text, sizeof text - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  text[n] = 0;
+  const char *field = strstr(text, "SigBlk:");
+  if (field == 0) return 0;
+  return (strtoull(field + 7, 0, 16) >> (signal_number - 1)) & 1;
+}
+
+/// The wall ticker's signal: SI_QUEUE with our cookie, so the handler can
+/// tell it from a kill() or tgkill() of the app.
+static int send_tick_signal(cap_session *s, pid_t pid, int32_t tid) {
+  siginfo_t info;
+  memset(&info, 0, sizeof info);
+  info.si_signo = s->signal_number;
+  info.si_code = SI_QUEUE;
+  info.si_pid = pid;
+  info.si_uid = g_uid;
+  info.si_value.sival_ptr = (void *)(uintptr_t)CAP_COOKIE(atomic_load(&s->generation));
+  return (int)syscall(SYS_rt_tgsigqueueinfo, pid, tid, s->signal_number, &info);
+}
+
 static void wall_tick(cap_session *s, uint64_t now) {
-  pid_t pid = getpid();
+  pid_t pid = s->pid;
   for (uint32_t n = 0; n < g_live_list_count; n++) {
     cap_thread *t = &s->threads[g_live_list[n]];
     int32_t tid = atomic_load_explicit(&t->tid, memory_order_relaxed);
     if (tid <= 0) continue;
     if (atomic_load_explicit(&t->pending, memory_order_acquire)) {
-      // Signalled but its handler has not run yet: runnable, waiting for a CPU.
-      add_repeat(s, t, tid, now, 0);
+      // Signalled but its handler has not run yet: runnable and waiting for
+      // a CPU (the previous stack stands), or blocking the signal (checked
+      // once per stretch; charged to [signal blocked]). Never signalled again
+      // while the signal is pending: a second one would merge into it anyway.
+      if (t->pending_ticks++ == 0 && thread_blocks_signal(tid, s->signal_number)) {
+        t->signal_blocked = 1;
+        atomic_fetch_add(&g_threads_signal_blocked, 1);
+      }
+      if (t->signal_blocked) {
+        atomic_fetch_add_explicit(&g_undelivered_ticks, 1, memory_order_relaxed);
+        add_repeat(s, t, tid, now, CAP_SAMPLE_UNDELIVERED | CAP_SAMPLE_SIGNAL_BLOCKED);
+      } else {
+        add_repeat(s, t, tid, now, 0);
+      }
       continue;
     }
     uint64_t cpu = 0;
@@ -423,13 +471,36 @@ static void wall_tick(cap_session *s, uint64_t now) {
     flush_repeats(s, t, tid);
     atomic_store_explicit(&t->pending_flags, ran ? 0u : (uint32_t)CAP_SAMPLE_IDLE,
                           memory_order_relaxed);
+    t->pending_ticks = 0;
+    t->signal_blocked = 0;
+    t->pending_since_ns = now;
     atomic_store_explicit(&t->pending, 1, memory_order_release);
-    if (syscall(SYS_tgkill, pid, tid, s->signal_number) == 0) {
+    if (send_tick_signal(s, pid, tid) == 0) {
       t->has_sample = 1;
       atomic_fetch_add_explicit(&g_signals_sent, 1, memory_order_relaxed);
     } else {
       atomic_store(&t->pending, 0);
     }
+  }
+}
+
+/// After the last tick: a thread whose last signal was never handled gets a
+/// record for that tick, so it is listed (never silently dropped) — as
+/// [signal blocked] when it blocks the signal, else as its previous stack.
+static void account_undelivered(cap_session *s) {
+  for (uint32_t i = 0; i < s->thread_capacity; i++) {
+    cap_thread *t = &s->threads[i];
+    int32_t tid = atomic_load(&t->tid);
+    if (tid <= 0 || !atomic_load(&t->pending)) continue;
+    flush_repeats(s, t, tid);
+    uint16_t flags = 0;
+    if (t->signal_blocked || thread_blocks_signal(tid, s->signal_number)) {
+      if (!t->signal_blocked) atomic_fetch_add(&g_threads_signal_blocked, 1);
+      flags = CAP_SAMPLE_UNDELIVERED | CAP_SAMPLE_SIGNAL_BLOCKED;
+      atomic_fetch_add(&g_undelivered_ticks, 1);
+    }
+    write_record(s, tid, t->pending_since_ns, 1, (uint16_t)(CAP_SAMPLE_REPEAT | flags));
+    atomic_store(&t->pending, 0);
   }
 }
 
@@ -550,6 +621,9 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
   }
 
   atomic_store(&s->active, 0);
+  atomic_fetch_add(&s->generation, 1);
+  s->pid = getpid();
+  g_uid = (uint32_t)getuid();
   s->mode = config->mode;
   s->signal_number = config->signal_number;
   s->interval_ns = config->interval_ns;
@@ -573,6 +647,8 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
   atomic_store(&g_threads_failed, 0);
   atomic_store(&g_tick_ns_total, 0);
   atomic_store(&g_maps_refreshes, 0);
+  atomic_store(&g_threads_signal_blocked, 0);
+  atomic_store(&g_undelivered_ticks, 0);
 
   if (config->mode == CAP_MODE_WALL) {
     s->engine = CAP_ENGINE_WALL_TICKER;
@@ -632,21 +708,15 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
   }
   refresh_ranges(s);
 
-  struct sigaction action;
-  memset(&action, 0, sizeof action);
-  action.sa_sigaction = (void (*)(int, siginfo_t *, void *))cap_signal_handler;
-  action.sa_flags = SA_SIGINFO | SA_RESTART;
-  sigemptyset(&action.sa_mask);
-  if (sigaction(s->signal_number, &action, &g_previous_action) != 0) {
-    int error = errno;
+  int installed = cap_signal_install(s->signal_number);
+  if (installed != 0) {
     close(g_task_dir_fd);
     g_task_dir_fd = -1;
     release_memory();
     atomic_store(&g_owned, 0);
-    set_message(message, message_len, "sigaction failed", error);
-    return -error;
+    set_message(message, message_len, "sigaction failed", -installed);
+    return installed;
   }
-  g_handler_installed = 1;
   atomic_store(&s->active, 1);
   g_started = 1;
   scan_threads(s);  // arm every current thread; the ticker keeps the set current
@@ -669,30 +739,6 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
 
 // MARK: - Stop and release
 
-/// True while any thread of the process has `signal_number` pending.
-static int signal_pending_anywhere(int signal_number) {
-  int32_t tids[4096];
-  uint32_t count = list_tasks(tids, 4096);
-  unsigned long long bit = 1ull << (signal_number - 1);
-  for (uint32_t i = 0; i < count; i++) {
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/task/%d/status", tids[i]);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) continue;
-    char text[4096];
-    ssize_t n = read(fd, text, sizeof text - 1);
-    close(fd);
-    if (n <= 0) continue;
-    text[n] = 0;
-    const char *keys[2] = {"SigPnd:", "ShdPnd:"};
-    for (int k = 0; k < 2; k++) {
-      const char *field = strstr(text, keys[k]);
-      if (field != 0 && (strtoull(field + 7, 0, 16) & bit) != 0) return 1;
-    }
-  }
-  return 0;
-}
-
 void cap_session_stop(void) {
   cap_session *s = &cap_global_session;
   if (!g_started) return;
@@ -711,16 +757,9 @@ void cap_session_stop(void) {
     struct timespec pause = {0, 20000};
     nanosleep(&pause, 0);
   }
-  // A signal raised just before disarming may still be queued on a thread;
-  // restoring SIG_DFL under it would kill the process. Wait for it (bounded).
-  for (int wait = 0; wait < 100 && signal_pending_anywhere(s->signal_number); wait++) {
-    struct timespec pause = {0, 2000000};
-    nanosleep(&pause, 0);
-  }
-  if (g_handler_installed) {
-    sigaction(s->signal_number, &g_previous_action, 0);
-    g_handler_installed = 0;
-  }
+  // No waiting for pending signals and no restoring of the old disposition:
+  // the handler stays installed and ignores what arrives late.
+  if (s->engine == CAP_ENGINE_WALL_TICKER) account_undelivered(s);
   if (g_task_dir_fd >= 0) {
     close(g_task_dir_fd);
     g_task_dir_fd = -1;
@@ -803,6 +842,8 @@ void cap_session_stats(cap_stats *out) {
   out->threads_failed = atomic_load(&g_threads_failed);
   out->tick_ns_total = atomic_load(&g_tick_ns_total);
   out->maps_refreshes = atomic_load(&g_maps_refreshes);
+  out->threads_signal_blocked = atomic_load(&g_threads_signal_blocked);
+  out->undelivered_ticks = atomic_load(&g_undelivered_ticks);
   out->engine = s->engine;
   out->exclude_kernel = g_exclude_kernel;
 }
@@ -817,3 +858,30 @@ int cap_handler_installed(int signal_number) {
 }
 
 int32_t cap_gettid(void) { return (int32_t)syscall(SYS_gettid); }
+
+// MARK: - Stack headroom (tests and docs)
+
+uint64_t cap_measure_signal_stack(void) {
+  cap_session *s = &cap_global_session;
+  if (!atomic_load(&s->active)) return 0;
+  // Paint 32 KiB of unused stack below this frame (and the red zone), take
+  // one signal of the session on this thread, and see how deep the kernel's
+  // signal frame plus the handler wrote.
+  volatile uint8_t anchor = 0;
+  uint8_t *top = (uint8_t *)&anchor - 512;
+  enum { CAP_PAINTED = 32768 };
+  uint8_t *bottom = top - CAP_PAINTED;
+  for (uint8_t *p = bottom; p < top; p++) *(volatile uint8_t *)p = 0xA5;
+  siginfo_t info;
+  memset(&info, 0, sizeof info);
+  info.si_signo = s->signal_number;
+  info.si_code = SI_QUEUE;
+  info.si_pid = s->pid;
+  info.si_uid = (uint32_t)getuid();
+  info.si_value.sival_ptr = (void *)(uintptr_t)CAP_COOKIE(atomic_load(&s->generation));
+  // Delivered to this thread on the way out of the system call.
+  syscall(SYS_rt_tgsigqueueinfo, s->pid, (int32_t)syscall(SYS_gettid), s->signal_number, &info);
+  uint8_t *p = bottom;
+  while (p < top && *(volatile uint8_t *)p == 0xA5) p++;
+  return (uint64_t)(top - p) + 512;
+}

@@ -2,8 +2,16 @@
 //
 // Rules for this file (checked by SignalSafetyTests with `nm -u`): no malloc,
 // no stdio, no locks, no Swift; only async-signal-safe libc calls
-// (clock_gettime, syscall, ioctl, timer_getoverrun, errno access). The handler
-// never waits: a full buffer or an unknown stack is a counter or a flag.
+// (clock_gettime, syscall, ioctl, errno access). The handler never waits: a
+// full buffer or an unknown stack is a counter or a flag.
+//
+// The handler stays installed after a session (signal_disposition.c says
+// why). Each signal is classified first:
+//   ours, this session  -> record a sample;
+//   ours, no session    -> a late one (pending on a thread that blocked the
+//                          signal or had no CPU): counted, ignored;
+//   not ours            -> the app's previous handler, or dropped (counted)
+//                          where the app had SIG_DFL or SIG_IGN.
 #define _GNU_SOURCE
 #include "cap_session.h"
 #include "cap_stack.h"
@@ -20,6 +28,12 @@
 #include <unistd.h>
 
 cap_session cap_global_session;
+// The handler's view of the disposition (written by signal_disposition.c);
+// defined here so this object references no data outside itself.
+cap_disposition cap_dispositions[NSIG];
+_Atomic uint64_t cap_foreign_signals_chained;
+_Atomic uint64_t cap_foreign_signals_ignored;
+_Atomic int32_t cap_perf_events_used;
 
 static inline uint64_t cap_now_ns(clockid_t clock) {
   struct timespec ts;
@@ -99,20 +113,83 @@ static void cap_record(cap_session *s, const ucontext_t *uc, int32_t tid, uint64
   atomic_fetch_add_explicit(&s->samples_written, 1, memory_order_relaxed);
 }
 
+enum { CAP_ORIGIN_FOREIGN = 0, CAP_ORIGIN_OURS = 1 };
+
+/// Ours: a POSIX timer or ticker signal carrying our cookie, or a perf event
+/// signal (F_SETSIG: a SIGPOLL code with si_fd) once perf events were used.
+static int cap_signal_origin(const cap_session *s, const siginfo_t *info) {
+  uint64_t cookie = (uint64_t)(uintptr_t)info->si_value.sival_ptr;
+  switch (info->si_code) {
+  case SI_TIMER:
+    return (cookie >> 32) == CAP_COOKIE_MAGIC ? CAP_ORIGIN_OURS : CAP_ORIGIN_FOREIGN;
+  case SI_QUEUE:
+    return (cookie >> 32) == CAP_COOKIE_MAGIC && info->si_pid == s->pid ? CAP_ORIGIN_OURS
+                                                                         : CAP_ORIGIN_FOREIGN;
+  case POLL_IN: case POLL_OUT: case POLL_MSG: case POLL_ERR: case POLL_PRI: case POLL_HUP:
+    return atomic_load_explicit(&cap_perf_events_used, memory_order_relaxed) && info->si_fd >= 0
+               ? CAP_ORIGIN_OURS
+               : CAP_ORIGIN_FOREIGN;
+  default:
+    return CAP_ORIGIN_FOREIGN;
+  }
+}
+
+/// Passes a signal that is not ours to the handler the app had before ours.
+/// SIG_DFL is not emulated: for SIGPROF it would end the process.
+static void cap_signal_chain(int signal_number, siginfo_t *info, void *ucontext) {
+  if (signal_number <= 0 || signal_number >= NSIG) return;
+  uint32_t installed = atomic_load_explicit(&cap_dispositions[signal_number].installed, memory_order_acquire);
+  if (installed == 0 || installed > 2) {
+    atomic_fetch_add_explicit(&cap_foreign_signals_ignored, 1, memory_order_relaxed);
+    return;
+  }
+  const struct sigaction *previous = &cap_dispositions[signal_number].previous[installed - 1];
+  if (previous->sa_flags & SA_SIGINFO) {
+    if (previous->sa_sigaction != 0) {
+      atomic_fetch_add_explicit(&cap_foreign_signals_chained, 1, memory_order_relaxed);
+      previous->sa_sigaction(signal_number, info, ucontext);
+      return;
+    }
+  } else if (previous->sa_handler != SIG_DFL && previous->sa_handler != SIG_IGN) {
+    atomic_fetch_add_explicit(&cap_foreign_signals_chained, 1, memory_order_relaxed);
+    previous->sa_handler(signal_number);
+    return;
+  }
+  atomic_fetch_add_explicit(&cap_foreign_signals_ignored, 1, memory_order_relaxed);
+}
+
 void cap_signal_handler(int signal_number, void *info_pointer, void *ucontext_pointer) {
-  (void)signal_number;
   int saved_errno = errno;
   cap_session *s = &cap_global_session;
   siginfo_t *info = (siginfo_t *)info_pointer;
   const ucontext_t *uc = (const ucontext_t *)ucontext_pointer;
 
+  if (cap_signal_origin(s, info) == CAP_ORIGIN_FOREIGN) {
+    errno = saved_errno;
+    cap_signal_chain(signal_number, info, ucontext_pointer);
+    errno = saved_errno;
+    return;
+  }
+
   // Entry check (Dekker-style with cap_session_stop: count first, then read
   // `active`; stop clears `active`, then waits for the count to reach zero).
   atomic_fetch_add(&s->handlers_running, 1);
-  if (!atomic_load(&s->active)) {
+  if (!atomic_load(&s->active) || signal_number != s->signal_number) {
     atomic_fetch_sub(&s->handlers_running, 1);
+    atomic_fetch_add_explicit(&s->stale_signals, 1, memory_order_relaxed);
     errno = saved_errno;
     return;
+  }
+  if (info->si_code == SI_TIMER || info->si_code == SI_QUEUE) {
+    // A late signal of an earlier session (pending while the thread blocked
+    // it) is not a sample of this one.
+    uint64_t cookie = (uint64_t)(uintptr_t)info->si_value.sival_ptr;
+    if ((uint32_t)cookie != atomic_load_explicit(&s->generation, memory_order_relaxed)) {
+      atomic_fetch_sub(&s->handlers_running, 1);
+      atomic_fetch_add_explicit(&s->stale_signals, 1, memory_order_relaxed);
+      errno = saved_errno;
+      return;
+    }
   }
 
   int32_t tid = (int32_t)syscall(SYS_gettid);

@@ -10,7 +10,6 @@ import Testing
     "clock_gettime",  // POSIX async-signal-safe
     "syscall",  // raw system call (gettid); no locks, no allocation
     "ioctl",  // PERF_EVENT_IOC_REFRESH: a plain system call wrapper
-    "timer_getoverrun",  // POSIX async-signal-safe
     "memcpy", "memset", "memmove",  // may be emitted by the compiler for copies
     "__stack_chk_fail",  // stack protector, aborts only on corruption
   ]

@@ -74,7 +74,8 @@ struct ProfileBuilder {
         addresses.append(address)
       }
     }
-    let images = ImageMap.current()
+    // Images unloaded since the samples were taken are kept by the history.
+    let images = ImageHistory.shared.symbolicationMap()
     // Only alloc samples carry type frames. In cpu and wall stacks a value
     // with the top bit set is a garbage return address (a frame the unwinder
     // misread), never metadata to dereference.
@@ -98,7 +99,7 @@ struct ProfileBuilder {
     }
     for address in addresses {
       if address < 4096 {
-        let name = SampleCollector.Synthetic(rawValue: address)?.name ?? "[synthetic]"
+        let name = collector.syntheticName(address)
         profile.locations.append(.init(address: 0, mapping: nil, lines: [.init(function: function(name, ""))]))
         continue
       }
@@ -142,6 +143,16 @@ struct ProfileBuilder {
       }
     }
 
+    // Signal-blocked samples are idle unless the kernel said the thread ran.
+    let runningName = KernelThreadState(systemCall: nil, waitChannel: nil, isRunning: true).frameName
+    var runningStacks = Set<Int32>()
+    for (index, stack) in collector.stacks.enumerated()
+    where stack.count == 2 && stack[1] == SampleCollector.Synthetic.signalBlocked.rawValue
+      && collector.syntheticName(stack[0]) == runningName
+    {
+      runningStacks.insert(Int32(index))
+    }
+
     for tid in threadIDs {
       let name = tid == 0 ? "[dropped samples]" : (collector.threadNames[tid] ?? "thread-\(tid)")
       let samples = perThread[tid]!.map { raw in
@@ -156,7 +167,8 @@ struct ProfileBuilder {
           stack: stackRemap[raw.stack]!,
           timestampNanoseconds: timestamp,
           count: Int64(raw.count),
-          isIdle: raw.flags & UInt16(CAP_SAMPLE_IDLE) != 0 || blockedStacks.contains(stackRemap[raw.stack]!))
+          isIdle: raw.flags & UInt16(CAP_SAMPLE_IDLE) != 0 || blockedStacks.contains(stackRemap[raw.stack]!)
+            || (raw.flags & UInt16(CAP_SAMPLE_SIGNAL_BLOCKED) != 0 && !runningStacks.contains(raw.stack)))
       }
       profile.threads.append(.init(id: tid, name: name, samples: samples))
     }
@@ -166,6 +178,7 @@ struct ProfileBuilder {
     profile.statistics.missedTicks = Int64(stats.missed_ticks)
     profile.statistics.samplesRecorded = Int64(stats.samples_written)
     profile.statistics.completeStacks = Int64(stats.complete_samples)
+    profile.statistics.threadsSignalBlocked = Int64(stats.threads_signal_blocked)
     let pending = resolvedList.count { $0.sourcePending }
     if pending > 0 {
       // Named by their ELF symbols; file:line and inlined frames were still
@@ -179,6 +192,7 @@ struct ProfileBuilder {
       profile.metadata["wall_ticks"] = String(stats.ticks)
       profile.metadata["wall_signals_sent"] = String(stats.signals_sent)
       profile.metadata["wall_tick_mean_ns"] = String(stats.ticks > 0 ? stats.tick_ns_total / stats.ticks : 0)
+      profile.metadata["wall_undelivered_ticks"] = String(stats.undelivered_ticks)
     }
     if let allocation = allocationStats {
       profile.engine = "got_redirect(malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign, swift_allocObject)"

@@ -30,6 +30,7 @@ struct SampleCollector: Sendable {
     case stackUnavailable = 2
     case droppedSamples = 3
     case unknownStack = 4
+    case signalBlocked = 5
 
     var name: String {
       switch self {
@@ -37,8 +38,40 @@ struct SampleCollector: Sendable {
       case .stackUnavailable: return "[stack unavailable]"
       case .droppedSamples: return "[dropped samples]"
       case .unknownStack: return "[unknown stack: signal not delivered]"
+      case .signalBlocked: return "[signal blocked]"
       }
     }
+  }
+
+  /// Synthetic addresses from here up to 4095 name kernel states
+  /// (``kernelStates``) of threads that block the sampling signal.
+  static let kernelStateBase: UInt64 = 1024
+
+  /// What the kernel said a thread was doing, for threads the signal could
+  /// not reach (`[kernel: futex]`), indexed from ``kernelStateBase``.
+  private(set) var kernelStates: [String] = []
+  private var kernelStateIDs: [String: UInt64] = [:]
+
+  /// The name of a synthetic address (below 4096).
+  func syntheticName(_ address: UInt64) -> String {
+    if let synthetic = Synthetic(rawValue: address) { return synthetic.name }
+    let index = Int(address) - Int(Self.kernelStateBase)
+    if index >= 0 && index < kernelStates.count { return kernelStates[index] }
+    return "[synthetic]"
+  }
+
+  /// The stack of a thread whose signal was never handled because it blocks
+  /// the signal: its kernel state (read now, off the signal path) under
+  /// `[signal blocked]`.
+  private mutating func signalBlockedStack(_ tid: Int32) -> Int32 {
+    let state = KernelThreadState.read(tid).frameName
+    var address = kernelStateIDs[state]
+    if address == nil, Int(Self.kernelStateBase) + kernelStates.count < 4096 {
+      address = Self.kernelStateBase + UInt64(kernelStates.count)
+      kernelStates.append(state)
+      kernelStateIDs[state] = address
+    }
+    return stackID([address, Synthetic.signalBlocked.rawValue].compactMap { $0 })
   }
 
   struct RawSample: Sendable {
@@ -115,6 +148,12 @@ struct SampleCollector: Sendable {
         continue
       }
       if threadNames[tid] == nil { threadNames[tid] = Self.threadName(tid) }
+      if flags & UInt16(CAP_SAMPLE_UNDELIVERED) != 0 && flags & UInt16(CAP_SAMPLE_SIGNAL_BLOCKED) != 0 {
+        let stack = signalBlockedStack(tid)
+        samples[tid, default: []].append(RawSample(timestamp: timestamp, count: weight, stack: stack, flags: flags))
+        offset += depth * 8
+        continue
+      }
       if flags & UInt16(CAP_SAMPLE_REPEAT) != 0 {
         samples[tid, default: []].append(RawSample(timestamp: timestamp, count: weight, stack: -1, flags: flags))
         offset += depth * 8

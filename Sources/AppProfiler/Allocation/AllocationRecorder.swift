@@ -203,6 +203,7 @@ final class AllocationRecorder: Sendable {
     guard let buffer = state.buffer, state.installedRate > 0 else { return }
     let wasIgnored = cap_alloc_set_thread_ignored(1)
     defer { _ = cap_alloc_set_thread_ignored(wasIgnored) }
+    ImageHistory.shared.refresh()
     while true {
       let bytes = cap_alloc_drain(buffer.baseAddress, buffer.count, fullScan ? 1 : 0)
       if bytes == 0 { break }

@@ -210,6 +210,7 @@ final class SessionDrain: Sendable {
   }
 
   func drainAvailable(fullScan: Bool) {
+    ImageHistory.shared.refresh()
     state.withLock { state in
       guard !state.closed else { return }
       while true {

@@ -22,6 +22,8 @@ struct LoadedImage: Sendable, Hashable {
   var ehFrameHeader: UInt64 = 0
   /// Every PT_LOAD segment as runtime [start, end): reads of unwind data stay inside.
   var loadSegments: [Range<UInt64>] = []
+  /// The main executable or the vDSO: never unloaded, read without a pin.
+  var isPermanent = false
 
   struct Segment: Sendable, Hashable {
     var start: UInt64
@@ -31,6 +33,18 @@ struct LoadedImage: Sendable, Hashable {
 
   /// Identity across sessions: same file at the same address.
   var key: String { "\(path)@\(String(bias, radix: 16))" }
+}
+
+extension LoadedImage {
+  /// Runs `body` while the image is certain to stay mapped (a `dlclose` by
+  /// another thread is deferred until `body` returns); nil without calling
+  /// `body` when the image is no longer loaded at this address.
+  func whileLoaded<T>(_ body: () -> T) -> T? {
+    if isPermanent { return body() }
+    guard let handle = cap_image_pin(path, bias) else { return nil }
+    defer { cap_image_unpin(handle) }
+    return body()
+  }
 }
 
 /// The images of this process, sorted by address, for address → image lookup.
@@ -121,7 +135,9 @@ struct ImageMap: Sendable {
     var images = collector.images
     for index in images.indices where images[index].path.isEmpty {
       images[index].path = executablePath
+      images[index].isPermanent = true
     }
+    for index in images.indices where images[index].isVDSO { images[index].isPermanent = true }
     return ImageMap(images: images)
   }
 

@@ -1,4 +1,4 @@
-@_spi(Internal) import Runtime
+@_spi(Internal) @_spi(MemoryReaders) import Runtime
 import Synchronization
 
 /// One source-level frame at an address.
@@ -57,7 +57,10 @@ final class RuntimeSourceSymbolicator: SourceSymbolicator {
   private func images(for key: [String]) -> Runtime.ImageMap {
     cachedImages.withLock { cached in
       if let cached, cached.key == key { return cached.map }
-      let map = Runtime.ImageMap.capture()
+      // The checked reader (process_vm_readv): a library unloaded while the
+      // Runtime reads its ELF headers is an error, not a SIGSEGV. The plain
+      // `capture()` reads memory directly and crashed so.
+      let map = Runtime.ImageMap.capture(using: LocalMemoryReader(), forProcess: nil)
       cached = (key, map)
       return map
     }

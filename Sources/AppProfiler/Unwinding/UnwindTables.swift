@@ -108,7 +108,9 @@ final class UnwindTables: Sendable {
           if let cached { tables.append(cached) }
           continue
         }
-        let table = UnwindTable.build(for: image)
+        // Reads the image's .eh_frame in memory: pinned, so a dlclose on
+        // another thread cannot unmap it under the parser.
+        guard let table = image.whileLoaded({ UnwindTable.build(for: image) }) else { continue }
         cache[image.key] = table
         built += 1
         if let table { tables.append(table) }

@@ -217,6 +217,9 @@ extension Profile {
     /// Of those, samples whose walk reached the thread's outermost frame
     /// (CFI unwinding only): a measure of stack completeness.
     public var completeStacks: Int64 = 0
+    /// Threads found blocking the sampling signal: listed with their kernel
+    /// state under a `[signal blocked]` frame instead of a stack.
+    public var threadsSignalBlocked: Int64 = 0
 
     public init() {}
   }

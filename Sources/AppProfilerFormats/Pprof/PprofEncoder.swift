@@ -147,6 +147,9 @@ public struct PprofEncoder: Sendable {
       "dropped samples: \(profile.statistics.droppedSamples)",
       "truncated samples: \(profile.statistics.truncatedSamples)",
     ]
+    if profile.statistics.threadsSignalBlocked > 0 {
+      commentLines.append("threads blocking the sampling signal: \(profile.statistics.threadsSignalBlocked) (shown as [signal blocked])")
+    }
     if let pending = profile.metadata["source_locations_pending"] {
       commentLines.append("source locations pending: \(pending) addresses named by ELF symbol only (time budget); complete in the next profile")
     }

@@ -49,6 +49,8 @@ enum {
   CAP_SAMPLE_NO_STACK_BOUNDS = 1u << 3,  // stack pointer in no known mapping: leaf only
   CAP_SAMPLE_COMPLETE = 1u << 4,   // the walk reached an outermost frame (thread root)
   CAP_SAMPLE_ALLOCATION = 1u << 5, // alloc sampler: weight = bytes, every frame a return address
+  CAP_SAMPLE_UNDELIVERED = 1u << 6,    // wall: no stack, the thread's signal was never handled
+  CAP_SAMPLE_SIGNAL_BLOCKED = 1u << 7, // with UNDELIVERED: because the thread blocks the signal
 };
 
 /// Kinds of unwind rows (see cap_unwind_row).
@@ -123,6 +125,8 @@ typedef struct cap_stats {
   uint64_t tick_ns_total;     // ticker time spent inside ticks
   uint64_t maps_refreshes;    // memory-range snapshots taken
   uint64_t complete_samples;  // samples whose walk reached the thread's root
+  uint64_t threads_signal_blocked;  // wall: threads found blocking the signal (SigBlk)
+  uint64_t undelivered_ticks;  // wall: ticks charged to a thread whose signal was never handled
   int32_t engine;             // CAP_ENGINE_* that actually ran
   int32_t exclude_kernel;     // perf engine: 1 when kernel time was excluded
 } cap_stats;
@@ -143,9 +147,11 @@ uint64_t cap_scheduler_tick_ns(void);
 /// ready. `full_scan` also sweeps slots out of order (use it after stop).
 size_t cap_session_drain(void *out, size_t capacity, int full_scan);
 
-/// Stops sampling: joins the ticker, disarms every thread, waits until no
-/// handler runs and no signal of ours is pending, then restores the previous
-/// disposition of the signal. Samples stay readable with cap_session_drain.
+/// Stops sampling: joins the ticker, disarms every thread and waits until no
+/// handler runs. The handler stays installed (a signal of ours may still be
+/// pending on a thread that blocks it; delivered later, it is ignored).
+/// Wall threads whose last signal was never handled get a record flagged
+/// CAP_SAMPLE_UNDELIVERED. Samples stay readable with cap_session_drain.
 void cap_session_stop(void);
 
 /// Releases the session's memory. After this, a new session may start.
@@ -160,8 +166,20 @@ int cap_session_active(void);
 /// 1 when the handler of this target is installed for `signal_number`.
 int cap_handler_installed(int signal_number);
 
+/// Signals the handler saw that were not for a running session, since the
+/// process started: `chained` passed to the app's own handler, `ignored`
+/// not ours where the app had none (SIG_DFL/SIG_IGN), `stale` ours but late
+/// (pending past the end of their session).
+void cap_signal_counters(uint64_t *chained, uint64_t *ignored, uint64_t *stale);
+
 /// The calling thread's kernel thread id.
 int32_t cap_gettid(void);
+
+/// Bytes of stack below the caller's frame that one sampling signal uses on
+/// the interrupted thread (the kernel's signal frame plus the handler and its
+/// unwinder), measured by painting the stack; 0 when no session runs. For
+/// tests and docs/signal-safety.md.
+uint64_t cap_measure_signal_stack(void);
 
 /// One loaded image as dl_iterate_phdr reports it. `program_headers` points
 /// at `program_header_count` Elf64_Phdr records (56 bytes each).
@@ -188,6 +206,18 @@ uint64_t cap_benchmark_unwind(const cap_unwind_image *images, uint64_t image_cou
 
 /// dl_iterate_phdr, for Swift (its Glibc module does not export <link.h>).
 void cap_iterate_images(cap_image_callback callback, void *context);
+
+/// Keeps the image loaded from `path` at load bias `bias` mapped until
+/// cap_image_unpin, so its memory can be read while another thread may
+/// dlclose it (dlopen with RTLD_NOLOAD: never loads anything). NULL when it
+/// is no longer loaded there. The main executable and the vDSO are never
+/// unloaded and need no pin.
+void *cap_image_pin(const char *path, uint64_t bias);
+void cap_image_unpin(void *handle);
+
+/// Changes whenever an image is loaded or unloaded (dl_iterate_phdr's
+/// dlpi_adds and dlpi_subs); cheap enough to poll.
+uint64_t cap_image_load_count(void);
 
 // MARK: - Allocation sampler (alloc_linux.c), called from Swift
 
