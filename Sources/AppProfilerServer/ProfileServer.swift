@@ -110,7 +110,24 @@ public final class ProfileServer: Service, Sendable {
   }
 
   /// Binds, writes the discovery record, logs the address.
+  ///
+  /// With ``ProfileServerConfiguration/failureMode`` `.log` (the default) it
+  /// never throws: a server that cannot start logs one error line naming the
+  /// problem and the fix, and the app runs on without it (``address`` is nil).
+  /// With `.throw` it throws the ``ProfileServerError``.
   public func startListening() async throws {
+    let mode = ((try? configuration.applyingEnvironment(environment)) ?? configuration).failureMode
+    do {
+      try await listen()
+    } catch {
+      if mode == .throw { throw error }
+      state.withLock { $0 = .disabled }
+      let fix = (error as? ProfileServerError)?.fix ?? "see docs/configuration.md"
+      logger.error("app-profiler server not started: \(error); to fix: \(fix). The app runs on without it.")
+    }
+  }
+
+  private func listen() async throws {
     let effective: ProfileServerConfiguration
     do {
       effective = try configuration.applyingEnvironment(environment)
@@ -182,21 +199,19 @@ public final class ProfileServer: Service, Sendable {
 
   private func bind(_ configuration: ProfileServerConfiguration) async throws -> Running {
     let directory = configuration.resolvedDirectory(environment: environment)
-    do {
-      try RuntimeDirectory.prepare(directory)
-    } catch {
-      logger.error("app-profiler cannot use its directory", metadata: ["error": "\(error)"])
-      throw error
-    }
+    try RuntimeDirectory.prepare(directory)
     for removed in DiscoveryRecord.removeStale(in: directory) {
       logger.debug("removed stale discovery record", metadata: ["path": "\(removed)"])
     }
     let coordinator = ProfileCoordinator(configuration: configuration, logger: logger)
+    // RequestHeadLimiter checks the head first, limit by limit; the decoder's
+    // own limits stay, a little wider, as a backstop.
     var limits = NIOHTTPDecoderLimitConfiguration()
-    limits.maxHeaderFieldSize = configuration.maxRequestHeadBytes
-    limits.maxHeaderListSize = configuration.maxRequestHeadBytes
-    limits.maxHeaderFieldCount = 100
+    limits.maxHeaderFieldSize = configuration.maxRequestHeadBytes + 1024
+    limits.maxHeaderListSize = configuration.maxRequestHeadBytes + 1024
+    limits.maxHeaderFieldCount = ProfileServerHandler.maxHeaderFields + 8
     let decoderLimits = limits
+    let maxHeadBytes = configuration.maxRequestHeadBytes
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     let bootstrap = ServerBootstrap(group: group)
       .serverChannelOption(.backlog, value: 32)
@@ -207,6 +222,10 @@ public final class ProfileServer: Service, Sendable {
         }
         channel.closeFuture.whenComplete { _ in coordinator.releaseConnection() }
         return channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.addHandler(
+            RequestHeadLimiter(
+              maxRequestLine: ProfileServerHandler.maxRequestLine, maxHeaderFields: ProfileServerHandler.maxHeaderFields,
+              maxHeadBytes: maxHeadBytes))
           try channel.pipeline.syncOperations.addHandler(
             ByteToMessageHandler(
               HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop, limitConfiguration: decoderLimits)))

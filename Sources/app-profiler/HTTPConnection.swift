@@ -9,6 +9,16 @@ struct Endpoint: CustomStringConvertible {
 
   var kind: Kind
   var token: String?
+  /// The profiled process, when known (a pid target, or a socket named
+  /// `app-profiler-<pid>.sock`): lets a failed request say the process ended.
+  var pid: Int32? = nil
+
+  /// The pid in a server socket's default name, `app-profiler-<pid>.sock`.
+  static func pid(ofSocket path: String) -> Int32? {
+    let name = path.split(separator: "/").last.map(String.init) ?? path
+    guard name.hasPrefix("app-profiler-"), name.hasSuffix(".sock") else { return nil }
+    return Int32(name.dropFirst("app-profiler-".count).dropLast(".sock".count))
+  }
 
   var description: String {
     switch kind {

@@ -19,10 +19,10 @@ enum TargetResolver {
         throw .target(
           "process \(pid) has no profile server (no record in \(directory)); start one with ProfileServer.start() or set APP_PROFILER_DIR")
       }
-      if record.transport == "unix" { return Endpoint(kind: .unix(path: record.address), token: token) }
+      if record.transport == "unix" { return Endpoint(kind: .unix(path: record.address), token: token, pid: pid) }
       let parts = record.address.split(separator: ":")
       guard let port = parts.last.flatMap({ Int($0) }) else { throw .target("record of \(pid) has no usable address: \(record.address)") }
-      return Endpoint(kind: .tcp(host: parts.dropLast().joined(separator: ":"), port: port), token: token)
+      return Endpoint(kind: .tcp(host: parts.dropLast().joined(separator: ":"), port: port), token: token, pid: pid)
     }
     if target.hasPrefix("http://") {
       guard let url = URL(string: target), let host = url.host else { throw .target("not a URL: \(target)") }
@@ -35,7 +35,7 @@ enum TargetResolver {
     guard FileManager.default.fileExists(atPath: target, isDirectory: &isDirectory), !isDirectory.boolValue else {
       throw .target("no such pid, socket or URL: \(target)")
     }
-    return Endpoint(kind: .unix(path: target), token: token)
+    return Endpoint(kind: .unix(path: target), token: token, pid: Endpoint.pid(ofSocket: target))
   }
 
   /// A failed answer as a CLIError (409 busy, 400 rejected, …).

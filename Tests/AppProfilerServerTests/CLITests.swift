@@ -16,6 +16,26 @@ func cli(_ arguments: [String], environment: [String: String] = [:]) throws -> (
 extension ServerSuite {
   /// Issue 6: the CLI against a real process with a profile server.
   @Suite struct CommandLine {
+    /// The target dies mid-recording: the CLI says so, not "connection reset".
+    @Test func recordSaysTheProcessEnded() throws {
+      let scratch = TemporaryDirectory()
+      defer { scratch.remove() }
+      try withTestee { testee in
+        let pid = testee.pid
+        let killer = Thread {
+          usleep(1_000_000)
+          kill(pid, SIGKILL)
+        }
+        killer.start()
+        let record = try cli(
+          ["record", String(pid), "--duration", "5", "-o", scratch.path + "/gone.json"],
+          environment: ["APP_PROFILER_DIR": testee.directory])
+        #expect(record.status == 2, "\(record.error)")
+        #expect(record.error.contains("the process ended (pid \(pid)) while recording"), "\(record.error)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path + "/gone.json"))
+      }
+    }
+
     @Test func listRecordTopConvertThreads() throws {
       let scratch = TemporaryDirectory()
       defer { scratch.remove() }

@@ -17,6 +17,12 @@ extension ServerSuite {
         let huge = "GET /profile HTTP/1.1\r\nHost: x\r\nX-Big: " + String(repeating: "a", count: 64 * 1024) + "\r\n\r\n"
         let big = try RawConnection.request(testee, huge, timeout: 5)
         #expect(big?.status == 431, "\(String(describing: big?.status))")
+        #expect(big?.text.contains("request headers larger than 16384 bytes") == true, "\(big?.text ?? "")")
+
+        let manyFields = (0..<150).map { "X-H\($0): v\r\n" }.joined()
+        let many = try RawConnection.request(testee, "GET /profile HTTP/1.1\r\nHost: x\r\n" + manyFields + "\r\n", timeout: 5)
+        #expect(many?.status == 431, "\(String(describing: many?.status))")
+        #expect(many?.text.contains("too many header fields: more than 100") == true, "\(many?.text ?? "")")
 
         let body = String(repeating: "b", count: 1100 * 1024)
         let withBody = try RawConnection.request(
@@ -25,7 +31,12 @@ extension ServerSuite {
 
         let longTarget = "GET /profile?" + String(repeating: "x", count: 9000) + " HTTP/1.1\r\nHost: x\r\n\r\n"
         let long = try RawConnection.request(testee, longTarget, timeout: 5)
-        #expect(long?.status == 414 || long?.status == 431, "\(String(describing: long?.status))")
+        #expect(long?.status == 414, "\(String(describing: long?.status))")
+        // Longer than the whole head limit: still 414 (not 431, not a reset).
+        let longerTarget = "GET /profile?" + String(repeating: "x", count: 64 * 1024) + " HTTP/1.1\r\nHost: x\r\n\r\n"
+        let longer = try RawConnection.request(testee, longerTarget, timeout: 5)
+        #expect(longer?.status == 414, "\(String(describing: longer?.status))")
+        #expect(longer?.text.contains("request line longer than 8192 bytes") == true, "\(longer?.text ?? "")")
 
         // Slowloris: a byte every 300 ms never completes the head in 1 s.
         let slow = try RawConnection(testee)
@@ -89,13 +100,16 @@ extension ServerSuite {
 
     @Test func idleServerHasNoSamplingMachinery() throws {
       try withTestee { testee in
-        _ = try Curl.get(testee, "/profile?duration=0.1")  // a finished profile leaves nothing either
+        // Never asked: not even a signal handler.
+        let caught = UInt64(testee.status("SigCgt"), radix: 16) ?? 0
+        #expect(caught & (1 << (27 - 1)) == 0, "SIGPROF handler installed (SigCgt \(testee.status("SigCgt")))")
+        // A finished profile leaves no thread and no timer; only the handler
+        // stays (a late SIGPROF must never meet SIG_DFL).
+        _ = try Curl.get(testee, "/profile?duration=0.1")
         usleep(300_000)
         #expect(!testee.threadNames.contains("app-profiler"), "\(testee.threadNames)")
         let timers = (try? String(contentsOfFile: "/proc/\(testee.pid)/timers", encoding: .utf8)) ?? "?"
         #expect(timers.isEmpty, "timers: \(timers)")
-        let caught = UInt64(testee.status("SigCgt"), radix: 16) ?? 0
-        #expect(caught & (1 << (27 - 1)) == 0, "SIGPROF handler installed (SigCgt \(testee.status("SigCgt")))")
       }
     }
   }

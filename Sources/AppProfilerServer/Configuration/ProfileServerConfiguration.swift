@@ -49,12 +49,31 @@ public struct ProfileServerConfiguration: Sendable, Hashable {
   /// and the store whose files `/profiles/<name>` serves.
   public var requestProfiling: RequestProfilingConfiguration = RequestProfilingConfiguration()
 
+  /// What a failed start does. Default ``FailureMode/log``: one error line
+  /// naming the problem and its fix, and the app runs on without the server —
+  /// a profiler must never be the reason a service does not start.
+  public var failureMode: FailureMode = .log
+
+  /// What `ProfileServer.start()` does when it cannot listen (a bad
+  /// directory, socket path or `APP_PROFILER_*` value, an address in use).
+  public struct FailureMode: Sendable, Hashable, CustomStringConvertible {
+    enum Kind: Sendable, Hashable { case log, `throw` }
+    let kind: Kind
+    /// Log one error line (problem and fix) and continue with the server off.
+    public static let log = FailureMode(kind: .log)
+    /// Throw the ``ProfileServerError`` (for apps that want to stop on it).
+    public static let `throw` = FailureMode(kind: .throw)
+    public var description: String { kind == .log ? "log" : "throw" }
+  }
+
   public init() {}
 
-  /// The directory the server uses: ``directory`` or the default.
+  /// The directory the server uses: ``directory`` or the default, without
+  /// trailing slashes (`link/` would make lstat follow the link).
   func resolvedDirectory(environment: [String: String]) -> String {
-    if let directory, !directory.isEmpty { return directory }
-    return Self.defaultDirectory(environment: environment)
+    var path = directory.flatMap { $0.isEmpty ? nil : $0 } ?? Self.defaultDirectory(environment: environment)
+    while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
+    return path
   }
 
   /// Where servers put sockets and discovery records unless told otherwise:

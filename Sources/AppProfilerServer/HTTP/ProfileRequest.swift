@@ -53,7 +53,8 @@ struct ProfileRequest: Sendable, Equatable {
           throw .badParameter("mode", value, allowed: "cpu, wall, alloc, object")
         }
       case "duration":
-        let maxSeconds = Double(maxDuration.components.seconds) + Double(maxDuration.components.attoseconds) / 1e18
+        // The configured maximum, within the library's 24 h.
+        let maxSeconds = min(86_400, Double(maxDuration.components.seconds) + Double(maxDuration.components.attoseconds) / 1e18)
         guard let seconds = Double(value), seconds.isFinite, seconds > 0, seconds <= maxSeconds,
           value.allSatisfy({ $0.isNumber || $0 == "." })
         else {
@@ -120,7 +121,7 @@ enum PprofSeconds {
       guard name == "seconds" else {
         throw RequestError(status: .badRequest, message: "unknown parameter '\(name)': allowed seconds")
       }
-      let maxSeconds = Double(maxDuration.components.seconds)
+      let maxSeconds = min(86_400, Double(maxDuration.components.seconds))
       guard let seconds = Double(value), seconds.isFinite, seconds > 0, seconds <= maxSeconds,
         value.allSatisfy({ $0.isNumber || $0 == "." })
       else {

@@ -5,15 +5,22 @@ import NIOHTTP1
 /// One connection: one request, one answer, then close.
 ///
 /// Limits enforced here: the whole request must arrive within
-/// `requestHeadTimeout` (408), a request line over 8 KiB gets 414, headers
-/// over `maxRequestHeadBytes` 431 (the decoder's limit), a body over 1 MiB
-/// 413, a malformed request 400. A client that disconnects while its profile
-/// runs cancels the profile.
+/// `requestHeadTimeout` (408), a request line over 8 KiB gets 414, more than
+/// 100 header fields or a head over `maxRequestHeadBytes` 431 (the first
+/// three checked on the raw bytes by `RequestHeadLimiter`), a body over
+/// 1 MiB 413, a malformed request 400. After an answer to a request that was
+/// cut off, the connection stays half-closed for a moment so the client
+/// reads the answer instead of a reset. A client that disconnects while its
+/// profile runs cancels the profile.
 final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler {
   typealias InboundIn = HTTPServerRequestPart
   typealias OutboundOut = HTTPServerResponsePart
 
   static let maxRequestLine = 8 * 1024
+  /// Header fields a request may have. 100: browsers send ~20, curl 3.
+  static let maxHeaderFields = 100
+  /// How long a connection whose request was cut off stays half-closed.
+  static let linger: TimeAmount = .seconds(2)
   /// Bodies are only read by POST /debug/pprof/symbol (addresses as text).
   static let maxBody = 1024 * 1024
 
@@ -66,7 +73,20 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
       context.close(promise: nil)
       return
     }
-    if let parserError = error as? HTTPParserError {
+    if let violation = error as? RequestHeadLimiter.Violation {
+      switch violation {
+      case .requestLineTooLong(let limit):
+        send(context: context, .error(.uriTooLong, "request line longer than \(limit) bytes"), headOnly: false, linger: true)
+      case .tooManyHeaderFields(let limit):
+        send(
+          context: context, .error(.requestHeaderFieldsTooLarge, "too many header fields: more than \(limit)"),
+          headOnly: false, linger: true)
+      case .headTooLarge(let limit):
+        send(
+          context: context, .error(.requestHeaderFieldsTooLarge, "request headers larger than \(limit) bytes"),
+          headOnly: false, linger: true)
+      }
+    } else if let parserError = error as? HTTPParserError {
       if case .headerOverflow = parserError {
         send(
           context: context,
@@ -207,8 +227,10 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
     }
   }
 
-  /// Writes an answer with the headers every answer carries, then closes.
-  func send(context: ChannelHandlerContext, _ response: HTTPResponse, headOnly: Bool) {
+  /// Writes an answer with the headers every answer carries, then closes
+  /// (with `linger`: closes the output, and the rest after ``linger`` or when
+  /// the client closes, so unread request bytes do not turn into a reset).
+  func send(context: ChannelHandlerContext, _ response: HTTPResponse, headOnly: Bool, linger: Bool = false) {
     guard !responded else { return }
     responded = true
     timeout?.cancel()
@@ -233,7 +255,22 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
     let channel = context.channel
     let done = context.eventLoop.makePromise(of: Void.self)
     context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
-    done.futureResult.whenComplete { _ in channel.close(promise: nil) }
+    guard linger else {
+      done.futureResult.whenComplete { _ in channel.close(promise: nil) }
+      return
+    }
+    let eventLoop = context.eventLoop
+    done.futureResult.whenComplete { _ in
+      let halfClosed = eventLoop.makePromise(of: Void.self)
+      channel.close(mode: .output, promise: halfClosed)
+      halfClosed.futureResult.whenComplete { result in
+        if case .failure = result {
+          channel.close(promise: nil)
+        } else {
+          eventLoop.scheduleTask(in: Self.linger) { channel.close(promise: nil) }
+        }
+      }
+    }
   }
 }
 
