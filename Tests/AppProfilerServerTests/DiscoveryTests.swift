@@ -72,7 +72,7 @@ extension ServerSuite {
       let link = parent.path + "/runtime"
       symlink(target, link)
       #expect {
-        _ = try Testee(directory: link)
+        _ = try Testee(directory: link, arguments: ["--failure-mode", "throw"])
       } throws: { error in
         "\(error)".contains("symbolic link")
       }
@@ -86,7 +86,7 @@ extension ServerSuite {
       mkdir(open, 0o777)
       chmod(open, 0o777)
       #expect {
-        _ = try Testee(directory: open)
+        _ = try Testee(directory: open, arguments: ["--failure-mode", "throw"])
       } throws: { error in
         "\(error)".contains("accessible to other users")
       }
@@ -113,12 +113,12 @@ extension ServerSuite {
       let directory = TemporaryDirectory()
       defer { directory.remove() }
       #expect {
-        _ = try Testee(directory: directory.path, arguments: ["--host", "0.0.0.0", "--allow-remote"])
+        _ = try Testee(directory: directory.path, arguments: ["--host", "0.0.0.0", "--allow-remote", "--failure-mode", "throw"])
       } throws: { error in
         "\(error)".contains("refusing to listen on non-loopback host 0.0.0.0")
       }
       #expect {
-        _ = try Testee(directory: directory.path, arguments: ["--host", "0.0.0.0", "--token", "secret"])
+        _ = try Testee(directory: directory.path, arguments: ["--host", "0.0.0.0", "--token", "secret", "--failure-mode", "throw"])
       } throws: { error in
         "\(error)".contains("refusing")
       }

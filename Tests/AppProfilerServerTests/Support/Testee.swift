@@ -25,7 +25,14 @@ final class Testee: @unchecked Sendable {
 
   /// Starts the child and waits for its first line. Throws `StartError`
   /// with the line when it printed ERROR.
-  init(directory: String, arguments: [String] = [], environment: [String: String] = [:]) throws {
+  /// The child's stderr, when started with `captureStandardError`.
+  private let errorPipe: Pipe?
+
+  init(
+    directory: String, arguments: [String] = [], environment: [String: String] = [:],
+    captureStandardError: Bool = false
+  ) throws {
+    errorPipe = captureStandardError ? Pipe() : nil
     self.directory = directory
     process.executableURL = URL(fileURLWithPath: Self.executable)
     process.arguments = ["--dir", directory] + arguments
@@ -35,7 +42,11 @@ final class Testee: @unchecked Sendable {
     process.environment = env
     process.standardInput = input
     process.standardOutput = output
-    process.standardError = FileHandle.standardError
+    if let errorPipe {
+      process.standardError = errorPipe
+    } else {
+      process.standardError = FileHandle.standardError
+    }
     try process.run()
     let line = try readLine(timeout: 30)
     if line.hasPrefix("READY ") {
@@ -74,6 +85,33 @@ final class Testee: @unchecked Sendable {
       }
       buffered += String(decoding: data, as: UTF8.self)
     }
+  }
+
+  /// Sends one command line (see the testee's header) and returns the first
+  /// answer line that starts with `answer`.
+  func command(_ line: String, answer: String, timeout: Double = 30) throws -> String {
+    input.fileHandleForWriting.write(Data((line + "\n").utf8))
+    let deadline = Date().addingTimeInterval(timeout)
+    while true {
+      let reply = try readLine(timeout: max(0.1, deadline.timeIntervalSinceNow))
+      if reply.hasPrefix(answer) { return reply }
+    }
+  }
+
+  /// True while the child has not exited (and is not a zombie).
+  var isAlive: Bool {
+    guard process.isRunning else { return false }
+    let state = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8))?
+      .split(separator: ")").last?.split(separator: " ").first
+    return state != "Z" && state != "X"
+  }
+
+  /// Closes stdin, waits for the exit, and returns what the child wrote to
+  /// stderr (needs `captureStandardError`).
+  func finishCapturingStandardError() -> String {
+    finish()
+    guard let errorPipe else { return "" }
+    return String(decoding: errorPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
   }
 
   /// Closes stdin (the child stops its server and exits) and waits.

@@ -3,6 +3,7 @@
 //   AppProfilerTestee [--dir DIR] [--tcp] [--host H] [--port P] [--token T]
 //                     [--allow-remote] [--no-stop] [--fork-child] [--alloc-worker]
 //                     [--head-timeout S] [--max-duration-ms MS] [--max-connections N]
+//                     [--failure-mode throw]
 //
 // Starts a CPU-bound worker (testeeHotLoop → testeeHotInner), a blocked
 // thread, and a profile server; prints one line `READY <address>` (or
@@ -13,6 +14,24 @@
 // leave the parent's socket and record alone). --alloc-worker adds a thread
 // that allocates TesteeObject instances (testeeAllocLoop → testeeAllocate),
 // ~50 MB/s with pauses, for the allocation-profile tests.
+//
+// Hostile conditions ("the profiler never takes the app down"):
+//   --sigprof-blocker     a thread `testee-sigblock` that blocks SIGPROF until
+//                         the command UNBLOCK
+//   --fifo-spinners N     N SCHED_FIFO threads spinning on CPU 0, and a normal
+//                         thread `testee-starved` pinned there; prints
+//                         `FIFO ok` or `FIFO denied <errno>` after READY
+//   --plugin PATH         a thread that dlopens PATH, calls plugin_work(),
+//                         dlcloses it, forever
+//   --app-handler         installs SIGPROF handler 1 before the server starts
+//   --small-stack BYTES   a 64 KiB-stack thread that recurses until less than
+//                         BYTES of stack remain, then spins there
+// Commands on stdin (one line each; answers on stdout):
+//   UNBLOCK      the blocker thread unblocks SIGPROF; answers UNBLOCKED
+//   HANDLER n    installs SIGPROF handler n (1...3); answers HANDLER n
+//   RAISE        kill(getpid(), SIGPROF), 200 ms pause; answers COUNTS c1 c2 c3
+//   PLUGIN       answers PLUGIN <loops done>
+//   PING         answers PONG (the process is alive and its main thread runs)
 @_spi(Support) import AppProfiler
 import AppProfilerServer
 import Foundation
@@ -64,7 +83,11 @@ func option(_ name: String) -> String? {
 }
 func flag(_ name: String) -> Bool { arguments.contains(name) }
 
+// Log lines go to stderr: stdout carries the READY line and answers.
+LoggingSystem.bootstrap(StreamLogHandler.standardError)
+
 var configuration = ProfileServerConfiguration()
+if option("--failure-mode") == "throw" { configuration.failureMode = .throw }
 configuration.directory = option("--dir")
 if flag("--tcp") || option("--host") != nil {
   configuration.bindAddress = .hostname(option("--host") ?? "127.0.0.1", port: Int(option("--port") ?? "0") ?? 0)
@@ -103,6 +126,136 @@ if flag("--alloc-worker") {
 
 while named.load(ordering: .acquiring) < (flag("--alloc-worker") ? 3 : 2) { usleep(1_000) }
 
+// MARK: Hostile conditions
+
+let unblockRequested = Atomic<Bool>(false)
+if flag("--sigprof-blocker") {
+  let ready = Atomic<Bool>(false)
+  let blocker = Thread {
+    nameCurrentThread("testee-sigblock")
+    var set = sigset_t()
+    sigemptyset(&set)
+    sigaddset(&set, SIGPROF)
+    pthread_sigmask(SIG_BLOCK, &set, nil)
+    ready.store(true, ordering: .releasing)
+    while !unblockRequested.load(ordering: .acquiring) { usleep(10_000) }
+    pthread_sigmask(SIG_UNBLOCK, &set, nil)  // a pending SIGPROF is delivered here
+    while true { usleep(100_000) }
+  }
+  blocker.start()
+  while !ready.load(ordering: .acquiring) { usleep(1_000) }
+}
+
+var fifoStatus: String? = nil
+/// glibc's, not exported by the Glibc module (_GNU_SOURCE).
+@_silgen_name("sched_setaffinity")
+func testeeSetAffinity(_ pid: pid_t, _ size: Int, _ set: UnsafeRawPointer) -> Int32
+
+/// Pins the calling thread to CPU 0 (a 1024-bit cpu_set_t with bit 0 set).
+func pinToFirstCPU() {
+  var set = [UInt64](repeating: 0, count: 16)
+  set[0] = 1
+  _ = set.withUnsafeBytes { testeeSetAffinity(0, $0.count, $0.baseAddress!) }
+}
+if let count = option("--fifo-spinners").flatMap(Int.init) {
+  // All on CPU 0, with a normal thread `testee-starved` pinned there too: it
+  // runs only in the scheduler's RT-throttling windows (50 ms a second), so
+  // the wall ticker's signals to it stay pending for up to ~1 s. The rest of
+  // the process (server, sampler) keeps the other CPUs.
+  let started = Atomic<Int>(0)
+  let denied = Atomic<Int32>(0)
+  for index in 0..<count {
+    let spinner = Thread {
+      nameCurrentThread("testee-fifo-\(index)")
+      pinToFirstCPU()
+      var parameters = sched_param(sched_priority: 1)
+      let result = pthread_setschedparam(pthread_self(), SCHED_FIFO, &parameters)
+      if result != 0 { denied.store(result, ordering: .relaxed) }
+      started.add(1, ordering: .releasing)
+      var x: UInt64 = 1
+      while true {
+        for _ in 0..<1_000_000 { x = x &* 6_364_136_223_846_793_005 &+ 1 }
+        testeeSink.wrappingAdd(x, ordering: .relaxed)
+      }
+    }
+    spinner.start()
+  }
+  let starved = Thread {
+    nameCurrentThread("testee-starved")
+    pinToFirstCPU()
+    started.add(1, ordering: .releasing)
+    testeeHotLoop()
+  }
+  starved.start()
+  while started.load(ordering: .acquiring) < count + 1 { usleep(1_000) }
+  let error = denied.load(ordering: .relaxed)
+  fifoStatus = error == 0 ? "FIFO ok" : "FIFO denied \(error)"
+}
+
+let pluginLoops = Atomic<Int>(0)
+if let path = option("--plugin") {
+  let plugin = Thread {
+    nameCurrentThread("testee-plugin")
+    while true {
+      guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
+        usleep(10_000)
+        continue
+      }
+      if let symbol = dlsym(handle, "plugin_work") {
+        let work = unsafeBitCast(symbol, to: (@convention(c) (Int32) -> UInt64).self)
+        testeeSink.wrappingAdd(work(2), ordering: .relaxed)
+      }
+      dlclose(handle)
+      pluginLoops.add(1, ordering: .relaxed)
+    }
+  }
+  plugin.start()
+}
+
+/// Calls per app handler (1...3), each a different function.
+let handlerCalls1 = Atomic<Int>(0)
+let handlerCalls2 = Atomic<Int>(0)
+let handlerCalls3 = Atomic<Int>(0)
+func testeeHandler1(_ signal: Int32) { handlerCalls1.add(1, ordering: .relaxed) }
+func testeeHandler2(_ signal: Int32) { handlerCalls2.add(1, ordering: .relaxed) }
+func testeeHandler3(_ signal: Int32) { handlerCalls3.add(1, ordering: .relaxed) }
+func installAppHandler(_ number: Int) {
+  var action = sigaction()
+  let handlers: [@convention(c) (Int32) -> Void] = [testeeHandler1, testeeHandler2, testeeHandler3]
+  action.__sigaction_handler.sa_handler = handlers[number - 1]
+  sigemptyset(&action.sa_mask)
+  action.sa_flags = SA_RESTART
+  sigaction(SIGPROF, &action, nil)
+}
+if flag("--app-handler") { installAppHandler(1) }
+
+/// glibc's, not exported by the Glibc module (_GNU_SOURCE).
+@_silgen_name("pthread_getattr_np")
+func testeeGetAttributes(_ thread: pthread_t, _ attributes: UnsafeMutablePointer<pthread_attr_t>) -> Int32
+
+@inline(never) func testeeDeepSpin(_ headroom: Int, _ low: UInt) -> UInt64 {
+  var marker: UInt8 = 0
+  let here = withUnsafeMutablePointer(to: &marker) { UInt(bitPattern: $0) }
+  if here - low > UInt(headroom) + 1024 {
+    return testeeDeepSpin(headroom, low) &+ 1  // not a tail call
+  }
+  while true { testeeHotInner() }
+}
+if let headroom = option("--small-stack").flatMap(Int.init) {
+  let deep = Thread {
+    nameCurrentThread("testee-deep")
+    var attributes = pthread_attr_t()
+    _ = testeeGetAttributes(pthread_self(), &attributes)
+    var stack: UnsafeMutableRawPointer? = nil
+    var size = 0
+    pthread_attr_getstack(&attributes, &stack, &size)
+    pthread_attr_destroy(&attributes)
+    testeeSink.wrappingAdd(testeeDeepSpin(headroom, UInt(bitPattern: stack)), ordering: .relaxed)
+  }
+  deep.stackSize = 64 * 1024
+  deep.start()
+}
+
 let server: ProfileServer
 do {
   var logger = Logger(label: "app-profiler")
@@ -114,6 +267,7 @@ do {
   exit(3)
 }
 print("READY \(server.address.map { $0.socketPath ?? $0.url } ?? "disabled")")
+if let fifoStatus { print(fifoStatus) }
 fflush(nil)
 
 if flag("--fork-child") {
@@ -129,8 +283,32 @@ if flag("--fork-child") {
   fflush(nil)
 }
 
-// Serve until the test closes our stdin.
-while readLine() != nil {}
+// Serve (and answer commands) until the test closes our stdin.
+while let line = readLine() {
+  let words = line.split(separator: " ")
+  switch words.first {
+  case "UNBLOCK":
+    unblockRequested.store(true, ordering: .releasing)
+    usleep(100_000)
+    print("UNBLOCKED")
+  case "HANDLER":
+    let number = words.count > 1 ? Int(words[1]) ?? 1 : 1
+    installAppHandler(min(max(number, 1), 3))
+    print("HANDLER \(number)")
+  case "RAISE":
+    kill(getpid(), SIGPROF)
+    usleep(200_000)
+    let counts = [handlerCalls1.load(ordering: .relaxed), handlerCalls2.load(ordering: .relaxed), handlerCalls3.load(ordering: .relaxed)]
+    print("COUNTS \(counts.map(String.init).joined(separator: " "))")
+  case "PLUGIN":
+    print("PLUGIN \(pluginLoops.load(ordering: .relaxed))")
+  case "PING":
+    print("PONG")
+  default:
+    print("UNKNOWN \(line)")
+  }
+  fflush(nil)
+}
 if !flag("--no-stop") {
   await server.stop()
 }
