@@ -74,12 +74,51 @@ public final class Profiler: Sendable {
     return try await session.stop()
   }
 
+  /// ``record(mode:duration:interval:options:)`` on the calling thread,
+  /// without Swift concurrency: it sleeps the thread, so it works while the
+  /// app's cooperative pool, main actor or executors are blocked — the
+  /// profile server records with it. `cancellation` ends the recording early
+  /// (checked every 20 ms): the session is stopped, its samples dropped, and
+  /// `CancellationError` thrown.
+  public func recordSynchronously(
+    mode: Profile.Mode = .cpu, duration: Duration, interval: Duration = .milliseconds(1),
+    options: SessionOptions = SessionOptions(), cancellation: RecordingCancellation? = nil
+  ) throws -> Profile {
+    guard duration > .zero, duration <= .seconds(86_400) else {
+      throw ProfilerError.invalidParameter(name: "duration", value: "\(duration)", allowed: "0 s < duration ≤ 86400 s")
+    }
+    let session = try start(mode: mode, interval: interval, options: options)
+    let deadline = ProfilingSession.clock(CLOCK_MONOTONIC) + duration.nanoseconds
+    while true {
+      if cancellation?.isCancelled == true {
+        session.cancel()
+        throw CancellationError()
+      }
+      let now = ProfilingSession.clock(CLOCK_MONOTONIC)
+      guard now < deadline else { break }
+      let slice = min(deadline - now, 20_000_000)
+      // Interrupted (EINTR) or not, the loop re-reads the clock.
+      var pause = timespec(tv_sec: Int(slice / 1_000_000_000), tv_nsec: Int(slice % 1_000_000_000))
+      nanosleep(&pause, nil)
+    }
+    return try session.stopSynchronously()
+  }
+
   /// Every thread's stack right now: a wall session of a single tick (each
   /// thread is interrupted once). Each thread of the result has one sample;
-  /// idle means it was blocked. Encode with `ThreadDumpEncoder`.
+  /// idle means it was blocked; ``Profile/ThreadSamples/kernelState`` says in
+  /// which system call. Encode with `ThreadDumpEncoder`.
   public func threadSnapshot(options: SessionOptions = SessionOptions()) async throws -> Profile {
+    try threadSnapshotSynchronously(options: options)
+  }
+
+  /// ``threadSnapshot(options:)`` on the calling thread, without Swift
+  /// concurrency (see ``recordSynchronously(mode:duration:interval:options:cancellation:)``).
+  public func threadSnapshotSynchronously(options: SessionOptions = SessionOptions()) throws -> Profile {
     // One tick at 20 ms, then 10 ms for the handlers to finish before stop.
-    try await record(mode: .wall, duration: .milliseconds(30), interval: .milliseconds(20), options: options)
+    var options = options
+    options.recordsKernelState = true
+    return try recordSynchronously(mode: .wall, duration: .milliseconds(30), interval: .milliseconds(20), options: options)
   }
 
   /// Starts a session; stop it with ``ProfilingSession/stop()``.
@@ -199,6 +238,18 @@ public final class Profiler: Sendable {
       throw ProfilerError.invalidParameter(name: "maxThreads", value: "\(options.maxThreads)", allowed: "1 ... 65536")
     }
   }
+}
+
+/// Ends a ``Profiler/recordSynchronously(mode:duration:interval:options:cancellation:)``
+/// early, from any thread (the profile server cancels when the client goes away).
+public final class RecordingCancellation: Sendable {
+  private let flag = Atomic<Bool>(false)
+
+  public init() {}
+
+  public func cancel() { flag.store(true, ordering: .releasing) }
+
+  public var isCancelled: Bool { flag.load(ordering: .acquiring) }
 }
 
 extension Duration {

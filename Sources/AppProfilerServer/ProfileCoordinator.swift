@@ -11,6 +11,12 @@ import Glibc
 /// What every connection of one server shares: configuration, the running
 /// profile's deadline (for `Retry-After`), the connection count. Turns a
 /// parsed request into a response; knows nothing about sockets.
+///
+/// Everything here is synchronous and runs on the server's own threads (a
+/// request thread per running profile, the drain and symbolication
+/// threads): nothing waits for the Swift concurrency cooperative pool, the
+/// main actor or an app executor, so a process whose pool is blocked can
+/// still be profiled.
 final class ProfileCoordinator: Sendable {
   let configuration: ProfileServerConfiguration
   let logger: Logger
@@ -71,8 +77,8 @@ final class ProfileCoordinator: Sendable {
   /// The profiler's slot is free again when it returns.
   func record(
     mode: Profile.Mode, duration: Duration, interval: Duration, allocationRate: Int? = nil,
-    cpuEngine: SessionOptions.CPUEngine? = nil
-  ) async -> Result<Profile, HTTPResponseBox> {
+    cpuEngine: SessionOptions.CPUEngine? = nil, cancellation: RecordingCancellation
+  ) -> Result<Profile, HTTPResponseBox> {
     if Profiler.shared.isBusy { return .failure(HTTPResponseBox(busyResponse())) }
     runningUntil.withLock { $0 = ContinuousClock.now + duration }
     defer { runningUntil.withLock { $0 = nil } }
@@ -80,8 +86,8 @@ final class ProfileCoordinator: Sendable {
     if let allocationRate { options.allocationSamplingRate = allocationRate }
     if let cpuEngine { options.cpuEngine = cpuEngine }
     do {
-      let profile = try await Profiler.shared.record(
-        mode: mode, duration: duration, interval: interval, options: options)
+      let profile = try Profiler.shared.recordSynchronously(
+        mode: mode, duration: duration, interval: interval, options: options, cancellation: cancellation)
       logger.info("profile recorded", metadata: ["mode": "\(mode.rawValue)", "samples": "\(profile.totalCount)"])
       return .success(profile)
     } catch {
@@ -90,10 +96,10 @@ final class ProfileCoordinator: Sendable {
   }
 
   /// `GET /profile`: records, encodes in the asked format, answers.
-  func profile(_ request: ProfileRequest) async -> HTTPResponse {
-    switch await record(
+  func profile(_ request: ProfileRequest, cancellation: RecordingCancellation) -> HTTPResponse {
+    switch record(
       mode: request.mode, duration: request.duration, interval: request.interval, allocationRate: request.allocationRate,
-      cpuEngine: request.cpuEngine)
+      cpuEngine: request.cpuEngine, cancellation: cancellation)
     {
     case .failure(let box): return box.response
     case .success(let profile): return Self.encode(profile, as: request.format)
@@ -132,8 +138,8 @@ final class ProfileCoordinator: Sendable {
   }
 
   /// `GET /debug/pprof/profile`, `/debug/pprof/wall`, `/debug/pprof/allocs?seconds=N`.
-  func pprof(mode: Profile.Mode, duration: Duration) async -> HTTPResponse {
-    switch await record(mode: mode, duration: duration, interval: .milliseconds(1)) {
+  func pprof(mode: Profile.Mode, duration: Duration, cancellation: RecordingCancellation) -> HTTPResponse {
+    switch record(mode: mode, duration: duration, interval: .milliseconds(1), cancellation: cancellation) {
     case .failure(let box): return box.response
     case .success(let profile): return Self.encode(profile, as: .pprof)
     }
@@ -170,10 +176,10 @@ final class ProfileCoordinator: Sendable {
   }
 
   /// `GET /threads` (`/debug/pprof/threads`): one wall tick.
-  func threads(format: ThreadsFormat) async -> HTTPResponse {
+  func threads(format: ThreadsFormat) -> HTTPResponse {
     if Profiler.shared.isBusy { return busyResponse() }
     do {
-      let snapshot = try await Profiler.shared.threadSnapshot(options: configuration.sessionOptions)
+      let snapshot = try Profiler.shared.threadSnapshotSynchronously(options: configuration.sessionOptions)
       switch format {
       case .text: return .text(ThreadDumpEncoder().text(snapshot))
       case .grouped: return .text(ThreadDumpEncoder().groupedText(snapshot))

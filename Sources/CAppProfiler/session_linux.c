@@ -63,7 +63,7 @@ static size_t g_slot_bytes;
 // Ticker-only counters, published through cap_session_stats.
 static _Atomic uint64_t g_repeat_records, g_ticks, g_missed_ticks, g_signals_sent;
 static _Atomic uint64_t g_threads_seen, g_threads_failed, g_tick_ns_total, g_maps_refreshes;
-static _Atomic uint64_t g_threads_signal_blocked, g_undelivered_ticks;
+static _Atomic uint64_t g_threads_signal_blocked, g_undelivered_ticks, g_pending_skips;
 
 static uint64_t now_ns(clockid_t clock) {
   struct timespec ts;
@@ -445,6 +445,7 @@ static void wall_tick(cap_session *s, uint64_t now) {
       // a CPU (the previous stack stands), or blocking the signal (checked
       // once per stretch; charged to [signal blocked]). Never signalled again
       // while the signal is pending: a second one would merge into it anyway.
+      atomic_fetch_add_explicit(&g_pending_skips, 1, memory_order_relaxed);
       if (t->pending_ticks++ == 0 && thread_blocks_signal(tid, s->signal_number)) {
         t->signal_blocked = 1;
         atomic_fetch_add(&g_threads_signal_blocked, 1);
@@ -649,6 +650,7 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
   atomic_store(&g_maps_refreshes, 0);
   atomic_store(&g_threads_signal_blocked, 0);
   atomic_store(&g_undelivered_ticks, 0);
+  atomic_store(&g_pending_skips, 0);
 
   if (config->mode == CAP_MODE_WALL) {
     s->engine = CAP_ENGINE_WALL_TICKER;
@@ -844,6 +846,7 @@ void cap_session_stats(cap_stats *out) {
   out->maps_refreshes = atomic_load(&g_maps_refreshes);
   out->threads_signal_blocked = atomic_load(&g_threads_signal_blocked);
   out->undelivered_ticks = atomic_load(&g_undelivered_ticks);
+  out->pending_skips = atomic_load(&g_pending_skips);
   out->engine = s->engine;
   out->exclude_kernel = g_exclude_kernel;
 }

@@ -19,16 +19,29 @@ struct KernelThreadState: Sendable, Hashable {
   /// True when the kernel reports it running (on a CPU, or runnable).
   var isRunning: Bool
 
+  /// `futex (futex_wait_queue)`, `futex`, `futex_wait_queue`, or nil.
+  private var detail: String? {
+    switch (systemCall, waitChannel) {
+    case (let call?, let channel?): return "\(call) (\(channel))"
+    case (let call?, nil): return call
+    case (nil, let channel?): return channel
+    case (nil, nil): return nil
+    }
+  }
+
   /// The frame shown in profiles: `[kernel: futex (futex_wait_queue)]`,
   /// `[running with the signal blocked]`, or `[kernel: state unknown]`.
   var frameName: String {
     if isRunning { return "[running with the signal blocked]" }
-    switch (systemCall, waitChannel) {
-    case (let call?, let channel?): return "[kernel: \(call) (\(channel))]"
-    case (let call?, nil): return "[kernel: \(call)]"
-    case (nil, let channel?): return "[kernel: \(channel)]"
-    case (nil, nil): return "[kernel: state unknown]"
-    }
+    return "[kernel: \(detail ?? "state unknown")]"
+  }
+
+  /// For thread dumps: `running`, `blocked in futex (futex_wait_queue)`,
+  /// `sleeping (do_epoll_wait)`, or `unknown` once the thread is gone.
+  var description: String {
+    if isRunning { return "running" }
+    guard let detail else { return "unknown" }
+    return systemCall != nil ? "blocked in \(detail)" : "sleeping (\(detail))"
   }
 
   /// Reads the state of `tid` now; all nil once the thread is gone.

@@ -16,6 +16,8 @@ struct ProfileBuilder {
   var symbolicationBudget: Duration? = SessionOptions().symbolicationBudget
   /// Alloc mode: the sampler's counters.
   var allocationStats: cap_alloc_stats? = nil
+  /// Thread dumps: each thread's kernel state, read now.
+  var recordsKernelState = false
 
   /// glibc functions in which a thread waits in the kernel.
   static let blockingFunctions: Set<String> = [
@@ -170,7 +172,9 @@ struct ProfileBuilder {
           isIdle: raw.flags & UInt16(CAP_SAMPLE_IDLE) != 0 || blockedStacks.contains(stackRemap[raw.stack]!)
             || (raw.flags & UInt16(CAP_SAMPLE_SIGNAL_BLOCKED) != 0 && !runningStacks.contains(raw.stack)))
       }
-      profile.threads.append(.init(id: tid, name: name, samples: samples))
+      var thread = Profile.ThreadSamples(id: tid, name: name, samples: samples)
+      if recordsKernelState && tid > 0 { thread.kernelState = KernelThreadState.read(tid).description }
+      profile.threads.append(thread)
     }
     profile.statistics.droppedSamples = dropped
     profile.statistics.truncatedSamples = collector.truncatedSamples
@@ -179,6 +183,15 @@ struct ProfileBuilder {
     profile.statistics.samplesRecorded = Int64(stats.samples_written)
     profile.statistics.completeStacks = Int64(stats.complete_samples)
     profile.statistics.threadsSignalBlocked = Int64(stats.threads_signal_blocked)
+    // Threads the signal could not reach were not sampled either; name them.
+    let unreachable = threadIDs.filter { tid in
+      perThread[tid]!.contains { $0.flags & UInt16(CAP_SAMPLE_SIGNAL_BLOCKED) != 0 }
+    }
+    profile.statistics.threadsNotSampled += Int64(unreachable.count)
+    if !unreachable.isEmpty {
+      profile.metadata["threads_not_sampled"] = unreachable.map { "\(collector.threadNames[$0] ?? "thread") (\($0)): signal blocked" }
+        .joined(separator: ", ")
+    }
     let pending = resolvedList.count { $0.sourcePending }
     if pending > 0 {
       // Named by their ELF symbols; file:line and inlined frames were still
@@ -193,6 +206,7 @@ struct ProfileBuilder {
       profile.metadata["wall_signals_sent"] = String(stats.signals_sent)
       profile.metadata["wall_tick_mean_ns"] = String(stats.ticks > 0 ? stats.tick_ns_total / stats.ticks : 0)
       profile.metadata["wall_undelivered_ticks"] = String(stats.undelivered_ticks)
+      profile.metadata["wall_ticks_signal_pending"] = String(stats.pending_skips)
     }
     if let allocation = allocationStats {
       profile.engine = "got_redirect(malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign, swift_allocObject)"

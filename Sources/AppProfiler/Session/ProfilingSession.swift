@@ -20,11 +20,14 @@ public final class ProfilingSession: Sendable {
   private let startTimeNanoseconds: UInt64
   private let startMonotonicNanoseconds: UInt64
   private let drain: SessionDrain
-  private let drainTask: Mutex<Task<Void, Never>?>
+  /// Moves samples out of the C buffer every 10 ms: a thread of its own, so
+  /// a session runs and ends while the app's cooperative pool is blocked.
+  private let drainThread: DrainThread?
   private let ended = Atomic<Bool>(false)
   /// Unwind tables the handler reads; alive until the session is released.
   private let unwindTables: UnwindTableSet?
   private let symbolicationBudget: Duration?
+  private let recordsKernelState: Bool
 
   init(profiler: Profiler, id: UInt64, mode: Profile.Mode, interval: Duration, options: SessionOptions) throws {
     self.profiler = profiler
@@ -34,13 +37,14 @@ public final class ProfilingSession: Sendable {
     self.startTimeNanoseconds = Self.clock(CLOCK_REALTIME)
     self.startMonotonicNanoseconds = Self.clock(CLOCK_MONOTONIC)
     self.symbolicationBudget = options.symbolicationBudget
+    self.recordsKernelState = options.recordsKernelState
 
     if mode == .alloc {
       // Allocation sampling: the wrappers of AllocationRecorder, no signals.
       try AllocationRecorder.shared.beginWindow(rate: options.allocationSamplingRate, options: options)
       self.unwindTables = nil
       self.drain = SessionDrain()
-      self.drainTask = Mutex(nil)
+      self.drainThread = nil
       return
     }
 
@@ -73,17 +77,10 @@ public final class ProfilingSession: Sendable {
         message: String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
     }
     self.drain = SessionDrain()
-    let drain = self.drain
-    self.drainTask = Mutex(
-      Task.detached {
-        // Positional drains only: a full scan reads every slot of the ring
-        // (page faults and cache misses while the app runs); stragglers are
-        // picked up by the one full scan after stop.
-        while !Task.isCancelled {
-          try? await Task.sleep(for: .milliseconds(10))
-          drain.drainAvailable(fullScan: false)
-        }
-      })
+    // Positional drains only: a full scan reads every slot of the ring (page
+    // faults and cache misses while the app runs); stragglers are picked up
+    // by the one full scan after stop.
+    self.drainThread = DrainThread(drain: drain)
   }
 
   deinit {
@@ -91,7 +88,7 @@ public final class ProfilingSession: Sendable {
       AllocationRecorder.shared.cancelWindow()
       profiler.machine.withLock { $0.finished(id) }
     } else if !ended.load(ordering: .acquiring) {
-      drainTask.withLock { $0?.cancel() }
+      drainThread?.stop()
       drain.close { cap_session_release() }
       profiler.machine.withLock { $0.finished(id) }
     }
@@ -100,6 +97,13 @@ public final class ProfilingSession: Sendable {
   /// Stops sampling and returns the profile (symbolized).
   /// - Throws: ``ProfilerError/unsupported(_:)`` when the session was already stopped.
   public func stop() async throws -> Profile {
+    try stopSynchronously()
+  }
+
+  /// ``stop()`` on the calling thread, without Swift concurrency: for
+  /// callers that must work while the app's cooperative pool is blocked
+  /// (the profile server). Symbolication runs on the profiler's own thread.
+  public func stopSynchronously() throws -> Profile {
     guard profiler.machine.withLock({ $0.stop(id) }) else {
       throw ProfilerError.unsupported("this session has already been stopped")
     }
@@ -113,7 +117,7 @@ public final class ProfilingSession: Sendable {
       let end = Self.clock(CLOCK_MONOTONIC)
       return Self.allocationProfile(recording, durationNanoseconds: end - startMonotonicNanoseconds, symbolicationBudget: symbolicationBudget)
     }
-    var collector = await finishSampling()
+    var collector = finishSampling()
     var stats = cap_stats()
     cap_session_stats(&stats)
     drain.close { cap_session_release() }
@@ -123,6 +127,7 @@ public final class ProfilingSession: Sendable {
       startMonotonicNanoseconds: startMonotonicNanoseconds,
       durationNanoseconds: end - startMonotonicNanoseconds, stats: stats)
     builder.symbolicationBudget = symbolicationBudget
+    builder.recordsKernelState = recordsKernelState
     var profile = builder.build(from: &collector)
     if let tables = unwindTables {
       profile.metadata["unwinder"] = "cfi"
@@ -146,8 +151,8 @@ public final class ProfilingSession: Sendable {
       profiler.machine.withLock { $0.finished(id) }
       return
     }
-    drainTask.withLock { $0?.cancel() }
-    // The drain task may be in a drain right now: release under its lock,
+    drainThread?.stop()
+    // The drain thread may be in a drain right now: release under its lock,
     // so the buffer is never unmapped under a reader (found by TSan).
     drain.close { cap_session_release() }
     ended.store(true, ordering: .releasing)
@@ -175,14 +180,8 @@ public final class ProfilingSession: Sendable {
     return profile
   }
 
-  private func finishSampling() async -> SampleCollector {
-    let task = drainTask.withLock { task -> Task<Void, Never>? in
-      let current = task
-      task = nil
-      return current
-    }
-    task?.cancel()
-    await task?.value
+  private func finishSampling() -> SampleCollector {
+    drainThread?.stop()
     cap_session_stop()
     drain.drainAvailable(fullScan: true)
     return drain.takeCollector()
@@ -192,6 +191,33 @@ public final class ProfilingSession: Sendable {
     var ts = timespec()
     clock_gettime(id, &ts)
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+  }
+}
+
+/// The thread that drains a session every 10 ms until ``stop()``, which
+/// returns once the thread has finished its last drain.
+final class DrainThread: Sendable {
+  private final class Flag: Sendable {
+    let stopping = Atomic<Bool>(false)
+  }
+  private let flag = Flag()
+  private let thread: ProfilerThread
+
+  init(drain: SessionDrain) {
+    let flag = self.flag
+    self.thread = ProfilerThread(name: "app-prof-drain") {
+      while !flag.stopping.load(ordering: .acquiring) {
+        usleep(10_000)
+        drain.drainAvailable(fullScan: false)
+      }
+    }
+  }
+
+  /// Asks the thread to end and waits for it (at most one drain interval).
+  /// Safe to call more than once.
+  func stop() {
+    flag.stopping.store(true, ordering: .releasing)
+    thread.join()
   }
 }
 

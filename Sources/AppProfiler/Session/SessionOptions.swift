@@ -80,6 +80,10 @@ public struct SessionOptions: Sendable, Hashable {
   /// Smaller is more precise and costs more; 1 samples every allocation.
   public var allocationSamplingRate: Int = 524_288
 
+  /// Thread dumps: read each thread's kernel state (`/proc/self/task/<tid>/
+  /// syscall`, `wchan`) when the session ends.
+  var recordsKernelState = false
+
   /// Allowed allocation sampling rates, in bytes.
   public static let allowedAllocationSamplingRates: ClosedRange<Int> = 1...(1 << 30)
 

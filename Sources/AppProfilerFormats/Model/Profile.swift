@@ -189,6 +189,10 @@ extension Profile {
     /// Thread name from `/proc/self/task/<tid>/comm`.
     public var name: String
     public var samples: [Sample]
+    /// Thread dumps: what the kernel said the thread was doing when the dump
+    /// was taken (`running`, `blocked in futex (futex_wait_queue)`); nil in
+    /// profiles.
+    public var kernelState: String? = nil
 
     public init(id: Int32, name: String, samples: [Sample]) {
       self.id = id

@@ -147,6 +147,11 @@ public struct PprofEncoder: Sendable {
       "dropped samples: \(profile.statistics.droppedSamples)",
       "truncated samples: \(profile.statistics.truncatedSamples)",
     ]
+    if profile.statistics.threadsNotSampled > 0 {
+      commentLines.append(
+        "threads not sampled: \(profile.statistics.threadsNotSampled)"
+          + (profile.metadata["threads_not_sampled"].map { " (\($0))" } ?? ""))
+    }
     if profile.statistics.threadsSignalBlocked > 0 {
       commentLines.append("threads blocking the sampling signal: \(profile.statistics.threadsSignalBlocked) (shown as [signal blocked])")
     }

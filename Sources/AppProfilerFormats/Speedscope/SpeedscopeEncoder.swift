@@ -88,6 +88,11 @@ public struct SpeedscopeEncoder: Sendable {
       // frames did not fit the symbolication budget.
       writer.field("sourceLocationsPending", pending)
     }
+    if profile.statistics.threadsNotSampled > 0 {
+      // Threads the sampler could not reach (signal blocked, table full).
+      writer.field("threadsNotSampled", Int(profile.statistics.threadsNotSampled))
+      if let names = profile.metadata["threads_not_sampled"] { writer.field("threadsNotSampledNames", names) }
+    }
     if profile.mode == .alloc {
       // Estimated objects per sample of each profile (weights are bytes):
       // the HTML viewer's bytes/objects toggle.

@@ -4,7 +4,7 @@
 /// ```
 /// 3 threads of pid 4242
 ///
-/// thread 4242 "server" idle
+/// thread 4242 "server" idle, blocked in epoll_wait (do_epoll_wait)
 ///   #0 epoll_wait
 ///   #1 NIOPosix.Epoll.wait(...)
 /// ```
@@ -16,6 +16,12 @@ public struct ThreadDumpEncoder: Sendable {
     var name: String
     var idle: Bool
     var frames: [String]
+    var state: String?
+
+    /// `idle`/`running`, then the kernel's word where the dump has one.
+    var status: String {
+      (idle ? "idle" : "running") + (state.map { $0 == "running" ? "" : ", \($0)" } ?? "")
+    }
   }
 
   func entries(_ profile: Profile) -> [Entry] {
@@ -23,7 +29,7 @@ public struct ThreadDumpEncoder: Sendable {
       let sample = thread.samples.last!
       return Entry(
         id: thread.id, name: thread.name, idle: sample.isIdle,
-        frames: TopFunctions.names(profile, sample.stack).reversed())
+        frames: TopFunctions.names(profile, sample.stack).reversed(), state: thread.kernelState)
     }
   }
 
@@ -32,7 +38,7 @@ public struct ThreadDumpEncoder: Sendable {
     let list = entries(profile)
     var lines = ["\(list.count) threads of pid \(profile.metadata["pid"] ?? "?")", ""]
     for entry in list {
-      lines.append("thread \(entry.id) \"\(entry.name)\"\(entry.idle ? " idle" : " running")")
+      lines.append("thread \(entry.id) \"\(entry.name)\" \(entry.status)")
       for (index, frame) in entry.frames.enumerated() { lines.append("  #\(index) \(frame)") }
       lines.append("")
     }
@@ -47,7 +53,8 @@ public struct ThreadDumpEncoder: Sendable {
     let sorted = groups.sorted { ($0.value.count, $1.key.count) > ($1.value.count, $0.key.count) }
     var lines = ["threads profile: total \(groups.values.reduce(0) { $0 + $1.count })", ""]
     for (frames, members) in sorted {
-      let names = members.map { "\($0.name) (\($0.id))" }.joined(separator: ", ")
+      let names = members.map { "\($0.name) (\($0.id)\($0.state.map { $0 == "running" ? "" : ", \($0)" } ?? ""))" }
+        .joined(separator: ", ")
       lines.append("\(members.count) @ \(names)")
       for frame in frames { lines.append("#\t\(frame)") }
       lines.append("")
@@ -68,6 +75,7 @@ public struct ThreadDumpEncoder: Sendable {
       writer.field("name", entry.name)
       writer.key("idle")
       writer.bool(entry.idle)
+      if let state = entry.state { writer.field("state", state) }
       writer.key("frames")
       writer.beginArray()
       for frame in entry.frames { writer.string(frame) }

@@ -1,4 +1,4 @@
-import AppProfiler
+@_spi(Support) import AppProfiler
 import NIOCore
 import NIOHTTP1
 
@@ -29,7 +29,8 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
   private var bodyBytes = 0
   private var body: [UInt8] = []
   private var timeout: Scheduled<Void>?
-  private var work: Task<Void, Never>?
+  /// Set when the client goes away: the running profile stops early.
+  private var cancellation: RecordingCancellation?
   private var responded = false
   /// Errors on /debug/pprof/* carry `X-Go-Pprof: 1`, so go tool pprof prints them.
   private var pprofPath = false
@@ -102,7 +103,7 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
 
   func channelInactive(context: ChannelHandlerContext) {
     timeout?.cancel()
-    work?.cancel()  // the client is gone: stop its profile now
+    cancellation?.cancel()  // the client is gone: stop its profile now
     context.fireChannelInactive()
   }
 
@@ -161,7 +162,9 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
       do {
         let duration = try PprofSeconds.parse(query, maxDuration: coordinator.configuration.maxDuration)
         let mode: Profile.Mode = route.endpoint == .pprofWall ? .wall : .cpu
-        run(context: context, headOnly: headOnly) { coordinator in await coordinator.pprof(mode: mode, duration: duration) }
+        run(context: context, headOnly: headOnly) { coordinator, cancel in
+          coordinator.pprof(mode: mode, duration: duration, cancellation: cancel)
+        }
       } catch {
         send(context: context, .error(error.status, error.message), headOnly: headOnly)
       }
@@ -169,7 +172,9 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
       do {
         let window = try PprofSeconds.parseOptional(query, maxDuration: coordinator.configuration.maxDuration)
         if let window {
-          run(context: context, headOnly: headOnly) { coordinator in await coordinator.pprof(mode: .alloc, duration: window) }
+          run(context: context, headOnly: headOnly) { coordinator, cancel in
+            coordinator.pprof(mode: .alloc, duration: window, cancellation: cancel)
+          }
         } else {
           send(context: context, coordinator.cumulativeAllocations(), headOnly: headOnly)
         }
@@ -185,14 +190,14 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
       if let unknown = query.parameters.first(where: { $0.name != "debug" }) {
         send(context: context, .error(.badRequest, "unknown parameter '\(unknown.name)': allowed debug"), headOnly: headOnly)
       } else if let format = ["0": ProfileCoordinator.ThreadsFormat.pprof, "1": .grouped, "2": .text][debug] {
-        run(context: context, headOnly: headOnly) { coordinator in await coordinator.threads(format: format) }
+        run(context: context, headOnly: headOnly) { coordinator, _ in coordinator.threads(format: format) }
       } else {
         send(context: context, .error(.badRequest, "invalid parameter debug='\(debug)': allowed 0, 1, 2"), headOnly: headOnly)
       }
     case .profile:
       do {
         let request = try ProfileRequest.parse(query, maxDuration: coordinator.configuration.maxDuration)
-        run(context: context, headOnly: headOnly) { coordinator in await coordinator.profile(request) }
+        run(context: context, headOnly: headOnly) { coordinator, cancel in coordinator.profile(request, cancellation: cancel) }
       } catch {
         send(context: context, .error(error.status, error.message), headOnly: headOnly)
       }
@@ -203,27 +208,35 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
       } else if format != "text" && format != "json" {
         send(context: context, .error(.badRequest, "invalid parameter format='\(format)': allowed text, json"), headOnly: headOnly)
       } else {
-        run(context: context, headOnly: headOnly) { coordinator in
-          await coordinator.threads(format: format == "json" ? .json : .text)
+        run(context: context, headOnly: headOnly) { coordinator, _ in
+          coordinator.threads(format: format == "json" ? .json : .text)
         }
       }
     }
   }
 
-  /// Runs slow work off the event loop and answers when it is done.
+  /// Runs slow work off the event loop, on a thread of its own (never the
+  /// cooperative pool: a process whose pool is blocked must still answer),
+  /// and answers when it is done.
   private func run(
     context: ChannelHandlerContext, headOnly: Bool,
-    _ body: @escaping @Sendable (ProfileCoordinator) async -> HTTPResponse
+    _ body: @escaping @Sendable (ProfileCoordinator, RecordingCancellation) -> HTTPResponse
   ) {
     let eventLoop = context.eventLoop
     let handler = NIOLoopBound(self, eventLoop: eventLoop)
     let bound = NIOLoopBound(context, eventLoop: eventLoop)
     let coordinator = self.coordinator
-    work = Task {
-      let response = await body(coordinator)
+    let cancel = RecordingCancellation()
+    cancellation = cancel
+    let thread = ProfilerThread(name: "app-prof-request") {
+      let response = body(coordinator, cancel)
       eventLoop.execute {
         handler.value.send(context: bound.value, response, headOnly: headOnly)
       }
+    }
+    guard thread.isRunning else {
+      send(context: context, .error(.serviceUnavailable, "cannot start a thread for this request"), headOnly: headOnly)
+      return
     }
   }
 

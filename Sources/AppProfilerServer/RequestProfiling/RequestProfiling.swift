@@ -179,7 +179,8 @@ public struct RequestProfiler: Sendable {
     }
     let profile: Profile
     do {
-      profile = try await session.stop()
+      // On this task's thread, with no hop to another executor.
+      profile = try session.stopSynchronously()
     } catch {
       return (result, .failed("\(error)"))
     }

@@ -127,6 +127,7 @@ typedef struct cap_stats {
   uint64_t complete_samples;  // samples whose walk reached the thread's root
   uint64_t threads_signal_blocked;  // wall: threads found blocking the signal (SigBlk)
   uint64_t undelivered_ticks;  // wall: ticks charged to a thread whose signal was never handled
+  uint64_t pending_skips;      // wall: ticks a thread was not signalled because its last signal was pending
   int32_t engine;             // CAP_ENGINE_* that actually ran
   int32_t exclude_kernel;     // perf engine: 1 when kernel time was excluded
 } cap_stats;

@@ -26,6 +26,12 @@
 //   --app-handler         installs SIGPROF handler 1 before the server starts
 //   --small-stack BYTES   a 64 KiB-stack thread that recurses until less than
 //                         BYTES of stack remain, then spins there
+//   --park-threads N      N more threads, each parked in a semaphore wait
+//   --block-pool          after READY, blocks every thread of the Swift
+//                         concurrency cooperative pool (2 × cores tasks in
+//                         testeePoolWait → DispatchSemaphore.wait) and prints
+//                         `POOL-BLOCKED n` (n tasks running); at the end it
+//                         exits without stopping the server (stop needs the pool)
 // Commands on stdin (one line each; answers on stdout):
 //   UNBLOCK      the blocker thread unblocks SIGPROF; answers UNBLOCKED
 //   HANDLER n    installs SIGPROF handler n (1...3); answers HANDLER n
@@ -266,9 +272,44 @@ do {
   fflush(nil)
   exit(3)
 }
+if let count = option("--park-threads").flatMap(Int.init) {
+  let parked = Atomic<Int>(0)
+  for _ in 0..<count {
+    let thread = Thread {
+      let semaphore = DispatchSemaphore(value: 0)
+      parked.add(1, ordering: .releasing)
+      semaphore.wait()
+    }
+    thread.stackSize = 256 * 1024
+    thread.start()
+  }
+  while parked.load(ordering: .acquiring) < count { usleep(1_000) }
+}
+
 print("READY \(server.address.map { $0.socketPath ?? $0.url } ?? "disabled")")
 if let fifoStatus { print(fifoStatus) }
 fflush(nil)
+
+/// Tasks of --block-pool that have reached their semaphore.
+let poolTasksWaiting = Atomic<Int>(0)
+
+@inline(never) func testeePoolWait() {
+  let semaphore = DispatchSemaphore(value: 0)
+  poolTasksWaiting.add(1, ordering: .releasing)
+  semaphore.wait()  // forever: this pool thread is gone
+}
+
+if flag("--block-pool") {
+  let width = ProcessInfo.processInfo.activeProcessorCount
+  for _ in 0..<(2 * width) {
+    Task.detached { testeePoolWait() }
+  }
+  // Only as many run as the pool has threads; the rest wait in its queue.
+  while poolTasksWaiting.load(ordering: .acquiring) < width { usleep(1_000) }
+  usleep(100_000)
+  print("POOL-BLOCKED \(poolTasksWaiting.load(ordering: .acquiring))")
+  fflush(nil)
+}
 
 if flag("--fork-child") {
   let child = fork()
@@ -309,7 +350,7 @@ while let line = readLine() {
   }
   fflush(nil)
 }
-if !flag("--no-stop") {
+if !flag("--no-stop") && !flag("--block-pool") {
   await server.stop()
 }
 exit(0)

@@ -5,6 +5,7 @@ import Hummingbird
 import HummingbirdExample
 import Logging
 import NIOCore
+import NIOPosix
 import ServiceLifecycle
 import Synchronization
 import Testing
@@ -107,6 +108,36 @@ func withExample(
     }
 
     try await withExample(host: "0.0.0.0") { open in try await checkNonLoopbackClientIgnored(port: open.port) }
+  }
+
+  /// Every event loop of the app blocked (a handler that blocks its loop):
+  /// the profile server, on an event loop of its own, still answers.
+  @Test func profileServerAnswersWhileTheAppsEventLoopsAreBlocked() async throws {
+    try await withExample { app in
+      let release = DispatchSemaphore(value: 0)
+      let entered = DispatchSemaphore(value: 0)
+      let loops = Array(MultiThreadedEventLoopGroup.singleton.makeIterator())
+      for loop in loops {
+        loop.execute {
+          entered.signal()
+          release.wait()
+        }
+      }
+      for _ in loops { entered.wait() }
+      let started = Date()
+      let wall = try? await curl("http://localhost/profile?mode=wall&duration=1&format=collapsed", socket: app.socket, timeout: 20)
+      let dump = try? await curl("http://localhost/debug/pprof/threads?debug=2", socket: app.socket, timeout: 20)
+      let elapsed = Date().timeIntervalSince(started)
+      for _ in loops { release.signal() }
+      #expect(wall?.status == 200)
+      #expect(dump?.status == 200)
+      #expect(elapsed < 10, "\(elapsed) s")
+      // The app's loops are listed, blocked in the semaphore wait.
+      #expect(dump?.text.contains("NIO-ELT") == true, "\(dump?.text.prefix(2000) ?? "")")
+      // And the app serves again.
+      let again = try await curl(app.base + "/")
+      #expect(again.status == 200)
+    }
   }
 
   @Test func storedProfilesKeepTheBodyAndAreServed() async throws {

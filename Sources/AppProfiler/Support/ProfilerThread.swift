@@ -1,0 +1,57 @@
+import CAppProfiler
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A plain joinable pthread for the profiler's own work (drains, profile
+/// requests): never the Swift concurrency cooperative pool, so the profiler
+/// keeps working in a process whose pool is blocked. Its allocations are not
+/// sampled (they are the profiler's, not the app's).
+@_spi(Support) public final class ProfilerThread: @unchecked Sendable {
+  private var thread = pthread_t()
+  private let joined = Atomic<Bool>(false)
+  private let started: Bool
+
+  private final class Box {
+    let name: String
+    let body: () -> Void
+    init(name: String, body: @escaping () -> Void) {
+      self.name = name
+      self.body = body
+    }
+  }
+
+  /// Starts `body` on a new thread named `name` (at most 15 bytes show).
+  public init(name: String, _ body: @escaping @Sendable () -> Void) {
+    let box = Unmanaged.passRetained(Box(name: name, body: body)).toOpaque()
+    let result = pthread_create(&thread, nil, { argument in
+      let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
+      _ = cap_alloc_set_thread_ignored(1)
+      nameCurrentThread(box.name)
+      box.body()
+      return nil
+    }, box)
+    started = result == 0
+    if !started {
+      // No thread: run nothing, but free the box.
+      Unmanaged<Box>.fromOpaque(box).release()
+    }
+  }
+
+  /// True when the thread could be created.
+  public var isRunning: Bool { started }
+
+  /// Waits for the thread to end. Safe to call more than once.
+  public func join() {
+    guard started, !joined.exchange(true, ordering: .acquiringAndReleasing) else { return }
+    pthread_join(thread, nil)
+  }
+
+  deinit {
+    if started && !joined.load(ordering: .acquiring) { pthread_detach(thread) }
+  }
+}

@@ -1,0 +1,89 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// "The back door works when the service is stuck": a child whose Swift
+/// concurrency pool and main thread are blocked still answers every profile
+/// request, because nothing on a request's path needs them.
+extension ServerSuite {
+  @Suite struct StuckService {
+    /// Seconds a request took, and its answer.
+    static func timed(_ testee: Testee, _ target: String) throws -> (seconds: Double, answer: HTTPAnswer) {
+      let start = Date()
+      let answer = try Curl.get(testee, target)
+      return (Date().timeIntervalSince(start), answer)
+    }
+
+    @Test func blockedCooperativePoolStillAnswers() throws {
+      try withTestee(arguments: ["--block-pool"]) { testee in
+        let blocked = try testee.readLine(timeout: 10)
+        #expect(blocked.hasPrefix("POOL-BLOCKED "), "\(blocked)")
+
+        let wall = try Self.timed(testee, "/profile?mode=wall&duration=1&format=collapsed")
+        #expect(wall.answer.status == 200)
+        #expect(wall.seconds < 5, "wall 1 s took \(wall.seconds) s")
+        #expect(wall.answer.text.contains("testeePoolWait"), "\(wall.answer.text.prefix(1500))")
+
+        let cpu = try Self.timed(testee, "/profile?mode=cpu&duration=1&format=collapsed")
+        #expect(cpu.answer.status == 200)
+        #expect(cpu.seconds < 5, "cpu 1 s took \(cpu.seconds) s")
+        #expect(cpu.answer.text.contains("testeeHotInner"))
+
+        let dump = try Self.timed(testee, "/debug/pprof/threads?debug=2")
+        #expect(dump.answer.status == 200)
+        #expect(dump.seconds < 5, "thread dump took \(dump.seconds) s")
+        // Each pool thread: waiting on its semaphore, under its Swift caller,
+        // with the kernel's word for it.
+        let threads = dump.answer.text.components(separatedBy: "\n\n").filter { $0.contains("testeePoolWait") }
+        #expect(threads.count >= ProcessInfo.processInfo.activeProcessorCount, "\(dump.answer.text.prefix(3000))")
+        for thread in threads {
+          #expect(thread.contains("blocked in futex"), "\(thread)")
+          #expect(thread.contains("DispatchSemaphore.wait") || thread.contains("dispatch_semaphore_wait"), "\(thread)")
+        }
+
+        let grouped = try Curl.get(testee, "/debug/pprof/threads?debug=1")
+        #expect(grouped.status == 200)
+        let poolGroup = grouped.text.components(separatedBy: "\n\n").first { $0.contains("testeePoolWait") } ?? ""
+        #expect(poolGroup.hasPrefix("\(threads.count) @ "), "\(grouped.text.prefix(2000))")
+        #expect(testee.isAlive)
+      }
+    }
+
+    /// A thread that blocks the signal cannot hold a session open: the
+    /// profile ends on time and names the thread as not sampled.
+    @Test func signalBlockedThreadDoesNotHoldTheSessionOpen() throws {
+      try withTestee(arguments: ["--sigprof-blocker"]) { testee in
+        let wall = try Self.timed(testee, "/profile?mode=wall&duration=2")
+        #expect(wall.answer.status == 200)
+        #expect(wall.seconds < 3.5, "a 2 s profile took \(wall.seconds) s")
+        let json = try JSONSerialization.jsonObject(with: wall.answer.body) as? [String: Any]
+        let ours = json?["x-app-profiler"] as? [String: Any]
+        #expect((ours?["threadsNotSampled"] as? Int ?? 0) >= 1, "\(ours ?? [:])")
+        #expect((ours?["threadsNotSampledNames"] as? String)?.contains("testee-sigblock") == true, "\(ours ?? [:])")
+        _ = try testee.command("UNBLOCK", answer: "UNBLOCKED")
+        #expect(testee.isAlive)
+      }
+    }
+
+    /// 500 parked threads and a blocked pool: the dump lists them all. The
+    /// 1 s goal is measured here and printed; the bound asserted holds on a
+    /// loaded 2-core machine.
+    @Test func dumpOfFiveHundredThreads() throws {
+      try withTestee(arguments: ["--park-threads", "500", "--block-pool"]) { testee in
+        _ = try testee.readLine(timeout: 10)
+        let first = try Self.timed(testee, "/debug/pprof/threads?debug=2")
+        let second = try Self.timed(testee, "/debug/pprof/threads?debug=2")
+        let grouped = try Self.timed(testee, "/debug/pprof/threads?debug=1")
+        print("thread dump of \(testee.count("task")) threads: first \(first.seconds) s, then \(second.seconds) s; grouped \(grouped.seconds) s")
+        #expect(second.answer.status == 200)
+        let listed = Int(second.answer.text.split(separator: " ").first ?? "") ?? 0
+        #expect(listed >= 500, "\(second.answer.text.prefix(200))")
+        #expect(second.seconds < 3, "\(second.seconds) s")
+        #expect(grouped.answer.text.contains("@ "), "\(grouped.answer.text.prefix(500))")
+      }
+    }
+  }
+}
