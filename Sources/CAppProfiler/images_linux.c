@@ -1,5 +1,7 @@
-// dl_iterate_phdr for the Swift side (symbolization and, later, unwind
-// tables). Not on the signal path.
+// Loaded images for the Swift side: dl_iterate_phdr (symbolization, unwind
+// tables), pinning an image while it is read (dlclose safety), the load
+// counters; and the unwinders' entry points for tests and benchmarks. Not on
+// the signal path.
 #define _GNU_SOURCE
 #include "include/CAppProfiler.h"
 #include "cap_sanitizer.h"

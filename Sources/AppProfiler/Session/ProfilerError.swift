@@ -5,8 +5,8 @@ public enum ProfilerError: Error, Sendable, Equatable, CustomStringConvertible {
   case busy
   /// A parameter is outside its allowed range.
   case invalidParameter(name: String, value: String, allowed: String)
-  /// The platform or the process cannot do what was asked (e.g. alloc mode
-  /// before it exists, a signal that cannot be used).
+  /// The call does not apply in this state (e.g. stopping a session that
+  /// was already stopped); the message says what.
   case unsupported(String)
   /// A system call failed.
   case system(operation: String, errno: Int32, message: String)

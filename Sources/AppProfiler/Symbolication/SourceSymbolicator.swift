@@ -19,7 +19,7 @@ struct SourceFrame: Sendable, Hashable {
 /// symbolicator of Swift's own backtracer: ELF symbols, DWARF line tables and
 /// inline information, compressed debug sections, separate debug files by
 /// build-id), through its `@_spi(Internal)` initializer that accepts addresses
-/// we supply. SPI can change between toolchains: `SourceSymbolicationTests`
+/// we supply. SPI can change between toolchains: `SymbolizerTests` and `SourceLocations`
 /// pins what we rely on, and the ELF symbol tables remain the fallback for
 /// every address this returns nothing for.
 protocol SourceSymbolicator: Sendable {

@@ -110,7 +110,8 @@ struct ProfileRequest: Sendable, Equatable {
 /// `seconds` of `/debug/pprof/profile`, `/debug/pprof/wall` and
 /// `/debug/pprof/allocs` (net/http/pprof's name).
 enum PprofSeconds {
-  /// The duration asked for; `defaultDuration` when the query has none.
+  /// The duration asked for (capped at `maxDuration`); 30 s, or `maxDuration`
+  /// when that is shorter, when the query has none.
   static func parse(_ query: HTTPQuery, maxDuration: Duration) throws(RequestError) -> Duration {
     try parseOptional(query, maxDuration: maxDuration) ?? min(.seconds(30), maxDuration)
   }
