@@ -149,30 +149,14 @@ final class ProfileCoordinator: Sendable {
     "\(profile.mode.rawValue)-\(getpid())-\(profile.startTimeNanoseconds / 1_000_000_000)"
   }
 
-  static func encode(_ profile: Profile, as format: ProfileRequest.Format) -> HTTPResponse {
-    let name = fileName(profile)
+  static func encode(_ profile: Profile, as format: ProfileFormat) -> HTTPResponse {
+    let name = fileName(profile) + "." + format.fileExtension
     let title = "\(profile.mode.rawValue) profile of pid \(getpid())"
-    switch format {
-    case .speedscope:
-      return HTTPResponse(
-        status: .ok,
-        headers: [("Content-Type", "application/json"), ("Content-Disposition", "inline; filename=\"\(name).speedscope.json\"")],
-        body: SpeedscopeEncoder(name: title).encode(profile))
-    case .pprof:
-      return HTTPResponse(
-        status: .ok,
-        headers: [("Content-Type", "application/octet-stream"), ("Content-Disposition", "attachment; filename=\"\(name).pb.gz\"")],
-        body: PprofEncoder().encode(profile))
-    case .collapsed:
-      return HTTPResponse(
-        status: .ok,
-        headers: [("Content-Type", "text/plain; charset=utf-8"), ("Content-Disposition", "inline; filename=\"\(name).collapsed.txt\"")],
-        body: CollapsedEncoder(threadPrefix: false).encode(profile))
-    case .html:
-      return HTTPResponse(
-        status: .ok, headers: [("Content-Type", "text/html; charset=utf-8")],
-        body: HTMLFlameGraphEncoder(title: title).encode(profile))
-    }
+    // Binary formats download; text formats show in a browser.
+    let disposition = (format.isBinary ? "attachment" : "inline") + "; filename=\"\(name)\""
+    var headers = [("Content-Type", format.contentType)]
+    if format != .html { headers.append(("Content-Disposition", disposition)) }
+    return HTTPResponse(status: .ok, headers: headers, body: format.encode(profile, title: title))
   }
 
   /// `GET /threads` (`/debug/pprof/threads`): one wall tick.

@@ -28,12 +28,12 @@ struct ConvertCommand: AsyncParsableCommand {
 
   func run() async throws {
     try await reportingErrors {
-      guard let target = format.flatMap(OutputFormat.init(rawValue:)) ?? OutputFormat(fileName: output) else {
+      guard let target = format.flatMap(ProfileFormat.init(name:)) ?? ProfileFormat(fileName: output) else {
         throw CLIError.usage("cannot tell the output format from \(output); pass --format speedscope|pprof|collapsed|html")
       }
       let profile = try ProfileFiles.read(input)
       try ProfileFiles.write(target.encode(profile), to: output)
-      print("wrote \(output) (\(target.rawValue), \(profile.totalCount) samples)")
+      print("wrote \(output) (\(target.name), \(profile.totalCount) samples)")
     }
   }
 }

@@ -74,7 +74,7 @@ struct DemoCommand: AsyncParsableCommand {
           label: "recording \(mode) profile")
         try TargetResolver.check(answer)
         let profile = try ProfileFiles.decode(answer.body, name: "\(mode) profile")
-        for format in [OutputFormat.pprof, .speedscope, .html] {
+        for format in [ProfileFormat.pprof, .speedscope, .html] {
           let path = (output as NSString).appendingPathComponent("\(mode).\(format.fileExtension)")
           try ProfileFiles.write(format == .pprof ? answer.body : format.encode(profile), to: path)
           written.append(path)

@@ -51,10 +51,10 @@ struct RecordCommand: AsyncParsableCommand {
     guard duration > 0, duration.isFinite else {
       throw ValidationError("--duration must be more than 0 seconds")
     }
-    guard ["cpu", "wall", "alloc", "object"].contains(mode) else {
+    guard Profile.Mode(parameter: mode) != nil else {
       throw ValidationError("--mode must be cpu, wall or alloc")
     }
-    if let format, OutputFormat(rawValue: format) == nil {
+    if let format, ProfileFormat(name: format) == nil {
       throw ValidationError("--format must be speedscope, pprof, collapsed or html")
     }
   }
@@ -62,14 +62,14 @@ struct RecordCommand: AsyncParsableCommand {
   func run() async throws {
     try await reportingErrors {
       let endpoint = try TargetResolver.resolve(target, directory: dir, token: token)
-      let chosen = format.flatMap(OutputFormat.init(rawValue:)) ?? output.flatMap(OutputFormat.init(fileName:)) ?? .speedscope
+      let chosen = format.flatMap(ProfileFormat.init(name:)) ?? output.flatMap(ProfileFormat.init(fileName:)) ?? .speedscope
       let stamp = Self.timestamp()
       let path = output ?? "\(target.allSatisfy(\.isNumber) ? target : "profile")-\(mode)-\(stamp).\(chosen.fileExtension)"
-      let query = "/profile?mode=\(mode)&duration=\(duration)\(interval.map { "&interval=\($0)" } ?? "")&format=\(chosen.rawValue)"
+      let query = "/profile?mode=\(mode)&duration=\(duration)\(interval.map { "&interval=\($0)" } ?? "")&format=\(chosen.name)"
       let answer = try Recorder.fetch(endpoint, query, expectedSeconds: duration, label: "recording \(mode) profile of \(target)")
       try TargetResolver.check(answer)
       try ProfileFiles.write(answer.body, to: path)
-      print("wrote \(path) (\(chosen.rawValue), \(answer.body.count) bytes)")
+      print("wrote \(path) (\(chosen.name), \(answer.body.count) bytes)")
       if open {
         var htmlPath = path
         if chosen != .html {

@@ -42,7 +42,7 @@ struct TopCommand: AsyncParsableCommand {
     guard limit > 0 else { throw ValidationError("--limit must be positive") }
     guard TopFunctions.IdleSamples(rawValue: idle) != nil else { throw ValidationError("--idle must be exclude or include") }
     guard duration > 0, duration.isFinite else { throw ValidationError("--duration must be more than 0 seconds (the server states its maximum)") }
-    guard ["cpu", "wall", "alloc", "object"].contains(mode) else { throw ValidationError("--mode must be cpu, wall or alloc") }
+    guard Profile.Mode(parameter: mode) != nil else { throw ValidationError("--mode must be cpu, wall or alloc") }
   }
 
   func run() async throws {

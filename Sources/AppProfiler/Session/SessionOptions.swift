@@ -28,6 +28,13 @@ public struct SessionOptions: Sendable, Hashable {
   /// ~1–3 µs per sample, becomes a visible share of a core) to 1 s.
   public static let allowedIntervals: ClosedRange<Duration> = .microseconds(100) ... .seconds(1)
 
+  /// The `interval` a request may give for `mode`, as it is written there:
+  /// microseconds for cpu and wall, mean bytes between samples for alloc;
+  /// with its unit for messages. The one place these ranges are stated.
+  public static func intervalParameterRange(for mode: Profile.Mode) -> (range: ClosedRange<Int>, unit: String) {
+    mode == .alloc ? (allowedAllocationSamplingRates, "bytes") : (100...1_000_000, "µs")
+  }
+
   /// Signal used to interrupt threads. Default `SIGPROF`, which nothing else
   /// in a typical server uses; change it if your process uses SIGPROF itself.
   public var signal: Int32 = SIGPROF

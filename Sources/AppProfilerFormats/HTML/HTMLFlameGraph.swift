@@ -24,6 +24,44 @@ public struct HTMLFlameGraphEncoder: Sendable {
       title: title ?? "\(profile.mode.rawValue) profile — swift-app-profiler", embeddedSpeedscope: json, liveForm: false)
   }
 
+  /// Not one of our pages: no embedded profile.
+  public struct NotAProfilePage: Error, CustomStringConvertible, Sendable {
+    public var description: String { "not an app-profiler HTML page (no embedded profile)" }
+  }
+
+  /// The speedscope document embedded in one of our pages (what `encode`
+  /// wrote, `</` escaped as `<\/`), for reading a saved page back.
+  public static func embeddedProfile(_ page: [UInt8]) throws -> [UInt8] {
+    func find(_ needle: [UInt8], from start: Int) -> Int? {
+      guard needle.count <= page.count else { return nil }
+      var index = start
+      while index + needle.count <= page.count {
+        if page[index] == needle[0] && Array(page[index..<index + needle.count]) == needle { return index }
+        index += 1
+      }
+      return nil
+    }
+    let open = Array("<script type=\"application/json\" id=\"profile-data\">".utf8)
+    guard let start = find(open, from: 0), let end = find(Array("</script>".utf8), from: start + open.count)
+    else { throw NotAProfilePage() }
+    var json: [UInt8] = []
+    json.reserveCapacity(end - start - open.count)
+    var index = start + open.count
+    while index < end {
+      // Undo the escape of "</" as "<\/".
+      if page[index] == UInt8(ascii: "<") && index + 2 < end && page[index + 1] == UInt8(ascii: "\\")
+        && page[index + 2] == UInt8(ascii: "/")
+      {
+        json += [UInt8(ascii: "<"), UInt8(ascii: "/")]
+        index += 3
+      } else {
+        json.append(page[index])
+        index += 1
+      }
+    }
+    return json
+  }
+
   /// The viewer page. With `embeddedSpeedscope`, it shows that profile; with
   /// `liveForm`, a form records one from this server (`/profile`) and shows it.
   public static func page(title: String, embeddedSpeedscope: [UInt8]?, liveForm: Bool, extraHTML: String = "") -> [UInt8] {

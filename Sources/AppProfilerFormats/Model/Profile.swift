@@ -229,6 +229,22 @@ extension Profile {
   }
 }
 
+extension Profile.Mode {
+  /// The values `mode=` (server, middleware) and `--mode` (CLI) accept.
+  public static let parameterValues = "cpu, wall, alloc, object"
+
+  /// Parses `mode=`: `cpu`, `wall`, `alloc`, and `object` (the name Ruby
+  /// app_profiler uses) for alloc. The one place the mode is parsed.
+  public init?(parameter: String) {
+    switch parameter.lowercased() {
+    case "cpu": self = .cpu
+    case "wall": self = .wall
+    case "alloc", "object": self = .alloc
+    default: return nil
+    }
+  }
+}
+
 extension Profile {
   /// Sum of all sample counts over all threads.
   public var totalCount: Int64 { threads.reduce(0) { $0 + $1.totalCount } }

@@ -10,17 +10,10 @@ import AppProfiler
 /// | `format` | `speedscope`, `pprof`, `collapsed`, `html` | `speedscope` |
 /// | `engine` | cpu only: `auto`, `perf` (perf events), `timer` (POSIX CPU timers) | the server's |
 struct ProfileRequest: Sendable, Equatable {
-  enum Format: String, Sendable, CaseIterable {
-    case speedscope
-    case pprof
-    case collapsed
-    case html
-  }
-
   var mode: Profile.Mode = .cpu
   var duration: Duration = .seconds(30)
   var interval: Duration = .milliseconds(1)
-  var format: Format = .speedscope
+  var format: ProfileFormat = .speedscope
   /// Alloc mode: mean bytes between samples; nil = the server's setting.
   var allocationRate: Int? = nil
   /// cpu mode: the engine asked for; nil = the server's setting.
@@ -45,13 +38,10 @@ struct ProfileRequest: Sendable, Equatable {
       }
       switch name {
       case "mode":
-        switch value {
-        case "cpu": request.mode = .cpu
-        case "wall": request.mode = .wall
-        case "alloc", "object": request.mode = .alloc
-        default:
-          throw .badParameter("mode", value, allowed: "cpu, wall, alloc, object")
+        guard let mode = Profile.Mode(parameter: value) else {
+          throw .badParameter("mode", value, allowed: Profile.Mode.parameterValues)
         }
+        request.mode = mode
       case "duration":
         // The configured maximum, within the library's 24 h.
         let maxSeconds = min(86_400, Double(maxDuration.components.seconds) + Double(maxDuration.components.attoseconds) / 1e18)
@@ -66,8 +56,8 @@ struct ProfileRequest: Sendable, Equatable {
       case "engine":
         engine = value
       case "format":
-        guard let format = Format(rawValue: value) else {
-          throw .badParameter("format", value, allowed: Format.allCases.map(\.rawValue).joined(separator: ", "))
+        guard let format = ProfileFormat(name: value) else {
+          throw .badParameter("format", value, allowed: ProfileFormat.names)
         }
         request.format = format
       default:
@@ -75,17 +65,12 @@ struct ProfileRequest: Sendable, Equatable {
       }
     }
     if let value = interval {
-      if request.mode == .alloc {
-        guard let bytes = Int(value), SessionOptions.allowedAllocationSamplingRates.contains(bytes) else {
-          throw .badParameter("interval", value, allowed: "bytes between allocation samples, 1 ... 1073741824")
-        }
-        request.allocationRate = bytes
-      } else {
-        guard let micros = Int(value), (100...1_000_000).contains(micros) else {
-          throw .badParameter("interval", value, allowed: "microseconds, 100 ... 1000000")
-        }
-        request.interval = .microseconds(micros)
+      let (range, unit) = SessionOptions.intervalParameterRange(for: request.mode)
+      guard let number = Int(value), range.contains(number) else {
+        let what = request.mode == .alloc ? "bytes between allocation samples" : "microseconds"
+        throw .badParameter("interval", value, allowed: "\(what), \(range.lowerBound) ... \(range.upperBound) \(unit)")
       }
+      if request.mode == .alloc { request.allocationRate = number } else { request.interval = .microseconds(number) }
     }
     if let value = engine {
       guard request.mode == .cpu else {

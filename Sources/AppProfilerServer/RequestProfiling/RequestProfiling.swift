@@ -29,7 +29,7 @@ public struct RequestProfilingConfiguration: Sendable, Hashable {
   public var formatParameter: String = "profile_format"
   /// Query parameter for the interval: µs for cpu/wall, bytes for alloc.
   public var intervalParameter: String = "profile_interval"
-  public var defaultFormat: RequestProfileFormat = .html
+  public var defaultFormat: ProfileFormat = .html
   /// Only loopback clients may ask (default). A client whose address the
   /// framework does not report counts as not loopback.
   public var loopbackOnly: Bool = true
@@ -38,29 +38,6 @@ public struct RequestProfilingConfiguration: Sendable, Hashable {
   public var store: String? = nil
 
   public init() {}
-}
-
-/// Output of a per-request profile.
-public enum RequestProfileFormat: String, Sendable, Hashable, CaseIterable {
-  case html
-  case speedscope
-  case pprof
-
-  var contentType: String {
-    switch self {
-    case .html: return "text/html; charset=utf-8"
-    case .speedscope: return "application/json"
-    case .pprof: return "application/octet-stream"
-    }
-  }
-
-  var fileExtension: String {
-    switch self {
-    case .html: return "html"
-    case .speedscope: return "speedscope.json"
-    case .pprof: return "pb.gz"
-    }
-  }
 }
 
 /// Decides whether a request is profiled and runs it under a session.
@@ -97,7 +74,7 @@ public struct RequestProfiler: Sendable {
 
   public struct Plan: Sendable, Equatable {
     public var mode: Profile.Mode
-    public var format: RequestProfileFormat
+    public var format: ProfileFormat
     /// µs (cpu, wall) or bytes (alloc); nil: the defaults.
     public var interval: Int?
   }
@@ -113,23 +90,19 @@ public struct RequestProfiler: Sendable {
     func value(_ name: String) -> String? { query.last { $0.name == name }?.value }
     guard let modeText = value(configuration.queryParameter) ?? header, !modeText.isEmpty else { return .none }
     if configuration.loopbackOnly && clientIsLoopback != true { return .none }
-    let mode: Profile.Mode
-    switch modeText.lowercased() {
-    case "cpu": mode = .cpu
-    case "wall": mode = .wall
-    case "alloc", "object": mode = .alloc
-    default: return .invalid("invalid \(configuration.queryParameter)='\(modeText)': allowed cpu, wall, alloc")
+    guard let mode = Profile.Mode(parameter: modeText) else {
+      return .invalid("invalid \(configuration.queryParameter)='\(modeText)': allowed \(Profile.Mode.parameterValues)")
     }
     var format = configuration.defaultFormat
     if let formatText = value(configuration.formatParameter) {
-      guard let chosen = RequestProfileFormat(rawValue: formatText) else {
-        return .invalid("invalid \(configuration.formatParameter)='\(formatText)': allowed html, speedscope, pprof")
+      guard let chosen = ProfileFormat(name: formatText) else {
+        return .invalid("invalid \(configuration.formatParameter)='\(formatText)': allowed \(ProfileFormat.names)")
       }
       format = chosen
     }
     var interval: Int? = nil
     if let intervalText = value(configuration.intervalParameter) {
-      let allowed = mode == .alloc ? SessionOptions.allowedAllocationSamplingRates : 100...1_000_000
+      let (allowed, _) = SessionOptions.intervalParameterRange(for: mode)
       guard let number = Int(intervalText), allowed.contains(number) else {
         return .invalid(
           "invalid \(configuration.intervalParameter)='\(intervalText)': allowed \(allowed.lowerBound) ... \(allowed.upperBound) \(mode == .alloc ? "bytes" : "µs")")
@@ -184,12 +157,7 @@ public struct RequestProfiler: Sendable {
     } catch {
       return (result, .failed("\(error)"))
     }
-    let body: [UInt8]
-    switch plan.format {
-    case .html: body = HTMLFlameGraphEncoder(title: "\(plan.mode.rawValue) profile of one request").encode(profile)
-    case .speedscope: body = SpeedscopeEncoder(name: "\(plan.mode.rawValue) profile of one request").encode(profile)
-    case .pprof: body = PprofEncoder().encode(profile)
-    }
+    let body = plan.format.encode(profile, title: "\(plan.mode.rawValue) profile of one request")
     let name = Self.nextFileName(mode: plan.mode, format: plan.format)
     guard let store = configuration.store, !store.isEmpty else {
       return (result, .profile(body: body, contentType: plan.format.contentType, fileName: name))
@@ -208,7 +176,7 @@ public struct RequestProfiler: Sendable {
 
   private static let sequence = Atomic<Int>(0)
 
-  static func nextFileName(mode: Profile.Mode, format: RequestProfileFormat) -> String {
+  static func nextFileName(mode: Profile.Mode, format: ProfileFormat) -> String {
     let milliseconds = Int(Date().timeIntervalSince1970 * 1000)
     let number = sequence.add(1, ordering: .relaxed).newValue
     return "request-\(mode.rawValue)-\(getpid())-\(milliseconds)-\(number).\(format.fileExtension)"
