@@ -41,38 +41,6 @@ static inline uint64_t cap_now_ns(clockid_t clock) {
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-cap_slot *cap_slot_acquire(cap_session *s) {
-  // A few tries at consecutive positions; a slot still being drained or
-  // written is skipped, never waited for.
-  for (int attempt = 0; attempt < 8; attempt++) {
-    uint64_t position = atomic_fetch_add_explicit(&s->write_cursor, 1, memory_order_relaxed);
-    cap_slot *slot = &s->slots[position % s->slot_count];
-    uint32_t expected = CAP_SLOT_EMPTY;
-    if (atomic_compare_exchange_strong_explicit(&slot->state, &expected, CAP_SLOT_WRITING,
-                                                memory_order_acquire, memory_order_relaxed)) {
-      return slot;
-    }
-  }
-  atomic_fetch_add_explicit(&s->samples_dropped, 1, memory_order_relaxed);
-  return 0;
-}
-
-void cap_slot_commit(cap_slot *slot) {
-  atomic_store_explicit(&slot->state, CAP_SLOT_FULL, memory_order_release);
-}
-
-cap_thread *cap_thread_find(cap_session *s, int32_t tid) {
-  if (s->threads == 0 || tid <= 0) return 0;
-  uint32_t index = ((uint32_t)tid * 2654435761u) & s->thread_mask;
-  for (uint32_t probe = 0; probe < CAP_MAX_PROBES; probe++) {
-    cap_thread *t = &s->threads[(index + probe) & s->thread_mask];
-    int32_t current = atomic_load_explicit(&t->tid, memory_order_acquire);
-    if (current == tid) return t;
-    if (current == CAP_TID_EMPTY) return 0;
-  }
-  return 0;
-}
-
 static void cap_record(cap_session *s, const ucontext_t *uc, int32_t tid, uint64_t weight,
                        uint16_t flags) {
   cap_slot *slot = cap_slot_acquire(s);

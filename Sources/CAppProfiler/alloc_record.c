@@ -1,0 +1,324 @@
+// The allocation sampler's wrappers and recording: this code runs inside
+// malloc & co. of any thread, so it follows the signal handler's rules (no
+// locks, no allocation, async-signal-safe calls only; checked by
+// SignalSafetyTests with nm -u). See alloc_linux.c for the design.
+#define _GNU_SOURCE
+#include "alloc_internal.h"
+#include "cap_stack.h"
+#include "unwind_cfi.h"
+#include "unwind_fp.h"
+
+#include <fcntl.h>
+#include <math.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+// MARK: - State
+
+cap_session cap_alloc_session;
+_Atomic uint64_t cap_alloc_mean;        // bytes
+_Atomic uint32_t cap_alloc_generation;  // bumped by each start: threads redraw
+
+typedef struct cap_alloc_thread {
+  int64_t countdown;    // bytes until the next sample
+  uint64_t random;      // xorshift state
+  uint64_t calls;       // wrapper calls (tests)
+  uint32_t generation;  // session the countdown was drawn for
+  uint32_t busy;        // inside a wrapper's real call or recording
+  uint32_t ignored;     // a profiler thread
+  uint64_t stack_start; // the mapping that held this thread's stack when last looked up
+  uint64_t stack_end;
+  int32_t tid;          // cached: a thread's id never changes (fork: see the atfork handler)
+} cap_alloc_thread;
+
+static __thread cap_alloc_thread t_alloc __attribute__((tls_model("initial-exec")));
+
+// MARK: - The real functions
+
+typedef void *(*malloc_fn)(size_t);
+typedef void *(*calloc_fn)(size_t, size_t);
+typedef void *(*realloc_fn)(void *, size_t);
+typedef int (*posix_memalign_fn)(void **, size_t, size_t);
+typedef void *(*aligned_alloc_fn)(size_t, size_t);
+typedef void *(*swift_alloc_object_fn)(const void *, size_t, size_t);
+
+static malloc_fn real_malloc;
+static calloc_fn real_calloc;
+static realloc_fn real_realloc;
+static posix_memalign_fn real_posix_memalign;
+static aligned_alloc_fn real_aligned_alloc;
+static aligned_alloc_fn real_memalign;
+static swift_alloc_object_fn real_swift_alloc_object;
+// Written (release) once by cap_resolve_real_functions before any GOT entry
+// points at a wrapper; the wrappers read them with acquire, which is a plain
+// load on x86_64 and gives ThreadSanitizer the happens-before it checks.
+#define CAP_REAL(function) __atomic_load_n(&(function), __ATOMIC_ACQUIRE)
+
+// MARK: - Recording (runs inside the allocation functions)
+
+static uint64_t cap_alloc_draw(cap_alloc_thread *t) {
+  uint64_t x = t->random;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  t->random = x;
+  double uniform = (double)((x >> 11) + 1) * (1.0 / 9007199254740992.0);  // (0, 1]
+  double mean = (double)atomic_load_explicit(&cap_alloc_mean, memory_order_relaxed);
+  double next = -log(uniform) * mean;
+  if (next > 4.0e18) next = 4.0e18;
+  return (uint64_t)next + 1;
+}
+
+static int cap_parse_hex(const char **cursor, const char *end, uint64_t *value) {
+  uint64_t result = 0;
+  int digits = 0;
+  const char *p = *cursor;
+  while (p < end) {
+    char c = *p;
+    uint64_t digit;
+    if (c >= '0' && c <= '9') digit = (uint64_t)(c - '0');
+    else if (c >= 'a' && c <= 'f') digit = (uint64_t)(c - 'a' + 10);
+    else break;
+    result = (result << 4) | digit;
+    digits++;
+    p++;
+  }
+  *cursor = p;
+  *value = result;
+  return digits > 0;
+}
+
+/// The readable+writable mapping that holds `sp`, read from /proc/self/maps
+/// with a buffer on the stack (no allocation: this runs inside malloc). For a
+/// thread started after the session's snapshot; once per thread, then cached.
+static int cap_find_stack_mapping(uint64_t sp, uint64_t *start, uint64_t *end) {
+  int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buffer[4096];
+  size_t kept = 0;
+  int found = 0;
+  while (!found) {
+    ssize_t n = read(fd, buffer + kept, sizeof buffer - kept);
+    if (n <= 0) break;
+    size_t filled = kept + (size_t)n;
+    size_t line_start = 0;
+    for (size_t i = 0; i < filled; i++) {
+      if (buffer[i] != '\n') continue;
+      const char *cursor = buffer + line_start;
+      const char *line_end = buffer + i;
+      uint64_t low = 0, high = 0;
+      if (cap_parse_hex(&cursor, line_end, &low) && cursor < line_end && *cursor == '-') {
+        cursor++;
+        if (cap_parse_hex(&cursor, line_end, &high) && line_end - cursor >= 3 && cursor[1] == 'r' &&
+            cursor[2] == 'w' && sp >= low && sp < high) {
+          *start = low;
+          *end = high;
+          found = 1;
+          break;
+        }
+      }
+      line_start = i + 1;
+    }
+    if (found) break;
+    kept = filled - line_start;
+    if (kept == sizeof buffer) kept = 0;  // a line longer than the buffer: skip it
+    memmove(buffer, buffer + line_start, kept);
+  }
+  close(fd);
+  return found;
+}
+
+/// Bounds of the calling thread's stack above `sp`: the thread's cached
+/// mapping, else the session's snapshot, else /proc/self/maps.
+static int cap_alloc_stack_bounds(cap_alloc_thread *t, cap_session *s, uint64_t sp, uint64_t *low,
+                                  uint64_t *high) {
+  if (sp >= t->stack_start && sp < t->stack_end) {
+    *low = sp;
+    *high = t->stack_end;
+    return 1;
+  }
+  if (cap_stack_bounds(s, sp, low, high)) {
+    t->stack_start = sp;
+    t->stack_end = *high;
+    return 1;
+  }
+  uint64_t start = 0, end = 0;
+  if (!cap_find_stack_mapping(sp, &start, &end)) return 0;
+  t->stack_start = start;
+  t->stack_end = end;
+  *low = sp;
+  *high = end;
+  return 1;
+}
+
+/// `frame` is the wrapper's frame record: [frame] = caller's frame pointer,
+/// [frame + 8] = return address into the allocating code.
+static void cap_alloc_record(cap_alloc_thread *t, size_t size, uint64_t type, uint64_t frame) {
+  cap_session *s = &cap_alloc_session;
+  atomic_fetch_add(&s->handlers_running, 1);
+  if (!atomic_load(&s->active)) {
+    atomic_fetch_sub(&s->handlers_running, 1);
+    return;
+  }
+  cap_slot *slot = cap_slot_acquire(s);
+  if (slot != 0) {
+    const uint64_t *record = (const uint64_t *)(uintptr_t)frame;
+    uint64_t pc = record[1];
+    uint64_t fp = record[0];
+    uint64_t sp = frame + 16;
+    uint16_t flags = CAP_SAMPLE_ALLOCATION;
+    uint64_t low = 0, high = 0;
+    uint32_t depth;
+    if (cap_alloc_stack_bounds(t, s, sp, &low, &high)) {
+      int truncated = 0;
+#if defined(__x86_64__)
+      if (s->unwind_image_count > 0) {
+        int complete = 0;
+        depth = cap_unwind_cfi(s->unwind_images, s->unwind_image_count, pc, sp, fp, low, high,
+                               slot->frames, CAP_MAX_DEPTH, &truncated, &complete);
+        if (complete) {
+          flags |= CAP_SAMPLE_COMPLETE;
+          atomic_fetch_add_explicit(&s->complete_samples, 1, memory_order_relaxed);
+        }
+      } else
+#endif
+      {
+        depth = cap_unwind_fp(pc, fp, low, high, slot->frames, CAP_MAX_DEPTH, &truncated);
+      }
+      if (truncated) flags |= CAP_SAMPLE_TRUNCATED;
+    } else {
+      slot->frames[0] = pc;
+      depth = 1;
+      flags |= CAP_SAMPLE_NO_STACK_BOUNDS;
+    }
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    slot->header.timestamp_ns = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+    slot->header.weight = size;
+    if (t->tid == 0) t->tid = (int32_t)syscall(SYS_gettid);
+    slot->header.tid = t->tid;
+    slot->header.depth = (uint16_t)depth;
+    slot->header.flags = flags;
+    slot->header.object_type = type;
+    cap_slot_commit(slot);
+    atomic_fetch_add_explicit(&s->samples_written, 1, memory_order_relaxed);
+  }
+  atomic_fetch_sub(&s->handlers_running, 1);
+}
+
+/// The countdown crossed zero (or belongs to an older session).
+__attribute__((noinline)) static void cap_alloc_slow(cap_alloc_thread *t, size_t size, uint64_t type,
+                                                     uint64_t frame) {
+  if (t->ignored) {
+    t->countdown = INT64_MAX;
+    return;
+  }
+  uint32_t generation = atomic_load_explicit(&cap_alloc_generation, memory_order_acquire);
+  if (t->generation != generation) {
+    // First allocation of this thread in this session: draw a countdown and
+    // charge this allocation against it.
+    t->generation = generation;
+    if (t->random == 0) {
+      t->random = ((uint64_t)(uintptr_t)t * 0x9E3779B97F4A7C15ull) ^ (uint64_t)syscall(SYS_gettid) ^
+                  ((uint64_t)generation << 32) ^ 0x2545F4914F6CDD1Dull;
+      if (t->random == 0) t->random = 1;
+    }
+    int64_t start = (int64_t)cap_alloc_draw(t);
+    t->countdown = start - (int64_t)(size > (size_t)INT64_MAX ? INT64_MAX : size);
+    if (t->countdown > 0) return;
+  }
+  t->countdown = (int64_t)cap_alloc_draw(t);
+  t->busy = 1;
+  cap_alloc_record(t, size, type, frame);
+  t->busy = 0;
+}
+
+/// Counts `size` against the thread's countdown; records on crossing zero.
+#define CAP_ALLOC_ACCOUNT(size, type)                                                         \
+  do {                                                                                        \
+    cap_alloc_thread *t = &t_alloc;                                                           \
+    t->calls++;                                                                               \
+    if (t->busy) break;                                                                       \
+    t->countdown -= (int64_t)(size);                                                          \
+    if (__builtin_expect(t->countdown > 0, 1)) break;                                         \
+    cap_alloc_slow(t, (size), (type), (uint64_t)(uintptr_t)__builtin_frame_address(0));       \
+  } while (0)
+
+static void *cap_hook_malloc(size_t size) {
+  void *result = CAP_REAL(real_malloc)(size);
+  if (result != 0) CAP_ALLOC_ACCOUNT(size, 0);
+  return result;
+}
+
+static void *cap_hook_calloc(size_t count, size_t size) {
+  void *result = CAP_REAL(real_calloc)(count, size);
+  if (result != 0) CAP_ALLOC_ACCOUNT(count * size, 0);
+  return result;
+}
+
+static void *cap_hook_realloc(void *pointer, size_t size) {
+  void *result = CAP_REAL(real_realloc)(pointer, size);
+  if (result != 0 && size != 0) CAP_ALLOC_ACCOUNT(size, 0);
+  return result;
+}
+
+static int cap_hook_posix_memalign(void **out, size_t alignment, size_t size) {
+  int result = CAP_REAL(real_posix_memalign)(out, alignment, size);
+  if (result == 0) CAP_ALLOC_ACCOUNT(size, 0);
+  return result;
+}
+
+static void *cap_hook_aligned_alloc(size_t alignment, size_t size) {
+  void *result = CAP_REAL(real_aligned_alloc)(alignment, size);
+  if (result != 0) CAP_ALLOC_ACCOUNT(size, 0);
+  return result;
+}
+
+static void *cap_hook_memalign(size_t alignment, size_t size) {
+  void *result = CAP_REAL(real_memalign)(alignment, size);
+  if (result != 0) CAP_ALLOC_ACCOUNT(size, 0);
+  return result;
+}
+
+/// Swift class instances, array/string/dictionary storage, closure contexts
+/// allocated by compiled Swift code. The runtime's own malloc call inside is
+/// not counted again (busy).
+static void *cap_hook_swift_alloc_object(const void *metadata, size_t size, size_t alignment_mask) {
+  cap_alloc_thread *t = &t_alloc;
+  uint32_t was_busy = t->busy;
+  t->busy = 1;
+  void *result = CAP_REAL(real_swift_alloc_object)(metadata, size, alignment_mask);
+  t->busy = was_busy;
+  CAP_ALLOC_ACCOUNT(size, (uint64_t)(uintptr_t)metadata);
+  return result;
+}
+
+cap_hook cap_alloc_hooks[] = {
+    {"malloc", (void *)cap_hook_malloc, (void **)&real_malloc},
+    {"calloc", (void *)cap_hook_calloc, (void **)&real_calloc},
+    {"realloc", (void *)cap_hook_realloc, (void **)&real_realloc},
+    {"posix_memalign", (void *)cap_hook_posix_memalign, (void **)&real_posix_memalign},
+    {"aligned_alloc", (void *)cap_hook_aligned_alloc, (void **)&real_aligned_alloc},
+    {"memalign", (void *)cap_hook_memalign, (void **)&real_memalign},
+    {"swift_allocObject", (void *)cap_hook_swift_alloc_object, (void **)&real_swift_alloc_object},
+};
+const size_t cap_alloc_hook_count = sizeof cap_alloc_hooks / sizeof cap_alloc_hooks[0];
+
+// MARK: - The calling thread's state
+
+void cap_alloc_thread_forked(void) { t_alloc.tid = 0; }
+
+uint64_t cap_alloc_thread_calls(void) { return t_alloc.calls; }
+
+int cap_alloc_set_thread_ignored(int ignored) {
+  int previous = (int)t_alloc.ignored;
+  t_alloc.ignored = ignored ? 1 : 0;
+  if (!ignored) {
+    // Draw a fresh countdown at the next allocation.
+    t_alloc.countdown = 0;
+    t_alloc.generation = 0;
+  }
+  return previous;
+}

@@ -1,0 +1,223 @@
+// Pointing the GOT entries of malloc & co. at the allocation wrappers, and
+// back. Each loaded image calls those functions through its GOT
+// (JUMP_SLOT/GLOB_DAT relocations); entries inside PT_GNU_RELRO are made
+// writable for the one store. The walk runs in dl_iterate_phdr's callback,
+// under the loader's lock, so an image cannot be unloaded under it. Off the
+// allocation path; callers hold alloc_linux.c's patch lock.
+#define _GNU_SOURCE
+#include "alloc_internal.h"
+#include "cap_sanitizer.h"
+
+#include <dlfcn.h>
+#include <elf.h>
+#include <errno.h>
+#include <link.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+typedef struct cap_patch {
+  uint64_t *slot;
+  uint64_t original;
+} cap_patch;
+
+#define CAP_MAX_PATCHES 8192
+static cap_patch *g_patches;  // in the allocation session's memory
+static uint32_t g_patch_count;
+
+
+typedef struct cap_walk {
+  int action;
+  uint64_t changed;        // entries written (patch, restore) or found (count)
+  uint64_t images;         // images with at least one entry changed
+  int error;
+  uint64_t page_size;      // read before the walk: sysconf is not called under the loader lock
+} cap_walk;
+
+static cap_walk cap_walk_new(int action) {
+  cap_walk walk = {action, 0, 0, 0, (uint64_t)sysconf(_SC_PAGESIZE)};
+  return walk;
+}
+
+// The walk runs under the loader's lock (dl_iterate_phdr): no instrumented
+// code and no intercepted libc calls there (see cap_sanitizer.h), hence these
+// instead of strcmp/strncmp and a raw mprotect system call.
+CAP_NO_INSTRUMENT static int cap_text_equal(const char *a, const char *b) {
+  while (*a != 0 && *a == *b) {
+    a++;
+    b++;
+  }
+  return *a == *b;
+}
+
+CAP_NO_INSTRUMENT static int cap_text_starts(const char *text, const char *prefix) {
+  while (*prefix != 0) {
+    if (*text++ != *prefix++) return 0;
+  }
+  return 1;
+}
+
+CAP_NO_INSTRUMENT static int cap_protect(uint64_t page, uint64_t size, int protection) {
+  return syscall(SYS_mprotect, (void *)(uintptr_t)page, (size_t)size, protection) == 0 ? 0 : -errno;
+}
+
+#if defined(__x86_64__)
+#define CAP_R_JUMP_SLOT R_X86_64_JUMP_SLOT
+#define CAP_R_GLOB_DAT R_X86_64_GLOB_DAT
+#elif defined(__aarch64__)
+#define CAP_R_JUMP_SLOT R_AARCH64_JUMP_SLOT
+#define CAP_R_GLOB_DAT R_AARCH64_GLOB_DAT
+#endif
+
+CAP_NO_INSTRUMENT static int cap_skip_image(const char *name) {
+  if (name == 0 || name[0] == 0) return 0;  // the executable
+  const char *base = name;
+  for (const char *c = name; *c != 0; c++) {
+    if (*c == '/') base = c + 1;
+  }
+  // The dynamic linker and libc: their internal allocations are theirs; the
+  // vDSO has no GOT.
+  return cap_text_starts(base, "ld-linux") || cap_text_starts(base, "ld-musl") ||
+         cap_text_starts(base, "libc.so") || cap_text_starts(base, "linux-vdso") ||
+         cap_text_starts(base, "linux-gate");
+}
+
+CAP_NO_INSTRUMENT static int cap_store_slot(uint64_t *slot, uint64_t value, uint64_t relro_start,
+                                            uint64_t relro_end, uint64_t page_size) {
+  uint64_t address = (uint64_t)(uintptr_t)slot;
+  uint64_t page = address & ~(page_size - 1);
+  int protect = address >= relro_start && address + 8 <= relro_end;
+  if (protect) {
+    int error = cap_protect(page, page_size, PROT_READ | PROT_WRITE);
+    if (error != 0) return error;
+  }
+  __atomic_store_n(slot, value, __ATOMIC_SEQ_CST);
+  if (protect) cap_protect(page, page_size, PROT_READ);
+  return 0;
+}
+
+CAP_NO_INSTRUMENT static void cap_walk_relocations(cap_walk *walk, uint64_t bias, const ElfW(Rela) *relocations, uint64_t bytes,
+                                 const ElfW(Sym) *symbols, const char *strings, uint64_t string_bytes,
+                                 uint64_t relro_start, uint64_t relro_end, int *image_changed) {
+  if (relocations == 0 || symbols == 0 || strings == 0) return;
+  uint64_t count = bytes / sizeof(ElfW(Rela));
+  for (uint64_t i = 0; i < count; i++) {
+    uint64_t type = ELF64_R_TYPE(relocations[i].r_info);
+    if (type != CAP_R_JUMP_SLOT && type != CAP_R_GLOB_DAT) continue;
+    uint64_t symbol = ELF64_R_SYM(relocations[i].r_info);
+    if (symbol == 0) continue;
+    uint64_t name_offset = symbols[symbol].st_name;
+    if (string_bytes != 0 && name_offset >= string_bytes) continue;
+    const char *name = strings + name_offset;
+    for (size_t h = 0; h < cap_alloc_hook_count; h++) {
+      if (!cap_text_equal(name, cap_alloc_hooks[h].name)) continue;
+      uint64_t *slot = (uint64_t *)(uintptr_t)(bias + relocations[i].r_offset);
+      uint64_t current = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+      uint64_t hook = (uint64_t)(uintptr_t)cap_alloc_hooks[h].hook;
+      if (walk->action == CAP_WALK_COUNT) {
+        if (current == hook) walk->changed++;
+      } else if (walk->action == CAP_WALK_PATCH) {
+        if (current == hook || *cap_alloc_hooks[h].real == 0) break;
+        if (g_patch_count == CAP_MAX_PATCHES) {
+          walk->error = -ENOSPC;
+          break;
+        }
+        int stored = cap_store_slot(slot, hook, relro_start, relro_end, walk->page_size);
+        if (stored != 0) {
+          walk->error = stored;
+          break;
+        }
+        g_patches[g_patch_count].slot = slot;
+        g_patches[g_patch_count].original = current;
+        g_patch_count++;
+        walk->changed++;
+        *image_changed = 1;
+      } else if (walk->action == CAP_WALK_RESTORE) {
+        if (current != hook) break;
+        uint64_t original = (uint64_t)(uintptr_t)*cap_alloc_hooks[h].real;
+        for (uint32_t p = 0; p < g_patch_count; p++) {
+          if (g_patches[p].slot == slot) {
+            original = g_patches[p].original;
+            break;
+          }
+        }
+        if (cap_store_slot(slot, original, relro_start, relro_end, walk->page_size) == 0) {
+          walk->changed++;
+          *image_changed = 1;
+        }
+      }
+      break;
+    }
+  }
+}
+
+CAP_NO_INSTRUMENT static int cap_walk_image(struct dl_phdr_info *info, size_t size, void *context) {
+  (void)size;
+  cap_walk *walk = (cap_walk *)context;
+  if (cap_skip_image(info->dlpi_name)) return 0;
+  uint64_t bias = info->dlpi_addr;
+  const ElfW(Dyn) *dynamic = 0;
+  uint64_t relro_start = 0, relro_end = 0;
+  uint64_t page_size = walk->page_size;
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *header = &info->dlpi_phdr[i];
+    if (header->p_type == PT_DYNAMIC) dynamic = (const ElfW(Dyn) *)(uintptr_t)(bias + header->p_vaddr);
+    if (header->p_type == PT_GNU_RELRO) {
+      // The loader protects whole pages: start rounded down, end rounded down.
+      relro_start = (bias + header->p_vaddr) & ~((uint64_t)page_size - 1);
+      relro_end = (bias + header->p_vaddr + header->p_memsz) & ~((uint64_t)page_size - 1);
+    }
+  }
+  if (dynamic == 0) return 0;
+  uint64_t symtab = 0, strtab = 0, strsz = 0, rela = 0, relasz = 0, jmprel = 0, pltrelsz = 0, pltrel = DT_RELA;
+  for (const ElfW(Dyn) *entry = dynamic; entry->d_tag != DT_NULL; entry++) {
+    switch (entry->d_tag) {
+    case DT_SYMTAB: symtab = entry->d_un.d_ptr; break;
+    case DT_STRTAB: strtab = entry->d_un.d_ptr; break;
+    case DT_STRSZ: strsz = entry->d_un.d_val; break;
+    case DT_RELA: rela = entry->d_un.d_ptr; break;
+    case DT_RELASZ: relasz = entry->d_un.d_val; break;
+    case DT_JMPREL: jmprel = entry->d_un.d_ptr; break;
+    case DT_PLTRELSZ: pltrelsz = entry->d_un.d_val; break;
+    case DT_PLTREL: pltrel = entry->d_un.d_val; break;
+    default: break;
+    }
+  }
+  // glibc stores these relocated in place; other loaders may not.
+#define CAP_ADJUST(value) ((value) != 0 && (value) < bias ? (value) + bias : (value))
+  const ElfW(Sym) *symbols = (const ElfW(Sym) *)(uintptr_t)CAP_ADJUST(symtab);
+  const char *strings = (const char *)(uintptr_t)CAP_ADJUST(strtab);
+  int changed = 0;
+  cap_walk_relocations(walk, bias, (const ElfW(Rela) *)(uintptr_t)CAP_ADJUST(rela), relasz, symbols, strings,
+                       strsz, relro_start, relro_end, &changed);
+  if (pltrel == DT_RELA) {
+    cap_walk_relocations(walk, bias, (const ElfW(Rela) *)(uintptr_t)CAP_ADJUST(jmprel), pltrelsz, symbols,
+                         strings, strsz, relro_start, relro_end, &changed);
+  }
+#undef CAP_ADJUST
+  if (changed) walk->images++;
+  return 0;
+}
+
+void cap_got_resolve_real_functions(void) {
+  for (size_t h = 0; h < cap_alloc_hook_count; h++) {
+    if (__atomic_load_n(cap_alloc_hooks[h].real, __ATOMIC_ACQUIRE) == 0) {
+      __atomic_store_n(cap_alloc_hooks[h].real, dlsym(RTLD_DEFAULT, cap_alloc_hooks[h].name), __ATOMIC_RELEASE);
+    }
+  }
+}
+
+size_t cap_got_table_bytes(void) { return CAP_MAX_PATCHES * sizeof(cap_patch); }
+
+void cap_got_set_table(void *memory) {
+  g_patches = (cap_patch *)memory;
+  g_patch_count = 0;
+}
+
+cap_got_result cap_got_walk(int action) {
+  cap_walk walk = cap_walk_new(action);
+  dl_iterate_phdr(cap_walk_image, &walk);
+  if (action == CAP_WALK_RESTORE) g_patch_count = 0;
+  cap_got_result result = {walk.changed, walk.images, walk.error};
+  return result;
+}
