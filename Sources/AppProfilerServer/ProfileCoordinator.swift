@@ -200,20 +200,6 @@ final class ProfileCoordinator: Sendable {
     }
   }
 
-  /// `GET /`: status, endpoints, and the flame graph viewer with a form
-  /// that records a profile from this server.
-  func index() -> HTTPResponse {
-    var list = "<section id=\"endpoints\"><p>pid \(getpid()) — profiler \(Profiler.shared.isBusy ? "recording" : "idle") — "
-    list += "swift-app-profiler \(AppProfilerVersion.current)</p><ul>"
-    for route in Routes.all {
-      list += "<li><a href=\"\(HTMLFlameGraphEncoder.escape(String(route.example.dropFirst())))\"><code>\(HTMLFlameGraphEncoder.escape(route.path))</code></a> — \(HTMLFlameGraphEncoder.escape(route.summary))</li>"
-    }
-    list += "</ul></section>"
-    let page = HTMLFlameGraphEncoder.page(
-      title: "swift-app-profiler: pid \(getpid())", embeddedSpeedscope: nil, liveForm: true, extraHTML: list)
-    return HTTPResponse(status: .ok, headers: [("Content-Type", "text/html; charset=utf-8")], body: page)
-  }
-
   /// `/debug/pprof/symbol`: GET → `num_symbols: 1`; POST `0x1+0x2…` → a
   /// line `0xADDR name` for each address that has a name.
   func symbol(body: [UInt8]?) -> HTTPResponse {
@@ -231,18 +217,6 @@ final class ProfileCoordinator: Sendable {
       if let name = names[address] { lines += "0x\(String(address, radix: 16)) \(name)\n" }
     }
     return .text(lines)
-  }
-
-  /// `GET /debug/pprof/`: the pprof endpoints, like net/http/pprof's index.
-  func pprofIndex() -> HTTPResponse {
-    var html = "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>/debug/pprof/</title></head><body>"
-    html += "<h1>/debug/pprof/</h1><p>Profiles of pid \(getpid()). Use <code>go tool pprof http://HOST:PORT/debug/pprof/profile?seconds=30</code>.</p><table>"
-    for route in Routes.all where route.isPprof && route.endpoint != .pprofIndex {
-      let target = HTMLFlameGraphEncoder.escape(String(route.example.dropFirst("/debug/pprof/".count)))
-      html += "<tr><td><a href=\"\(target)\">\(HTMLFlameGraphEncoder.escape(route.path))</a></td><td>\(HTMLFlameGraphEncoder.escape(route.summary))</td></tr>"
-    }
-    html += "</table><p><a href=\"../../\">flame graph viewer</a></p></body></html>\n"
-    return HTTPResponse(status: .ok, headers: [("Content-Type", "text/html; charset=utf-8")], body: Array(html.utf8))
   }
 }
 

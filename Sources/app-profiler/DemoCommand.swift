@@ -81,8 +81,10 @@ struct DemoCommand: AsyncParsableCommand {
         }
         let top = TopFunctions(profile, idle: .exclude)
         if mode == "alloc" {
-          let sampled = profile.threads.reduce(Int64(0)) { $0 + $1.samples.reduce(0) { $0 + $1.rawCount } }
-          print("alloc profile: \(TopFunctions.bytes(top.total)) allocated (estimated from \(sampled) samples, one per \(profile.intervalNanoseconds / 1024) KiB)")
+          let sampled = profile.threads.reduce(Int64(0)) { total, thread in
+            total + thread.samples.reduce(Int64(0)) { $0 + profile.value($1, "samples") }
+          }
+          print("alloc profile: \(TopFunctions.bytes(top.total)) allocated (estimated from \(sampled) samples, one per \(profile.period / 1024) KiB)")
         } else {
           print("\(mode) profile: \(profile.totalCount) samples over \(profile.threads.count) threads (engine \(profile.engine))")
         }

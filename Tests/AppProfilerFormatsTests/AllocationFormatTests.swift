@@ -6,7 +6,10 @@ import Testing
 /// a malloc'd buffer from makeBuffer.
 func allocationProfile() -> Profile {
   var profile = Profile(
-    mode: .alloc, engine: "test", intervalNanoseconds: 65_536, startTimeNanoseconds: 0, durationNanoseconds: 1_000_000_000)
+    mode: .alloc, engine: "test",
+    sampleTypes: [.init("alloc_objects", "count"), .init("alloc_space", "bytes"), .init("samples", "count")],
+    defaultSampleType: 1, periodType: .init("space", "bytes"), period: 65_536, startTimeNanoseconds: 0,
+    durationNanoseconds: 1_000_000_000)
   profile.mappings = [.init(start: 0x1000, end: 0x9000, fileOffset: 0, path: "/usr/bin/app", buildID: "ab")]
   profile.functions = [
     .init(name: "main", systemName: "main", file: "main.swift"),
@@ -25,9 +28,9 @@ func allocationProfile() -> Profile {
     .init(
       id: 9, name: "worker",
       samples: [
-        .init(stack: 0, timestampNanoseconds: 0, count: 1366, bytes: 65_568, rawCount: 1),
-        .init(stack: 0, timestampNanoseconds: 10, count: 1366, bytes: 65_568, rawCount: 1),
-        .init(stack: 1, timestampNanoseconds: 20, count: 1, bytes: 1_000_000, rawCount: 1),
+        .init(stack: 0, timestampNanoseconds: 0, values: [1366, 65_568, 1]),
+        .init(stack: 0, timestampNanoseconds: 10, values: [1366, 65_568, 1]),
+        .init(stack: 1, timestampNanoseconds: 20, values: [1, 1_000_000, 1]),
       ])
   ]
   return profile
@@ -40,23 +43,27 @@ func allocationProfile() -> Profile {
     let profiles = try #require(json["profiles"] as? [[String: Any]])
     #expect(profiles.first?["unit"] as? String == "bytes")
     #expect((profiles.first?["weights"] as? [Int])?.reduce(0, +) == 65_568 * 2 + 1_000_000)
-    let objects = try #require((json["x-app-profiler"] as? [String: Any])?["objects"] as? [[Int]])
-    #expect(objects.first?.reduce(0, +) == 1366 * 2 + 1)
+    let values = try #require((json["x-app-profiler"] as? [String: Any])?["values"] as? [String: [[Int]]])
+    #expect(values["alloc_objects"]?.first?.reduce(0, +) == 1366 * 2 + 1)
+    #expect(values["samples"]?.first?.reduce(0, +) == 3)
     let decoded = try SpeedscopeDecoder().decode(bytes)
     #expect(decoded.mode == .alloc)
-    let total = decoded.threads.flatMap(\.samples).reduce(Int64(0)) { $0 + $1.bytes }
+    #expect(decoded.sampleTypes == allocationProfile().sampleTypes)
+    let total = decoded.threads.flatMap(\.samples).reduce(Int64(0)) { $0 + decoded.value($1, "alloc_space") }
     #expect(total == 65_568 * 2 + 1_000_000)
+    #expect(decoded.totalCount == 1366 * 2 + 1)
   }
 
   @Test func pprofKeepsObjectsBytesRawCountsAndTypes() throws {
     let profile = allocationProfile()
     let decoded = try PprofDecoder().decode(PprofEncoder().encode(profile))
     #expect(decoded.mode == .alloc)
-    #expect(decoded.intervalNanoseconds == 65_536)
+    #expect(decoded.period == 65_536 && decoded.periodType == .init("space", "bytes"))
+    #expect(decoded.sampleTypes == profile.sampleTypes && decoded.defaultSampleType == 1)
     let samples = decoded.threads.flatMap(\.samples)
-    #expect(samples.reduce(0) { $0 + $1.count } == 1366 * 2 + 1)
-    #expect(samples.reduce(0) { $0 + $1.bytes } == 65_568 * 2 + 1_000_000)
-    #expect(samples.reduce(0) { $0 + $1.rawCount } == 3)
+    #expect(samples.reduce(0) { $0 + decoded.value($1, "alloc_objects") } == 1366 * 2 + 1)
+    #expect(samples.reduce(0) { $0 + decoded.value($1, "alloc_space") } == 65_568 * 2 + 1_000_000)
+    #expect(samples.reduce(0) { $0 + decoded.value($1, "samples") } == 3)
     #expect(decoded.functions.contains { $0.isAllocatedType && $0.name == "app.Payload" })
   }
 

@@ -12,7 +12,8 @@ import Testing
       """)
     let decoded = try CollapsedDecoder().decode(Array(text.utf8))
     #expect(decoded.totalCount == sampleProfile().totalCount)
-    #expect(decoded.threads[0].busyCount == sampleProfile().threads.reduce(0) { $0 + $1.busyCount })
+    let original = sampleProfile()
+    #expect(decoded.busyCount(of: decoded.threads[0]) == original.threads.reduce(Int64(0)) { $0 + original.busyCount(of: $1) })
     let prefixed = String(decoding: CollapsedEncoder(threadPrefix: true).encode(sampleProfile()), as: UTF8.self)
     #expect(prefixed.contains("busy (tid 5);main;handle();inlinedHelper() 3"))
   }

@@ -3,9 +3,14 @@ import Testing
 
 /// A small hand-made profile exercising every encoder rule.
 func sampleProfile(mode: Profile.Mode = .wall) -> Profile {
+  let time = Profile.ValueType(mode.rawValue, "nanoseconds")
   var profile = Profile(
-    mode: mode, engine: "test", intervalNanoseconds: 1_000_000, startTimeNanoseconds: 0,
-    durationNanoseconds: 10_000_000)
+    mode: mode, engine: "test", sampleTypes: [.init("samples", "count"), time], defaultSampleType: 1,
+    periodType: time, period: 1_000_000, startTimeNanoseconds: 0, durationNanoseconds: 10_000_000)
+  /// `count` samples of 1 ms each.
+  func sample(_ stack: Int, _ time: UInt64, _ count: Int64, idle: Bool = false) -> Profile.Sample {
+    .init(stack: stack, timestampNanoseconds: time, values: [count, count * 1_000_000], isIdle: idle)
+  }
   profile.mappings = [.init(start: 0x1000, end: 0x9000, fileOffset: 0, path: "/usr/bin/app", buildID: "ab")]
   profile.functions = [
     .init(name: "main", systemName: "main", file: "main.swift", startLine: 3),
@@ -24,14 +29,14 @@ func sampleProfile(mode: Profile.Mode = .wall) -> Profile {
     [2, 0],
   ]
   profile.threads = [
-    .init(id: 7, name: "quiet", samples: [.init(stack: 1, timestampNanoseconds: 0, count: 1)]),
+    .init(id: 7, name: "quiet", samples: [sample(1, 0, 1)]),
     .init(
       id: 5, name: "busy",
       samples: [
-        .init(stack: 0, timestampNanoseconds: 0, count: 1),
-        .init(stack: 0, timestampNanoseconds: 1_000_000, count: 2),
-        .init(stack: 1, timestampNanoseconds: 3_000_000, count: 1),
-        .init(stack: 1, timestampNanoseconds: 4_000_000, count: 3, isIdle: true),
+        sample(0, 0, 1),
+        sample(0, 1_000_000, 2),
+        sample(1, 3_000_000, 1),
+        sample(1, 4_000_000, 3, idle: true),
       ]),
   ]
   return profile
@@ -43,7 +48,10 @@ func sampleProfile(mode: Profile.Mode = .wall) -> Profile {
     let expected = """
       {"$schema":"https://www.speedscope.app/file-format-schema.json","exporter":"swift-app-profiler@\(AppProfilerVersion.current)",\
       "name":"golden","activeProfileIndex":0,\
-      "x-app-profiler":{"mode":"wall","engine":"test","intervalNanoseconds":1000000,"startTimeNanoseconds":0,"durationNanoseconds":10000000},\
+      "x-app-profiler":{"mode":"wall","engine":"test",\
+      "sampleTypes":[{"type":"samples","unit":"count"},{"type":"wall","unit":"nanoseconds"}],"defaultSampleType":1,\
+      "periodType":{"type":"wall","unit":"nanoseconds"},"period":1000000,"startTimeNanoseconds":0,"durationNanoseconds":10000000,\
+      "values":{"samples":[[3,1,3],[1]]}},\
       "shared":{"frames":[\
       {"name":"main","file":"main.swift","line":3},{"name":"handle()","file":"app.swift","line":10},\
       {"name":"inlinedHelper()","file":"app.swift","line":20},{"name":"app+0x300"},{"name":"[idle]"}]},\
@@ -92,13 +100,14 @@ func sampleProfile(mode: Profile.Mode = .wall) -> Profile {
     let profile = sampleProfile()
     let decoded = try SpeedscopeDecoder().decode(SpeedscopeEncoder().encode(profile))
     #expect(decoded.mode == .wall)
-    #expect(decoded.intervalNanoseconds == 1_000_000)
+    #expect(decoded.period == 1_000_000 && decoded.periodType == profile.periodType)
+    #expect(decoded.sampleTypes == profile.sampleTypes && decoded.defaultSampleType == 1)
     #expect(decoded.totalCount == profile.totalCount)
     for thread in profile.threads {
       let other = try #require(decoded.threads.first { $0.id == thread.id })
       #expect(other.name == thread.name)
-      #expect(other.totalCount == thread.totalCount)
-      #expect(other.busyCount == thread.busyCount)
+      #expect(decoded.totalCount(of: other) == profile.totalCount(of: thread))
+      #expect(decoded.busyCount(of: other) == profile.busyCount(of: thread))
     }
     #expect(TopFunctions(decoded).entries.map(\.name).sorted() == TopFunctions(profile).entries.map(\.name).sorted())
     // Files and lines survive.

@@ -12,7 +12,7 @@ extension ServerSuite {
       for thread in profile.threads {
         for sample in thread.samples {
           let names = profile.functionsOfStack(sample.stack).map { profile.functions[$0].name }
-          if names.contains(where: { $0.contains(fragment) }) { total += sample.bytes }
+          if names.contains(where: { $0.contains(fragment) }) { total += profile.value(sample, "alloc_space") }
         }
       }
       return total
@@ -28,7 +28,7 @@ extension ServerSuite {
           #expect(answer.status == 200, "\(answer.text)")
           let profile = try PprofDecoder().decode([UInt8](answer.body))
           #expect(profile.mode == .alloc)
-          #expect(profile.intervalNanoseconds == 65_536)
+          #expect(UInt64(profile.period) == 65_536)
           decoded[mode] = profile
           let file = scratch.path + "/\(mode).pb.gz"
           try answer.body.write(to: URL(fileURLWithPath: file))
@@ -92,8 +92,8 @@ extension ServerSuite {
           for thread in profile.threads {
             for sample in thread.samples {
               let key = profile.functionsOfStack(sample.stack).map { profile.functions[$0].name }.joined(separator: ";")
-              result[key, default: (0, 0)].0 += sample.count
-              result[key, default: (0, 0)].1 += sample.bytes
+              result[key, default: (0, 0)].0 += profile.count(sample)
+              result[key, default: (0, 0)].1 += profile.value(sample, "alloc_space")
             }
           }
           return result

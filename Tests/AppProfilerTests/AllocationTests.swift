@@ -76,9 +76,9 @@ extension Profile {
     var totals: (Int64, Int64, Int64) = (0, 0, 0)
     for thread in threads {
       for sample in thread.samples where names(ofStack: sample.stack).contains(where: { $0.contains(fragment) }) {
-        totals.0 += sample.count
-        totals.1 += sample.bytes
-        totals.2 += sample.rawCount
+        totals.0 += count(sample)
+        totals.1 += value(sample, "alloc_space")
+        totals.2 += value(sample, "samples")
       }
     }
     return totals
@@ -92,7 +92,7 @@ extension Profile {
         guard let leaf = stacks[sample.stack].first, let line = locations[leaf].lines.first,
           functions[line.function].isAllocatedType
         else { continue }
-        result[functions[line.function].name, default: 0] += sample.bytes
+        result[functions[line.function].name, default: 0] += value(sample, "alloc_space")
       }
     }
     return result
@@ -123,7 +123,7 @@ extension SamplingSuite {
       let profile = try await session.stop()
 
       #expect(profile.mode == .alloc)
-      #expect(profile.intervalNanoseconds == UInt64(Self.rate))
+      #expect(UInt64(profile.period) == UInt64(Self.rate))
       let payloads = profile.allocations(containing: "makePayloads")
       let buffers = profile.allocations(containing: "makeBuffers")
       // An array of 1024 UInt8 is one heap block: 32 bytes of header + 1024.
@@ -147,12 +147,12 @@ extension SamplingSuite {
       var total: Int64 = 0
       for thread in profile.threads {
         for sample in thread.samples {
-          total += sample.bytes
+          total += profile.value(sample, "alloc_space")
           for index in profile.stacks[sample.stack] {
             guard let line = profile.locations[index].lines.last else { continue }
             let function = profile.functions[line.function]
             guard function.file.hasSuffix("AllocationTests.swift"), !function.name.contains("init") else { continue }
-            byFunction[function.name, default: 0] += sample.bytes
+            byFunction[function.name, default: 0] += profile.value(sample, "alloc_space")
             break
           }
         }

@@ -37,8 +37,8 @@ extension SamplingSuite {
       let lightCount = profile.count(containing: "burnLightWorkload")
       let total = profile.totalCount
       let share = Double(heavyCount) / Double(max(heavyCount + lightCount, 1))
-      let sleeperCount = profile.thread(sleeperTID)?.totalCount ?? 0
-      let busySamples = (profile.thread(heavyTID)?.totalCount ?? 0) + (profile.thread(lightTID)?.totalCount ?? 0)
+      let sleeperCount = profile.thread(sleeperTID).map { profile.totalCount(of: $0) } ?? 0
+      let busySamples = (profile.thread(heavyTID).map { profile.totalCount(of: $0) } ?? 0) + (profile.thread(lightTID).map { profile.totalCount(of: $0) } ?? 0)
       let expectedByCPU = Double(cpuAfter - cpuBefore) / 1_000_000
       print("cpu attribution: engine=\(profile.engine) heavy=\(heavyCount) light=\(lightCount) share=\(share) sleeper=\(sleeperCount) total=\(total) busy=\(busySamples) expectedByCPU=\(expectedByCPU)")
 

@@ -30,7 +30,7 @@ extension Profile {
       for sample in thread.samples {
         let hit = memo[sample.stack] ?? names(ofStack: sample.stack).contains { $0.contains(fragment) }
         memo[sample.stack] = hit
-        if hit { total += sample.count }
+        if hit { total += count(sample) }
       }
     }
     return total

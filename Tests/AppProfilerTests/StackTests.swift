@@ -26,9 +26,9 @@ extension SamplingSuite {
       let thread = try #require(profile.thread(tid))
       var complete: Int64 = 0
       for sample in thread.samples where containsInOrder(profile.names(ofStack: sample.stack), Self.chain) {
-        complete += sample.count
+        complete += profile.count(sample)
       }
-      let ratio = Double(complete) / Double(max(thread.totalCount, 1))
+      let ratio = Double(complete) / Double(max(profile.totalCount(of: thread), 1))
       if ratio < 0.95 {
         for sample in thread.samples where !containsInOrder(profile.names(ofStack: sample.stack), Self.chain) {
           print("broken:", profile.names(ofStack: sample.stack).suffix(4), profile.stacks[sample.stack].prefix(3).map { String(profile.locations[$0].address, radix: 16) })
@@ -40,21 +40,21 @@ extension SamplingSuite {
         }
         print("broken leaves:", leaves)
       }
-      print("\(mode) chain: \(complete)/\(thread.totalCount) = \(ratio)")
-      #expect(thread.totalCount > 100)
+      print("\(mode) chain: \(complete)/\(profile.totalCount(of: thread)) = \(ratio)")
+      #expect(profile.totalCount(of: thread) > 100)
       #expect(ratio >= 0.95, "alpha → beta → gamma in \(ratio) of samples")
 
       let waiterSamples = profile.thread(waiterTID)
       if mode == .wall {
         let ticks = Int64(profile.metadata["wall_ticks"] ?? "0") ?? 0
-        let waiterCount = waiterSamples?.totalCount ?? 0
-        let idle = waiterSamples?.samples.filter(\.isIdle).reduce(0) { $0 + $1.count } ?? 0
+        let waiterCount = waiterSamples.map { profile.totalCount(of: $0) } ?? 0
+        let idle = waiterSamples?.samples.filter(\.isIdle).reduce(Int64(0)) { $0 + profile.count($1) } ?? 0
         print("wall waiter: \(waiterCount) samples, \(idle) idle, ticks \(ticks)")
         #expect(ticks > 500)
         #expect(Double(waiterCount) >= 0.95 * Double(ticks), "waiter in \(waiterCount) of \(ticks) ticks")
         #expect(Double(idle) >= 0.95 * Double(waiterCount), "only \(idle) of \(waiterCount) tagged idle")
       } else {
-        let waiterCount = waiterSamples?.totalCount ?? 0
+        let waiterCount = waiterSamples.map { profile.totalCount(of: $0) } ?? 0
         #expect(Double(waiterCount) < 0.02 * Double(profile.totalCount), "blocked thread got \(waiterCount) cpu samples")
       }
     }
@@ -75,9 +75,9 @@ extension SamplingSuite {
       stop.set()
       napper.join()
       let thread = try #require(profile.thread(tid))
-      let idle = thread.samples.filter(\.isIdle).reduce(Int64(0)) { $0 + $1.count }
-      print("napper: \(idle)/\(thread.totalCount) idle")
-      #expect(Double(idle) >= 0.8 * Double(thread.totalCount))
+      let idle = thread.samples.filter(\.isIdle).reduce(Int64(0)) { $0 + profile.count($1) }
+      print("napper: \(idle)/\(profile.totalCount(of: thread)) idle")
+      #expect(Double(idle) >= 0.8 * Double(profile.totalCount(of: thread)))
     }
   }
 }

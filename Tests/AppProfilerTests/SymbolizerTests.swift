@@ -117,8 +117,8 @@ struct SilentSourceSymbolicator: SourceSymbolicator {
     var collector = SampleCollector()
     bytes.withUnsafeBytes { collector.ingest($0) }
     let builder = ProfileBuilder(
-      mode: .cpu, intervalNanoseconds: 1_000_000, startTimeNanoseconds: 0, startMonotonicNanoseconds: 0,
-      durationNanoseconds: 1_000_000, stats: cap_stats())
+      mode: .cpu, startTimeNanoseconds: 0, startMonotonicNanoseconds: 0,
+      durationNanoseconds: 1_000_000, report: SessionReport(engine: "test", period: 1_000_000))
     let profile = builder.build(from: &collector)
     #expect(profile.totalCount == 1)
     #expect(profile.locations.count == 2)

@@ -5,17 +5,15 @@ import CAppProfiler
 /// charges lost samples to synthetic frames, symbolizes every address.
 struct ProfileBuilder {
   var mode: Profile.Mode
-  var intervalNanoseconds: UInt64
   var startTimeNanoseconds: UInt64
   var startMonotonicNanoseconds: UInt64
   var durationNanoseconds: UInt64
-  var stats: cap_stats
+  /// What the sampler reported: counters, engine, period, metadata.
+  var report: SessionReport
   var symbolizer: Symbolizer = .shared
   /// Time allowed for source locations of new addresses (see
   /// `SessionOptions.symbolicationBudget`); nil = no limit.
   var symbolicationBudget: Duration? = SessionOptions().symbolicationBudget
-  /// Alloc mode: the sampler's counters.
-  var allocationStats: cap_alloc_stats? = nil
   /// Thread dumps: each thread's kernel state, read now.
   var recordsKernelState = false
 
@@ -30,26 +28,15 @@ struct ProfileBuilder {
     "sem_wait", "sem_timedwait", "__new_sem_wait_slow64", "do_futex_wait",
   ]
 
-  static func engineName(_ stats: cap_stats) -> String {
-    switch Int(stats.engine) {
-    case Int(CAP_ENGINE_PERF_EVENT):
-      return stats.exclude_kernel != 0 ? "perf_event(task-clock, user only)" : "perf_event(task-clock, user+kernel)"
-    case Int(CAP_ENGINE_POSIX_TIMER):
-      return "posix_timer(thread-cpu-clock)"
-    case Int(CAP_ENGINE_WALL_TICKER):
-      return "wall_ticker(tgkill)"
-    default:
-      return "unknown"
-    }
-  }
+  var period: UInt64 { report.period }
 
   func build(from collector: inout SampleCollector) -> Profile {
     var perThread = collector.resolvedSamples()
-    let dropped = Int64(stats.samples_dropped)
+    let dropped = report.samplesDropped
     if dropped > 0 {
       let stack = collector.stackID([SampleCollector.Synthetic.droppedSamples.rawValue])
       // Alloc mode: each lost sample stood for about one rate's worth of bytes.
-      let rate = Double(intervalNanoseconds)
+      let rate = Double(period)
       perThread[0] = [
         .init(timestamp: startMonotonicNanoseconds, count: UInt64(dropped), stack: stack, flags: 0,
               objects: Double(dropped), bytes: Double(dropped) * rate)
@@ -87,9 +74,11 @@ struct ProfileBuilder {
     var resolved: [UInt64: ResolvedFrame] = [:]
     for (address, frame) in zip(real, resolvedList) { resolved[address] = frame }
 
+    let description = Self.sampleTypes(of: mode)
     var profile = Profile(
-      mode: mode, engine: Self.engineName(stats), intervalNanoseconds: intervalNanoseconds,
-      startTimeNanoseconds: startTimeNanoseconds, durationNanoseconds: durationNanoseconds)
+      mode: mode, engine: report.engine, sampleTypes: description.sampleTypes,
+      defaultSampleType: description.defaultSampleType, periodType: description.periodType,
+      period: Int64(clamping: period), startTimeNanoseconds: startTimeNanoseconds, durationNanoseconds: durationNanoseconds)
     var mappingIndex: [Int: Int] = [:]
     var functionIndex: [String: Int] = [:]
     func function(_ name: String, _ systemName: String, _ file: String = "") -> Int {
@@ -160,15 +149,17 @@ struct ProfileBuilder {
       let samples = perThread[tid]!.map { raw in
         let timestamp = raw.timestamp > startMonotonicNanoseconds ? raw.timestamp - startMonotonicNanoseconds : 0
         if mode == .alloc {
+          // alloc_objects, alloc_space (estimates), samples (raw).
           return Profile.Sample(
             stack: stackRemap[raw.stack]!, timestampNanoseconds: timestamp,
-            count: max(1, Int64(raw.objects.rounded())), bytes: Int64(raw.bytes.rounded()),
-            rawCount: Int64(raw.count))
+            values: [max(1, Int64(raw.objects.rounded())), Int64(raw.bytes.rounded()), Int64(raw.count)])
         }
+        // samples, and the time they stand for.
+        let count = Int64(raw.count)
         return Profile.Sample(
           stack: stackRemap[raw.stack]!,
           timestampNanoseconds: timestamp,
-          count: Int64(raw.count),
+          values: [count, count &* Int64(clamping: period)],
           isIdle: raw.flags & UInt16(CAP_SAMPLE_IDLE) != 0 || blockedStacks.contains(stackRemap[raw.stack]!)
             || (raw.flags & UInt16(CAP_SAMPLE_SIGNAL_BLOCKED) != 0 && !runningStacks.contains(raw.stack)))
       }
@@ -178,11 +169,11 @@ struct ProfileBuilder {
     }
     profile.statistics.droppedSamples = dropped
     profile.statistics.truncatedSamples = collector.truncatedSamples
-    profile.statistics.threadsNotSampled = Int64(stats.threads_failed)
-    profile.statistics.missedTicks = Int64(stats.missed_ticks)
-    profile.statistics.samplesRecorded = Int64(stats.samples_written)
-    profile.statistics.completeStacks = Int64(stats.complete_samples)
-    profile.statistics.threadsSignalBlocked = Int64(stats.threads_signal_blocked)
+    profile.statistics.threadsNotSampled = report.threadsNotSampled
+    profile.statistics.missedTicks = report.missedTicks
+    profile.statistics.samplesRecorded = report.samplesRecorded
+    profile.statistics.completeStacks = report.completeStacks
+    profile.statistics.threadsSignalBlocked = report.threadsSignalBlocked
     // Threads the signal could not reach were not sampled either; name them.
     let unreachable = threadIDs.filter { tid in
       perThread[tid]!.contains { $0.flags & UInt16(CAP_SAMPLE_SIGNAL_BLOCKED) != 0 }
@@ -200,23 +191,26 @@ struct ProfileBuilder {
     }
     profile.metadata["executable"] = ImageMap.executablePath()
     profile.metadata["pid"] = String(getpid())
-    profile.metadata["threads_seen"] = String(stats.threads_seen)
-    if mode == .wall {
-      profile.metadata["wall_ticks"] = String(stats.ticks)
-      profile.metadata["wall_signals_sent"] = String(stats.signals_sent)
-      profile.metadata["wall_tick_mean_ns"] = String(stats.ticks > 0 ? stats.tick_ns_total / stats.ticks : 0)
-      profile.metadata["wall_undelivered_ticks"] = String(stats.undelivered_ticks)
-      profile.metadata["wall_ticks_signal_pending"] = String(stats.pending_skips)
-    }
-    if let allocation = allocationStats {
-      profile.engine = "got_redirect(malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign, swift_allocObject)"
-      profile.statistics.completeStacks = Int64(allocation.complete_samples)
-      profile.metadata["alloc_sample_rate_bytes"] = String(allocation.mean_bytes)
-      profile.metadata["alloc_redirected_entries"] = String(allocation.patched_slots)
-      profile.metadata["alloc_redirected_images"] = String(allocation.patched_images)
-    }
+    for (key, value) in report.metadata { profile.metadata[key] = value }
     profile.metadata["library_version"] = AppProfilerVersion.current
     return profile
+  }
+
+  /// What the samples of each kind this library records measure: the
+  /// description a new profile type adds (no encoder changes with it).
+  /// Names and units are pprof's and Go's, so `go tool pprof` and the
+  /// continuous-profiling servers know them.
+  static func sampleTypes(of mode: Profile.Mode) -> (
+    sampleTypes: [Profile.ValueType], defaultSampleType: Int, periodType: Profile.ValueType
+  ) {
+    if mode == .alloc {
+      return (
+        [.init("alloc_objects", "count"), .init("alloc_space", "bytes"), .init("samples", "count")], 1,
+        .init("space", "bytes")
+      )
+    }
+    let time = Profile.ValueType(mode.rawValue, "nanoseconds")
+    return ([.init("samples", "count"), time], 1, time)
   }
 
   /// The name of the Swift type whose metadata swift_allocObject received.

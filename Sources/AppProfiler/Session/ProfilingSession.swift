@@ -19,13 +19,9 @@ public final class ProfilingSession: Sendable {
   private let id: UInt64
   private let startTimeNanoseconds: UInt64
   private let startMonotonicNanoseconds: UInt64
-  private let drain: SessionDrain
-  /// Moves samples out of the C buffer every 10 ms: a thread of its own, so
-  /// a session runs and ends while the app's cooperative pool is blocked.
-  private let drainThread: DrainThread?
+  /// The sampler: signals (cpu, wall) or the allocation wrappers.
+  private let backend: any SessionBackend
   private let ended = Atomic<Bool>(false)
-  /// Unwind tables the handler reads; alive until the session is released.
-  private let unwindTables: UnwindTableSet?
   private let symbolicationBudget: Duration?
   private let recordsKernelState: Bool
 
@@ -34,62 +30,23 @@ public final class ProfilingSession: Sendable {
     self.id = id
     self.mode = mode
     self.interval = interval
-    self.startTimeNanoseconds = Self.clock(CLOCK_REALTIME)
-    self.startMonotonicNanoseconds = Self.clock(CLOCK_MONOTONIC)
+    let startTime = Self.clock(CLOCK_REALTIME)
+    let startMonotonic = Self.clock(CLOCK_MONOTONIC)
+    self.startTimeNanoseconds = startTime
+    self.startMonotonicNanoseconds = startMonotonic
     self.symbolicationBudget = options.symbolicationBudget
     self.recordsKernelState = options.recordsKernelState
-
     if mode == .alloc {
-      // Allocation sampling: the wrappers of AllocationRecorder, no signals.
-      try AllocationRecorder.shared.beginWindow(rate: options.allocationSamplingRate, options: options)
-      self.unwindTables = nil
-      self.drain = SessionDrain()
-      self.drainThread = nil
-      return
+      backend = try AllocationBackend(
+        options: options, startTimeNanoseconds: startTime, startMonotonicNanoseconds: startMonotonic)
+    } else {
+      backend = try SignalSamplingBackend(mode: mode, interval: interval, options: options)
     }
-
-    var config = cap_config()
-    config.mode = mode == .wall ? Int32(CAP_MODE_WALL) : Int32(CAP_MODE_CPU)
-    switch options.cpuEngine {
-    case .automatic: config.engine = Int32(CAP_ENGINE_AUTO)
-    case .perfEvents: config.engine = Int32(CAP_ENGINE_PERF_EVENT)
-    case .posixTimers: config.engine = Int32(CAP_ENGINE_POSIX_TIMER)
-    }
-    config.signal_number = options.signal
-    config.buffer_slots = UInt32(options.bufferSlots)
-    config.interval_ns = interval.nanoseconds
-    config.max_threads = UInt32(options.maxThreads)
-    config.exclude_kernel = options.includeKernelTime ? 0 : 1
-    #if arch(x86_64)
-    let tables = options.unwinder == .callFrameInformation ? UnwindTables.shared.tableSet(for: ImageMap.current()) : nil
-    #else
-    let tables: UnwindTableSet? = nil
-    #endif
-    self.unwindTables = tables
-    config.unwind_images = tables.map { UnsafePointer($0.images.baseAddress) } ?? nil
-    config.unwind_image_count = UInt64(tables?.count ?? 0)
-    var message = [CChar](repeating: 0, count: 256)
-    let result = cap_session_start(&config, &message, message.count)
-    if result != 0 {
-      if result == -EBUSY { throw ProfilerError.busy }
-      throw ProfilerError.system(
-        operation: "starting the \(mode.rawValue) session", errno: -result,
-        message: String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
-    }
-    self.drain = SessionDrain()
-    // Positional drains only: a full scan reads every slot of the ring (page
-    // faults and cache misses while the app runs); stragglers are picked up
-    // by the one full scan after stop.
-    self.drainThread = DrainThread(drain: drain)
   }
 
   deinit {
-    if !ended.load(ordering: .acquiring) && mode == .alloc {
-      AllocationRecorder.shared.cancelWindow()
-      profiler.machine.withLock { $0.finished(id) }
-    } else if !ended.load(ordering: .acquiring) {
-      drainThread?.stop()
-      drain.close { cap_session_release() }
+    if !ended.load(ordering: .acquiring) {
+      backend.cancel()
       profiler.machine.withLock { $0.finished(id) }
     }
   }
@@ -111,80 +68,32 @@ public final class ProfilingSession: Sendable {
       ended.store(true, ordering: .releasing)
       profiler.machine.withLock { $0.finished(id) }
     }
-    if mode == .alloc {
-      let recording = AllocationRecorder.shared.endWindow(
-        startTimeNanoseconds: startTimeNanoseconds, startMonotonicNanoseconds: startMonotonicNanoseconds)
-      let end = Self.clock(CLOCK_MONOTONIC)
-      return Self.allocationProfile(recording, durationNanoseconds: end - startMonotonicNanoseconds, symbolicationBudget: symbolicationBudget)
-    }
-    var collector = finishSampling()
-    var stats = cap_stats()
-    cap_session_stats(&stats)
-    drain.close { cap_session_release() }
+    var (collector, report) = backend.finish()
     let end = Self.clock(CLOCK_MONOTONIC)
     var builder = ProfileBuilder(
-      mode: mode, intervalNanoseconds: interval.nanoseconds, startTimeNanoseconds: startTimeNanoseconds,
-      startMonotonicNanoseconds: startMonotonicNanoseconds,
-      durationNanoseconds: end - startMonotonicNanoseconds, stats: stats)
+      mode: mode, startTimeNanoseconds: startTimeNanoseconds, startMonotonicNanoseconds: startMonotonicNanoseconds,
+      durationNanoseconds: end - startMonotonicNanoseconds, report: report)
     builder.symbolicationBudget = symbolicationBudget
     builder.recordsKernelState = recordsKernelState
-    var profile = builder.build(from: &collector)
-    if let tables = unwindTables {
-      profile.metadata["unwinder"] = "cfi"
-      profile.metadata["unwind_images"] = String(tables.count)
-      profile.metadata["unwind_rows"] = String(tables.rowCount)
-      profile.metadata["unwind_table_bytes"] = String(tables.totalBytes)
-      profile.metadata["unwind_tables_built"] = String(tables.built)
-      profile.metadata["unwind_table_build_ms"] = String(Double(tables.buildNanoseconds) / 1e6)
-    } else {
-      profile.metadata["unwinder"] = "frame-pointers"
-    }
-    return profile
+    return builder.build(from: &collector)
   }
 
   /// Stops sampling and discards the samples. Safe to call more than once.
   public func cancel() {
     guard profiler.machine.withLock({ $0.stop(id) }) else { return }
-    if mode == .alloc {
-      AllocationRecorder.shared.cancelWindow()
-      ended.store(true, ordering: .releasing)
-      profiler.machine.withLock { $0.finished(id) }
-      return
-    }
-    drainThread?.stop()
-    // The drain thread may be in a drain right now: release under its lock,
-    // so the buffer is never unmapped under a reader (found by TSan).
-    drain.close { cap_session_release() }
+    backend.cancel()
     ended.store(true, ordering: .releasing)
     profiler.machine.withLock { $0.finished(id) }
   }
 
-  /// Symbolizes an allocation recording (a window or the continuous totals).
-  static func allocationProfile(
-    _ recording: AllocationRecorder.Recording, durationNanoseconds: UInt64,
-    symbolicationBudget: Duration? = SessionOptions().symbolicationBudget
-  ) -> Profile {
+  /// Symbolizes the continuous allocation totals.
+  static func allocationProfile(_ recording: AllocationRecorder.Recording, durationNanoseconds: UInt64) -> Profile {
     var collector = recording.collector
-    var stats = cap_stats()
-    stats.samples_written = recording.stats.samples_written
-    stats.samples_dropped = recording.stats.samples_dropped
-    stats.complete_samples = recording.stats.complete_samples
-    var builder = ProfileBuilder(
-      mode: .alloc, intervalNanoseconds: UInt64(recording.rate), startTimeNanoseconds: recording.startTimeNanoseconds,
+    let builder = ProfileBuilder(
+      mode: .alloc, startTimeNanoseconds: recording.startTimeNanoseconds,
       startMonotonicNanoseconds: recording.startMonotonicNanoseconds, durationNanoseconds: durationNanoseconds,
-      stats: stats, allocationStats: recording.stats)
-    builder.symbolicationBudget = symbolicationBudget
-    var profile = builder.build(from: &collector)
-    profile.metadata["alloc_cumulative"] = recording.cumulative ? "true" : "false"
-    profile.metadata["unwinder"] = recording.callFrameInformation ? "cfi" : "frame-pointers"
-    return profile
-  }
-
-  private func finishSampling() -> SampleCollector {
-    drainThread?.stop()
-    cap_session_stop()
-    drain.drainAvailable(fullScan: true)
-    return drain.takeCollector()
+      report: AllocationBackend.report(recording))
+    return builder.build(from: &collector)
   }
 
   static func clock(_ id: clockid_t) -> UInt64 {

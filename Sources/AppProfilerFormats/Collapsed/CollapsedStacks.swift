@@ -3,7 +3,9 @@
 ///
 ///     main;handle();parse() 12
 ///
-/// Counts are samples (cpu, wall) or bytes (alloc). Names are demangled;
+/// The counts are the default sample type's values (bytes for alloc), or,
+/// where that is a time (unit nanoseconds), the event counts (samples):
+/// FlameGraph's stacks count samples. Names are demangled;
 /// `;` inside a name becomes `:` and line breaks become spaces, so every line
 /// parses back. Idle wall samples end in an `[idle]` frame. With
 /// `threadPrefix`, each stack starts with `name (tid N)`.
@@ -23,10 +25,13 @@ public struct CollapsedEncoder: Sendable {
       var thread: Int
     }
     var sums: [Key: Int64] = [:]
+    let defaultUnit = profile.sampleTypes.indices.contains(profile.defaultSampleType)
+      ? profile.sampleTypes[profile.defaultSampleType].unit : ""
+    let countsEvents = defaultUnit == "nanoseconds" && profile.countSampleType != nil
     for (threadIndex, thread) in profile.threads.enumerated() {
       for sample in thread.samples {
         let key = Key(stack: sample.stack, idle: sample.isIdle, thread: threadPrefix ? threadIndex : -1)
-        sums[key, default: 0] += profile.mode == .alloc ? sample.bytes : sample.count
+        sums[key, default: 0] += countsEvents ? profile.count(sample) : profile.defaultValue(sample)
       }
     }
     // Cleaned names per function, built once; lines as UTF-8 bytes.
@@ -96,18 +101,19 @@ public struct CollapsedDecoder: Sendable {
     public var description: String
   }
 
+  /// The kind's name and what the counts are (one sample type).
   public var mode: Profile.Mode
-  public var intervalNanoseconds: UInt64
+  public var sampleType: Profile.ValueType
 
-  public init(mode: Profile.Mode = .cpu, intervalNanoseconds: UInt64 = 1_000_000) {
+  public init(mode: Profile.Mode = .cpu, sampleType: Profile.ValueType = .init("samples", "count")) {
     self.mode = mode
-    self.intervalNanoseconds = intervalNanoseconds
+    self.sampleType = sampleType
   }
 
   public func decode(_ bytes: [UInt8]) throws(Invalid) -> Profile {
     var profile = Profile(
-      mode: mode, engine: "collapsed", intervalNanoseconds: intervalNanoseconds, startTimeNanoseconds: 0,
-      durationNanoseconds: 0)
+      mode: mode, engine: "collapsed", sampleTypes: [sampleType], defaultSampleType: 0, periodType: sampleType, period: 1,
+      startTimeNanoseconds: 0, durationNanoseconds: 0)
     var functionIndex: [String: Int] = [:]
     var stacks = StackInterner()
     var samples: [Profile.Sample] = []
@@ -130,9 +136,7 @@ public struct CollapsedDecoder: Sendable {
         return profile.locations.count - 1
       }
       let index = stacks.intern(stack, in: &profile)
-      samples.append(
-        .init(stack: index, timestampNanoseconds: 0, count: mode == .alloc ? 1 : count,
-              bytes: mode == .alloc ? count : 0, isIdle: idle))
+      samples.append(.init(stack: index, timestampNanoseconds: 0, values: [count], isIdle: idle))
     }
     profile.threads = [.init(id: 0, name: "all", samples: samples)]
     return profile

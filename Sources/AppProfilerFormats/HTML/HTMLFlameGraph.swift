@@ -7,9 +7,11 @@
 /// icicle graph (root on top) from DOM blocks, one per frame wider than 0.1 %,
 /// with hover details, click-to-zoom, search, a thread selector ("all
 /// threads" or one) and an idle filter for wall profiles (samples ending in
-/// an `[idle]` frame). Alloc profiles get a bytes/objects switch (objects
-/// come from the `x-app-profiler.objects` arrays our encoder writes). On the
-/// live page, `#record?mode=cpu&duration=5` in the URL records at once.
+/// an `[idle]` frame). A weight switch offers every sample type of the
+/// profile (bytes or objects for alloc, time or samples for cpu/wall), from
+/// the `x-app-profiler.values` our speedscope encoder writes. The profile
+/// server builds its live page at `/` from the same viewer (``page(title:embeddedSpeedscope:headerHTML:extraHTML:extraScript:)``)
+/// with a record form of its own.
 public struct HTMLFlameGraphEncoder: Sendable {
   public var title: String?
 
@@ -21,7 +23,7 @@ public struct HTMLFlameGraphEncoder: Sendable {
   public func encode(_ profile: Profile) -> [UInt8] {
     let json = SpeedscopeEncoder(name: title).encode(profile)
     return Self.page(
-      title: title ?? "\(profile.mode.rawValue) profile — swift-app-profiler", embeddedSpeedscope: json, liveForm: false)
+      title: title ?? "\(profile.mode.rawValue) profile — swift-app-profiler", embeddedSpeedscope: json)
   }
 
   /// Not one of our pages: no embedded profile.
@@ -62,9 +64,14 @@ public struct HTMLFlameGraphEncoder: Sendable {
     return json
   }
 
-  /// The viewer page. With `embeddedSpeedscope`, it shows that profile; with
-  /// `liveForm`, a form records one from this server (`/profile`) and shows it.
-  public static func page(title: String, embeddedSpeedscope: [UInt8]?, liveForm: Bool, extraHTML: String = "") -> [UInt8] {
+  /// The viewer page. With `embeddedSpeedscope`, it shows that profile.
+  /// `headerHTML` goes into the header above the viewer's controls,
+  /// `extraHTML` below them, and `extraScript` runs inside the viewer's
+  /// script, where `show(speedscopeDocument)` draws a profile (the server's
+  /// live page adds its record form this way).
+  public static func page(
+    title: String, embeddedSpeedscope: [UInt8]?, headerHTML: String = "", extraHTML: String = "", extraScript: String = ""
+  ) -> [UInt8] {
     var html = """
       <!DOCTYPE html>
       <html lang="en"><head><meta charset="utf-8">
@@ -74,21 +81,12 @@ public struct HTMLFlameGraphEncoder: Sendable {
       <body>
       <header><h1>\(escape(title))</h1>
       """
-    if liveForm {
-      html += """
-        <form id="record">
-        <label>mode <select name="mode"><option>cpu</option><option>wall</option><option>alloc</option></select></label>
-        <label>duration <input name="duration" value="5" size="4"> s</label>
-        <label>interval <input name="interval" value="1000" size="7"> <span id="intervalUnit">µs</span></label>
-        <button type="submit">Record</button> <span id="recording"></span>
-        </form>
-        """
-    }
+    html += headerHTML
     html += """
       <div id="controls">
       <label>thread <select id="thread"></select></label>
       <label><input type="checkbox" id="hideIdle"> hide idle</label>
-      <label id="weightLabel" hidden>weight <select id="weight"><option value="bytes">bytes</option><option value="objects">objects</option></select></label>
+      <label id="weightLabel" hidden>weight <select id="weight"></select></label>
       <label>search <input id="search" placeholder="function name"></label>
       <button id="reset">reset zoom</button>
       <span id="matched"></span>
@@ -111,7 +109,8 @@ public struct HTMLFlameGraphEncoder: Sendable {
     } else {
       bytes += Array("null".utf8)
     }
-    bytes += Array("</script>\n<script>\(script)</script>\n</body></html>\n".utf8)
+    let viewer = script.replacingFirst("/*EXTRA*/", with: extraScript)
+    bytes += Array("</script>\n<script>\(viewer)</script>\n</body></html>\n".utf8)
     return bytes
   }
 
@@ -156,7 +155,7 @@ public struct HTMLFlameGraphEncoder: Sendable {
       const matched = document.getElementById("matched");
       const weightSelect = document.getElementById("weight");
       const weightLabel = document.getElementById("weightLabel");
-      let file = null, root = null, zoom = null, unit = "nanoseconds";
+      let file = null, root = null, zoom = null, unit = "nanoseconds", unitName = "";
 
       function format(value) {
         if (unit === "bytes") {
@@ -169,7 +168,7 @@ public struct HTMLFlameGraphEncoder: Sendable {
           if (value >= 1e6) return (value / 1e6).toFixed(1) + " ms";
           return (value / 1e3).toFixed(0) + " µs";
         }
-        if (unit === "objects") return Math.round(value).toLocaleString("en-US") + " objects";
+        if (unit === "count") return Math.round(value).toLocaleString("en-US") + " " + unitName;
         return String(value);
       }
 
@@ -186,12 +185,16 @@ public struct HTMLFlameGraphEncoder: Sendable {
         const frames = file.shared.frames;
         const chosen = threadSelect.value;
         const extension = file["x-app-profiler"] || {};
-        const objects = extension.objects && weightSelect.value === "objects" ? extension.objects : null;
+        // The default sample type is the profiles' weights; the others are
+        // in x-app-profiler.values, one array per profile.
+        const other = weightSelect.value && extension.values ? extension.values[weightSelect.value] : null;
+        const otherType = other ? (extension.sampleTypes || []).find(function (t) { return t.type === weightSelect.value; }) : null;
         root = node("all");
         file.profiles.forEach(function (profile, index) {
           if (chosen !== "all" && String(index) !== chosen) return;
-          unit = objects ? "objects" : profile.unit;
-          const weights = objects && objects[index] ? objects[index] : profile.weights;
+          unit = otherType ? otherType.unit : profile.unit;
+          unitName = otherType ? otherType.type : "";
+          const weights = other && other[index] ? other[index] : profile.weights;
           for (let s = 0; s < profile.samples.length; s++) {
             const stack = profile.samples[s], weight = weights[s];
             if (hideIdle.checked && stack.length && frames[stack[stack.length - 1]].name === "[idle]") continue;
@@ -272,7 +275,21 @@ public struct HTMLFlameGraphEncoder: Sendable {
 
       function show(data) {
         file = data;
-        weightLabel.hidden = !(data["x-app-profiler"] && data["x-app-profiler"].objects);
+        // One choice per sample type: the default first, then the others.
+        const extension = data["x-app-profiler"] || {};
+        const types = extension.sampleTypes || [];
+        const defaultType = types[extension.defaultSampleType || 0];
+        weightSelect.textContent = "";
+        const first = document.createElement("option");
+        first.value = ""; first.textContent = defaultType ? defaultType.type + " (" + defaultType.unit + ")" : "weight";
+        weightSelect.appendChild(first);
+        Object.keys(extension.values || {}).forEach(function (name) {
+          const type = types.find(function (t) { return t.type === name; });
+          const option = document.createElement("option");
+          option.value = name; option.textContent = name + (type ? " (" + type.unit + ")" : "");
+          weightSelect.appendChild(option);
+        });
+        weightLabel.hidden = weightSelect.options.length < 2;
         threadSelect.textContent = "";
         const all = document.createElement("option");
         all.value = "all"; all.textContent = "all threads";
@@ -292,36 +309,23 @@ public struct HTMLFlameGraphEncoder: Sendable {
       document.getElementById("reset").addEventListener("click", function () { zoom = root; render(); });
       window.addEventListener("resize", function () { if (root) render(); });
 
-      const form = document.getElementById("record");
-      if (form) {
-        // The interval is µs for cpu/wall and bytes between samples for alloc.
-        form.elements.mode.addEventListener("change", function () {
-          const alloc = form.elements.mode.value === "alloc";
-          document.getElementById("intervalUnit").textContent = alloc ? "bytes" : "µs";
-          form.elements.interval.value = alloc ? "524288" : "1000";
-        });
-        form.addEventListener("submit", function (event) {
-          event.preventDefault();
-          const params = new URLSearchParams(new FormData(form));
-          const status = document.getElementById("recording");
-          status.textContent = "recording…";
-          fetch("profile?" + params.toString()).then(function (response) {
-            if (!response.ok) return response.text().then(function (text) { throw new Error(text); });
-            return response.json();
-          }).then(function (data) { status.textContent = ""; show(data); })
-            .catch(function (error) { status.textContent = String(error.message || error); });
-        });
-        // /#record?mode=cpu&duration=5 fills the form and records at once.
-        if (location.hash.startsWith("#record")) {
-          const params = new URLSearchParams(location.hash.slice(location.hash.indexOf("?") + 1));
-          if (params.get("mode") === "alloc") { form.elements.mode.value = "alloc"; form.elements.mode.dispatchEvent(new Event("change")); }
-          params.forEach(function (value, key) { if (form.elements[key]) form.elements[key].value = value; });
-          form.requestSubmit();
-        }
-      }
+      /*EXTRA*/
 
       const embedded = JSON.parse(document.getElementById("profile-data").textContent);
       if (embedded) show(embedded);
     })();
     """#
+}
+
+extension String {
+  /// This string with the first `marker` replaced (no Foundation here).
+  fileprivate func replacingFirst(_ marker: String, with replacement: String) -> String {
+    let characters = Array(self)
+    let pattern = Array(marker)
+    guard pattern.count <= characters.count else { return self }
+    for start in 0...(characters.count - pattern.count) where Array(characters[start..<start + pattern.count]) == pattern {
+      return String(characters[..<start]) + replacement + String(characters[(start + pattern.count)...])
+    }
+    return self
+  }
 }

@@ -12,25 +12,61 @@
 /// - ``stacks``: arrays of location indices, **leaf first**.
 /// - ``threads``: per thread, the samples in time order; a sample names a stack.
 ///
+/// What a sample measures is data, as in pprof: ``sampleTypes`` (e.g.
+/// `samples/count` + `cpu/nanoseconds`, or `alloc_objects/count` +
+/// `alloc_space/bytes` + `samples/count`), one value per type in each sample,
+/// a ``defaultSampleType``, and a ``period`` with its ``periodType``.
+/// Encoders read those types and units and never ask which kind of profile
+/// they are writing, so a new profile type (lock waits, in-use heap) is a
+/// recorder plus a description of its sample types. ``mode`` only names the
+/// kind, for titles and file names.
+///
 /// Values are deterministic: encoders sort where the order is not given by
 /// the model, so golden files stay stable.
 public struct Profile: Sendable, Hashable {
-  /// What a sample measures.
-  public enum Mode: String, Sendable, Hashable, CaseIterable {
-    /// A sample is one interval of CPU time used by a thread.
-    case cpu
-    /// A sample is one interval of wall-clock time of a thread, running or not.
-    case wall
-    /// A sample is an allocation, weighted by bytes. ``Profile/intervalNanoseconds``
-    /// then holds the sampling rate in bytes.
-    case alloc
+  /// The name of a kind of profile (`cpu`, `wall`, `alloc`, or any other):
+  /// what a user asks for with `mode=`. Only a name: encoders read
+  /// ``Profile/sampleTypes`` for everything else.
+  public struct Mode: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
+    public var rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+    public var description: String { rawValue }
+
+    /// Threads using CPU: a sample is one interval of CPU time.
+    public static let cpu = Mode(rawValue: "cpu")
+    /// Every thread, running or blocked: a sample is one interval of wall time.
+    public static let wall = Mode(rawValue: "wall")
+    /// Sampled allocations, weighted by bytes.
+    public static let alloc = Mode(rawValue: "alloc")
+    /// The kinds this library records.
+    public static let allCases: [Mode] = [.cpu, .wall, .alloc]
+  }
+
+  /// A sample type or period type: what is measured and in which unit
+  /// (pprof's `ValueType`), e.g. `cpu`/`nanoseconds`, `alloc_space`/`bytes`.
+  public struct ValueType: Sendable, Hashable, CustomStringConvertible {
+    public var type: String
+    public var unit: String
+    public init(_ type: String, _ unit: String) {
+      self.type = type
+      self.unit = unit
+    }
+    public var description: String { "\(type)/\(unit)" }
   }
 
   public var mode: Mode
   /// The sampling engine that ran, e.g. `perf_event(task-clock)`.
   public var engine: String
-  /// Nominal time between samples, in nanoseconds.
-  public var intervalNanoseconds: UInt64
+  /// What each value of a sample measures, in the order of ``Sample/values``.
+  public var sampleTypes: [ValueType]
+  /// Index into ``sampleTypes`` of the value viewers show by default (the
+  /// weight in speedscope and the flame graph).
+  public var defaultSampleType: Int
+  /// What one period is: `cpu/nanoseconds` (one sampling interval) or
+  /// `space/bytes` (the mean bytes between allocation samples).
+  public var periodType: ValueType
+  /// The sampling period in ``periodType``'s unit.
+  public var period: Int64
   /// Start of the recording, nanoseconds since the Unix epoch.
   public var startTimeNanoseconds: UInt64
   /// Length of the recording, in nanoseconds.
@@ -45,14 +81,17 @@ public struct Profile: Sendable, Hashable {
   public var metadata: [String: String]
 
   public init(
-    mode: Mode, engine: String, intervalNanoseconds: UInt64, startTimeNanoseconds: UInt64,
-    durationNanoseconds: UInt64, mappings: [Mapping] = [], locations: [Location] = [],
-    functions: [Function] = [], stacks: [[Int]] = [], threads: [ThreadSamples] = [],
+    mode: Mode, engine: String, sampleTypes: [ValueType], defaultSampleType: Int = 0, periodType: ValueType,
+    period: Int64, startTimeNanoseconds: UInt64, durationNanoseconds: UInt64, mappings: [Mapping] = [],
+    locations: [Location] = [], functions: [Function] = [], stacks: [[Int]] = [], threads: [ThreadSamples] = [],
     statistics: Statistics = Statistics(), metadata: [String: String] = [:]
   ) {
     self.mode = mode
     self.engine = engine
-    self.intervalNanoseconds = intervalNanoseconds
+    self.sampleTypes = sampleTypes
+    self.defaultSampleType = defaultSampleType
+    self.periodType = periodType
+    self.period = period
     self.startTimeNanoseconds = startTimeNanoseconds
     self.durationNanoseconds = durationNanoseconds
     self.mappings = mappings
@@ -158,27 +197,25 @@ extension Profile {
     public var stack: Int
     /// Nanoseconds since the start of the recording.
     public var timestampNanoseconds: UInt64
-    /// Intervals (cpu, wall) or allocations (alloc) this sample stands for.
-    public var count: Int64
-    /// Bytes (alloc mode only).
-    public var bytes: Int64
-    /// The thread was blocked (not running) at this sample; wall mode only.
+    /// One value per ``Profile/sampleTypes``, in that order.
+    public var values: [Int64]
+    /// The thread was blocked (not running) at this sample (wall profiles).
     public var isIdle: Bool
-    /// Raw samples behind this one. Alloc mode: sampled allocations, whose
-    /// ``count`` (objects) and ``bytes`` are estimates scaled by the sampling
-    /// probability. Other modes: 1 per recorded sample.
-    public var rawCount: Int64
+    /// String labels, pprof's `label` with `str` (route, span id, …).
+    public var labels: [String: String]
+    /// Numeric labels, pprof's `label` with `num` (task id, …).
+    public var numericLabels: [String: Int64]
 
     public init(
-      stack: Int, timestampNanoseconds: UInt64, count: Int64, bytes: Int64 = 0,
-      isIdle: Bool = false, rawCount: Int64 = 1
+      stack: Int, timestampNanoseconds: UInt64, values: [Int64], isIdle: Bool = false,
+      labels: [String: String] = [:], numericLabels: [String: Int64] = [:]
     ) {
       self.stack = stack
       self.timestampNanoseconds = timestampNanoseconds
-      self.count = count
-      self.bytes = bytes
+      self.values = values
       self.isIdle = isIdle
-      self.rawCount = rawCount
+      self.labels = labels
+      self.numericLabels = numericLabels
     }
   }
 
@@ -200,10 +237,6 @@ extension Profile {
       self.samples = samples
     }
 
-    /// Sum of sample counts.
-    public var totalCount: Int64 { samples.reduce(0) { $0 + $1.count } }
-    /// Sum of counts of samples not marked idle.
-    public var busyCount: Int64 { samples.reduce(0) { $0 + ($1.isIdle ? 0 : $1.count) } }
   }
 
   /// What the recording lost or cut, shown as synthetic frames too.
@@ -246,11 +279,47 @@ extension Profile.Mode {
 }
 
 extension Profile {
-  /// Sum of all sample counts over all threads.
-  public var totalCount: Int64 { threads.reduce(0) { $0 + $1.totalCount } }
+  /// Index of the sample type named `type`, nil when the profile has none.
+  public func sampleTypeIndex(_ type: String) -> Int? {
+    sampleTypes.firstIndex { $0.type == type }
+  }
 
-  /// Unit of one count: nanoseconds of CPU or wall time per interval.
-  public var nanosecondsPerCount: UInt64 { intervalNanoseconds }
+  /// Index of the sample type that counts events (the first with unit
+  /// `count`: samples, allocated objects, contentions), nil when none does.
+  public var countSampleType: Int? {
+    sampleTypes.firstIndex { $0.unit == "count" }
+  }
+
+  /// The value of `sample` for the sample type named `type`; 0 when absent.
+  public func value(_ sample: Sample, _ type: String) -> Int64 {
+    guard let index = sampleTypeIndex(type), index < sample.values.count else { return 0 }
+    return sample.values[index]
+  }
+
+  /// The value of `sample` for the default sample type.
+  public func defaultValue(_ sample: Sample) -> Int64 {
+    defaultSampleType < sample.values.count ? sample.values[defaultSampleType] : 0
+  }
+
+  /// The events `sample` stands for: its value of ``countSampleType``
+  /// (samples, objects…), 1 when the profile has no count type.
+  public func count(_ sample: Sample) -> Int64 {
+    guard let index = countSampleType, index < sample.values.count else { return 1 }
+    return sample.values[index]
+  }
+
+  /// Sum of ``count(_:)`` over all samples of all threads.
+  public var totalCount: Int64 { threads.reduce(0) { $0 + totalCount(of: $1) } }
+
+  /// Sum of ``count(_:)`` over the samples of `thread`.
+  public func totalCount(of thread: ThreadSamples) -> Int64 {
+    thread.samples.reduce(0) { $0 + count($1) }
+  }
+
+  /// Sum of ``count(_:)`` over the samples of `thread` not marked idle.
+  public func busyCount(of thread: ThreadSamples) -> Int64 {
+    thread.samples.reduce(0) { $0 + ($1.isIdle ? 0 : count($1)) }
+  }
 
   /// The functions of a stack, root first, inlined frames expanded.
   public func functionsOfStack(_ index: Int) -> [Int] {

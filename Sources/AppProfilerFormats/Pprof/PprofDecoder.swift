@@ -45,6 +45,7 @@ public struct PprofDecoder: Sendable {
     var periodType: (Int64, Int64) = (0, 0)
     var period: Int64 = 0
     var comments: [Int64] = []
+    var defaultSampleType: Int64 = 0
 
     func int(_ value: ProtobufReader.Value) -> Int64 {
       if case .varint(let number) = value { return Int64(bitPattern: number) }
@@ -133,6 +134,7 @@ public struct PprofDecoder: Sendable {
       case 11: try fields(value) { f, v in if f == 1 { periodType.0 = int(v) } else if f == 2 { periodType.1 = int(v) } }
       case 12: period = int(value)
       case 13: comments += try ProtobufReader.varints(value).map { Int64(bitPattern: $0) }
+      case 14: defaultSampleType = int(value)
       default: break
       }
     }
@@ -156,19 +158,19 @@ public struct PprofDecoder: Sendable {
     guard !sampleTypes.isEmpty else { throw Invalid(description: "no sample_type") }
     let typeNames = try sampleTypes.map { (try string($0.0, "sample_type"), try string($0.1, "sample_type unit")) }
 
+    let periodTypeNames = (try string(periodType.0, "period_type"), try string(periodType.1, "period_type unit"))
+    let defaultName = defaultSampleType != 0 ? try string(defaultSampleType, "default_sample_type") : ""
+    // pprof: the default sample type is the named one, else the last.
+    let defaultIndex = typeNames.firstIndex { $0.0 == defaultName } ?? (typeNames.count - 1)
     var profile = Profile(
-      mode: .cpu, engine: "pprof", intervalNanoseconds: UInt64(max(period, 0)),
+      mode: Self.mode(sampleType: typeNames[defaultIndex].0), engine: "pprof",
+      sampleTypes: typeNames.map { Profile.ValueType($0.0, $0.1) }, defaultSampleType: defaultIndex,
+      periodType: Profile.ValueType(periodTypeNames.0, periodTypeNames.1), period: period,
       startTimeNanoseconds: UInt64(max(timeNanos, 0)), durationNanoseconds: UInt64(max(durationNanos, 0)))
-    let periodName = try string(periodType.0, "period_type")
     // Our encoder writes "engine: …" as a comment.
     for index in comments {
       let comment = try string(index, "comment")
       if comment.hasPrefix("engine: ") { profile.engine = String(comment.dropFirst("engine: ".count)) }
-    }
-    if typeNames.contains(where: { $0.0 == "wall" }) || periodName == "wall" {
-      profile.mode = .wall
-    } else if typeNames.contains(where: { $0.1 == "bytes" }) || periodName == "space" {
-      profile.mode = .alloc
     }
     for m in mappings {
       profile.mappings.append(
@@ -194,7 +196,6 @@ public struct PprofDecoder: Sendable {
       profile.locations.append(.init(address: l.address, mapping: l.mapping == 0 ? nil : Int(l.mapping - 1), lines: lines))
     }
 
-    let rawIndex = typeNames.firstIndex { $0.0 == "samples" && $0.1 == "count" }
     var stacks = StackInterner()
     var threads: [Int32: Profile.ThreadSamples] = [:]
     var order: [Int32] = []
@@ -213,24 +214,32 @@ public struct PprofDecoder: Sendable {
       var tid: Int32 = 0
       var name = "all"
       var idle = false
+      var labels: [String: String] = [:]
+      var numericLabels: [String: Int64] = [:]
       for label in sample.labels {
         let key = try string(label.key, "label key")
-        if key == "thread_id" { tid = Int32(truncatingIfNeeded: label.num) }
-        if key == "thread" { name = try string(label.str, "label value") }
-        if key == "idle" { idle = try string(label.str, "label value") == "true" }
+        switch key {
+        case "thread_id": tid = Int32(truncatingIfNeeded: label.num)
+        case "thread": name = try string(label.str, "label value")
+        case "idle": idle = try string(label.str, "label value") == "true"
+        default:
+          if label.str != 0 { labels[key] = try string(label.str, "label value") } else { numericLabels[key] = label.num }
+        }
       }
       if threads[tid] == nil {
         threads[tid] = .init(id: tid, name: name, samples: [])
         order.append(tid)
       }
-      let count = sample.values[0]
-      let bytes = profile.mode == .alloc && sample.values.count > 1 ? sample.values[1] : 0
-      // Our alloc profiles carry the raw sample count as a third type.
-      let raw = profile.mode == .alloc && rawIndex != nil ? sample.values[rawIndex!] : 1
       threads[tid]!.samples.append(
-        .init(stack: index, timestampNanoseconds: 0, count: count, bytes: bytes, isIdle: idle, rawCount: raw))
+        .init(stack: index, timestampNanoseconds: 0, values: sample.values, isIdle: idle, labels: labels, numericLabels: numericLabels))
     }
     profile.threads = order.map { threads[$0]! }
     return profile
+  }
+
+  /// The kind's name from the default sample type: ours are `cpu`, `wall`
+  /// and `alloc_space` (Go's); anything else keeps its own name.
+  static func mode(sampleType: String) -> Profile.Mode {
+    Profile.Mode(rawValue: sampleType == "alloc_space" ? "alloc" : sampleType)
   }
 }

@@ -2,14 +2,13 @@
 /// `perftools.profiles.Profile`), gzip-compressed: what `go tool pprof`,
 /// Grafana Pyroscope/Alloy and Parca read.
 ///
-/// - Sample types: cpu `samples/count` + `cpu/nanoseconds` (period type
-///   `cpu/nanoseconds`); wall `samples/count` + `wall/nanoseconds`; alloc
-///   `alloc_objects/count` + `alloc_space/bytes` (Go's names, estimates
+/// - Sample types, period type, period and default sample type are the
+///   profile's own (``Profile/sampleTypes``): cpu `samples/count` +
+///   `cpu/nanoseconds` (period `cpu/nanoseconds`); wall the same with
+///   `wall`; alloc Go's `alloc_objects/count` + `alloc_space/bytes` (estimates
 ///   scaled by the sampling probability) + `samples/count` (the sampled
-///   allocations behind them), period type `space/bytes`, `period` = the
-///   sampling rate in bytes; the default sample type is `alloc_space`. Other
-///   modes: `period` is the interval. Allocated Swift types are leaf frames
-///   (function system name `$type`).
+///   allocations behind them), period `space/bytes` = the sampling rate.
+///   Allocated Swift types are leaf frames (function system name `$type`).
 /// - Ids are sequential from 1 (Parca rejects anything else); `string_table[0]`
 ///   is "". The executable's mapping comes first.
 /// - `has_functions`/`has_filenames`/`has_line_numbers`/`has_inline_frames` say
@@ -30,32 +29,39 @@ public struct PprofEncoder: Sendable {
     var strings = StringTable()
     var out = ProtobufWriter()
 
-    let types = Self.sampleTypes(profile.mode)
-    for type in types.samples {
-      let (name, unit) = (strings[type.0], strings[type.1])
+    for type in profile.sampleTypes {
+      let (name, unit) = (strings[type.type], strings[type.unit])
       out.message(1) { $0.int(1, name); $0.int(2, unit) }
     }
 
-    // Samples, merged by (thread, stack, idle), in a deterministic order.
+    // Samples, merged by (thread, stack, idle, labels), in a deterministic order.
     struct Key: Hashable, Comparable {
       var thread: Int32
       var stack: Int
       var idle: Bool
+      var labels: [String]
+      var numericLabels: [String]
       static func < (a: Key, b: Key) -> Bool {
-        (a.thread, a.stack, a.idle ? 1 : 0) < (b.thread, b.stack, b.idle ? 1 : 0)
+        if (a.thread, a.stack, a.idle ? 1 : 0) != (b.thread, b.stack, b.idle ? 1 : 0) {
+          return (a.thread, a.stack, a.idle ? 1 : 0) < (b.thread, b.stack, b.idle ? 1 : 0)
+        }
+        if a.labels != b.labels { return a.labels.lexicographicallyPrecedes(b.labels) }
+        return a.numericLabels.lexicographicallyPrecedes(b.numericLabels)
       }
     }
-    var merged: [Key: (count: Int64, second: Int64, raw: Int64)] = [:]
+    var merged: [Key: [Int64]] = [:]
     var threadNames: [Int32: String] = [:]
+    let typeCount = profile.sampleTypes.count
     for thread in profile.threads {
       threadNames[thread.id] = thread.name
       for sample in thread.samples {
-        let key = Key(thread: thread.id, stack: sample.stack, idle: sample.isIdle)
-        let second =
-          profile.mode == .alloc ? sample.bytes : sample.count * Int64(clamping: profile.intervalNanoseconds)
-        merged[key, default: (0, 0, 0)].count += sample.count
-        merged[key, default: (0, 0, 0)].second += second
-        merged[key, default: (0, 0, 0)].raw += sample.rawCount
+        let key = Key(
+          thread: thread.id, stack: sample.stack, idle: sample.isIdle,
+          labels: sample.labels.sorted { $0.key < $1.key }.flatMap { [$0.key, $0.value] },
+          numericLabels: sample.numericLabels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })
+        var sums = merged[key] ?? [Int64](repeating: 0, count: typeCount)
+        for index in 0..<min(typeCount, sample.values.count) { sums[index] += sample.values[index] }
+        merged[key] = sums
       }
     }
     let threadKey = strings["thread"]
@@ -65,14 +71,23 @@ public struct PprofEncoder: Sendable {
     for key in merged.keys.sorted() {
       let values = merged[key]!
       let name = strings[threadNames[key.thread] ?? ""]
+      var stringLabels: [(Int64, Int64)] = []
+      for pair in stride(from: 0, to: key.labels.count, by: 2) {
+        stringLabels.append((strings[key.labels[pair]], strings[key.labels[pair + 1]]))
+      }
+      var numberLabels: [(Int64, Int64)] = []
+      for text in key.numericLabels {
+        let parts = text.split(separator: "=", maxSplits: 1)
+        numberLabels.append((strings[String(parts[0])], Int64(parts.count > 1 ? String(parts[1]) : "") ?? 0))
+      }
       out.message(2) { sample in
         sample.packed(1, profile.stacks[key.stack].map { UInt64($0 + 1) })
-        var numbers = [UInt64(bitPattern: values.count), UInt64(bitPattern: values.second)]
-        if profile.mode == .alloc { numbers.append(UInt64(bitPattern: values.raw)) }
-        sample.packed(2, numbers)
+        sample.packed(2, values.map { UInt64(bitPattern: $0) })
         sample.message(3) { $0.int(1, threadKey); $0.int(2, name) }
         sample.message(3) { $0.int(1, threadIDKey); $0.int(3, Int64(key.thread)) }
         if key.idle { sample.message(3) { $0.int(1, idleKey); $0.int(2, trueValue) } }
+        for (labelKey, value) in stringLabels { sample.message(3) { $0.int(1, labelKey); $0.int(2, value) } }
+        for (labelKey, value) in numberLabels { sample.message(3) { $0.int(1, labelKey); $0.int(3, value) } }
       }
     }
 
@@ -159,27 +174,21 @@ public struct PprofEncoder: Sendable {
       commentLines.append("source locations pending: \(pending) addresses named by ELF symbol only (time budget); complete in the next profile")
     }
     let comments = commentLines.map { strings[$0] }
-    let periodType = (strings[types.period.0], strings[types.period.1])
-    let defaultType = strings[types.samples[1].0]
+    let periodType = (strings[profile.periodType.type], strings[profile.periodType.unit])
+    let defaultType = profile.sampleTypes.indices.contains(profile.defaultSampleType)
+      ? strings[profile.sampleTypes[profile.defaultSampleType].type] : 0
 
     // The string table last: it is complete only now.
     for string in strings.all { out.string(6, string) }
     out.int(9, Int64(clamping: profile.startTimeNanoseconds))
     out.int(10, Int64(clamping: profile.durationNanoseconds))
     out.message(11) { $0.int(1, periodType.0); $0.int(2, periodType.1) }
-    out.int(12, Int64(clamping: profile.intervalNanoseconds))
+    out.int(12, profile.period)
     out.packed(13, comments.map { UInt64(bitPattern: $0) })
     out.int(14, defaultType)
     return compressed ? Gzip.compress(out.bytes) : out.bytes
   }
 
-  static func sampleTypes(_ mode: Profile.Mode) -> (samples: [(String, String)], period: (String, String)) {
-    switch mode {
-    case .cpu: return ([("samples", "count"), ("cpu", "nanoseconds")], ("cpu", "nanoseconds"))
-    case .wall: return ([("samples", "count"), ("wall", "nanoseconds")], ("wall", "nanoseconds"))
-    case .alloc: return ([("alloc_objects", "count"), ("alloc_space", "bytes"), ("samples", "count")], ("space", "bytes"))
-    }
-  }
 }
 
 /// pprof's string table: index 0 is "", each string once.

@@ -2,11 +2,12 @@ import FoundationEssentials
 
 /// Reads a speedscope file (sampled profiles) into a ``Profile``.
 ///
-/// Our own files carry `x-app-profiler` (mode, interval, times), so counts
-/// come back exactly: count = weight ÷ interval (bytes for alloc). For other
-/// exporters each sample counts once and the mode is cpu. Profile names of
-/// the form `name (tid N)` give thread ids; a trailing `[idle]` frame marks
-/// idle samples. Evented profiles are not supported.
+/// Our own files carry `x-app-profiler` (the sample types, the default one,
+/// the period, and the values of every non-default type per sample), so the
+/// profile comes back whole. Files of other exporters get two sample types,
+/// `samples/count` (1 per sample) and `weight/<unit>` (the weights). Profile
+/// names of the form `name (tid N)` give thread ids; a trailing `[idle]`
+/// frame marks idle samples. Evented profiles are not supported.
 public struct SpeedscopeDecoder: Sendable {
   public struct Invalid: Error, CustomStringConvertible, Sendable {
     public var description: String
@@ -28,10 +29,18 @@ public struct SpeedscopeDecoder: Sendable {
       var samples: [[Int]]?
       var weights: [Double]?
     }
+    struct ValueType: Decodable {
+      var type: String
+      var unit: String
+    }
     struct Ours: Decodable {
       var mode: String?
       var engine: String?
-      var intervalNanoseconds: UInt64?
+      var sampleTypes: [ValueType]?
+      var defaultSampleType: Int?
+      var periodType: ValueType?
+      var period: Int64?
+      var values: [String: [[Int64]]]?
       var startTimeNanoseconds: UInt64?
       var durationNanoseconds: UInt64?
     }
@@ -52,11 +61,21 @@ public struct SpeedscopeDecoder: Sendable {
     } catch {
       throw Invalid(description: "not a speedscope file: \(error)")
     }
-    let mode = file.ours?.mode.flatMap(Profile.Mode.init(rawValue:)) ?? .cpu
-    let interval = file.ours?.intervalNanoseconds ?? 0
+    let ours = file.ours
+    let foreignUnit = file.profiles.first?.unit ?? "none"
+    let sampleTypes =
+      ours?.sampleTypes?.map { Profile.ValueType($0.type, $0.unit) }
+      ?? [Profile.ValueType("samples", "count"), Profile.ValueType("weight", foreignUnit)]
+    let weightIndex = ours?.defaultSampleType ?? (sampleTypes.count - 1)
+    guard sampleTypes.indices.contains(weightIndex) else {
+      throw Invalid(description: "x-app-profiler.defaultSampleType \(weightIndex) out of range")
+    }
     var profile = Profile(
-      mode: mode, engine: file.ours?.engine ?? "speedscope", intervalNanoseconds: interval,
-      startTimeNanoseconds: file.ours?.startTimeNanoseconds ?? 0, durationNanoseconds: file.ours?.durationNanoseconds ?? 0)
+      mode: Profile.Mode(rawValue: ours?.mode ?? "speedscope"), engine: ours?.engine ?? "speedscope",
+      sampleTypes: sampleTypes, defaultSampleType: weightIndex,
+      periodType: ours?.periodType.map { Profile.ValueType($0.type, $0.unit) } ?? sampleTypes[weightIndex],
+      period: ours?.period ?? 1,
+      startTimeNanoseconds: ours?.startTimeNanoseconds ?? 0, durationNanoseconds: ours?.durationNanoseconds ?? 0)
     // One function and one location per speedscope frame.
     var idleFrame: Int? = nil
     for (index, frame) in file.shared.frames.enumerated() {
@@ -77,7 +96,7 @@ public struct SpeedscopeDecoder: Sendable {
       let (name, tid) = Self.threadName(sampled.name ?? "thread \(number + 1)", fallback: Int32(number + 1))
       var thread = Profile.ThreadSamples(id: tid, name: name, samples: [])
       var time: UInt64 = 0
-      for (stack, weight) in zip(samples, weights) {
+      for (sampleIndex, (stack, weight)) in zip(samples, weights).enumerated() {
         var frames = stack
         guard frames.allSatisfy({ $0 >= 0 && $0 < profile.locations.count }) else {
           throw Invalid(description: "profile \(number + 1): frame index out of range")
@@ -87,21 +106,23 @@ public struct SpeedscopeDecoder: Sendable {
         let leafFirst = Array(frames.reversed())
         let index = stacks.intern(leafFirst, in: &profile)
         let value = Int64(weight.rounded())
-        let count: Int64
-        if mode == .alloc {
-          count = 1
-        } else if interval > 0 {
-          count = max(1, (value + Int64(interval) / 2) / Int64(interval))
-        } else {
-          count = 1
+        var values = [Int64](repeating: 0, count: sampleTypes.count)
+        values[weightIndex] = value
+        for (typeIndex, type) in sampleTypes.enumerated() where typeIndex != weightIndex {
+          if let column = ours?.values?[type.type] {
+            guard number < column.count, sampleIndex < column[number].count else {
+              throw Invalid(description: "x-app-profiler.values.\(type.type) lacks profile \(number + 1) sample \(sampleIndex + 1)")
+            }
+            values[typeIndex] = column[number][sampleIndex]
+          } else if ours == nil && type.type == "samples" {
+            values[typeIndex] = 1  // another exporter: each sample once
+          }
         }
-        thread.samples.append(
-          .init(stack: index, timestampNanoseconds: time, count: count, bytes: mode == .alloc ? value : 0, isIdle: idle))
+        thread.samples.append(.init(stack: index, timestampNanoseconds: time, values: values, isIdle: idle))
         time += UInt64(max(value, 0))
       }
       profile.threads.append(thread)
     }
-    if interval == 0 { profile.intervalNanoseconds = 1 }
     return profile
   }
 

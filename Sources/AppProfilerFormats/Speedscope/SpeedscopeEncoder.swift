@@ -7,7 +7,12 @@
 ///   Unsymbolized locations become `image+0xoffset` frames.
 /// - Stacks root first, inlined functions expanded; consecutive identical
 ///   samples are merged (speedscope draws them the same way).
-/// - Weights: nanoseconds for cpu/wall, bytes for alloc.
+/// - Weights: the values of the default sample type, in its unit (`nanoseconds`
+///   for cpu/wall, `bytes` for alloc; `count` becomes speedscope's `none`).
+///   The values of the other sample types go to `x-app-profiler.values`
+///   (`{type: [[per sample of each profile]]}`), with the sample types and
+///   period, so `convert` reads the file back whole and the HTML viewer can
+///   switch between them.
 /// - Idle wall samples get a synthetic leaf frame `[idle]`, so they can be
 ///   told apart (and are not hidden) in speedscope's views.
 public struct SpeedscopeEncoder: Sendable {
@@ -29,26 +34,30 @@ public struct SpeedscopeEncoder: Sendable {
       var stacks: [[Int]]
       var weights: [UInt64]
       var total: UInt64
-      /// Alloc mode: estimated objects, parallel to `weights` (bytes).
-      var objects: [Int64] = []
+      /// The other sample types' values, parallel to `weights`.
+      var others: [[Int64]]
     }
     var outputs: [ThreadOutput] = []
-    let unitWeight = profile.mode == .alloc ? 1 : profile.intervalNanoseconds
+    let weightIndex = profile.defaultSampleType
+    let otherTypes = profile.sampleTypes.indices.filter { $0 != weightIndex }
     var stackCache: [Int: [Int]] = [:]
     // Threads in output order, so frame indices are numbered in reading order.
     let sortedThreads = profile.threads.filter { !$0.samples.isEmpty }.sorted {
-      ($0.busyCount, $0.totalCount, -$0.id) > ($1.busyCount, $1.totalCount, -$1.id)
+      (profile.busyCount(of: $0), profile.totalCount(of: $0), -$0.id) > (profile.busyCount(of: $1), profile.totalCount(of: $1), -$1.id)
     }
     for thread in sortedThreads {
       var output = ThreadOutput(
-        name: "\(thread.name) (tid \(thread.id))", stacks: [], weights: [], total: 0)
+        name: "\(thread.name) (tid \(thread.id))", stacks: [], weights: [], total: 0,
+        others: otherTypes.map { _ in [] })
       var previousKey: (Int, Bool)? = nil
       for sample in thread.samples {
-        let weight =
-          profile.mode == .alloc ? UInt64(max(sample.bytes, 0)) : UInt64(max(sample.count, 0)) * unitWeight
+        let weight = UInt64(max(profile.defaultValue(sample), 0))
+        func other(_ position: Int) -> Int64 {
+          otherTypes[position] < sample.values.count ? sample.values[otherTypes[position]] : 0
+        }
         if let previousKey, previousKey.0 == sample.stack, previousKey.1 == sample.isIdle {
           output.weights[output.weights.count - 1] += weight
-          if profile.mode == .alloc { output.objects[output.objects.count - 1] += sample.count }
+          for position in otherTypes.indices { output.others[position][output.others[position].count - 1] += other(position) }
           output.total += weight
           continue
         }
@@ -62,12 +71,13 @@ public struct SpeedscopeEncoder: Sendable {
         if sample.isIdle { stack.append(frames.idleFrame()) }
         output.stacks.append(stack)
         output.weights.append(weight)
-        if profile.mode == .alloc { output.objects.append(sample.count) }
+        for position in otherTypes.indices { output.others[position].append(other(position)) }
         output.total += weight
         previousKey = (sample.stack, sample.isIdle)
       }
       outputs.append(output)
     }
+    let weightUnit = profile.sampleTypes.indices.contains(weightIndex) ? profile.sampleTypes[weightIndex].unit : "none"
 
     writer.beginObject()
     writer.field("$schema", "https://www.speedscope.app/file-format-schema.json")
@@ -80,7 +90,22 @@ public struct SpeedscopeEncoder: Sendable {
     writer.beginObject()
     writer.field("mode", profile.mode.rawValue)
     writer.field("engine", profile.engine)
-    writer.field("intervalNanoseconds", profile.intervalNanoseconds)
+    writer.key("sampleTypes")
+    writer.beginArray()
+    for type in profile.sampleTypes {
+      writer.beginObject()
+      writer.field("type", type.type)
+      writer.field("unit", type.unit)
+      writer.endObject()
+    }
+    writer.endArray()
+    writer.field("defaultSampleType", profile.defaultSampleType)
+    writer.key("periodType")
+    writer.beginObject()
+    writer.field("type", profile.periodType.type)
+    writer.field("unit", profile.periodType.unit)
+    writer.endObject()
+    writer.field("period", Int(profile.period))
     writer.field("startTimeNanoseconds", profile.startTimeNanoseconds)
     writer.field("durationNanoseconds", profile.durationNanoseconds)
     if let pending = profile.metadata["source_locations_pending"].flatMap({ Int($0) }) {
@@ -93,18 +118,20 @@ public struct SpeedscopeEncoder: Sendable {
       writer.field("threadsNotSampled", Int(profile.statistics.threadsNotSampled))
       if let names = profile.metadata["threads_not_sampled"] { writer.field("threadsNotSampledNames", names) }
     }
-    if profile.mode == .alloc {
-      // Estimated objects per sample of each profile (weights are bytes):
-      // the HTML viewer's bytes/objects toggle.
-      writer.key("objects")
+    // The other sample types, per profile, per sample.
+    writer.key("values")
+    writer.beginObject()
+    for (position, typeIndex) in otherTypes.enumerated() {
+      writer.key(profile.sampleTypes[typeIndex].type)
       writer.beginArray()
       for output in outputs {
         writer.beginArray()
-        for count in output.objects { writer.integer(count) }
+        for value in output.others[position] { writer.integer(value) }
         writer.endArray()
       }
       writer.endArray()
     }
+    writer.endObject()
     writer.endObject()
     writer.key("shared")
     writer.beginObject()
@@ -125,7 +152,7 @@ public struct SpeedscopeEncoder: Sendable {
       writer.beginObject()
       writer.field("type", "sampled")
       writer.field("name", output.name)
-      writer.field("unit", profile.mode == .alloc ? "bytes" : "nanoseconds")
+      writer.field("unit", Self.speedscopeUnit(weightUnit))
       writer.field("startValue", 0)
       writer.field("endValue", output.total)
       writer.key("samples")
@@ -145,6 +172,12 @@ public struct SpeedscopeEncoder: Sendable {
     writer.endArray()
     writer.endObject()
     return writer.bytes
+  }
+
+  /// speedscope's units: none, nanoseconds, microseconds, milliseconds,
+  /// seconds, bytes. pprof's `count` (and anything unknown) is `none`.
+  static func speedscopeUnit(_ unit: String) -> String {
+    ["nanoseconds", "microseconds", "milliseconds", "seconds", "bytes"].contains(unit) ? unit : "none"
   }
 }
 

@@ -1,15 +1,17 @@
 /// The hottest functions of a profile, like `go tool pprof -top`:
 /// *self* counts samples where the function is the leaf, *total* counts
 /// samples where it appears anywhere on the stack (once per sample, however
-/// often it recurses). In alloc profiles the counts are estimated bytes,
-/// *self* goes to the function that called the allocator, and the allocated
-/// Swift types (the leaf frames naming them) are listed apart in ``types``.
+/// often it recurses). The counted value is the default sample type's, or
+/// the event count where that is a time (cpu and wall count samples); with
+/// bytes (alloc) the event count comes alongside (objects), *self* goes to
+/// the function that called the allocator, and the allocated Swift types
+/// (the leaf frames naming them) are listed apart in ``types``.
 public struct TopFunctions: Sendable {
   public struct Entry: Sendable, Hashable {
     public var name: String
     public var selfCount: Int64
     public var totalCount: Int64
-    /// Alloc mode: estimated objects where the function is self / anywhere.
+    /// The event count alongside a bytes value (objects), self / anywhere.
     public var selfObjects: Int64 = 0
     public var totalObjects: Int64 = 0
   }
@@ -32,8 +34,8 @@ public struct TopFunctions: Sendable {
   public private(set) var types: [TypeEntry] = []
   /// Sum of the counts considered.
   public private(set) var total: Int64
+  /// What is counted: `samples` (the count type's name), or a unit (`bytes`).
   public let unit: String
-  private let nanosecondsPerCount: UInt64
 
   /// - Parameters:
   ///   - thread: only this thread id; nil for all threads.
@@ -44,12 +46,20 @@ public struct TopFunctions: Sendable {
     var typeCounts: [String: (Int64, Int64)] = [:]
     var total: Int64 = 0
     var namesOfStack: [Int: (names: [String], type: String?)] = [:]
-    let alloc = profile.mode == .alloc
+    let defaultIndex = profile.sampleTypes.indices.contains(profile.defaultSampleType) ? profile.defaultSampleType : 0
+    let weightIndex =
+      profile.sampleTypes.indices.contains(defaultIndex) && profile.sampleTypes[defaultIndex].unit == "nanoseconds"
+      ? (profile.countSampleType ?? defaultIndex) : defaultIndex
+    let secondaryIndex = profile.countSampleType.flatMap { $0 == weightIndex ? nil : $0 }
+    func value(_ sample: Profile.Sample, _ index: Int?) -> Int64 {
+      guard let index, index < sample.values.count else { return 0 }
+      return sample.values[index]
+    }
     for threadSamples in profile.threads where thread == nil || threadSamples.id == thread {
       for sample in threadSamples.samples {
         if idle == .exclude && sample.isIdle { continue }
-        let weight = alloc ? sample.bytes : sample.count
-        let objects = alloc ? sample.count : 0
+        let weight = value(sample, weightIndex)
+        let objects = value(sample, secondaryIndex)
         total += weight
         let resolved = namesOfStack[sample.stack] ?? Self.namesAndType(profile, sample.stack)
         namesOfStack[sample.stack] = resolved
@@ -76,8 +86,8 @@ public struct TopFunctions: Sendable {
     types = typeCounts.map { TypeEntry(name: $0.key, bytes: $0.value.0, objects: $0.value.1) }
       .sorted { ($0.bytes, $0.objects, $1.name) > ($1.bytes, $1.objects, $0.name) }
     self.total = total
-    self.unit = profile.mode == .alloc ? "bytes" : "samples"
-    self.nanosecondsPerCount = profile.intervalNanoseconds
+    let weightType = profile.sampleTypes.indices.contains(weightIndex) ? profile.sampleTypes[weightIndex] : .init("samples", "count")
+    self.unit = weightType.unit == "count" ? weightType.type : weightType.unit
   }
 
   /// Names of a stack root first, without an allocated type's leaf frame,
@@ -134,7 +144,7 @@ public struct TopFunctions: Sendable {
       }
       return lines.joined(separator: "\n")
     }
-    var lines = ["  self%   total%   self samples  function"]
+    var lines = ["  self%   total%   \(pad("self " + unit, 12))  function"]
     for entry in entries.prefix(limit) {
       lines.append("  \(percent(entry.selfCount))   \(percent(entry.totalCount))  \(pad(entry.selfCount, 13))  \(entry.name)")
     }

@@ -139,12 +139,8 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
       send(context: context, .error(.notFound, "no such path: \(query.path); GET / lists the endpoints"), headOnly: false)
       return
     }
-    if route.endpoint == .pprofSymbol && head.method == .POST {
-      pprofPath = true
-      send(context: context, coordinator.symbol(body: body), headOnly: false)
-      return
-    }
-    guard head.method == .GET || head.method == .HEAD else {
+    pprofPath = route.isPprof
+    guard head.method == .GET || head.method == .HEAD || (head.method == .POST && route.acceptsPost) else {
       send(
         context: context,
         .error(.methodNotAllowed, "method \(head.method.rawValue) not allowed on \(route.path); use GET", headers: [("Allow", "GET, HEAD, OPTIONS")]),
@@ -152,66 +148,9 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
       return
     }
     let headOnly = head.method == .HEAD
-    pprofPath = route.isPprof
-    switch route.endpoint {
-    case .index:
-      send(context: context, coordinator.index(), headOnly: headOnly)
-    case .pprofIndex:
-      send(context: context, coordinator.pprofIndex(), headOnly: headOnly)
-    case .pprofProfile, .pprofWall:
-      do {
-        let duration = try PprofSeconds.parse(query, maxDuration: coordinator.configuration.maxDuration)
-        let mode: Profile.Mode = route.endpoint == .pprofWall ? .wall : .cpu
-        run(context: context, headOnly: headOnly) { coordinator, cancel in
-          coordinator.pprof(mode: mode, duration: duration, cancellation: cancel)
-        }
-      } catch {
-        send(context: context, .error(error.status, error.message), headOnly: headOnly)
-      }
-    case .pprofAllocs:
-      do {
-        let window = try PprofSeconds.parseOptional(query, maxDuration: coordinator.configuration.maxDuration)
-        if let window {
-          run(context: context, headOnly: headOnly) { coordinator, cancel in
-            coordinator.pprof(mode: .alloc, duration: window, cancellation: cancel)
-          }
-        } else {
-          send(context: context, coordinator.cumulativeAllocations(), headOnly: headOnly)
-        }
-      } catch {
-        send(context: context, .error(error.status, error.message), headOnly: headOnly)
-      }
-    case .pprofSymbol:
-      send(context: context, coordinator.symbol(body: nil), headOnly: headOnly)
-    case .storedProfile:
-      send(context: context, coordinator.storedProfile(name: String(query.path.dropFirst("/profiles/".count))), headOnly: headOnly)
-    case .pprofThreads:
-      let debug = query.value("debug") ?? "0"
-      if let unknown = query.parameters.first(where: { $0.name != "debug" }) {
-        send(context: context, .error(.badRequest, "unknown parameter '\(unknown.name)': allowed debug"), headOnly: headOnly)
-      } else if let format = ["0": ProfileCoordinator.ThreadsFormat.pprof, "1": .grouped, "2": .text][debug] {
-        run(context: context, headOnly: headOnly) { coordinator, _ in coordinator.threads(format: format) }
-      } else {
-        send(context: context, .error(.badRequest, "invalid parameter debug='\(debug)': allowed 0, 1, 2"), headOnly: headOnly)
-      }
-    case .profile:
-      do {
-        let request = try ProfileRequest.parse(query, maxDuration: coordinator.configuration.maxDuration)
-        run(context: context, headOnly: headOnly) { coordinator, cancel in coordinator.profile(request, cancellation: cancel) }
-      } catch {
-        send(context: context, .error(error.status, error.message), headOnly: headOnly)
-      }
-    case .threads:
-      let format = query.value("format") ?? "text"
-      if let unknown = query.parameters.first(where: { $0.name != "format" }) {
-        send(context: context, .error(.badRequest, "unknown parameter '\(unknown.name)': allowed format"), headOnly: headOnly)
-      } else if format != "text" && format != "json" {
-        send(context: context, .error(.badRequest, "invalid parameter format='\(format)': allowed text, json"), headOnly: headOnly)
-      } else {
-        run(context: context, headOnly: headOnly) { coordinator, _ in
-          coordinator.threads(format: format == "json" ? .json : .text)
-        }
-      }
+    switch route.handle(RouteRequest(query: query, method: head.method, body: body, coordinator: coordinator)) {
+    case .respond(let response): send(context: context, response, headOnly: headOnly)
+    case .run(let work): run(context: context, headOnly: headOnly, work)
     }
   }
 

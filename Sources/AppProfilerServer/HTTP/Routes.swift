@@ -1,76 +1,136 @@
-/// The route table: one list feeds routing, the `/` and `/debug/pprof/`
-/// index pages, and the README's endpoint table.
-struct Route: Sendable {
-  enum Endpoint: Sendable {
-    case index
-    case profile
-    case threads
-    case pprofIndex
-    case pprofProfile
-    case pprofWall
-    case pprofAllocs
-    case pprofThreads
-    case pprofSymbol
-    case storedProfile
-  }
+import AppProfiler
+import NIOHTTP1
 
+/// What a route asks the connection handler to do.
+enum RouteAction: Sendable {
+  /// Answer now, on the event loop (cheap: index pages, errors, stored files).
+  case respond(HTTPResponse)
+  /// Slow work (a profile, a thread dump): on a thread of its own, never the
+  /// cooperative pool; `RecordingCancellation` fires when the client leaves.
+  case run(@Sendable (ProfileCoordinator, RecordingCancellation) -> HTTPResponse)
+}
+
+/// A request as a route sees it: its query, method and body.
+struct RouteRequest {
+  var query: HTTPQuery
+  var method: HTTPMethod
+  var body: [UInt8]
+  var coordinator: ProfileCoordinator
+}
+
+/// One route: its path, what the index pages say of it, and the function
+/// that parses its parameters and says what to do. The handler file only
+/// routes and writes responses.
+struct Route: Sendable {
   var path: String
-  var endpoint: Endpoint
   var summary: String
   var example: String
+  /// POST is accepted as well as GET/HEAD (the pprof symbol protocol).
+  var acceptsPost = false
+  var handle: @Sendable (RouteRequest) -> RouteAction
 
   /// Errors on these paths carry `X-Go-Pprof: 1` so `go tool pprof` prints them.
   var isPprof: Bool { path.hasPrefix("/debug/pprof") }
 }
 
+/// The route table: one list feeds routing, the `/` and `/debug/pprof/`
+/// index pages, and docs/http-api.md (checked by DocsTests).
 enum Routes {
   static let all: [Route] = [
     Route(
-      path: "/", endpoint: .index, summary: "this page: status, endpoints, and a flame graph viewer that records a profile",
-      example: "/"),
+      path: "/", summary: "this page: status, endpoints, and a flame graph viewer that records a profile",
+      example: "/", handle: { _ in .respond(IndexPages.index(routes: Routes.all)) }),
     Route(
-      path: "/profile", endpoint: .profile,
+      path: "/profile",
       summary:
         "record every thread for `duration` seconds; mode=cpu|wall|alloc (object = alloc), duration=<seconds>, interval=<µs> (alloc: <bytes>), format=speedscope|pprof|collapsed|html, engine=auto|perf|timer (cpu)",
-      example: "/profile?mode=cpu&duration=10&format=html"),
+      example: "/profile?mode=cpu&duration=10&format=html",
+      handle: { request in
+        do throws(RequestError) {
+          let parsed = try ProfileRequest.parse(request.query, maxDuration: request.coordinator.configuration.maxDuration)
+          return .run { coordinator, cancel in coordinator.profile(parsed, cancellation: cancel) }
+        } catch {
+          return .respond(.error(error.status, error.message))
+        }
+      }),
     Route(
-      path: "/threads", endpoint: .threads,
-      summary: "every thread's stack right now (text; format=json for JSON)",
-      example: "/threads"),
+      path: "/threads", summary: "every thread's stack right now (text; format=json for JSON)", example: "/threads",
+      handle: { request in
+        let format = request.query.value("format") ?? "text"
+        if let unknown = request.query.parameters.first(where: { $0.name != "format" }) {
+          return .respond(.error(.badRequest, "unknown parameter '\(unknown.name)': allowed format"))
+        }
+        guard format == "text" || format == "json" else {
+          return .respond(.error(.badRequest, "invalid parameter format='\(format)': allowed text, json"))
+        }
+        return .run { coordinator, _ in coordinator.threads(format: format == "json" ? .json : .text) }
+      }),
     Route(
-      path: "/profiles/", endpoint: .storedProfile,
-      summary: "/profiles/<name>: a per-request profile stored by the middleware (requestProfiling.store)",
-      example: "/profiles/"),
+      path: "/profiles/", summary: "/profiles/<name>: a per-request profile stored by the middleware (requestProfiling.store)",
+      example: "/profiles/",
+      handle: { request in
+        .respond(request.coordinator.storedProfile(name: String(request.query.path.dropFirst("/profiles/".count))))
+      }),
     Route(
-      path: "/debug/pprof/", endpoint: .pprofIndex,
-      summary: "index of the pprof endpoints (net/http/pprof style)",
-      example: "/debug/pprof/"),
+      path: "/debug/pprof/", summary: "index of the pprof endpoints (net/http/pprof style)", example: "/debug/pprof/",
+      handle: { _ in .respond(IndexPages.pprofIndex(routes: Routes.all)) }),
     Route(
-      path: "/debug/pprof/profile", endpoint: .pprofProfile,
+      path: "/debug/pprof/profile",
       summary: "CPU profile, gzipped pprof; seconds=<N> (default 30). For go tool pprof, Pyroscope/Alloy, Parca",
-      example: "/debug/pprof/profile?seconds=30"),
+      example: "/debug/pprof/profile?seconds=30", handle: { pprofRecording(.cpu, $0) }),
     Route(
-      path: "/debug/pprof/wall", endpoint: .pprofWall,
-      summary: "wall-clock profile of every thread, gzipped pprof; seconds=<N> (default 30)",
-      example: "/debug/pprof/wall?seconds=30"),
+      path: "/debug/pprof/wall", summary: "wall-clock profile of every thread, gzipped pprof; seconds=<N> (default 30)",
+      example: "/debug/pprof/wall?seconds=30", handle: { pprofRecording(.wall, $0) }),
     Route(
-      path: "/debug/pprof/allocs", endpoint: .pprofAllocs,
+      path: "/debug/pprof/allocs",
       summary:
         "allocations (alloc_objects, alloc_space), gzipped pprof: cumulative since start with APP_PROFILER_ALLOC_ALWAYS_ON=1; seconds=<N> for a window",
-      example: "/debug/pprof/allocs"),
+      example: "/debug/pprof/allocs",
+      handle: { request in
+        do throws(RequestError) {
+          guard let window = try PprofSeconds.parseOptional(request.query, maxDuration: request.coordinator.configuration.maxDuration)
+          else { return .respond(request.coordinator.cumulativeAllocations()) }
+          return .run { coordinator, cancel in coordinator.pprof(mode: .alloc, duration: window, cancellation: cancel) }
+        } catch {
+          return .respond(.error(error.status, error.message))
+        }
+      }),
     Route(
-      path: "/debug/pprof/threads", endpoint: .pprofThreads,
+      path: "/debug/pprof/threads",
       summary: "every thread's stack now; debug=0 pprof, debug=1 grouped text, debug=2 one entry per thread",
-      example: "/debug/pprof/threads?debug=2"),
+      example: "/debug/pprof/threads?debug=2",
+      handle: { request in
+        let debug = request.query.value("debug") ?? "0"
+        if let unknown = request.query.parameters.first(where: { $0.name != "debug" }) {
+          return .respond(.error(.badRequest, "unknown parameter '\(unknown.name)': allowed debug"))
+        }
+        guard let format = ["0": ProfileCoordinator.ThreadsFormat.pprof, "1": .grouped, "2": .text][debug] else {
+          return .respond(.error(.badRequest, "invalid parameter debug='\(debug)': allowed 0, 1, 2"))
+        }
+        return .run { coordinator, _ in coordinator.threads(format: format) }
+      }),
     Route(
-      path: "/debug/pprof/symbol", endpoint: .pprofSymbol,
+      path: "/debug/pprof/symbol",
       summary: "net/http/pprof's symbol protocol: GET says symbols are available; POST 0xADDR+0xADDR… answers '0xADDR name' lines",
-      example: "/debug/pprof/symbol"),
+      example: "/debug/pprof/symbol", acceptsPost: true,
+      handle: { request in
+        .respond(request.coordinator.symbol(body: request.method == .POST ? request.body : nil))
+      }),
   ]
 
+  /// `/debug/pprof/profile` and `/wall`: `seconds` (default 30 s), then a recording.
+  private static func pprofRecording(_ mode: Profile.Mode, _ request: RouteRequest) -> RouteAction {
+    do throws(RequestError) {
+      let duration = try PprofSeconds.parse(request.query, maxDuration: request.coordinator.configuration.maxDuration)
+      return .run { coordinator, cancel in coordinator.pprof(mode: mode, duration: duration, cancellation: cancel) }
+    } catch {
+      return .respond(.error(error.status, error.message))
+    }
+  }
+
   static func match(_ path: String) -> Route? {
-    if path == "/debug/pprof" { return all.first { $0.endpoint == .pprofIndex } }
-    if path.hasPrefix("/profiles/") { return all.first { $0.endpoint == .storedProfile } }
+    if path == "/debug/pprof" { return all.first { $0.path == "/debug/pprof/" } }
+    if path.hasPrefix("/profiles/") { return all.first { $0.path == "/profiles/" } }
     return all.first { $0.path == path }
   }
 }

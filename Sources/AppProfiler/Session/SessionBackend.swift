@@ -1,0 +1,183 @@
+import AppProfilerFormats
+import CAppProfiler
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// What a sampler reports about a finished session: the profile's
+/// statistics and metadata, in Swift terms (the C counters stop here).
+struct SessionReport: Sendable {
+  /// The engine that ran, e.g. `perf_event(task-clock, user only)`.
+  var engine: String
+  /// The sampling period in the unit of the profile's period type:
+  /// nanoseconds between samples, or mean bytes between allocation samples.
+  var period: UInt64 = 0
+  var samplesRecorded: Int64 = 0
+  var samplesDropped: Int64 = 0
+  var completeStacks: Int64 = 0
+  var threadsNotSampled: Int64 = 0
+  var missedTicks: Int64 = 0
+  var threadsSignalBlocked: Int64 = 0
+  /// Facts for `Profile.metadata` (ticks, unwinder, tables…).
+  var metadata: [String: String] = [:]
+}
+
+/// The sampler behind one ``ProfilingSession``: signals (cpu, wall) or the
+/// allocation wrappers. The session drives it without asking which it is.
+protocol SessionBackend: AnyObject, Sendable {
+  /// Stops sampling; returns the samples and the report.
+  func finish() -> (collector: SampleCollector, report: SessionReport)
+  /// Stops sampling and drops the samples. Safe to call more than once.
+  func cancel()
+}
+
+/// cpu and wall: the C session (handler, engines, ticker) and a drain thread.
+final class SignalSamplingBackend: SessionBackend {
+  private let period: UInt64
+  private let drain = SessionDrain()
+  /// Moves samples out of the C buffer every 10 ms: a thread of its own, so
+  /// a session runs and ends while the app's cooperative pool is blocked.
+  private let drainThread: DrainThread
+  /// Unwind tables the handler reads; alive until the session is released.
+  private let unwindTables: UnwindTableSet?
+
+  init(mode: Profile.Mode, interval: Duration, options: SessionOptions) throws {
+    period = interval.nanoseconds
+    var config = cap_config()
+    config.mode = mode == .wall ? Int32(CAP_MODE_WALL) : Int32(CAP_MODE_CPU)
+    switch options.cpuEngine {
+    case .automatic: config.engine = Int32(CAP_ENGINE_AUTO)
+    case .perfEvents: config.engine = Int32(CAP_ENGINE_PERF_EVENT)
+    case .posixTimers: config.engine = Int32(CAP_ENGINE_POSIX_TIMER)
+    }
+    config.signal_number = options.signal
+    config.buffer_slots = UInt32(options.bufferSlots)
+    config.interval_ns = interval.nanoseconds
+    config.max_threads = UInt32(options.maxThreads)
+    config.exclude_kernel = options.includeKernelTime ? 0 : 1
+    #if arch(x86_64)
+    let tables = options.unwinder == .callFrameInformation ? UnwindTables.shared.tableSet(for: ImageMap.current()) : nil
+    #else
+    let tables: UnwindTableSet? = nil
+    #endif
+    unwindTables = tables
+    config.unwind_images = tables.map { UnsafePointer($0.images.baseAddress) } ?? nil
+    config.unwind_image_count = UInt64(tables?.count ?? 0)
+    var message = [CChar](repeating: 0, count: 256)
+    let result = cap_session_start(&config, &message, message.count)
+    if result != 0 {
+      if result == -EBUSY { throw ProfilerError.busy }
+      throw ProfilerError.system(
+        operation: "starting the \(mode.rawValue) session", errno: -result,
+        message: String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+    }
+    // Positional drains only: a full scan reads every slot of the ring (page
+    // faults and cache misses while the app runs); stragglers are picked up
+    // by the one full scan after stop.
+    drainThread = DrainThread(drain: drain)
+  }
+
+  func finish() -> (collector: SampleCollector, report: SessionReport) {
+    drainThread.stop()
+    cap_session_stop()
+    drain.drainAvailable(fullScan: true)
+    let collector = drain.takeCollector()
+    var stats = cap_stats()
+    cap_session_stats(&stats)
+    drain.close { cap_session_release() }
+    var report = Self.report(stats, tables: unwindTables)
+    report.period = period
+    return (collector, report)
+  }
+
+  func cancel() {
+    drainThread.stop()
+    // The drain thread may be in a drain right now: release under its lock,
+    // so the buffer is never unmapped under a reader (found by TSan).
+    drain.close { cap_session_release() }
+  }
+
+  static func report(_ stats: cap_stats, tables: UnwindTableSet?) -> SessionReport {
+    var report = SessionReport(engine: engineName(stats))
+    report.samplesRecorded = Int64(stats.samples_written)
+    report.samplesDropped = Int64(stats.samples_dropped)
+    report.completeStacks = Int64(stats.complete_samples)
+    report.threadsNotSampled = Int64(stats.threads_failed)
+    report.missedTicks = Int64(stats.missed_ticks)
+    report.threadsSignalBlocked = Int64(stats.threads_signal_blocked)
+    report.metadata["threads_seen"] = String(stats.threads_seen)
+    if Int(stats.engine) == Int(CAP_ENGINE_WALL_TICKER) {
+      report.metadata["wall_ticks"] = String(stats.ticks)
+      report.metadata["wall_signals_sent"] = String(stats.signals_sent)
+      report.metadata["wall_tick_mean_ns"] = String(stats.ticks > 0 ? stats.tick_ns_total / stats.ticks : 0)
+      report.metadata["wall_undelivered_ticks"] = String(stats.undelivered_ticks)
+      report.metadata["wall_ticks_signal_pending"] = String(stats.pending_skips)
+    }
+    if let tables {
+      report.metadata["unwinder"] = "cfi"
+      report.metadata["unwind_images"] = String(tables.count)
+      report.metadata["unwind_rows"] = String(tables.rowCount)
+      report.metadata["unwind_table_bytes"] = String(tables.totalBytes)
+      report.metadata["unwind_tables_built"] = String(tables.built)
+      report.metadata["unwind_table_build_ms"] = String(Double(tables.buildNanoseconds) / 1e6)
+    } else {
+      report.metadata["unwinder"] = "frame-pointers"
+    }
+    return report
+  }
+
+  static func engineName(_ stats: cap_stats) -> String {
+    switch Int(stats.engine) {
+    case Int(CAP_ENGINE_PERF_EVENT):
+      return stats.exclude_kernel != 0 ? "perf_event(task-clock, user only)" : "perf_event(task-clock, user+kernel)"
+    case Int(CAP_ENGINE_POSIX_TIMER):
+      return "posix_timer(thread-cpu-clock)"
+    case Int(CAP_ENGINE_WALL_TICKER):
+      return "wall_ticker(tgkill)"
+    default:
+      return "unknown"
+    }
+  }
+}
+
+/// alloc: a window of the allocation wrappers (AllocationRecorder).
+final class AllocationBackend: SessionBackend {
+  private let startTimeNanoseconds: UInt64
+  private let startMonotonicNanoseconds: UInt64
+
+  init(options: SessionOptions, startTimeNanoseconds: UInt64, startMonotonicNanoseconds: UInt64) throws {
+    try AllocationRecorder.shared.beginWindow(rate: options.allocationSamplingRate, options: options)
+    self.startTimeNanoseconds = startTimeNanoseconds
+    self.startMonotonicNanoseconds = startMonotonicNanoseconds
+  }
+
+  func finish() -> (collector: SampleCollector, report: SessionReport) {
+    let recording = AllocationRecorder.shared.endWindow(
+      startTimeNanoseconds: startTimeNanoseconds, startMonotonicNanoseconds: startMonotonicNanoseconds)
+    return (recording.collector, Self.report(recording))
+  }
+
+  func cancel() {
+    AllocationRecorder.shared.cancelWindow()
+  }
+
+  static func report(_ recording: AllocationRecorder.Recording) -> SessionReport {
+    var report = SessionReport(
+      engine: "got_redirect(malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign, swift_allocObject)")
+    // While continuous sampling runs, a window is a difference of its totals
+    // at its rate: the recording says which rate ran.
+    report.period = UInt64(recording.rate)
+    report.samplesRecorded = Int64(recording.stats.samples_written)
+    report.samplesDropped = Int64(recording.stats.samples_dropped)
+    report.completeStacks = Int64(recording.stats.complete_samples)
+    report.metadata["alloc_sample_rate_bytes"] = String(recording.stats.mean_bytes)
+    report.metadata["alloc_redirected_entries"] = String(recording.stats.patched_slots)
+    report.metadata["alloc_redirected_images"] = String(recording.stats.patched_images)
+    report.metadata["alloc_cumulative"] = recording.cumulative ? "true" : "false"
+    report.metadata["unwinder"] = recording.callFrameInformation ? "cfi" : "frame-pointers"
+    return report
+  }
+}
