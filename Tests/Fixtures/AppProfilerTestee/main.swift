@@ -18,8 +18,8 @@
 // Hostile conditions ("the profiler never takes the app down"):
 //   --sigprof-blocker     a thread `testee-sigblock` that blocks SIGPROF until
 //                         the command UNBLOCK
-//   --fifo-spinners N     N SCHED_FIFO threads spinning on CPU 0, and a normal
-//                         thread `testee-starved` pinned there; prints
+//   --fifo-spinners N     N SCHED_FIFO threads spinning on CPU 0 (for 60 s at
+//                         most), and a normal thread `testee-starved` pinned there; prints
 //                         `FIFO ok` or `FIFO denied <errno>` after READY
 //   --plugin PATH         a thread that dlopens PATH, calls plugin_work(),
 //                         dlcloses it, forever
@@ -173,13 +173,18 @@ if let count = option("--fifo-spinners").flatMap(Int.init) {
   for index in 0..<count {
     let spinner = Thread {
       nameCurrentThread("testee-fifo-\(index)")
-      pinToFirstCPU()
+      // Real-time first, counted, and only then onto CPU 0: a FIFO thread
+      // queued behind another spinner of the same priority never runs again
+      // (FIFO does not time-slice), so it must not have anything left to do.
       var parameters = sched_param(sched_priority: 1)
       let result = pthread_setschedparam(pthread_self(), SCHED_FIFO, &parameters)
       if result != 0 { denied.store(result, ordering: .relaxed) }
       started.add(1, ordering: .releasing)
+      pinToFirstCPU()
+      // Bounded: a test that goes wrong must not starve the machine for long.
+      let end = DispatchTime.now().uptimeNanoseconds + 60_000_000_000
       var x: UInt64 = 1
-      while true {
+      while DispatchTime.now().uptimeNanoseconds < end {
         for _ in 0..<1_000_000 { x = x &* 6_364_136_223_846_793_005 &+ 1 }
         testeeSink.wrappingAdd(x, ordering: .relaxed)
       }
