@@ -9,6 +9,7 @@
 #include "unwind_fp.h"
 #include <dlfcn.h>
 #include <link.h>
+#include <sys/auxv.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <time.h>
@@ -162,3 +163,5 @@ uint64_t cap_image_load_count(void) {
   dl_iterate_phdr(cap_count_one, counts);
   return counts[0] + (counts[1] << 32);
 }
+
+uint64_t cap_vdso_base(void) { return (uint64_t)getauxval(AT_SYSINFO_EHDR); }

@@ -81,6 +81,37 @@ struct SilentSourceSymbolicator: SourceSymbolicator {
     #expect(unbounded.functions.last?.file.isEmpty == false)
   }
 
+  /// The vDSO has no file on disk: its symbols come from its image in
+  /// memory (perf names these frames too; they were `linux-vdso.so.1+0x…`).
+  @Test func vdsoFunctionsAreNamed() throws {
+    let handle = try #require(dlopen("linux-vdso.so.1", RTLD_NOW | RTLD_NOLOAD), "no vDSO loaded")
+    defer { dlclose(handle) }
+    let symbol = try #require(dlsym(handle, "__vdso_clock_gettime") ?? dlsym(handle, "clock_gettime"))
+    let address = UInt64(UInt(bitPattern: symbol)) + 4
+    let names = Profiler.shared.symbolNames(for: [address])
+    #expect(names[address]?.contains("clock_gettime") == true, "\(names)")
+    // And in a profile: a loop reading the clock spends its time there.
+    let stop = StopFlag()
+    let worker = TestThread(name: "clock-reader") {
+      var sink = timespec()
+      while !stop.isSet { clock_gettime(CLOCK_MONOTONIC, &sink) }
+    }
+    defer {
+      stop.set()
+      worker.join()
+    }
+    let profile = try Profiler.shared.recordSynchronously(mode: .cpu, duration: .milliseconds(500))
+    let leaves = profile.threads.flatMap(\.samples).compactMap { sample -> String? in
+      guard let leaf = profile.stacks[sample.stack].first else { return nil }
+      return profile.locations[leaf].lines.last.map { profile.functions[$0.function].name }
+        ?? profile.fallbackName(for: profile.locations[leaf])
+    }
+    let vdso = leaves.filter { $0.contains("clock_gettime") || $0.contains("vdso") }
+    print("clock loop: \(vdso.count) of \(leaves.count) leaves in the vDSO; unnamed: \(vdso.filter { $0.contains("linux-vdso") }.count)")
+    #expect(!vdso.isEmpty)
+    #expect(vdso.allSatisfy { !$0.contains("linux-vdso.so") }, "\(Set(vdso))")
+  }
+
   @Test func unknownAddressesStayUnsymbolized() {
     let frame = Symbolizer.shared.resolve([0x10], in: ImageMap.current())[0]
     #expect(frame.image == nil)

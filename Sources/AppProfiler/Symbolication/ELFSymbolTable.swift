@@ -1,3 +1,5 @@
+import CAppProfiler
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -22,6 +24,8 @@ final class ELFSymbolTable: @unchecked Sendable {
   private let addresses: [UInt64]
   private let sizes: [UInt64]
   private let nameOffsets: [Int]  // absolute file offsets of NUL-terminated names
+  /// The memory is a file mapping of ours (unmapped in deinit), not the vDSO.
+  private let ownsMapping: Bool
 
   /// Number of function symbols found.
   var count: Int { addresses.count }
@@ -43,10 +47,54 @@ final class ELFSymbolTable: @unchecked Sendable {
     self.addresses = symbols.map(\.address)
     self.sizes = symbols.map(\.size)
     self.nameOffsets = symbols.map(\.nameOffset)
+    self.ownsMapping = true
+  }
+
+  /// The vDSO's symbols (`__vdso_clock_gettime`, …), read from the kernel's
+  /// image in this process's memory: it has no file on disk. Its ELF header
+  /// is at `getauxval(AT_SYSINFO_EHDR)`; its extent is the `[vdso]` line of
+  /// /proc/self/maps, and every read stays inside it. The vDSO is never
+  /// unmapped.
+  init?(vdso: Void) {
+    let header = cap_vdso_base()
+    guard header != 0, let extent = Self.vdsoMapping(), extent.lowerBound == header,
+      let base = UnsafeRawPointer(bitPattern: UInt(header))
+    else { return nil }
+    let length = Int(extent.upperBound - extent.lowerBound)
+    self.base = base
+    self.length = length
+    let symbols = ELFSymbolTable.readFunctions(UnsafeRawBufferPointer(start: base, count: length))
+    guard !symbols.isEmpty else { return nil }
+    self.addresses = symbols.map(\.address)
+    self.sizes = symbols.map(\.size)
+    self.nameOffsets = symbols.map(\.nameOffset)
+    self.ownsMapping = false
+  }
+
+  /// `[start, end)` of the `[vdso]` mapping, e.g.
+  /// `7ffd2b5f4000-7ffd2b5f6000 r-xp 00000000 00:00 0   [vdso]`.
+  private static func vdsoMapping() -> Range<UInt64>? {
+    let fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var text: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+      let count = read(fd, &chunk, chunk.count)
+      if count <= 0 { break }
+      text += chunk[0..<count]
+    }
+    for line in String(decoding: text, as: UTF8.self).split(separator: "\n") where line.hasSuffix("[vdso]") {
+      let range = line.split(separator: " ").first?.split(separator: "-") ?? []
+      guard range.count == 2, let start = UInt64(range[0], radix: 16), let end = UInt64(range[1], radix: 16), end > start
+      else { return nil }
+      return start..<end
+    }
+    return nil
   }
 
   deinit {
-    if let base { munmap(UnsafeMutableRawPointer(mutating: base), length) }
+    if ownsMapping, let base { munmap(UnsafeMutableRawPointer(mutating: base), length) }
   }
 
   /// The function containing `address` (an ELF virtual address, i.e. runtime

@@ -107,7 +107,7 @@ final class Symbolizer: Sendable {
           if let loaded = state.tables[image.key] {
             table = loaded
           } else {
-            table = image.isVDSO ? nil : ELFSymbolTable(path: image.path)
+            table = image.isVDSO ? ELFSymbolTable(vdso: ()) : ELFSymbolTable(path: image.path)
             state.tables[image.key] = table
           }
           if let table, let symbol = table.lookup(address &- image.bias) {

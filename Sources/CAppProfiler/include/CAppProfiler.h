@@ -216,6 +216,9 @@ void cap_iterate_images(cap_image_callback callback, void *context);
 void *cap_image_pin(const char *path, uint64_t bias);
 void cap_image_unpin(void *handle);
 
+/// Address of the vDSO's ELF header (getauxval(AT_SYSINFO_EHDR)), 0 if none.
+uint64_t cap_vdso_base(void);
+
 /// Changes whenever an image is loaded or unloaded (dl_iterate_phdr's
 /// dlpi_adds and dlpi_subs); cheap enough to poll.
 uint64_t cap_image_load_count(void);
