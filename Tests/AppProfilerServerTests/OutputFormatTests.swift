@@ -112,6 +112,8 @@ extension ServerSuite {
         #expect(consoleErrors(saved.console).isEmpty, "\(consoleErrors(saved.console))")
         #expect(saved.dom.contains("class=\"frame\""))
         #expect(saved.dom.contains("data-name=\"AppProfilerTestee.testeeHotInner()"), "no block for the hot function")
+        // Blocks show short names (no module, no result type); hover has the full one.
+        #expect(saved.dom.contains(">testeeHotInner()</div>"), "block label not shortened")
         let shot = artifactDirectory() + "/flamegraph.png"
         _ = try run(
           "chromium",

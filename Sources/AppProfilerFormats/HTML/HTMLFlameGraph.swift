@@ -172,6 +172,38 @@ public struct HTMLFlameGraphEncoder: Sendable {
         return String(value);
       }
 
+      // The label of a block: the function without its module, argument
+      // labels' types and result type ("Module.Type.f(x: Swift.Int) -> Swift.Int"
+      // shows as "Type.f(x:)"); hover and search use the full name.
+      function shortName(name) {
+        if (name.startsWith("[")) return name;
+        // "(Name in _3F1A…)" is a private declaration's discriminator.
+        let text = name.replace(/\(([\w$]+) in _[0-9A-F]+\)/g, "$1");
+        const arrow = text.lastIndexOf(" -> ");
+        if (arrow > 0 && text.lastIndexOf(")", arrow) === arrow - 1) text = text.slice(0, arrow);
+        const open = text.indexOf("(");
+        let head = open >= 0 ? text.slice(0, open) : text;
+        let args = open >= 0 ? text.slice(open) : "";
+        if (args.length > 2 && args.endsWith(")")) {
+          // Labels only, as Swift writes a function's name: "(x: Swift.Int, Swift.Int)" -> "(x:_:)".
+          const parts = []; let depth = 0, start = 1;
+          for (let i = 1; i < args.length - 1; i++) {
+            const c = args[i];
+            if (c === "(" || c === "<" || c === "[") depth++;
+            else if (c === ")" || c === ">" || c === "]") depth--;
+            else if (c === "," && depth === 0) { parts.push(args.slice(start, i)); start = i + 1; }
+          }
+          parts.push(args.slice(start, args.length - 1));
+          args = "(" + parts.map(function (p) {
+            const m = p.trim().match(/^([A-Za-z_][\w]*)\s*:\s/);
+            return (m ? m[1] : "_") + ":";
+          }).join("") + ")";
+        }
+        const dot = head.indexOf(".");
+        if (dot > 0 && !head.includes(" ")) head = head.slice(dot + 1);
+        return head + args;
+      }
+
       function color(name) {
         if (name.startsWith("[")) return "#c8c8c8";
         let h = 0;
@@ -234,7 +266,7 @@ public struct HTMLFlameGraphEncoder: Sendable {
           block.style.top = (depth * ROW) + "px";
           block.style.width = Math.max(w * width, 1) + "px";
           block.style.background = color(n.name);
-          block.textContent = n.name;
+          block.textContent = shortName(n.name);
           block.dataset.name = n.name;
           block.title = n.name;
           if (query) block.classList.add(n.name.toLowerCase().includes(query) ? "match" : "dim");
@@ -259,7 +291,7 @@ public struct HTMLFlameGraphEncoder: Sendable {
           const block = document.createElement("div");
           block.className = "frame dim";
           block.style.left = "0px"; block.style.top = (depth * ROW) + "px"; block.style.width = width + "px";
-          block.style.background = color(n.name); block.textContent = n.name; block.dataset.name = n.name;
+          block.style.background = color(n.name); block.textContent = shortName(n.name); block.dataset.name = n.name;
           block.addEventListener("click", function () { zoom = n; render(); });
           graph.appendChild(block);
         });
