@@ -1,4 +1,4 @@
-import AppProfiler
+@_spi(Support) import AppProfiler
 import Foundation
 import Logging
 import NIOCore
@@ -213,6 +213,8 @@ public final class ProfileServer: Service, Sendable {
     let decoderLimits = limits
     let maxHeadBytes = configuration.maxRequestHeadBytes
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    // The server's loop is the profiler's own: left out of the app's profiles.
+    _ = try? await group.next().submit { ProfilerThreads.registerCurrent() }.get()
     let bootstrap = ServerBootstrap(group: group)
       .serverChannelOption(.backlog, value: 32)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)

@@ -52,6 +52,27 @@ extension ServerSuite {
       }
     }
 
+    /// Profiles are of the app: the profiler's own threads (the request's
+    /// thread, the drain, the server's event loop) are left out unless asked.
+    @Test func profilerThreadsAreLeftOutUnlessAsked() throws {
+      try withTestee { testee in
+        func threadNames(_ target: String) throws -> [String] {
+          let answer = try Curl.get(testee, target)
+          #expect(answer.status == 200)
+          let json = try JSONSerialization.jsonObject(with: answer.body) as? [String: Any]
+          return (json?["profiles"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+        }
+        let app = try threadNames("/profile?mode=wall&duration=0.5")
+        #expect(app.contains { $0.hasPrefix("testee-hot") }, "\(app)")
+        #expect(!app.contains { $0.hasPrefix("app-prof") || $0.hasPrefix("NIO-") }, "\(app)")
+        let all = try threadNames("/profile?mode=wall&duration=0.5&include_profiler=1")
+        #expect(all.contains { $0.hasPrefix("app-prof-req") }, "\(all)")
+        #expect(all.contains { $0.hasPrefix("NIO-") }, "\(all)")
+        let bad = try Curl.get(testee, "/profile?include_profiler=yes")
+        #expect(bad.status == 400 && bad.text.contains("include_profiler"))
+      }
+    }
+
     /// A thread that blocks the signal cannot hold a session open: the
     /// profile ends on time and names the thread as not sampled.
     @Test func signalBlockedThreadDoesNotHoldTheSessionOpen() throws {

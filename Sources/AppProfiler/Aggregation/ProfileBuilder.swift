@@ -16,6 +16,8 @@ struct ProfileBuilder {
   var symbolicationBudget: Duration? = SessionOptions().symbolicationBudget
   /// Thread dumps: each thread's kernel state, read now.
   var recordsKernelState = false
+  /// Leave the profiler's own threads out (their time goes to the metadata).
+  var excludesProfilerThreads = false
 
   /// glibc functions in which a thread waits in the kernel.
   static let blockingFunctions: Set<String> = [
@@ -32,6 +34,14 @@ struct ProfileBuilder {
 
   func build(from collector: inout SampleCollector) -> Profile {
     var perThread = collector.resolvedSamples()
+    var profilerTime: UInt64 = 0
+    if excludesProfilerThreads {
+      for tid in ProfilerThreads.all {
+        guard let samples = perThread.removeValue(forKey: tid) else { continue }
+        // Time they were sampled running: cpu samples, non-idle wall samples.
+        profilerTime += samples.reduce(0) { $0 + ($1.flags & UInt16(CAP_SAMPLE_IDLE) != 0 ? 0 : $1.count) } * period
+      }
+    }
     let dropped = report.samplesDropped
     if dropped > 0 {
       let stack = collector.stackID([SampleCollector.Synthetic.droppedSamples.rawValue])
@@ -192,6 +202,10 @@ struct ProfileBuilder {
     profile.metadata["executable"] = ImageMap.executablePath()
     profile.metadata["pid"] = String(getpid())
     for (key, value) in report.metadata { profile.metadata[key] = value }
+    if excludesProfilerThreads && mode != .alloc {
+      // The profiler's own threads, left out of the samples above.
+      profile.metadata["profiler_cpu_seconds"] = String(Double(profilerTime) / 1e9)
+    }
     profile.metadata["library_version"] = AppProfilerVersion.current
     return profile
   }

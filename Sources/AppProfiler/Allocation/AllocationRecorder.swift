@@ -253,6 +253,7 @@ final class AllocationRecorder: Sendable {
       let context = Unmanaged<DrainContext>.fromOpaque(argument!).takeRetainedValue()
       _ = cap_alloc_set_thread_ignored(1)
       nameCurrentThread("app-prof-alloc")
+      ProfilerThreads.registerCurrent()
       while true {
         usleep(20_000)
         if !context.recorder.drainTick(generation: context.generation) { break }

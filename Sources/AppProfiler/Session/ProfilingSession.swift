@@ -24,6 +24,7 @@ public final class ProfilingSession: Sendable {
   private let ended = Atomic<Bool>(false)
   private let symbolicationBudget: Duration?
   private let recordsKernelState: Bool
+  private let includeProfilerThreads: Bool
 
   init(profiler: Profiler, id: UInt64, mode: Profile.Mode, interval: Duration, options: SessionOptions) throws {
     self.profiler = profiler
@@ -36,6 +37,7 @@ public final class ProfilingSession: Sendable {
     self.startMonotonicNanoseconds = startMonotonic
     self.symbolicationBudget = options.symbolicationBudget
     self.recordsKernelState = options.recordsKernelState
+    self.includeProfilerThreads = options.includeProfilerThreads
     if mode == .alloc {
       backend = try AllocationBackend(
         options: options, startTimeNanoseconds: startTime, startMonotonicNanoseconds: startMonotonic)
@@ -75,6 +77,8 @@ public final class ProfilingSession: Sendable {
       durationNanoseconds: end - startMonotonicNanoseconds, report: report)
     builder.symbolicationBudget = symbolicationBudget
     builder.recordsKernelState = recordsKernelState
+    // Dumps list every thread; profiles are of the app unless asked.
+    builder.excludesProfilerThreads = !includeProfilerThreads && !recordsKernelState
     return builder.build(from: &collector)
   }
 

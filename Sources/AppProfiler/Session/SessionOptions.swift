@@ -87,6 +87,12 @@ public struct SessionOptions: Sendable, Hashable {
   /// Smaller is more precise and costs more; 1 samples every allocation.
   public var allocationSamplingRate: Int = 524_288
 
+  /// Keep the profiler's own threads (drain, symbolication, profile
+  /// requests, the profile server's event loop) in profiles. Default false:
+  /// a profile is of the app; the time they used is in the metadata
+  /// (`profiler_cpu_seconds`). Thread dumps always list every thread.
+  public var includeProfilerThreads = false
+
   /// Thread dumps: read each thread's kernel state (`/proc/self/task/<tid>/
   /// syscall`, `wchan`) when the session ends.
   var recordsKernelState = false

@@ -32,6 +32,7 @@ import Musl
       let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
       _ = cap_alloc_set_thread_ignored(1)
       nameCurrentThread(box.name)
+      ProfilerThreads.registerCurrent()
       box.body()
       return nil
     }, box)

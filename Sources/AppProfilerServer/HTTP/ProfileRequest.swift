@@ -9,6 +9,7 @@ import AppProfiler
 /// | `interval` | cpu/wall: microseconds, 100 … 1000000; alloc: bytes, 1 … 1073741824 | 1000 µs / 524288 B |
 /// | `format` | `speedscope`, `pprof`, `collapsed`, `html` | `speedscope` |
 /// | `engine` | cpu only: `auto`, `perf` (perf events), `timer` (POSIX CPU timers) | the server's |
+/// | `include_profiler` | `1` keeps the profiler's own threads in the profile | `0` |
 struct ProfileRequest: Sendable, Equatable {
   var mode: Profile.Mode = .cpu
   var duration: Duration = .seconds(30)
@@ -18,8 +19,10 @@ struct ProfileRequest: Sendable, Equatable {
   var allocationRate: Int? = nil
   /// cpu mode: the engine asked for; nil = the server's setting.
   var cpuEngine: SessionOptions.CPUEngine? = nil
+  /// Keep the profiler's own threads (drain, requests, the server's loop).
+  var includeProfilerThreads = false
 
-  static let parameterNames: Set<String> = ["mode", "duration", "interval", "format", "engine"]
+  static let parameterNames: Set<String> = ["mode", "duration", "interval", "format", "engine", "include_profiler"]
 
   /// Parses and validates; the error names the parameter and its allowed values.
   static func parse(_ query: HTTPQuery, maxDuration: Duration) throws(RequestError) -> ProfileRequest {
@@ -55,6 +58,9 @@ struct ProfileRequest: Sendable, Equatable {
         interval = value
       case "engine":
         engine = value
+      case "include_profiler":
+        guard value == "0" || value == "1" else { throw .badParameter("include_profiler", value, allowed: "0, 1") }
+        request.includeProfilerThreads = value == "1"
       case "format":
         guard let format = ProfileFormat(name: value) else {
           throw .badParameter("format", value, allowed: ProfileFormat.names)

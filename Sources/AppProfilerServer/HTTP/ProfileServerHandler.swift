@@ -167,7 +167,7 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
     let coordinator = self.coordinator
     let cancel = RecordingCancellation()
     cancellation = cancel
-    let thread = ProfilerThread(name: "app-prof-request") {
+    let thread = ProfilerThread(name: "app-prof-req") {
       let response = body(coordinator, cancel)
       eventLoop.execute {
         handler.value.send(context: bound.value, response, headOnly: headOnly)
