@@ -61,9 +61,7 @@ public final class Profiler: Sendable {
     mode: Profile.Mode = .cpu, duration: Duration, interval: Duration = .milliseconds(1),
     options: SessionOptions = SessionOptions()
   ) async throws -> Profile {
-    guard duration > .zero, duration <= .seconds(86_400) else {
-      throw ProfilerError.invalidParameter(name: "duration", value: "\(duration)", allowed: "0 s < duration ≤ 86400 s")
-    }
+    try Self.validate(duration: duration)
     let session = try start(mode: mode, interval: interval, options: options)
     do {
       try await Task.sleep(for: duration)
@@ -84,9 +82,7 @@ public final class Profiler: Sendable {
     mode: Profile.Mode = .cpu, duration: Duration, interval: Duration = .milliseconds(1),
     options: SessionOptions = SessionOptions(), cancellation: RecordingCancellation? = nil
   ) throws -> Profile {
-    guard duration > .zero, duration <= .seconds(86_400) else {
-      throw ProfilerError.invalidParameter(name: "duration", value: "\(duration)", allowed: "0 s < duration ≤ 86400 s")
-    }
+    try Self.validate(duration: duration)
     let session = try start(mode: mode, interval: interval, options: options)
     let deadline = ProfilingSession.clock(CLOCK_MONOTONIC) + duration.nanoseconds
     while true {
@@ -217,6 +213,12 @@ public final class Profiler: Sendable {
     }
     let total = cap_benchmark_unwind(nil, 0, UInt32(iterations), &depth)
     return (Double(total) / Double(iterations), Int(depth))
+  }
+
+  static func validate(duration: Duration) throws {
+    guard duration > .zero, duration <= .seconds(86_400) else {
+      throw ProfilerError.invalidParameter(name: "duration", value: "\(duration)", allowed: "0 s < duration ≤ 86400 s")
+    }
   }
 
   static func validate(mode: Profile.Mode, interval: Duration, options: SessionOptions) throws {

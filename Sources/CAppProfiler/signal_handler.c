@@ -112,18 +112,19 @@ static void cap_signal_chain(int signal_number, siginfo_t *info, void *ucontext)
     return;
   }
   const struct sigaction *previous = &cap_dispositions[signal_number].previous[installed - 1];
-  if (previous->sa_flags & SA_SIGINFO) {
-    if (previous->sa_sigaction != 0) {
-      atomic_fetch_add_explicit(&cap_foreign_signals_chained, 1, memory_order_relaxed);
-      previous->sa_sigaction(signal_number, info, ucontext);
-      return;
-    }
-  } else if (previous->sa_handler != SIG_DFL && previous->sa_handler != SIG_IGN) {
-    atomic_fetch_add_explicit(&cap_foreign_signals_chained, 1, memory_order_relaxed);
-    previous->sa_handler(signal_number);
+  // sa_handler and sa_sigaction share storage: SIG_DFL and SIG_IGN are
+  // values of it whatever sa_flags says (SIG_IGN with SA_SIGINFO set would
+  // otherwise be called as a function at address 1).
+  if (previous->sa_handler == SIG_DFL || previous->sa_handler == SIG_IGN) {
+    atomic_fetch_add_explicit(&cap_foreign_signals_ignored, 1, memory_order_relaxed);
     return;
   }
-  atomic_fetch_add_explicit(&cap_foreign_signals_ignored, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&cap_foreign_signals_chained, 1, memory_order_relaxed);
+  if (previous->sa_flags & SA_SIGINFO) {
+    previous->sa_sigaction(signal_number, info, ucontext);
+  } else {
+    previous->sa_handler(signal_number);
+  }
 }
 
 void cap_signal_handler(int signal_number, void *info_pointer, void *ucontext_pointer) {

@@ -45,10 +45,38 @@ extension SamplingSuite {
       // signals that are not ours to the app's handler.
       #expect(cap_handler_installed(SIGPROF) == 1)
       let before = testSIGPROFCalls.load(ordering: .relaxed)
+      var chainedBefore: UInt64 = 0, ignored: UInt64 = 0, stale: UInt64 = 0
+      cap_signal_counters(&chainedBefore, &ignored, &stale)
       kill(getpid(), SIGPROF)
       let deadline = monotonicNanoseconds() + 2_000_000_000
       while testSIGPROFCalls.load(ordering: .relaxed) == before && monotonicNanoseconds() < deadline { usleep(1_000) }
       #expect(testSIGPROFCalls.load(ordering: .relaxed) == before + 1)
+      var chainedAfter: UInt64 = 0
+      cap_signal_counters(&chainedAfter, &ignored, &stale)
+      #expect(chainedAfter == chainedBefore + 1, "the handler counts what it passes on")
+    }
+
+    /// An app that set SIGPROF to SIG_IGN with SA_SIGINFO in its flags: the
+    /// handler must not call the union's value (1) as a function.
+    @Test func ignoredDispositionWithSigInfoFlagIsNotCalled() async throws {
+      var ignore = sigaction()
+      ignore.__sigaction_handler.sa_handler = SIG_IGN
+      ignore.sa_flags = SA_SIGINFO
+      sigemptyset(&ignore.sa_mask)
+      var previous = sigaction()
+      sigaction(SIGPROF, &ignore, &previous)
+      defer { sigaction(SIGPROF, &previous, nil) }
+      _ = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(20))  // ours on top, chaining to SIG_IGN
+      var chained: UInt64 = 0, ignoredBefore: UInt64 = 0, stale: UInt64 = 0
+      cap_signal_counters(&chained, &ignoredBefore, &stale)
+      kill(getpid(), SIGPROF)
+      var ignoredAfter = ignoredBefore
+      let deadline = monotonicNanoseconds() + 2_000_000_000
+      while ignoredAfter == ignoredBefore && monotonicNanoseconds() < deadline {
+        usleep(1_000)
+        cap_signal_counters(&chained, &ignoredAfter, &stale)
+      }
+      #expect(ignoredAfter == ignoredBefore + 1)
     }
 
     @Test func secondSessionIsBusyAtOnce() async throws {

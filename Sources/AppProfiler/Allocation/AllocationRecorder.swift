@@ -251,9 +251,7 @@ final class AllocationRecorder: Sendable {
     pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
     pthread_create(&thread, &attributes, { argument in
       let context = Unmanaged<DrainContext>.fromOpaque(argument!).takeRetainedValue()
-      _ = cap_alloc_set_thread_ignored(1)
-      nameCurrentThread("app-prof-alloc")
-      ProfilerThreads.registerCurrent()
+      ProfilerThreads.adoptCurrent(name: "app-prof-alloc")
       while true {
         usleep(20_000)
         if !context.recorder.drainTick(generation: context.generation) { break }

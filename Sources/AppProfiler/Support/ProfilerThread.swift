@@ -30,9 +30,7 @@ import Musl
     let box = Unmanaged.passRetained(Box(name: name, body: body)).toOpaque()
     let result = pthread_create(&thread, nil, { argument in
       let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
-      _ = cap_alloc_set_thread_ignored(1)
-      nameCurrentThread(box.name)
-      ProfilerThreads.registerCurrent()
+      ProfilerThreads.adoptCurrent(name: box.name)
       box.body()
       return nil
     }, box)

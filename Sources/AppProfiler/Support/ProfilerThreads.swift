@@ -25,6 +25,14 @@ import Synchronization
     }
   }
 
+  /// Makes the calling thread one of the profiler's: named `name` (15 bytes
+  /// show), its allocations not sampled, left out of the app's profiles.
+  static func adoptCurrent(name: String) {
+    _ = cap_alloc_set_thread_ignored(1)
+    nameCurrentThread(name)
+    registerCurrent()
+  }
+
   /// Thread ids of the profiler's threads, current and recent.
   static var all: Set<Int32> { recent.withLock { $0.set } }
 }

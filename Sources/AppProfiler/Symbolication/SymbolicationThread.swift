@@ -80,9 +80,7 @@ final class SymbolicationThread: @unchecked Sendable {
 
   private func loop() {
     // The profiler's own work is not the application's allocations.
-    _ = cap_alloc_set_thread_ignored(1)
-    nameCurrentThread("app-prof-symbol")
-    ProfilerThreads.registerCurrent()
+    ProfilerThreads.adoptCurrent(name: "app-prof-symbol")
     pthread_mutex_lock(&mutex)
     while true {
       while job == nil && later.isEmpty { pthread_cond_wait(&wake, &mutex) }
