@@ -68,6 +68,7 @@ static void cap_alloc_unmap(void) {
   s->slots = 0;
   s->unwind_images = 0;
   s->unwind_image_count = 0;
+  memset(&s->async, 0, sizeof s->async);
 }
 
 int cap_alloc_start(const cap_alloc_config *config, char *message, size_t message_len) {
@@ -107,6 +108,9 @@ int cap_alloc_start(const cap_alloc_config *config, char *message, size_t messag
   atomic_store(&s->ranges_stale, 0);
   s->unwind_images = config->unwind_images;
   s->unwind_image_count = config->unwind_images ? config->unwind_image_count : 0;
+  s->async = config->async;
+  atomic_store(&s->async_stitched, 0);
+  atomic_store(&s->async_broken, 0);
   atomic_store(&s->samples_written, 0);
   atomic_store(&s->samples_dropped, 0);
   atomic_store(&s->complete_samples, 0);
@@ -203,6 +207,8 @@ void cap_alloc_stats_get(cap_alloc_stats *out) {
   out->patched_slots = g_patched_slots;
   out->patched_images = g_patched_images;
   out->mean_bytes = atomic_load(&cap_alloc_mean);
+  out->async_stitched = atomic_load(&cap_alloc_session.async_stitched);
+  out->async_broken = atomic_load(&cap_alloc_session.async_broken);
 }
 
 int cap_alloc_redirected_entries(void) {

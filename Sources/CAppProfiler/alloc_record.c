@@ -155,6 +155,11 @@ static int cap_alloc_stack_bounds(cap_alloc_thread *t, cap_session *s, uint64_t 
 
 /// `frame` is the wrapper's frame record: [frame] = caller's frame pointer,
 /// [frame + 8] = return address into the allocating code.
+///
+/// With CFI tables the walk starts here, at this function's own registers,
+/// so that r14 (the Swift async context of a frameless partial function
+/// that allocates) is tracked through the wrapper's frames like everything
+/// else; the profiler's frames are then dropped up to that return address.
 static void cap_alloc_record(cap_alloc_thread *t, size_t size, uint64_t type, uint64_t frame) {
   cap_session *s = &cap_alloc_session;
   atomic_fetch_add(&s->handlers_running, 1);
@@ -170,29 +175,76 @@ static void cap_alloc_record(cap_alloc_thread *t, size_t size, uint64_t type, ui
     uint64_t sp = frame + 16;
     uint16_t flags = CAP_SAMPLE_ALLOCATION;
     uint64_t low = 0, high = 0;
-    uint32_t depth;
-    if (cap_alloc_stack_bounds(t, s, sp, &low, &high)) {
-      int truncated = 0;
-#if defined(__x86_64__)
-      if (s->unwind_image_count > 0) {
-        int complete = 0;
-        depth = cap_unwind_cfi(s->unwind_images, s->unwind_image_count, pc, sp, fp, low, high,
-                               slot->frames, CAP_MAX_DEPTH, &truncated, &complete);
-        if (complete) {
-          flags |= CAP_SAMPLE_COMPLETE;
-          atomic_fetch_add_explicit(&s->complete_samples, 1, memory_order_relaxed);
-        }
-      } else
-#endif
-      {
-        depth = cap_unwind_fp(pc, fp, low, high, slot->frames, CAP_MAX_DEPTH, &truncated);
-      }
-      if (truncated) flags |= CAP_SAMPLE_TRUNCATED;
-    } else {
-      slot->frames[0] = pc;
-      depth = 1;
-      flags |= CAP_SAMPLE_NO_STACK_BOUNDS;
+    uint32_t depth = 0;
+    int walked = 0;
+    cap_range_set *set = cap_ranges_hold(s);
+    cap_async_walk walk = {0};
+    uint64_t task = 0;
+    if (set != 0) {
+      walk.executors = s->async.executors;
+      walk.executor_count = s->async.stitch ? s->async.executor_count : 0;
+      walk.memory = (const cap_code_range *)set->ranges;
+      walk.memory_count = cap_ranges_count(set);
+      walk.images = s->unwind_images;
+      walk.image_count = s->unwind_image_count;
+      task = cap_async_current_task(&walk, s->async.task_tls_module, s->async.task_tls_offset);
     }
+#if defined(__x86_64__)
+    if (s->unwind_image_count > 0) {
+      uint64_t here_pc, here_sp, here_fp, here_r14;
+      __asm__ volatile("lea 0(%%rip), %0\n\tmov %%rsp, %1\n\tmov %%rbp, %2\n\tmov %%r14, %3"
+                       : "=&r"(here_pc), "=&r"(here_sp), "=&r"(here_fp), "=&r"(here_r14));
+      if (cap_alloc_stack_bounds(t, s, here_sp, &low, &high)) {
+        int truncated = 0, complete = 0;
+        depth = cap_unwind_cfi(s->unwind_images, s->unwind_image_count, here_pc, here_sp, here_fp, here_r14,
+                               walk.executor_count > 0 ? &walk : 0, low, high, slot->frames, CAP_MAX_DEPTH,
+                               &truncated, &complete);
+        uint32_t skip = 0;
+        while (skip < depth && skip < 8 && slot->frames[skip] != pc) skip++;
+        if (skip < depth && slot->frames[skip] == pc) {
+          for (uint32_t i = skip; i < depth; i++) slot->frames[i - skip] = slot->frames[i];
+          depth -= skip;
+          walked = 1;
+          if (truncated) flags |= CAP_SAMPLE_TRUNCATED;
+          if (complete) {
+            flags |= CAP_SAMPLE_COMPLETE;
+            atomic_fetch_add_explicit(&s->complete_samples, 1, memory_order_relaxed);
+          }
+        } else {
+          walk.stitched = walk.broken = 0;
+        }
+      }
+    }
+#endif
+    if (!walked) {
+      if (cap_alloc_stack_bounds(t, s, sp, &low, &high)) {
+        int truncated = 0;
+#if defined(__x86_64__)
+        if (s->unwind_image_count > 0) {
+          int complete = 0;
+          depth = cap_unwind_cfi(s->unwind_images, s->unwind_image_count, pc, sp, fp, 0, 0, low, high,
+                                 slot->frames, CAP_MAX_DEPTH, &truncated, &complete);
+          if (complete) {
+            flags |= CAP_SAMPLE_COMPLETE;
+            atomic_fetch_add_explicit(&s->complete_samples, 1, memory_order_relaxed);
+          }
+        } else
+#endif
+        {
+          depth = cap_unwind_fp(pc, fp, low, high, slot->frames, CAP_MAX_DEPTH, &truncated);
+        }
+        if (truncated) flags |= CAP_SAMPLE_TRUNCATED;
+      } else {
+        slot->frames[0] = pc;
+        depth = 1;
+        flags |= CAP_SAMPLE_NO_STACK_BOUNDS;
+      }
+    }
+    cap_ranges_release(set);
+    if (walk.stitched) atomic_fetch_add_explicit(&s->async_stitched, 1, memory_order_relaxed);
+    if (walk.broken) atomic_fetch_add_explicit(&s->async_broken, 1, memory_order_relaxed);
+    if (walk.missed) atomic_store_explicit(&s->ranges_stale, 1, memory_order_relaxed);
+    slot->header.task = task;
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     slot->header.timestamp_ns = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;

@@ -101,12 +101,16 @@ typedef struct cap_session {
   // Unwind tables (h, read only): sorted images of sorted rows.
   const cap_unwind_image *unwind_images;
   uint64_t unwind_image_count;
+  // Swift concurrency (h, read only): executors to stitch at, task TLS slot.
+  cap_async_config async;
 
   // Counters (h): relaxed atomics.
   _Atomic uint64_t samples_written;
   _Atomic uint64_t samples_dropped;
   _Atomic uint64_t complete_samples;
   _Atomic uint64_t stale_signals;    // (h) ours, but of an ended session: ignored
+  _Atomic uint64_t async_stitched;   // (h) samples with async callers stitched in
+  _Atomic uint64_t async_broken;     // (h) of those, chains cut by an unreadable context
 } cap_session;
 
 extern cap_session cap_global_session;

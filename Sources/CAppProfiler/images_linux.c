@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "include/CAppProfiler.h"
 #include "cap_sanitizer.h"
+#include "cap_stack.h"
 #include "unwind_cfi.h"
 #include "unwind_fp.h"
 #include <dlfcn.h>
@@ -12,13 +13,92 @@
 #include <sys/auxv.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 uint32_t cap_unwind_cfi_for_test(const cap_unwind_image *images, uint64_t image_count, uint64_t pc,
                                  uint64_t sp, uint64_t fp, uint64_t stack_low, uint64_t stack_high,
                                  uint64_t *frames, uint32_t max_frames, int *truncated, int *complete) {
-  return cap_unwind_cfi(images, image_count, pc, sp, fp, stack_low, stack_high, frames, max_frames,
+  return cap_unwind_cfi(images, image_count, pc, sp, fp, 0, 0, stack_low, stack_high, frames, max_frames,
                         truncated, complete);
+}
+
+uint32_t cap_unwind_async_for_test(const cap_unwind_image *images, uint64_t image_count, uint64_t pc,
+                                   uint64_t sp, uint64_t fp, uint64_t r14, uint64_t stack_low,
+                                   uint64_t stack_high, const cap_code_range *memory, uint32_t memory_count,
+                                   const cap_code_range *executors, uint32_t executor_count,
+                                   uint64_t *frames, uint32_t max_frames, int *truncated, int *stitched,
+                                   int *broken) {
+  cap_async_walk walk = {0};
+  walk.executors = executors;
+  walk.executor_count = executor_count;
+  walk.memory = memory;
+  walk.memory_count = memory_count;
+  walk.images = images;
+  walk.image_count = image_count;
+  int complete = 0;
+  uint32_t depth = cap_unwind_cfi(images, image_count, pc, sp, fp, r14, &walk, stack_low, stack_high, frames,
+                                  max_frames, truncated, &complete);
+  *stitched = walk.stitched;
+  *broken = walk.broken;
+  return depth;
+}
+
+int cap_task_tls_locate(const void *function, uint64_t *module, uint64_t *offset) {
+#if defined(__x86_64__)
+  // swift_task_getCurrent (general-dynamic TLS, frame pointers kept):
+  //   push %rbp; mov %rsp,%rbp            (optional)
+  //   lea  disp32(%rip),%rdi              48 8d 3d <disp32>
+  //   call __tls_get_addr                 e8 <rel32>
+  //   mov  disp8(%rax),%rax / (%rax)      48 8b 40 <disp8> | 48 8b 00
+  // The lea's target is the GOT's tls_index {module, offset} pair.
+  if (function == 0) return 0;
+  const uint8_t *code = (const uint8_t *)function;
+  size_t at = 0;
+  if (code[0] == 0x55 && code[1] == 0x48 && code[2] == 0x89 && code[3] == 0xe5) at = 4;
+  if (!(code[at] == 0x48 && code[at + 1] == 0x8d && code[at + 2] == 0x3d)) return 0;
+  int32_t displacement;
+  memcpy(&displacement, code + at + 3, 4);
+  const uint8_t *after_lea = code + at + 7;
+  if (after_lea[0] != 0xe8) return 0;
+  const uint8_t *load = after_lea + 5;
+  uint64_t field;
+  if (load[0] == 0x48 && load[1] == 0x8b && load[2] == 0x40) {
+    field = load[3];
+  } else if (load[0] == 0x48 && load[1] == 0x8b && load[2] == 0x00) {
+    field = 0;
+  } else {
+    return 0;
+  }
+  const uint64_t *index = (const uint64_t *)(uintptr_t)((uint64_t)(uintptr_t)after_lea + (int64_t)displacement);
+  if (index[0] == 0 || ((index[1] + field) & 7) != 0) return 0;
+  *module = index[0];
+  *offset = index[1] + field;
+  return 1;
+#else
+  (void)function; (void)module; (void)offset;
+  return 0;
+#endif
+}
+
+uint64_t cap_current_task_for_test(uint64_t module, uint64_t offset) {
+  // A private snapshot of the mappings, as a session holds one.
+  cap_session probe = {0};
+  cap_range_set *sets = calloc(2, sizeof(cap_range_set));
+  if (sets == 0) return 0;
+  probe.range_sets = sets;
+  cap_ranges_refresh(&probe);
+  cap_range_set *set = cap_ranges_hold(&probe);
+  uint64_t task = 0;
+  if (set != 0) {
+    cap_async_walk walk = {0};
+    walk.memory = (const cap_code_range *)set->ranges;
+    walk.memory_count = cap_ranges_count(set);
+    task = cap_async_current_task(&walk, module, offset);
+    cap_ranges_release(set);
+  }
+  free(sets);
+  return task;
 }
 
 #if defined(__has_feature)
@@ -114,8 +194,8 @@ uint64_t cap_benchmark_unwind(const cap_unwind_image *images, uint64_t image_cou
   clock_gettime(CLOCK_MONOTONIC, &start);
   for (uint32_t i = 0; i < iterations; i++) {
     if (image_count > 0) {
-      found = cap_unwind_cfi(images, image_count, pc, sp, fp, sp, high, frames, CAP_MAX_DEPTH, &truncated,
-                             &complete);
+      found = cap_unwind_cfi(images, image_count, pc, sp, fp, 0, 0, sp, high, frames, CAP_MAX_DEPTH,
+                             &truncated, &complete);
     } else {
       found = cap_unwind_fp(pc, fp, sp, high, frames, CAP_MAX_DEPTH, &truncated);
     }

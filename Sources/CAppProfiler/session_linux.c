@@ -258,6 +258,7 @@ static void release_memory(void) {
   g_slot_memory = 0;
   s->unwind_images = 0;
   s->unwind_image_count = 0;
+  memset(&s->async, 0, sizeof s->async);
   g_sampler.live_list = 0;
   g_sampler.live_list_count = 0;
   s->threads = 0;
@@ -290,6 +291,9 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
   s->idle_threshold_ns = config->interval_ns / 4 < 50000 ? config->interval_ns / 4 : 50000;
   s->unwind_images = config->unwind_images;
   s->unwind_image_count = config->unwind_images ? config->unwind_image_count : 0;
+  s->async = config->async;
+  atomic_store(&s->async_stitched, 0);
+  atomic_store(&s->async_broken, 0);
   atomic_store(&s->complete_samples, 0);
   g_sampler.exclude_kernel = config->exclude_kernel ? 1 : 0;
   g_max_threads = config->max_threads;
@@ -462,6 +466,8 @@ void cap_session_stats(cap_stats *out) {
   out->threads_signal_blocked = atomic_load(&g_sampler.threads_signal_blocked);
   out->undelivered_ticks = atomic_load(&g_sampler.undelivered_ticks);
   out->pending_skips = atomic_load(&g_sampler.pending_skips);
+  out->async_stitched = atomic_load(&s->async_stitched);
+  out->async_broken = atomic_load(&s->async_broken);
   out->engine = s->engine;
   out->exclude_kernel = g_sampler.exclude_kernel;
 }

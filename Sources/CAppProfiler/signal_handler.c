@@ -41,6 +41,16 @@ static inline uint64_t cap_now_ns(clockid_t clock) {
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/// The interrupted r14 (x86_64: the Swift async context register).
+static inline uint64_t cap_context_r14(const ucontext_t *uc) {
+#if defined(__x86_64__)
+  return (uint64_t)uc->uc_mcontext.gregs[REG_R14];
+#else
+  (void)uc;
+  return 0;
+#endif
+}
+
 static void cap_record(cap_session *s, const ucontext_t *uc, int32_t tid, uint64_t weight,
                        uint16_t flags) {
   cap_slot *slot = cap_slot_acquire(s);
@@ -49,13 +59,28 @@ static void cap_record(cap_session *s, const ucontext_t *uc, int32_t tid, uint64
   uint64_t sp = cap_context_sp(uc);
   uint64_t low = 0, high = 0;
   uint32_t depth;
-  if (cap_stack_bounds(s, sp, &low, &high)) {
+  uint64_t task = 0;
+  // One hold on the memory snapshot for the whole walk: stack bounds, and
+  // the heap where async contexts and the task's TLS slot live.
+  cap_range_set *set = cap_ranges_hold(s);
+  cap_async_walk walk = {0};
+  if (set != 0) {
+    walk.executors = s->async.executors;
+    walk.executor_count = s->async.stitch ? s->async.executor_count : 0;
+    walk.memory = (const cap_code_range *)set->ranges;
+    walk.memory_count = cap_ranges_count(set);
+    walk.images = s->unwind_images;
+    walk.image_count = s->unwind_image_count;
+    task = cap_async_current_task(&walk, s->async.task_tls_module, s->async.task_tls_offset);
+  }
+  if (set != 0 && cap_ranges_find_stack(s, set, sp, &low, &high)) {
     int truncated = 0;
 #if defined(__x86_64__)
     if (s->unwind_image_count > 0) {
       int complete = 0;
-      depth = cap_unwind_cfi(s->unwind_images, s->unwind_image_count, pc, sp, cap_context_fp(uc), low,
-                             high, slot->frames, CAP_MAX_DEPTH, &truncated, &complete);
+      depth = cap_unwind_cfi(s->unwind_images, s->unwind_image_count, pc, sp, cap_context_fp(uc),
+                             cap_context_r14(uc), walk.executor_count > 0 ? &walk : 0, low, high,
+                             slot->frames, CAP_MAX_DEPTH, &truncated, &complete);
       if (complete) {
         flags |= CAP_SAMPLE_COMPLETE;
         atomic_fetch_add_explicit(&s->complete_samples, 1, memory_order_relaxed);
@@ -72,11 +97,17 @@ static void cap_record(cap_session *s, const ucontext_t *uc, int32_t tid, uint64
     depth = 1;
     flags |= CAP_SAMPLE_NO_STACK_BOUNDS;
   }
+  cap_ranges_release(set);
+  if (walk.stitched) atomic_fetch_add_explicit(&s->async_stitched, 1, memory_order_relaxed);
+  if (walk.broken) atomic_fetch_add_explicit(&s->async_broken, 1, memory_order_relaxed);
+  if (walk.missed) atomic_store_explicit(&s->ranges_stale, 1, memory_order_relaxed);
   slot->header.timestamp_ns = cap_now_ns(CLOCK_MONOTONIC);
   slot->header.weight = weight;
   slot->header.tid = tid;
   slot->header.depth = (uint16_t)depth;
   slot->header.flags = flags;
+  slot->header.object_type = 0;
+  slot->header.task = task;
   cap_slot_commit(slot);
   atomic_fetch_add_explicit(&s->samples_written, 1, memory_order_relaxed);
 }

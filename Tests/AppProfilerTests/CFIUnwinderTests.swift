@@ -4,7 +4,7 @@ import Testing
 /// The handler's CFI walk over a synthetic stack and hand-made rows.
 @Suite struct CFIUnwinderTests {
   func row(_ pc: UInt64, _ kind: Int, cfa: Int32 = 0, fp: Int16 = Int16(CAP_FP_SAME)) -> cap_unwind_row {
-    cap_unwind_row(pc: pc, cfa_offset: cfa, fp_offset: fp, kind: UInt8(kind), reserved: 0)
+    cap_unwind_row(pc: pc, cfa_offset: cfa, fp_offset: fp, kind: UInt8(kind), r14_slot: 0)
   }
 
   /// Leaf A in its epilogue (`pop rbp` done, at `ret`), called by B (rbp

@@ -162,7 +162,8 @@ struct ProfileBuilder {
           // alloc_objects, alloc_space (estimates), samples (raw).
           return Profile.Sample(
             stack: stackRemap[raw.stack]!, timestampNanoseconds: timestamp,
-            values: [max(1, Int64(raw.objects.rounded())), Int64(raw.bytes.rounded()), Int64(raw.count)])
+            values: [max(1, Int64(raw.objects.rounded())), Int64(raw.bytes.rounded()), Int64(raw.count)],
+            numericLabels: Self.taskLabel(raw.task))
         }
         // samples, and the time they stand for.
         let count = Int64(raw.count)
@@ -171,7 +172,8 @@ struct ProfileBuilder {
           timestampNanoseconds: timestamp,
           values: [count, count &* Int64(clamping: period)],
           isIdle: raw.flags & UInt16(CAP_SAMPLE_IDLE) != 0 || blockedStacks.contains(stackRemap[raw.stack]!)
-            || (raw.flags & UInt16(CAP_SAMPLE_SIGNAL_BLOCKED) != 0 && !runningStacks.contains(raw.stack)))
+            || (raw.flags & UInt16(CAP_SAMPLE_SIGNAL_BLOCKED) != 0 && !runningStacks.contains(raw.stack)),
+          numericLabels: Self.taskLabel(raw.task))
       }
       var thread = Profile.ThreadSamples(id: tid, name: name, samples: samples)
       if recordsKernelState && tid > 0 { thread.kernelState = KernelThreadState.read(tid).description }
@@ -230,6 +232,13 @@ struct ProfileBuilder {
   /// The name of the Swift type whose metadata swift_allocObject received.
   /// Classes get their qualified name; the runtime's own heap objects
   /// (boxes, closure contexts, tasks) a synthetic one.
+  /// The pprof numeric label `task`: the running Swift task (its
+  /// AsyncTask address, an id within this profile), none on threads that ran
+  /// no task.
+  static func taskLabel(_ task: UInt64) -> [String: Int64] {
+    task == 0 ? [:] : ["task": Int64(bitPattern: task)]
+  }
+
   static func typeName(metadata: UInt64) -> String {
     guard metadata >= 4096, metadata % UInt64(MemoryLayout<UInt>.alignment) == 0,
       let pointer = UnsafeRawPointer(bitPattern: UInt(metadata))

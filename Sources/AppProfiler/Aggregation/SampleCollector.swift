@@ -9,9 +9,9 @@ import Musl
 /// Off the signal path: turns drained raw records into deduplicated stacks
 /// and per-thread sample lists.
 ///
-/// Record layout (cap_sample_header, 32 bytes, then `depth` × u64 frames, leaf first):
+/// Record layout (cap_sample_header, 40 bytes, then `depth` × u64 frames, leaf first):
 ///   timestamp_ns u64 @0, weight u64 @8, tid i32 @16, depth u16 @20, flags u16 @22,
-///   object_type u64 @24
+///   object_type u64 @24, task u64 @32
 ///
 /// Allocation records (`CAP_SAMPLE_ALLOCATION`): weight is the allocation's
 /// size, every frame is a return address, and a Swift object's type
@@ -22,7 +22,9 @@ import Musl
 ///
 /// Caller frames are stored as return address − 1, so they fall inside the
 /// call instruction (the line of the call, not of the next statement).
-/// Synthetic frames use addresses below 4096, where no code is ever mapped.
+/// Async resume points (a task's callers) arrive as entry + 1 and so land on
+/// the entry. Synthetic frames use addresses below 4096, where no code is
+/// ever mapped, and are kept as they are.
 struct SampleCollector: Sendable {
   /// Addresses standing for synthetic frames.
   enum Synthetic: UInt64, CaseIterable {
@@ -31,6 +33,10 @@ struct SampleCollector: Sendable {
     case droppedSamples = 3
     case unknownStack = 4
     case signalBlocked = 5
+    /// Between a task's async callers and the executor running it (C: CAP_FRAME_ASYNC).
+    case async = 6
+    /// Where a task's context chain could not be followed (CAP_FRAME_ASYNC_BROKEN).
+    case asyncBroken = 7
 
     var name: String {
       switch self {
@@ -39,6 +45,8 @@ struct SampleCollector: Sendable {
       case .droppedSamples: return "[dropped samples]"
       case .unknownStack: return "[unknown stack: signal not delivered]"
       case .signalBlocked: return "[signal blocked]"
+      case .async: return "[async]"
+      case .asyncBroken: return "[async chain unreadable]"
       }
     }
   }
@@ -83,6 +91,8 @@ struct SampleCollector: Sendable {
     /// Allocation records: estimated objects and bytes (see above).
     var objects: Double = 0
     var bytes: Double = 0
+    /// The Swift task that was running (AsyncTask address), 0 for none.
+    var task: UInt64 = 0
   }
 
   /// Type frames: the metadata address with the top bit set (no code or
@@ -138,12 +148,13 @@ struct SampleCollector: Sendable {
       let depth = Int(buffer.loadUnaligned(fromByteOffset: offset + 20, as: UInt16.self))
       let flags = buffer.loadUnaligned(fromByteOffset: offset + 22, as: UInt16.self)
       let objectType = buffer.loadUnaligned(fromByteOffset: offset + 24, as: UInt64.self)
+      let task = buffer.loadUnaligned(fromByteOffset: offset + 32, as: UInt64.self)
       offset += headerSize
       guard offset + depth * 8 <= buffer.count else { break }
       records += 1
       if flags & UInt16(CAP_SAMPLE_ALLOCATION) != 0 {
         ingestAllocation(buffer, offset: offset, depth: depth, tid: tid, timestamp: timestamp,
-                         bytes: weight, flags: flags, objectType: objectType, frames: &frames)
+                         bytes: weight, flags: flags, objectType: objectType, task: task, frames: &frames)
         offset += depth * 8
         continue
       }
@@ -162,7 +173,7 @@ struct SampleCollector: Sendable {
       frames.removeAll(keepingCapacity: true)
       for index in 0..<depth {
         let address = buffer.loadUnaligned(fromByteOffset: offset + index * 8, as: UInt64.self)
-        frames.append(index == 0 ? address : address &- 1)
+        frames.append(index == 0 || address < 4096 ? address : address &- 1)
       }
       offset += depth * 8
       if flags & UInt16(CAP_SAMPLE_TRUNCATED) != 0 {
@@ -172,19 +183,21 @@ struct SampleCollector: Sendable {
         frames.append(Synthetic.stackUnavailable.rawValue)
       }
       let id = stackID(frames)
-      samples[tid, default: []].append(RawSample(timestamp: timestamp, count: weight, stack: id, flags: flags))
+      samples[tid, default: []].append(
+        RawSample(timestamp: timestamp, count: weight, stack: id, flags: flags, task: task))
     }
   }
 
   private mutating func ingestAllocation(
     _ buffer: UnsafeRawBufferPointer, offset: Int, depth: Int, tid: Int32, timestamp: UInt64, bytes: UInt64,
-    flags: UInt16, objectType: UInt64, frames: inout [UInt64]
+    flags: UInt16, objectType: UInt64, task: UInt64, frames: inout [UInt64]
   ) {
     frames.removeAll(keepingCapacity: true)
     if objectType != 0 { frames.append(Self.typeFrame(objectType)) }
     for index in 0..<depth {
       // Return addresses, the leaf's too: step back into the call.
-      frames.append(buffer.loadUnaligned(fromByteOffset: offset + index * 8, as: UInt64.self) &- 1)
+      let address = buffer.loadUnaligned(fromByteOffset: offset + index * 8, as: UInt64.self)
+      frames.append(address < 4096 ? address : address &- 1)
     }
     if flags & UInt16(CAP_SAMPLE_TRUNCATED) != 0 {
       frames.append(Synthetic.truncated.rawValue)
@@ -196,13 +209,16 @@ struct SampleCollector: Sendable {
     let size = Double(bytes)
     let probability = allocationRate > 0 ? -expm1(-size / allocationRate) : 1
     let objects = probability > 0 ? 1 / probability : 1
-    addAllocation(tid: tid, timestamp: timestamp, stack: id, flags: flags, raw: 1, objects: objects, bytes: size * objects)
+    addAllocation(
+      tid: tid, timestamp: timestamp, stack: id, flags: flags, raw: 1, objects: objects, bytes: size * objects,
+      task: task)
   }
 
   /// Adds one sampled allocation (or a total of several) to its thread, or
   /// to the running total of its stack when aggregating.
   mutating func addAllocation(
-    tid: Int32, timestamp: UInt64, stack: Int32, flags: UInt16, raw: UInt64, objects: Double, bytes: Double
+    tid: Int32, timestamp: UInt64, stack: Int32, flags: UInt16, raw: UInt64, objects: Double, bytes: Double,
+    task: UInt64 = 0
   ) {
     if let group = aggregateThread {
       if let index = aggregateIndex[stack] {
@@ -219,7 +235,7 @@ struct SampleCollector: Sendable {
     }
     if threadNames[tid] == nil { threadNames[tid] = Self.threadName(tid) }
     samples[tid, default: []].append(
-      RawSample(timestamp: timestamp, count: raw, stack: stack, flags: flags, objects: objects, bytes: bytes))
+      RawSample(timestamp: timestamp, count: raw, stack: stack, flags: flags, objects: objects, bytes: bytes, task: task))
   }
 
   /// An aggregating collector minus an earlier copy of itself: what was
@@ -253,14 +269,20 @@ struct SampleCollector: Sendable {
         $0.element.timestamp != $1.element.timestamp ? $0.element.timestamp < $1.element.timestamp : $0.offset < $1.offset
       }.map(\.element)
       var previous: Int32 = -1
+      var previousTask: UInt64 = 0
       var waiting: [Int] = []
       for index in sorted.indices {
         if sorted[index].stack >= 0 {
           previous = sorted[index].stack
-          for waitingIndex in waiting { sorted[waitingIndex].stack = previous }
+          previousTask = sorted[index].task
+          for waitingIndex in waiting {
+            sorted[waitingIndex].stack = previous
+            sorted[waitingIndex].task = previousTask
+          }
           waiting.removeAll()
         } else if previous >= 0 {
           sorted[index].stack = previous
+          sorted[index].task = previousTask
         } else {
           waiting.append(index)
         }

@@ -170,6 +170,7 @@ final class AllocationRecorder: Sendable {
     config.buffer_slots = UInt32(options.bufferSlots)
     config.unwind_images = tables.map { UnsafePointer($0.images.baseAddress) } ?? nil
     config.unwind_image_count = UInt64(tables?.count ?? 0)
+    config.async = AsyncRuntime.config(stitch: options.asyncStacks)
     var message = [CChar](repeating: 0, count: 256)
     let result = cap_alloc_start(&config, &message, message.count)
     guard result == 0 else {

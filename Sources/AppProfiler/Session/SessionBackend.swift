@@ -66,6 +66,7 @@ final class SignalSamplingBackend: SessionBackend {
     unwindTables = tables
     config.unwind_images = tables.map { UnsafePointer($0.images.baseAddress) } ?? nil
     config.unwind_image_count = UInt64(tables?.count ?? 0)
+    config.async = AsyncRuntime.config(stitch: options.asyncStacks)
     var message = [CChar](repeating: 0, count: 256)
     let result = cap_session_start(&config, &message, message.count)
     if result != 0 {
@@ -109,6 +110,8 @@ final class SignalSamplingBackend: SessionBackend {
     report.missedTicks = Int64(stats.missed_ticks)
     report.threadsSignalBlocked = Int64(stats.threads_signal_blocked)
     report.metadata["threads_seen"] = String(stats.threads_seen)
+    report.metadata["async_stitched_samples"] = String(stats.async_stitched)
+    report.metadata["async_broken_chains"] = String(stats.async_broken)
     if Int(stats.engine) == Int(CAP_ENGINE_WALL_TICKER) {
       report.metadata["wall_ticks"] = String(stats.ticks)
       report.metadata["wall_signals_sent"] = String(stats.signals_sent)
@@ -177,6 +180,8 @@ final class AllocationBackend: SessionBackend {
     report.metadata["alloc_redirected_entries"] = String(recording.stats.patched_slots)
     report.metadata["alloc_redirected_images"] = String(recording.stats.patched_images)
     report.metadata["alloc_cumulative"] = recording.cumulative ? "true" : "false"
+    report.metadata["async_stitched_samples"] = String(recording.stats.async_stitched)
+    report.metadata["async_broken_chains"] = String(recording.stats.async_broken)
     report.metadata["unwinder"] = recording.callFrameInformation ? "cfi" : "frame-pointers"
     return report
   }

@@ -87,6 +87,13 @@ public struct SessionOptions: Sendable, Hashable {
   /// Smaller is more precise and costs more; 1 samples every allocation.
   public var allocationSamplingRate: Int = 524_288
 
+  /// Swift concurrency: follow the running task's chain of async contexts,
+  /// so every stack shows the async functions that awaited their way to it
+  /// (under an `[async]` frame, above the executor). Default true; false
+  /// records thread stacks only (for comparison). Needs the CFI unwinder
+  /// (x86_64); see docs/async-stacks.md.
+  public var asyncStacks = true
+
   /// Keep the profiler's own threads (drain, symbolication, profile
   /// requests, the profile server's event loop) in profiles. Default false:
   /// a profile is of the app; the time they used is in the metadata

@@ -35,8 +35,25 @@ enum Demangler {
         return symbol
       }
       defer { free(result) }
-      return String(cString: result)
+      return asyncFunctionName(String(cString: result))
     }
+  }
+
+  /// An async function's partial functions ("(2) await resume partial
+  /// function for f() async", "(1) suspend resume partial function for …")
+  /// are named as the function itself: to a reader they are `f` resuming
+  /// after an `await` (the mangled name, the frame's system name, keeps
+  /// which part it is).
+  static func asyncFunctionName(_ name: String) -> String {
+    guard name.first == "(", let close = name.firstIndex(of: ")") else { return name }
+    let digits = name[name.index(after: name.startIndex)..<close]
+    guard !digits.isEmpty, digits.allSatisfy(\.isNumber) else { return name }
+    let rest = name[name.index(after: close)...]
+    for marker in [" await resume partial function for ", " suspend resume partial function for "]
+    where rest.hasPrefix(marker) {
+      return String(rest.dropFirst(marker.count))
+    }
+    return name
   }
 
   static func demangleCxx(_ symbol: String) -> String {

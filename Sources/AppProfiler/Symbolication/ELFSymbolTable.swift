@@ -123,6 +123,15 @@ final class ELFSymbolTable: @unchecked Sendable {
     return nil
   }
 
+  /// ELF virtual addresses [start, start + size) of the first sized function
+  /// whose name satisfies `matches`.
+  func range(ofFirst matches: (String) -> Bool) -> Range<UInt64>? {
+    for index in addresses.indices where sizes[index] > 0 && matches(name(at: nameOffsets[index])) {
+      return addresses[index]..<(addresses[index] &+ sizes[index])
+    }
+    return nil
+  }
+
   private func name(at offset: Int) -> String {
     guard let base, offset >= 0, offset < length else { return "" }
     var end = offset

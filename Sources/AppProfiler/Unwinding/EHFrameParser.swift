@@ -15,7 +15,8 @@ import CAppProfiler
 ///          instructions
 ///
 /// Only what the x86_64 handler needs is kept: the CFA rule (register rsp
-/// or rbp plus an offset), where rbp was saved, whether the return address
+/// or rbp plus an offset), where rbp and r14 (the Swift async context
+/// register, docs/async-stacks.md) were saved, whether the return address
 /// is undefined (the outermost frame), PLT stubs (CFA expressions) and
 /// signal trampolines ('S'). Anything else becomes a NONE row, where the
 /// handler falls back to a frame-pointer step.
@@ -24,6 +25,7 @@ struct EHFrameParser {
   enum Register {
     static let rbp: UInt64 = 6
     static let rsp: UInt64 = 7
+    static let r14: UInt64 = 14
     static let returnAddress: UInt64 = 16
   }
 
@@ -200,12 +202,12 @@ struct EHFrameParser {
       }
       guard pcBegin != 0, pcRange > 0, c.offset <= end else { continue }
       if cie.isSignalFrame {
-        rows.append(cap_unwind_row(pc: pcBegin, cfa_offset: 0, fp_offset: Int16(CAP_FP_SAME), kind: UInt8(CAP_ROW_SIGNAL), reserved: 0))
+        rows.append(cap_unwind_row(pc: pcBegin, cfa_offset: 0, fp_offset: Int16(CAP_FP_SAME), kind: UInt8(CAP_ROW_SIGNAL), r14_slot: 0))
       } else {
         run(cie: cie, fde: c.offset..<end, start: pcBegin, into: &rows)
       }
       // Mark the end of the FDE: past it, this FDE's rules no longer hold.
-      rows.append(cap_unwind_row(pc: pcBegin &+ pcRange, cfa_offset: 0, fp_offset: Int16(CAP_FP_SAME), kind: UInt8(CAP_ROW_NONE), reserved: 0))
+      rows.append(cap_unwind_row(pc: pcBegin &+ pcRange, cfa_offset: 0, fp_offset: Int16(CAP_FP_SAME), kind: UInt8(CAP_ROW_NONE), r14_slot: 0))
     }
     return Self.normalize(rows)
   }
@@ -219,7 +221,23 @@ struct EHFrameParser {
     /// Offset from the CFA where rbp is saved; nil: same value (unchanged).
     var rbpOffset: Int64? = nil
     var rbpUnknown = false
+    /// The same for r14.
+    var r14Offset: Int64? = nil
+    var r14Unknown = false
     var returnAddressUndefined = false
+
+    /// `register` now has a rule the handler cannot follow.
+    mutating func untrack(_ register: UInt64) {
+      if register == Register.rbp { rbpUnknown = true }
+      if register == Register.r14 { r14Unknown = true }
+    }
+
+    /// `register` is back to its rule in `initial`.
+    mutating func restore(_ register: UInt64, from initial: State) {
+      if register == Register.rbp { rbpOffset = initial.rbpOffset; rbpUnknown = initial.rbpUnknown }
+      if register == Register.r14 { r14Offset = initial.r14Offset; r14Unknown = initial.r14Unknown }
+      if register == Register.returnAddress { returnAddressUndefined = initial.returnAddressUndefined }
+    }
   }
 
   private func row(_ state: State, pc: UInt64) -> cap_unwind_row {
@@ -240,7 +258,18 @@ struct EHFrameParser {
     }
     var fpOffset = Int16(CAP_FP_SAME)
     if let saved = state.rbpOffset, let narrow = Int16(exactly: saved) { fpOffset = narrow }
-    return cap_unwind_row(pc: pc, cfa_offset: cfaOffset, fp_offset: fpOffset, kind: kind, reserved: 0)
+    return cap_unwind_row(
+      pc: pc, cfa_offset: cfaOffset, fp_offset: fpOffset, kind: kind, r14_slot: Self.r14Slot(state))
+  }
+
+  /// r14's rule as the row stores it: CFA + 8 × slot, unchanged, or unknown.
+  private static func r14Slot(_ state: State) -> Int8 {
+    if state.r14Unknown { return Int8(CAP_R14_UNKNOWN) }
+    guard let offset = state.r14Offset else { return Int8(CAP_R14_SAME) }
+    guard offset % 8 == 0, let slot = Int8(exactly: offset / 8), slot != Int8(CAP_R14_UNKNOWN), slot != 0 else {
+      return Int8(CAP_R14_UNKNOWN)
+    }
+    return slot
   }
 
   private func run(cie: CIE, fde: Range<Int>, start: UInt64, into rows: inout [cap_unwind_row]) {
@@ -261,6 +290,7 @@ struct EHFrameParser {
       var c = Cursor(offset: range.lowerBound)
       func setRule(_ register: UInt64, offset: Int64?) {
         if register == Register.rbp { state.rbpOffset = offset; state.rbpUnknown = false }
+        if register == Register.r14 { state.r14Offset = offset; state.r14Unknown = false }
       }
       do {
         while c.offset < range.upperBound {
@@ -278,8 +308,7 @@ struct EHFrameParser {
             continue
           }
           if high == 0xC0 {  // restore
-            if low == Register.rbp { state.rbpOffset = initial.rbpOffset; state.rbpUnknown = initial.rbpUnknown }
-            if low == Register.returnAddress { state.returnAddressUndefined = initial.returnAddressUndefined }
+            state.restore(low, from: initial)
             continue
           }
           switch opcode {
@@ -300,19 +329,17 @@ struct EHFrameParser {
             let register = try uleb(&c)
             setRule(register, offset: Int64(try uleb(&c)) * cie.dataAlignment)
           case 0x06:  // restore_extended
-            let register = try uleb(&c)
-            if register == Register.rbp { state.rbpOffset = initial.rbpOffset; state.rbpUnknown = initial.rbpUnknown }
-            if register == Register.returnAddress { state.returnAddressUndefined = initial.returnAddressUndefined }
+            state.restore(try uleb(&c), from: initial)
           case 0x07:  // undefined
             let register = try uleb(&c)
             if register == cie.returnRegister { state.returnAddressUndefined = true }
-            if register == Register.rbp { state.rbpOffset = nil; state.rbpUnknown = true }
+            state.untrack(register)
           case 0x08:  // same_value
             setRule(try uleb(&c), offset: nil)
           case 0x09:  // register: rbp lives in another register — not trackable
             let register = try uleb(&c)
             _ = try uleb(&c)
-            if register == Register.rbp { state.rbpUnknown = true }
+            state.untrack(register)
           case 0x0A: stack.append(state)  // remember_state
           case 0x0B:  // restore_state
             if let saved = stack.popLast() { state = saved }
@@ -333,7 +360,7 @@ struct EHFrameParser {
             let register = try uleb(&c)
             let length = Int(try uleb(&c))
             c.offset += length
-            if register == Register.rbp { state.rbpUnknown = true }
+            state.untrack(register)
           case 0x11:  // offset_extended_sf
             let register = try uleb(&c)
             setRule(register, offset: try sleb(&c) * cie.dataAlignment)
@@ -346,16 +373,16 @@ struct EHFrameParser {
           case 0x14:  // val_offset
             let register = try uleb(&c)
             _ = try uleb(&c)
-            if register == Register.rbp { state.rbpUnknown = true }
+            state.untrack(register)
           case 0x15:  // val_offset_sf
             let register = try uleb(&c)
             _ = try sleb(&c)
-            if register == Register.rbp { state.rbpUnknown = true }
+            state.untrack(register)
           case 0x16:  // val_expression
             let register = try uleb(&c)
             let length = Int(try uleb(&c))
             c.offset += length
-            if register == Register.rbp { state.rbpUnknown = true }
+            state.untrack(register)
           case 0x2E: _ = try uleb(&c)  // GNU_args_size
           case 0x2F:  // GNU_negative_offset_extended
             let register = try uleb(&c)

@@ -65,16 +65,26 @@ enum {
 
 /// "The caller's frame pointer is unchanged" in cap_unwind_row.fp_offset.
 #define CAP_FP_SAME INT16_MAX
+/// cap_unwind_row.r14_slot: r14 unchanged in this frame, or not trackable.
+#define CAP_R14_SAME 0
+#define CAP_R14_UNKNOWN INT8_MIN
+
+/// Synthetic frames the handler writes (addresses below 4096 are never code):
+/// `[async]` between a task's async callers and the executor that runs it;
+/// `[async chain unreadable]` where a context chain could not be followed.
+#define CAP_FRAME_ASYNC 6
+#define CAP_FRAME_ASYNC_BROKEN 7
 
 /// One row of a compiled .eh_frame table: from `pc` up to the next row's pc,
 /// how to find the canonical frame address (CFA), the return address
-/// (at CFA - 8 on x86_64) and the caller's frame pointer. 16 bytes.
+/// (at CFA - 8 on x86_64), the caller's frame pointer and the caller's r14
+/// (the Swift async context register). 16 bytes.
 typedef struct cap_unwind_row {
   uint64_t pc;
   int32_t cfa_offset;
   int16_t fp_offset;   // caller's rbp at CFA + fp_offset, or CAP_FP_SAME
   uint8_t kind;        // CAP_ROW_*
-  uint8_t reserved;
+  int8_t r14_slot;     // caller's r14 at CFA + 8 * r14_slot; CAP_R14_SAME, CAP_R14_UNKNOWN
 } cap_unwind_row;
 
 /// The rows of one image, sorted by pc, covering [start, end).
@@ -84,6 +94,28 @@ typedef struct cap_unwind_image {
   const cap_unwind_row *rows;
   uint64_t count;
 } cap_unwind_image;
+
+/// [start, end) of one function's code.
+typedef struct cap_code_range {
+  uint64_t start;
+  uint64_t end;
+} cap_code_range;
+
+/// Swift concurrency, for both samplers (docs/async-stacks.md). All zero:
+/// no async stitching, no task ids.
+typedef struct cap_async_config {
+  /// The runtime functions that call a task's resume function (the
+  /// executor's "run this job" code), sorted. The frame they call is the
+  /// running task's async frame; its context chain is stitched in above it.
+  const cap_code_range *executors;
+  uint32_t executor_count;
+  uint32_t stitch;           // 1: stitch async callers into stacks
+  /// The current task (what swift_task_getCurrent returns) lives in the
+  /// thread's TLS block of module `task_tls_module` at `task_tls_offset`;
+  /// module 0: unknown, no task ids.
+  uint64_t task_tls_module;
+  uint64_t task_tls_offset;
+} cap_async_config;
 
 /// Configuration of one session.
 typedef struct cap_config {
@@ -98,11 +130,15 @@ typedef struct cap_config {
   /// pointers only. The memory must stay valid until cap_session_release.
   const cap_unwind_image *unwind_images;
   uint64_t unwind_image_count;
+  /// Swift concurrency (executor ranges must stay valid like the tables).
+  cap_async_config async;
 } cap_config;
 
 /// Header of one raw sample as `cap_session_drain` writes it; `depth`
 /// addresses (uint64_t, leaf first) follow. Leaf = interrupted PC; the others
-/// are return addresses.
+/// are return addresses, except async resume points (a task's callers, taken
+/// from its context chain), which are function entries stored + 1 so that the
+/// same "minus one" lands on them, and synthetic frames (below 4096).
 typedef struct cap_sample_header {
   uint64_t timestamp_ns;   // CLOCK_MONOTONIC
   uint64_t weight;         // intervals this sample stands for (timer overruns, repeats)
@@ -110,6 +146,7 @@ typedef struct cap_sample_header {
   uint16_t depth;
   uint16_t flags;          // CAP_SAMPLE_*
   uint64_t object_type;    // alloc: Swift metadata passed to swift_allocObject, else 0
+  uint64_t task;           // the running Swift task (AsyncTask *), 0 when none or unknown
 } cap_sample_header;
 
 /// Counters of the current (or last) session.
@@ -128,6 +165,8 @@ typedef struct cap_stats {
   uint64_t threads_signal_blocked;  // wall: threads found blocking the signal (SigBlk)
   uint64_t undelivered_ticks;  // wall: ticks charged to a thread whose signal was never handled
   uint64_t pending_skips;      // wall: ticks a thread was not signalled because its last signal was pending
+  uint64_t async_stitched;     // samples with a task's async callers stitched in
+  uint64_t async_broken;       // of those, chains that ended in an unreadable context
   int32_t engine;             // CAP_ENGINE_* that actually ran
   int32_t exclude_kernel;     // perf engine: 1 when kernel time was excluded
 } cap_stats;
@@ -199,6 +238,29 @@ uint32_t cap_unwind_cfi_for_test(const cap_unwind_image *images, uint64_t image_
                                  uint64_t sp, uint64_t fp, uint64_t stack_low, uint64_t stack_high,
                                  uint64_t *frames, uint32_t max_frames, int *truncated, int *complete);
 
+/// The same walk with async stitching, for tests with synthetic stacks and
+/// contexts: `r14` is the interrupted r14; `memory` the readable ranges
+/// (contexts are read only inside them); `executors` as in cap_async_config.
+/// `*stitched`/`*broken` report what the walk did.
+uint32_t cap_unwind_async_for_test(const cap_unwind_image *images, uint64_t image_count, uint64_t pc,
+                                   uint64_t sp, uint64_t fp, uint64_t r14, uint64_t stack_low,
+                                   uint64_t stack_high, const cap_code_range *memory, uint32_t memory_count,
+                                   const cap_code_range *executors, uint32_t executor_count,
+                                   uint64_t *frames, uint32_t max_frames, int *truncated, int *stitched,
+                                   int *broken);
+
+/// Where the running task's pointer lives in TLS (see cap_async_config),
+/// found by reading the code of the runtime's `swift_task_getCurrent` at
+/// `function` (x86_64: lea of a TLS descriptor, call __tls_get_addr, load at
+/// an offset). Returns 1 and fills module/offset, or 0 where the code has
+/// another shape.
+int cap_task_tls_locate(const void *function, uint64_t *module, uint64_t *offset);
+
+/// The current task as the handler reads it (TLS through the thread's DTV,
+/// every read inside the session's memory snapshot); for tests. 0 when the
+/// thread runs no task, or no session is active.
+uint64_t cap_current_task_for_test(uint64_t module, uint64_t offset);
+
 /// Benchmark: walks the calling thread's own stack `iterations` times (CFI
 /// when image_count > 0, else frame pointers); returns the total
 /// nanoseconds and the depth of one walk in *depth.
@@ -233,6 +295,7 @@ typedef struct cap_alloc_config {
   /// Unwind tables as in cap_config; must stay valid until cap_alloc_release.
   const cap_unwind_image *unwind_images;
   uint64_t unwind_image_count;
+  cap_async_config async;
 } cap_alloc_config;
 
 /// Counters of the allocation sampler.
@@ -243,6 +306,8 @@ typedef struct cap_alloc_stats {
   uint64_t patched_slots;     // GOT entries redirected by the last install
   uint64_t patched_images;    // images with at least one redirected entry
   uint64_t mean_bytes;
+  uint64_t async_stitched;    // samples with a task's async callers stitched in
+  uint64_t async_broken;      // of those, chains cut by an unreadable context
 } cap_alloc_stats;
 
 /// Maps the buffer, then redirects the GOT entries of malloc, calloc,
