@@ -47,26 +47,35 @@ uint32_t cap_unwind_async_for_test(const cap_unwind_image *images, uint64_t imag
 int cap_task_tls_locate(const void *function, uint64_t *module, uint64_t *offset) {
 #if defined(__x86_64__)
   // swift_task_getCurrent (general-dynamic TLS, frame pointers kept):
-  //   push %rbp; mov %rsp,%rbp            (optional)
-  //   lea  disp32(%rip),%rdi              48 8d 3d <disp32>
-  //   call __tls_get_addr                 e8 <rel32>
-  //   mov  disp8(%rax),%rax / (%rax)      48 8b 40 <disp8> | 48 8b 00
+  //   push %rbp; mov %rsp,%rbp            55 48 89 e5 (optional)
+  //   lea  disp32(%rip),%rdi              (66) 48 8d 3d <disp32>
+  //   call __tls_get_addr                 (66 66 48) e8 <rel32>
+  //   mov  disp(%rax),%rax                48 8b 00 | 48 8b 40 <disp8> | 48 8b 80 <disp32>
   // The lea's target is the GOT's tls_index {module, offset} pair.
   if (function == 0) return 0;
   const uint8_t *code = (const uint8_t *)function;
   size_t at = 0;
   if (code[0] == 0x55 && code[1] == 0x48 && code[2] == 0x89 && code[3] == 0xe5) at = 4;
+  if (code[at] == 0x66) at++;
   if (!(code[at] == 0x48 && code[at + 1] == 0x8d && code[at + 2] == 0x3d)) return 0;
   int32_t displacement;
   memcpy(&displacement, code + at + 3, 4);
   const uint8_t *after_lea = code + at + 7;
-  if (after_lea[0] != 0xe8) return 0;
-  const uint8_t *load = after_lea + 5;
+  const uint8_t *call = after_lea;
+  if (call[0] == 0x66 && call[1] == 0x66 && call[2] == 0x48) call += 3;
+  if (call[0] != 0xe8) return 0;
+  const uint8_t *load = call + 5;
   uint64_t field;
-  if (load[0] == 0x48 && load[1] == 0x8b && load[2] == 0x40) {
-    field = load[3];
-  } else if (load[0] == 0x48 && load[1] == 0x8b && load[2] == 0x00) {
+  if (load[0] != 0x48 || load[1] != 0x8b) return 0;
+  if (load[2] == 0x00) {
     field = 0;
+  } else if (load[2] == 0x40) {
+    field = load[3];
+  } else if (load[2] == 0x80) {
+    int32_t wide;
+    memcpy(&wide, load + 3, 4);
+    if (wide < 0) return 0;
+    field = (uint64_t)wide;
   } else {
     return 0;
   }

@@ -1,5 +1,6 @@
 import AppProfiler
 import CAppProfiler
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -73,26 +74,236 @@ extension Profile {
   }
 }
 
+final class AsyncBox: @unchecked Sendable {
+  var value: Int
+  init(_ value: Int) { self.value = value }
+}
+
+nonisolated(unsafe) var asyncSink: AsyncBox? = nil
+
+@inline(never) func keepBox(_ box: AsyncBox) { asyncSink = box }
+
+@inline(never) @_optimize(speed) func allocatingInner(_ stop: StopFlag) async -> Int {
+  await Task.yield()
+  var total = 0
+  while !stop.isSet {
+    for i in 0..<1_000 {
+      let box = AsyncBox(i)  // allocated by this partial function itself
+      keepBox(box)
+      total &+= box.value
+    }
+  }
+  return total
+}
+
+@inline(never) @_optimize(speed) func allocatingMiddle(_ stop: StopFlag) async -> Int {
+  let r = await allocatingInner(stop)
+  return r &+ 1
+}
+
+@inline(never) @_optimize(speed) func allocatingOuter(_ stop: StopFlag) async -> Int {
+  let r = await allocatingMiddle(stop)
+  return r &+ 2
+}
+
+@inline(never) func asyncLetChild(_ stop: StopFlag) async -> Int {
+  await Task.yield()
+  return asyncBurnLoop(stop)
+}
+
+@inline(never) func asyncLetParent(_ stop: StopFlag) async -> Int {
+  async let child = asyncLetChild(stop)
+  return await child
+}
+
+@inline(never) func groupChild(_ stop: StopFlag) async -> Int {
+  await Task.yield()
+  return asyncBurnLoop(stop)
+}
+
+@inline(never) func groupParent(_ stop: StopFlag) async -> Int {
+  await withTaskGroup(of: Int.self) { group in
+    group.addTask { await groupChild(stop) }
+    return await group.next() ?? 0
+  }
+}
+
+@inline(never) func continuationInner(_ stop: StopFlag) async -> Int {
+  await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+    // Resumed from a thread of its own: the task goes on on the executor.
+    let thread = TestThread(name: "resumer") {
+      usleep(10_000)
+      continuation.resume()
+    }
+    thread.detach()
+  }
+  return asyncBurnLoop(stop)
+}
+
+@inline(never) func continuationOuter(_ stop: StopFlag) async -> Int {
+  let r = await continuationInner(stop)
+  return r &+ 1
+}
+
+/// The runtime's own answer (`swift_task_getCurrent`: no arguments, a
+/// pointer back, the same in the Swift and C conventions).
+func runtimeCurrentTask() -> UnsafeMutableRawPointer? {
+  typealias GetCurrent = @convention(c) () -> UnsafeMutableRawPointer?
+  guard let symbol = dlsym(nil, "swift_task_getCurrent") else { return nil }
+  return unsafeBitCast(symbol, to: GetCurrent.self)()
+}
+
 extension SamplingSuite {
-  @Suite struct AsyncStacks {
-    @Test(arguments: [false, true])
-    func cpuProfileShowsTheAwaitingCallers(optimized: Bool) async throws {
+  @Suite(.disabled(if: underThreadSanitizer, "TSan runs signal handlers late, with the registers of a thread that has moved on"))
+  struct AsyncStacks {
+    /// Runs `work` as a detached task, profiles `mode` for `seconds` once it
+    /// had time to suspend, stops it.
+    func profile(
+      _ mode: Profile.Mode, seconds: Int = 2, options: SessionOptions = SessionOptions(),
+      _ work: @escaping @Sendable (StopFlag) async -> Int
+    ) async throws -> Profile {
       let stop = StopFlag()
-      let task = Task.detached { optimized ? await optimizedOuter(stop) : await asyncOuter(stop) }
+      let task = Task.detached { await work(stop) }
       try await Task.sleep(for: .milliseconds(100))
-      let session = try Profiler.shared.start(mode: .cpu)
-      try await Task.sleep(for: .seconds(2))
+      let session = try Profiler.shared.start(mode: mode, options: options)
+      try await Task.sleep(for: .seconds(seconds))
       let profile = try await session.stop()
       stop.set()
       _ = await task.value
-      let prefix = optimized ? "optimized" : "async"
-      let share = profile.chainShare(leaf: "asyncBurnLoop", callers: ["\(prefix)Outer", "\(prefix)Middle", "\(prefix)Inner"])
-      if let index = profile.threads.flatMap(\.samples).first(where: { profile.names(ofStack: $0.stack).contains { $0.contains("asyncBurnLoop") } })?.stack {
-        print(profile.names(ofStack: index).joined(separator: "\n  "))
+      return profile
+    }
+
+    func expectChain(
+      _ profile: Profile, leaf: String, callers: [String], share minimum: Double = 0.95,
+      sourceLocation: SourceLocation = #_sourceLocation
+    ) {
+      let share = profile.chainShare(leaf: leaf, callers: callers)
+      let example = profile.threads.flatMap(\.samples).first {
+        profile.names(ofStack: $0.stack).contains { $0.contains(leaf) }
+      }.map { profile.names(ofStack: $0.stack).joined(separator: " > ") } ?? "none"
+      print("async \(profile.mode.rawValue) \(callers.joined(separator: ">"))>\(leaf): \(share.withChain) of \(share.total); e.g. \(example)")
+      #expect(share.total >= 20, "too few samples in \(leaf)", sourceLocation: sourceLocation)
+      #expect(
+        Double(share.withChain) >= minimum * Double(share.total),
+        "\(share.withChain) of \(share.total) samples show \(callers)", sourceLocation: sourceLocation)
+    }
+
+    @Test(arguments: [false, true])
+    func cpuProfileShowsTheAwaitingCallers(optimized: Bool) async throws {
+      let profile = try await self.profile(.cpu) { stop in
+        optimized ? await optimizedOuter(stop) : await asyncOuter(stop)
       }
-      print("async cpu optimized=\(optimized): \(share.withChain) of \(share.total) \(profile.metadata["async_stitched_samples"] ?? "-")")
-      #expect(share.total > 100)
-      #expect(Double(share.withChain) >= 0.95 * Double(share.total))
+      let prefix = optimized ? "optimized" : "async"
+      expectChain(profile, leaf: "asyncBurnLoop", callers: ["\(prefix)Outer", "\(prefix)Middle", "\(prefix)Inner"])
+      // Root to leaf: the executor, then the marker, then the task's functions.
+      let stack = profile.threads.flatMap(\.samples).map { profile.names(ofStack: $0.stack) }.first {
+        $0.contains { $0.contains("asyncBurnLoop") }
+      } ?? []
+      let marker = stack.firstIndex(of: "[async]")
+      #expect(marker != nil)
+      if let marker {
+        #expect(stack[..<marker].contains { $0.contains("runJobInEstablishedExecutorContext") || $0.contains("swift_job_run") })
+        #expect(stack[(marker + 1)...].contains { $0.contains("\(prefix)Outer") })
+      }
+    }
+
+    @Test func wallProfileShowsTheAwaitingCallers() async throws {
+      let profile = try await self.profile(.wall) { stop in await optimizedOuter(stop) }
+      expectChain(profile, leaf: "asyncBurnLoop", callers: ["optimizedOuter", "optimizedMiddle", "optimizedInner"])
+    }
+
+    @Test func allocationProfileShowsTheAwaitingCallers() async throws {
+      var options = SessionOptions()
+      options.allocationSamplingRate = 16_384
+      let profile = try await self.profile(.alloc, options: options) { stop in await allocatingOuter(stop) }
+      expectChain(profile, leaf: "AsyncBox", callers: ["allocatingOuter", "allocatingMiddle", "allocatingInner"])
+    }
+
+    @Test func childTasksShowTheChildFunction() async throws {
+      let asyncLet = try await self.profile(.cpu, seconds: 1) { stop in await asyncLetParent(stop) }
+      expectChain(asyncLet, leaf: "asyncBurnLoop", callers: ["[async]", "asyncLetChild"])
+      let group = try await self.profile(.cpu, seconds: 1) { stop in await groupParent(stop) }
+      expectChain(group, leaf: "asyncBurnLoop", callers: ["[async]", "groupChild"])
+    }
+
+    @Test func continuationResumedFromAnotherThread() async throws {
+      let profile = try await self.profile(.cpu, seconds: 1) { stop in await continuationOuter(stop) }
+      expectChain(profile, leaf: "asyncBurnLoop", callers: ["[async]", "continuationOuter", "continuationInner"])
+    }
+
+    @Test func stitchingCanBeTurnedOff() async throws {
+      var options = SessionOptions()
+      options.asyncStacks = false
+      let profile = try await self.profile(.cpu, seconds: 1, options: options) { stop in await optimizedOuter(stop) }
+      let share = profile.chainShare(leaf: "asyncBurnLoop", callers: ["optimizedOuter"])
+      #expect(share.total >= 20)
+      #expect(share.withChain == 0)
+      #expect(profile.count(containing: "[async]") == 0)
+      #expect(profile.metadata["async_stitched_samples"] == "0")
+    }
+
+    @Test func samplesCarryTheRunningTask() async throws {
+      let stop = StopFlag()
+      let started = TaskPointer()
+      let task = Task.detached { () -> Int in
+        started.set(runtimeCurrentTask())
+        await Task.yield()
+        return asyncBurnLoop(stop)
+      }
+      try await Task.sleep(for: .milliseconds(100))
+      let session = try Profiler.shared.start(mode: .cpu)
+      try await Task.sleep(for: .seconds(1))
+      let profile = try await session.stop()
+      stop.set()
+      _ = await task.value
+      let expected = Int64(bitPattern: UInt64(UInt(bitPattern: started.get())))
+      var burning: Int64 = 0
+      var labelled: Int64 = 0
+      for thread in profile.threads {
+        for sample in thread.samples where profile.names(ofStack: sample.stack).contains(where: { $0.contains("asyncBurnLoop") }) {
+          burning += profile.count(sample)
+          if sample.numericLabels["task"] == expected { labelled += profile.count(sample) }
+        }
+      }
+      #expect(expected != 0)
+      #expect(burning >= 20)
+      #expect(Double(labelled) >= 0.95 * Double(burning), "\(labelled) of \(burning) samples name the task")
+      // A thread that runs no task has no task label.
+      let plain = profile.threads.flatMap(\.samples).filter {
+        profile.names(ofStack: $0.stack).contains { $0.contains("DrainThread") || $0.contains("epoll_wait") }
+      }
+      #expect(plain.allSatisfy { $0.numericLabels["task"] == nil })
     }
   }
+}
+
+/// The C reader of the task's TLS slot agrees with the runtime.
+@Suite struct AsyncRuntimeTests {
+  @Test func theTaskSlotIsFoundAndReadLikeTheRuntimeReadsIt() async throws {
+    guard let getCurrent = dlsym(nil, "swift_task_getCurrent") else {
+      Issue.record("no swift_task_getCurrent")
+      return
+    }
+    var module: UInt64 = 0
+    var offset: UInt64 = 0
+    #expect(cap_task_tls_locate(getCurrent, &module, &offset) == 1)
+    #expect(module > 0)
+    let (tlsModule, tlsOffset) = (module, offset)
+    let inTask = UInt64(UInt(bitPattern: runtimeCurrentTask()))
+    #expect(inTask != 0)
+    #expect(cap_current_task_for_test(tlsModule, tlsOffset) == inTask)
+    // A thread that never ran a task.
+    let outside = TaskPointer()
+    let thread = TestThread(name: "no-task") {
+      outside.set(UnsafeMutableRawPointer(bitPattern: UInt(cap_current_task_for_test(tlsModule, tlsOffset))))
+    }
+    thread.join()
+    #expect(outside.get() == nil)
+  }
+}
+
+final class TaskPointer: Sendable {
+  private let value = Mutex<UInt>(0)
+  func set(_ pointer: UnsafeMutableRawPointer?) { value.withLock { $0 = UInt(bitPattern: pointer) } }
+  func get() -> UnsafeMutableRawPointer? { UnsafeMutableRawPointer(bitPattern: value.withLock { $0 }) }
 }

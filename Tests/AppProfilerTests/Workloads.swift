@@ -34,6 +34,11 @@ final class TestThread: @unchecked Sendable {
     pthread_join(thread, nil)
   }
 
+  /// Lets the thread end on its own (no join).
+  func detach() {
+    pthread_detach(thread)
+  }
+
   /// Waits until the thread has started and returns its tid.
   func waitForTID() -> Int32 {
     while tid.load(ordering: .acquiring) == 0 { usleep(100) }
