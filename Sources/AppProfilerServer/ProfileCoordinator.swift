@@ -77,7 +77,8 @@ final class ProfileCoordinator: Sendable {
   /// The profiler's slot is free again when it returns.
   func record(
     mode: Profile.Mode, duration: Duration, interval: Duration, allocationRate: Int? = nil,
-    cpuEngine: SessionOptions.CPUEngine? = nil, includeProfilerThreads: Bool = false, cancellation: RecordingCancellation
+    cpuEngine: SessionOptions.CPUEngine? = nil, includeProfilerThreads: Bool = false, asyncStacks: Bool? = nil,
+    cancellation: RecordingCancellation
   ) -> Result<Profile, HTTPResponseBox> {
     if Profiler.shared.isBusy { return .failure(HTTPResponseBox(busyResponse())) }
     runningUntil.withLock { $0 = ContinuousClock.now + duration }
@@ -86,6 +87,7 @@ final class ProfileCoordinator: Sendable {
     if let allocationRate { options.allocationSamplingRate = allocationRate }
     if let cpuEngine { options.cpuEngine = cpuEngine }
     if includeProfilerThreads { options.includeProfilerThreads = true }
+    if let asyncStacks { options.asyncStacks = asyncStacks }
     do {
       let profile = try Profiler.shared.recordSynchronously(
         mode: mode, duration: duration, interval: interval, options: options, cancellation: cancellation)
@@ -100,7 +102,8 @@ final class ProfileCoordinator: Sendable {
   func profile(_ request: ProfileRequest, cancellation: RecordingCancellation) -> HTTPResponse {
     switch record(
       mode: request.mode, duration: request.duration, interval: request.interval, allocationRate: request.allocationRate,
-      cpuEngine: request.cpuEngine, includeProfilerThreads: request.includeProfilerThreads, cancellation: cancellation)
+      cpuEngine: request.cpuEngine, includeProfilerThreads: request.includeProfilerThreads,
+      asyncStacks: request.asyncStacks, cancellation: cancellation)
     {
     case .failure(let box): return box.response
     case .success(let profile): return Self.encode(profile, as: request.format)

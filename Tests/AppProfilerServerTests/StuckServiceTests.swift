@@ -73,6 +73,30 @@ extension ServerSuite {
       }
     }
 
+    /// Async stacks over HTTP: on by default, `async=0` turns them off.
+    @Test func asyncCallersAreInProfilesUnlessTurnedOff() throws {
+      try withTestee(arguments: ["--async-worker"]) { testee in
+        func burnStacks(_ target: String) throws -> [String] {
+          let answer = try Curl.get(testee, target)
+          #expect(answer.status == 200)
+          return answer.text.split(separator: "\n").map(String.init).filter { $0.contains("testeeAsyncBurn") }
+        }
+        let stitched = try burnStacks("/profile?mode=cpu&duration=1&format=collapsed")
+        let chained = stitched.filter {
+          $0.range(of: #"\[async\];.*testeeAsyncOuter.*;.*testeeAsyncMiddle.*;.*testeeAsyncInner.*;.*testeeAsyncBurn"#,
+            options: .regularExpression) != nil
+        }
+        #expect(stitched.count > 0)
+        #expect(Double(chained.count) >= 0.9 * Double(stitched.count), "\(stitched.prefix(5))")
+        let plain = try burnStacks("/profile?mode=cpu&duration=1&format=collapsed&async=0")
+        #expect(plain.count > 0)
+        #expect(!plain.contains { $0.contains("[async]") || $0.contains("testeeAsyncOuter") }, "\(plain.prefix(5))")
+        let bad = try Curl.get(testee, "/profile?async=yes")
+        #expect(bad.status == 400 && bad.text.contains("async"))
+        #expect(testee.isAlive)
+      }
+    }
+
     /// A thread that blocks the signal cannot hold a session open: the
     /// profile ends on time and names the thread as not sampled.
     @Test func signalBlockedThreadDoesNotHoldTheSessionOpen() throws {

@@ -10,6 +10,7 @@ import AppProfiler
 /// | `format` | `speedscope`, `pprof`, `collapsed`, `html` | `speedscope` |
 /// | `engine` | cpu only: `auto`, `perf` (perf events), `timer` (POSIX CPU timers) | the server's |
 /// | `include_profiler` | `1` keeps the profiler's own threads in the profile | `0` |
+/// | `async` | `0` leaves Swift tasks' async callers out of stacks (thread stacks only) | the server's (`1`) |
 struct ProfileRequest: Sendable, Equatable {
   var mode: Profile.Mode = .cpu
   var duration: Duration = .seconds(30)
@@ -21,8 +22,12 @@ struct ProfileRequest: Sendable, Equatable {
   var cpuEngine: SessionOptions.CPUEngine? = nil
   /// Keep the profiler's own threads (drain, requests, the server's loop).
   var includeProfilerThreads = false
+  /// Stitch async callers into stacks; nil = the server's setting.
+  var asyncStacks: Bool? = nil
 
-  static let parameterNames: Set<String> = ["mode", "duration", "interval", "format", "engine", "include_profiler"]
+  static let parameterNames: Set<String> = [
+    "mode", "duration", "interval", "format", "engine", "include_profiler", "async",
+  ]
 
   /// Parses and validates; the error names the parameter and its allowed values.
   static func parse(_ query: HTTPQuery, maxDuration: Duration) throws(RequestError) -> ProfileRequest {
@@ -61,6 +66,9 @@ struct ProfileRequest: Sendable, Equatable {
       case "include_profiler":
         guard value == "0" || value == "1" else { throw .badParameter("include_profiler", value, allowed: "0, 1") }
         request.includeProfilerThreads = value == "1"
+      case "async":
+        guard value == "0" || value == "1" else { throw .badParameter("async", value, allowed: "0, 1") }
+        request.asyncStacks = value == "1"
       case "format":
         guard let format = ProfileFormat(name: value) else {
           throw .badParameter("format", value, allowed: ProfileFormat.names)

@@ -27,6 +27,9 @@
 //   --small-stack BYTES   a 64 KiB-stack thread that recurses until less than
 //                         BYTES of stack remain, then spins there
 //   --park-threads N      N more threads, each parked in a semaphore wait
+//   --async-worker        a detached task testeeAsyncOuter → testeeAsyncMiddle →
+//                         testeeAsyncInner that burns CPU in testeeAsyncBurn
+//                         between Task.yield()s (async stacks over HTTP)
 //   --block-pool          after READY, blocks every thread of the Swift
 //                         concurrency cooperative pool (2 × cores tasks in
 //                         testeePoolWait → DispatchSemaphore.wait) and prints
@@ -289,6 +292,31 @@ if let count = option("--park-threads").flatMap(Int.init) {
     thread.start()
   }
   while parked.load(ordering: .acquiring) < count { usleep(1_000) }
+}
+
+@inline(never) func testeeAsyncBurn() {
+  var x: UInt64 = testeeSink.load(ordering: .relaxed) | 1
+  for i in 0..<200_000 { x = x &* 6_364_136_223_846_793_005 &+ UInt64(i) }
+  testeeSink.wrappingAdd(x, ordering: .relaxed)
+}
+
+@inline(never) func testeeAsyncInner() async {
+  while true {
+    await Task.yield()
+    testeeAsyncBurn()
+  }
+}
+
+@inline(never) func testeeAsyncMiddle() async {
+  await testeeAsyncInner()
+}
+
+@inline(never) func testeeAsyncOuter() async {
+  await testeeAsyncMiddle()
+}
+
+if flag("--async-worker") {
+  Task.detached { await testeeAsyncOuter() }
 }
 
 print("READY \(server.address.map { $0.socketPath ?? $0.url } ?? "disabled")")
