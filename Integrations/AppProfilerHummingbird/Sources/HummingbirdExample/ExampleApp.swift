@@ -26,6 +26,13 @@ public enum HummingbirdExample {
       return "waited\n"
     }
     router.get("/alloc") { _, _ in "alloc \(exampleAllocate(count: 100_000))\n" }
+    // Awaits twice, then burns: its cpu profile shows this closure and the
+    // router above the hot loop (async stacks).
+    router.get("/awaits") { _, _ in
+      try await Task.sleep(for: .milliseconds(1))
+      await Task.yield()
+      return "awaits \(exampleHotFunction(milliseconds: 20))\n"
+    }
     var logger = Logger(label: "hummingbird-example")
     logger.logLevel = .warning
     return Application(

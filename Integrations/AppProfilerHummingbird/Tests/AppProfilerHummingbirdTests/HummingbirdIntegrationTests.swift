@@ -81,6 +81,10 @@ func withExample(
   try await app.shutdown()
 }
 
+final class LoadFlag: Sendable {
+  let value = Atomic<Bool>(false)
+}
+
 /// Serialized: one profiling session per process at a time.
 @Suite(.serialized) struct HummingbirdIntegrationTests {
   @Test func serviceStartsWithTheAppAndCleansUpOnGracefulShutdown() async throws {
@@ -137,6 +141,45 @@ func withExample(
       // And the app serves again.
       let again = try await curl(app.base + "/")
       #expect(again.status == 200)
+    }
+  }
+
+  /// Async stacks in a real server: the hot loop of a handler that awaited
+  /// twice is shown under the route's closure and Hummingbird's router.
+  @Test func hotLoopAfterAwaitsShowsTheHandlerAndTheRouter() async throws {
+    try await withExample(requestProfiling: false) { app in
+      let done = LoadFlag()
+      let load = Task {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+          for _ in 0..<3 {
+            group.addTask {
+              while !done.value.load(ordering: .relaxed) { _ = try await curl(app.base + "/awaits", timeout: 20) }
+            }
+          }
+          try await group.waitForAll()
+        }
+      }
+      try await Task.sleep(for: .milliseconds(300))
+      let profile = try await curl(
+        "http://localhost/profile?mode=cpu&duration=2&format=collapsed", socket: app.socket, timeout: 30)
+      done.value.store(true, ordering: .relaxed)
+      try await load.value
+      #expect(profile.status == 200)
+      let hot = profile.text.split(separator: "\n").map(String.init).filter { $0.contains("exampleHotFunction") }
+      func weight(_ lines: [String]) -> Int {
+        lines.reduce(0) { $0 + (Int($1.split(separator: " ").last ?? "") ?? 0) }
+      }
+      let shown = hot.filter { line in
+        guard let hotIndex = line.range(of: "exampleHotFunction")?.lowerBound,
+          let closure = line.range(of: "makeApplication")?.lowerBound, closure < hotIndex,
+          let router = line.range(of: "Hummingbird.")?.lowerBound ?? line.range(of: "Router")?.lowerBound,
+          router < closure
+        else { return false }
+        return line.contains("[async]")
+      }
+      print("hummingbird async: \(weight(shown)) of \(weight(hot)); e.g. \(hot.first ?? "none")")
+      #expect(weight(hot) >= 50, "\(profile.text.prefix(3000))")
+      #expect(Double(weight(shown)) >= 0.9 * Double(weight(hot)), "\(hot.prefix(3))")
     }
   }
 
