@@ -4,13 +4,13 @@
 #   ./run.sh yield wall-cost one or more of: yield wall-cost attribution symbolize
 #                            symbolize-10k encode unwind-cost tables completeness soak
 #                            idle overhead-http
-#                            alloc-overhead middleware-latency
+#                            alloc-overhead middleware-latency async-stacks
 # Installs what it needs from Debian's packages (linux-perf for attribution).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize symbolize-10k encode unwind-cost tables completeness soak idle overhead-http alloc-overhead middleware-latency)
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize symbolize-10k encode unwind-cost tables completeness soak idle overhead-http alloc-overhead middleware-latency async-stacks)
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(uname -r), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 build_log=$(mktemp)
@@ -217,6 +217,33 @@ for scenario in "${scenarios[@]}"; do
           v = order[k]; m = median(rps[v]); p = median(p99[v])
           printf "overhead-http variant=%s engine=%s rps_median=%.0f ratio=%.3f p99_median=%.2fms p99_ratio=%.2f runs=%s\n", v, engine[v], m, m / base, p, p / basep, rps[v]
         }
+      }' "$results"
+    rm -f "$results"
+    ;;
+  async-stacks)
+    # Per-sample cost at the bottom of a 30-deep async chain, stitching off
+    # and on (self-sent samples, 7 interleaved rounds, medians); then the
+    # throughput of an async CPU-bound workload (2 tasks, 30-deep chains)
+    # unprofiled and at 100 Hz / 1 kHz with stitching off and on, one
+    # process per run, interleaved × 7 rounds, medians.
+    "$bench" async-sample-cost 30 7
+    results=$(mktemp)
+    for round in 1 2 3 4 5 6 7; do
+      for variant in none 100-off 100-on 1000-off 1000-on; do
+        "$bench" async-throughput "$variant" 2 >>"$results"
+      done
+    done
+    awk "$AWK_MEDIAN"'
+      { split($2, fv, "="); split($3, fu, "="); units[fv[2]] = units[fv[2]] " " fu[2] }
+      END {
+        base = median(units["none"])
+        split("none 100-off 100-on 1000-off 1000-on", order, " ")
+        for (k = 1; k <= 5; k++) {
+          v = order[k]; m = median(units[v])
+          ratio[v] = m / base
+          printf "async-throughput variant=%s units_per_s_median=%.0f ratio=%.3f\n", v, m, m / base
+        }
+        printf "async-throughput stitching_added_loss 100Hz=%.2fpp 1kHz=%.2fpp\n", (ratio["100-off"] - ratio["100-on"]) * 100, (ratio["1000-off"] - ratio["1000-on"]) * 100
       }' "$results"
     rm -f "$results"
     ;;

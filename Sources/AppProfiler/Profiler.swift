@@ -215,6 +215,15 @@ public final class Profiler: Sendable {
     return (Double(total) / Double(iterations), Int(depth))
   }
 
+  /// Benchmarks: the whole cost of one sample of the calling thread, here
+  /// (signal delivery and handler), in nanoseconds per sample, averaged over
+  /// `iterations` self-sent signals of the running session; nil when none
+  /// runs. Keep `iterations` below the session's buffer slots.
+  @_spi(Benchmarks) public func benchmarkSelfSignal(iterations: Int) -> Double? {
+    let total = cap_benchmark_self_signal(UInt32(iterations))
+    return total == 0 ? nil : Double(total) / Double(iterations)
+  }
+
   static func validate(duration: Duration) throws {
     guard duration > .zero, duration <= .seconds(86_400) else {
       throw ProfilerError.invalidParameter(name: "duration", value: "\(duration)", allowed: "0 s < duration ≤ 86400 s")

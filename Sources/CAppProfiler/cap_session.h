@@ -81,7 +81,7 @@ typedef struct cap_session {
   int32_t engine;
   int32_t signal_number;
   _Atomic uint32_t generation;       // (h) cookie of this session's signals
-  int32_t pid;                       // (h) getpid() at start, for SI_QUEUE senders
+  _Atomic int32_t pid;               // (h) getpid() at start, for SI_QUEUE senders (a late signal may read it while a new session writes it)
   uint64_t interval_ns;
   uint64_t idle_threshold_ns;        // wall: CPU time below which a thread "did not run"
 

@@ -95,7 +95,7 @@ static int send_tick_signal(cap_session *s, cap_sampler *sampler, pid_t pid, int
 }
 
 void cap_wall_tick(cap_session *s, cap_sampler *sampler, uint64_t now) {
-  pid_t pid = s->pid;
+  pid_t pid = atomic_load_explicit(&s->pid, memory_order_relaxed);
   for (uint32_t n = 0; n < sampler->live_list_count; n++) {
     cap_thread *t = &s->threads[sampler->live_list[n]];
     int32_t tid = atomic_load_explicit(&t->tid, memory_order_relaxed);

@@ -283,7 +283,7 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
 
   atomic_store(&s->active, 0);
   atomic_fetch_add(&s->generation, 1);
-  s->pid = getpid();
+  atomic_store_explicit(&s->pid, getpid(), memory_order_relaxed);
   g_sampler.uid = (uint32_t)getuid();
   s->mode = config->mode;
   s->signal_number = config->signal_number;
@@ -508,4 +508,23 @@ uint64_t cap_measure_signal_stack(void) {
   uint8_t *p = bottom;
   while (p < top && *(volatile uint8_t *)p == 0xA5) p++;
   return (uint64_t)(top - p) + 512;
+}
+
+uint64_t cap_benchmark_self_signal(uint32_t iterations) {
+  cap_session *s = &cap_global_session;
+  if (!atomic_load(&s->active)) return 0;
+  pid_t pid = getpid();
+  pid_t tid = (pid_t)syscall(SYS_gettid);
+  siginfo_t info;
+  memset(&info, 0, sizeof info);
+  info.si_signo = s->signal_number;
+  info.si_code = SI_QUEUE;
+  info.si_pid = pid;
+  info.si_uid = getuid();
+  info.si_value.sival_ptr = (void *)(uintptr_t)CAP_COOKIE(atomic_load(&s->generation));
+  uint64_t start = cap_clock_ns(CLOCK_MONOTONIC);
+  for (uint32_t i = 0; i < iterations; i++) {
+    syscall(SYS_rt_tgsigqueueinfo, pid, tid, s->signal_number, &info);
+  }
+  return cap_clock_ns(CLOCK_MONOTONIC) - start;
 }

@@ -122,7 +122,7 @@ static int cap_signal_origin(const cap_session *s, const siginfo_t *info) {
   case SI_TIMER:
     return (cookie >> 32) == CAP_COOKIE_MAGIC ? CAP_ORIGIN_OURS : CAP_ORIGIN_FOREIGN;
   case SI_QUEUE:
-    return (cookie >> 32) == CAP_COOKIE_MAGIC && info->si_pid == s->pid ? CAP_ORIGIN_OURS
+    return (cookie >> 32) == CAP_COOKIE_MAGIC && info->si_pid == atomic_load_explicit(&s->pid, memory_order_relaxed) ? CAP_ORIGIN_OURS
                                                                          : CAP_ORIGIN_FOREIGN;
   case POLL_IN: case POLL_OUT: case POLL_MSG: case POLL_ERR: case POLL_PRI: case POLL_HUP:
     return atomic_load_explicit(&cap_perf_events_used, memory_order_relaxed) && info->si_fd >= 0

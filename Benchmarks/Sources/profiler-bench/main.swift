@@ -37,8 +37,12 @@ case "symbolize":
   try await benchSymbolize(seconds: Double(argument(1, "1"))!)
 case "frames-server":
   try await benchManyFramesServer(library: argument(1, ""), chains: Int(argument(2, "100"))!)
+case "async-sample-cost":
+  try await benchAsyncSampleCost(depth: Int(argument(1, "30"))!, rounds: Int(argument(2, "7"))!)
+case "async-throughput":
+  try await benchAsyncThroughput(variant: argument(1, "none"), seconds: Double(argument(2, "2"))!)
 case "count-frames":
   try benchCountFrames(path: argument(1, ""))
 default:
-  print("usage: profiler-bench yield THREADS HZ SECONDS [auto|posix] | wall-cost THREADS HZ SECONDS | attribution SECONDS [READY_FILE] | symbolize SECONDS | frames-server LIBRARY CHAINS | count-frames SPEEDSCOPE_FILE | alloc-overhead never|after|during|always SECONDS [RATE] | encode | unwind-cost | tables | completeness")
+  print("usage: profiler-bench yield THREADS HZ SECONDS [auto|posix] | wall-cost THREADS HZ SECONDS | attribution SECONDS [READY_FILE] | symbolize SECONDS | frames-server LIBRARY CHAINS | count-frames SPEEDSCOPE_FILE | alloc-overhead never|after|during|always SECONDS [RATE] | encode | unwind-cost | tables | completeness | async-sample-cost DEPTH ROUNDS | async-throughput none|100-off|100-on|1000-off|1000-on SECONDS")
 }

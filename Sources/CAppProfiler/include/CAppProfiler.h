@@ -267,6 +267,13 @@ uint64_t cap_current_task_for_test(uint64_t module, uint64_t offset);
 uint64_t cap_benchmark_unwind(const cap_unwind_image *images, uint64_t image_count, uint32_t iterations,
                               uint32_t *depth);
 
+/// Benchmarks: sends the running session's own signal (SI_QUEUE with its
+/// cookie, as the wall ticker does) to the calling thread `iterations`
+/// times, so each one takes a sample of this thread's stack right here: the
+/// whole per-sample cost (kernel delivery and the handler). Returns the
+/// nanoseconds taken, 0 when no session runs.
+uint64_t cap_benchmark_self_signal(uint32_t iterations);
+
 /// dl_iterate_phdr, for Swift (its Glibc module does not export <link.h>).
 void cap_iterate_images(cap_image_callback callback, void *context);
 
