@@ -93,6 +93,35 @@ extension ServerSuite {
         #expect(!plain.contains { $0.contains("[async]") || $0.contains("testeeAsyncOuter") }, "\(plain.prefix(5))")
         let bad = try Curl.get(testee, "/profile?async=yes")
         #expect(bad.status == 400 && bad.text.contains("async"))
+
+        // The same stacks in pprof, read by go tool pprof: [async] above the
+        // outer function, and the running task as the numeric label `task`.
+        let scratch = TemporaryDirectory()
+        defer { scratch.remove() }
+        let pprof = try Curl.get(testee, "/profile?mode=cpu&duration=1&format=pprof")
+        #expect(pprof.status == 200)
+        let file = scratch.path + "/async.pb.gz"
+        try pprof.body.write(to: URL(fileURLWithPath: file))
+        let traces = try goPprof(["-traces", file], scratch: scratch.path)
+        #expect(traces.status == 0, "\(traces.error)")
+        let burnTraces = traces.output.components(separatedBy: "-----------+").filter { $0.contains("testeeAsyncBurn") }
+        #expect(!burnTraces.isEmpty)
+        #expect(burnTraces.contains { $0.contains("[async]") && $0.contains("testeeAsyncOuter") }, "\(burnTraces.prefix(2))")
+        let tags = try goPprof(["-tags", file], scratch: scratch.path)
+        #expect(tags.status == 0 && tags.output.contains("task:"), "\(tags.output.prefix(1500))")
+        // app-profiler top (the CLI, on the same file) names the async callers.
+        let top = try cli(["top", file, "--limit", "60"])
+        #expect(top.status == 0 && top.output.contains("testeeAsyncOuter"), "\(top.output.prefix(2000))")
+        // The thread dump: the worker's thread, stitched (one of a few dumps:
+        // a dump is one tick, and the worker may be between slices).
+        var dumped = false
+        for _ in 0..<5 where !dumped {
+          let dump = try Curl.get(testee, "/debug/pprof/threads?debug=2")
+          dumped = dump.text.components(separatedBy: "\n\n").contains {
+            $0.contains("testeeAsyncBurn") && $0.contains("[async]") && $0.contains("testeeAsyncOuter")
+          }
+        }
+        #expect(dumped)
         #expect(testee.isAlive)
       }
     }

@@ -126,6 +126,17 @@ struct SilentSourceSymbolicator: SourceSymbolicator {
     #expect(Demangler.demangle("_Znotvalid") == "_Znotvalid")
     #expect(Demangler.demangle("epoll_wait") == "epoll_wait")
   }
+
+  /// Async partial functions (mangled `…TQ<n>_` await-resume, `…TY<n>_`
+  /// suspend-resume) are named as the async function they belong to.
+  @Test func asyncPartialFunctionsAreNamedAsTheirFunction() {
+    #expect(Demangler.demangle("$s1a5innerSiyYaF") == "a.inner() async -> Swift.Int")
+    #expect(Demangler.demangle("$s1a5innerSiyYaFTQ0_") == "a.inner() async -> Swift.Int")
+    #expect(Demangler.demangle("$s1a5innerSiyYaFTY1_") == "a.inner() async -> Swift.Int")
+    #expect(Demangler.asyncFunctionName("(12) await resume partial function for f()") == "f()")
+    #expect(Demangler.asyncFunctionName("(x) await resume partial function for f()") == "(x) await resume partial function for f()")
+    #expect(Demangler.asyncFunctionName("(1) something else") == "(1) something else")
+  }
 }
 
 /// cpu and wall stacks can hold a garbage return address (a frame the

@@ -85,9 +85,9 @@ func benchAllocOverhead(variant: String, seconds: Double, rate: Int = 524_288) a
   var samples: Int64 = 0
   if let session {
     let profile = try await session.stop()
-    samples = profile.threads.reduce(0) { $0 + $1.samples.reduce(0) { $0 + $1.rawCount } }
+    samples = profile.totalCount
   } else if variant == "always", let profile = Profiler.shared.cumulativeAllocationProfile() {
-    samples = profile.threads.reduce(0) { $0 + $1.samples.reduce(0) { $0 + $1.rawCount } }
+    samples = profile.totalCount
   }
   print("alloc-overhead \(variant) malloc_ops_per_s=\(Int(mallocRate)) object_ops_per_s=\(Int(objectRate)) samples=\(samples)")
 }

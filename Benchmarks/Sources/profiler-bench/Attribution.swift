@@ -74,7 +74,7 @@ func benchAttribution(seconds: Double, readyFile: String?) async throws {
       guard let leaf = profile.stacks[sample.stack].first else { continue }
       let name = profile.locations[leaf].lines.last.map { profile.functions[$0.function].name } ?? "?"
       for index in 1...5 where name.contains("work\(index)(") {
-        counts["work\(index)", default: 0] += sample.count
+        counts["work\(index)", default: 0] += profile.count(sample)
       }
     }
   }

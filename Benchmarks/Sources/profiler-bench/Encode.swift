@@ -5,14 +5,17 @@ import AppProfiler
 func benchEncode() {
   var generator = SplitMix(seed: 42)
   var profile = Profile(
-    mode: .cpu, engine: "synthetic", intervalNanoseconds: 1_000_000, startTimeNanoseconds: 0,
+    mode: .cpu, engine: "synthetic",
+    sampleTypes: [Profile.ValueType("samples", "count"), Profile.ValueType("cpu", "nanoseconds")], defaultSampleType: 1,
+    periodType: Profile.ValueType("cpu", "nanoseconds"), period: 1_000_000, startTimeNanoseconds: 0,
     durationNanoseconds: 100_000_000_000)
-  profile.mappings = [.init(start: 0x10000, end: 0x10000 + 10_000 * 64, fileOffset: 0, path: "/srv/app", buildID: "abcd")]
+  profile.mappings = [Profile.Mapping(start: 0x10000, end: 0x10000 + 10_000 * 64, fileOffset: 0, path: "/srv/app", buildID: "abcd")]
   for index in 0..<10_000 {
     profile.functions.append(
-      .init(name: "Module.Type\(index % 97).function\(index)(argument: Swift.Int) -> Swift.String",
+      Profile.Function(name: "Module.Type\(index % 97).function\(index)(argument: Swift.Int) -> Swift.String",
             systemName: "$s6Module4Type\(index)", file: "/src/File\(index % 300).swift", startLine: index % 500))
-    profile.locations.append(.init(address: 0x10000 + UInt64(index) * 64, mapping: 0, lines: [.init(function: index, line: index % 500 + 3)]))
+    let line = Profile.Line(function: index, line: index % 500 + 3)
+    profile.locations.append(Profile.Location(address: 0x10000 + UInt64(index) * 64, mapping: 0, lines: [line]))
   }
   // 20,000 distinct stacks, shared by the samples.
   for _ in 0..<20_000 {
@@ -22,10 +25,11 @@ func benchEncode() {
   for thread in 0..<8 {
     var samples: [Profile.Sample] = []
     for index in 0..<12_500 {
+      let stack = Int(generator.next() % 20_000)
       samples.append(
-        .init(stack: Int(generator.next() % 20_000), timestampNanoseconds: UInt64(index) * 1_000_000, count: 1))
+        Profile.Sample(stack: stack, timestampNanoseconds: UInt64(index) * 1_000_000, values: [1, 1_000_000]))
     }
-    profile.threads.append(.init(id: Int32(1000 + thread), name: "worker-\(thread)", samples: samples))
+    profile.threads.append(Profile.ThreadSamples(id: Int32(1000 + thread), name: "worker-\(thread)", samples: samples))
   }
   let encoders: [(String, () -> [UInt8])] = [
     ("speedscope", { SpeedscopeEncoder().encode(profile) }),

@@ -73,9 +73,9 @@ func benchCompleteness() async throws {
     var rooted: Int64 = 0
     for thread in profile.threads where tids.contains(thread.id) {
       for sample in thread.samples {
-        total += sample.count
+        total += profile.count(sample)
         let root = profile.functionsOfStack(sample.stack).first.map { profile.functions[$0].name } ?? ""
-        if root.contains("clone3") || root.contains("start_thread") { rooted += sample.count }
+        if root.contains("clone3") || root.contains("start_thread") { rooted += profile.count(sample) }
       }
     }
     print("completeness unwinder=\(unwinder == .framePointers ? "frame-pointers" : "cfi") rooted=\(rooted)/\(total) = \(format(100 * Double(rooted) / Double(max(total, 1))))%")

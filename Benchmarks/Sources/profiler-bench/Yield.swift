@@ -24,7 +24,7 @@ func benchYield(threads: Int, hertz: Int, seconds: Double, options: SessionOptio
   workers.forEach { $0.join() }
   let cpu = zip(after, before).reduce(0) { $0 + Double($1.0 - $1.1) }
   let expected = cpu / Double(interval.components.attoseconds / 1_000_000_000 + interval.components.seconds * 1_000_000_000)
-  let got = tids.reduce(Int64(0)) { sum, tid in sum + (profile.threads.first { $0.id == tid }?.totalCount ?? 0) }
+  let got = tids.reduce(Int64(0)) { sum, tid in sum + (profile.threads.first { $0.id == tid }.map { profile.totalCount(of: $0) } ?? 0) }
   print(
     "yield threads=\(threads) hz=\(hertz) engine=\(profile.engine) got=\(got) expected=\(Int(expected)) yield=\(format(100 * Double(got) / expected))% dropped=\(profile.statistics.droppedSamples)"
   )
