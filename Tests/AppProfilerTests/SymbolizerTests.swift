@@ -147,14 +147,15 @@ struct SilentSourceSymbolicator: SourceSymbolicator {
 @Suite struct ProfileBuilderTests {
   @Test func topBitAddressInACPUStackIsNotTypeMetadata() throws {
     let garbage: UInt64 = 0x8000_0000_0000_0003  // misaligned, unmapped
-    var bytes = [UInt8](repeating: 0, count: 32 + 16)
+    let header = MemoryLayout<cap_sample_header>.size
+    var bytes = [UInt8](repeating: 0, count: header + 16)
     bytes.withUnsafeMutableBytes { raw in
       raw.storeBytes(of: UInt64(1), toByteOffset: 0, as: UInt64.self)  // timestamp
       raw.storeBytes(of: UInt64(1), toByteOffset: 8, as: UInt64.self)  // weight
       raw.storeBytes(of: Int32(getpid()), toByteOffset: 16, as: Int32.self)  // tid
       raw.storeBytes(of: UInt16(2), toByteOffset: 20, as: UInt16.self)  // depth
-      raw.storeBytes(of: garbage, toByteOffset: 32, as: UInt64.self)  // leaf
-      raw.storeBytes(of: garbage &+ 8, toByteOffset: 40, as: UInt64.self)  // caller
+      raw.storeBytes(of: garbage, toByteOffset: header, as: UInt64.self)  // leaf
+      raw.storeBytes(of: garbage &+ 8, toByteOffset: header + 8, as: UInt64.self)  // caller
     }
     var collector = SampleCollector()
     bytes.withUnsafeBytes { collector.ingest($0) }
