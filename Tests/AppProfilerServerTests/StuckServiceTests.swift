@@ -109,6 +109,15 @@ extension ServerSuite {
         #expect(burnTraces.contains { $0.contains("[async]") && $0.contains("testeeAsyncOuter") }, "\(burnTraces.prefix(2))")
         let tags = try goPprof(["-tags", file], scratch: scratch.path)
         #expect(tags.status == 0 && tags.output.contains("task:"), "\(tags.output.prefix(1500))")
+        // Speedscope (shared.frames) and the HTML page carry the same frames.
+        let speedscope = try Curl.get(testee, "/profile?mode=cpu&duration=0.5&format=speedscope")
+        let json = try JSONSerialization.jsonObject(with: speedscope.body) as? [String: Any]
+        let frameNames = ((json?["shared"] as? [String: Any])?["frames"] as? [[String: Any]] ?? []).compactMap {
+          $0["name"] as? String
+        }
+        #expect(frameNames.contains("[async]") && frameNames.contains { $0.contains("testeeAsyncOuter") }, "\(frameNames.prefix(40))")
+        let html = try Curl.get(testee, "/profile?mode=cpu&duration=0.5&format=html")
+        #expect(html.status == 200 && html.text.contains("[async]") && html.text.contains("testeeAsyncOuter"))
         // app-profiler top (the CLI, on the same file) names the async callers.
         let top = try cli(["top", file, "--limit", "60"])
         #expect(top.status == 0 && top.output.contains("testeeAsyncOuter"), "\(top.output.prefix(2000))")
