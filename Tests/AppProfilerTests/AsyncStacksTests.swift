@@ -198,6 +198,12 @@ extension SamplingSuite {
         optimized ? await optimizedOuter(stop) : await asyncOuter(stop)
       }
       let prefix = optimized ? "optimized" : "async"
+      // Reads of contexts and TLS outside the memory snapshot ask for a new
+      // one; a chain that kept missing would re-read /proc/self/maps on
+      // every tick.
+      let snapshots = Int(profile.metadata["memory_map_snapshots"] ?? "") ?? -1
+      print("async cpu: memory_map_snapshots=\(snapshots)")
+      #expect(snapshots >= 1 && snapshots <= 20, "\(snapshots) snapshots of /proc/self/maps in 2 s")
       expectChain(profile, leaf: "asyncBurnLoop", callers: ["\(prefix)Outer", "\(prefix)Middle", "\(prefix)Inner"])
       // Root to leaf: the executor, then the marker, then the task's functions.
       let stack = profile.threads.flatMap(\.samples).map { profile.names(ofStack: $0.stack) }.first {

@@ -110,6 +110,7 @@ final class SignalSamplingBackend: SessionBackend {
     report.missedTicks = Int64(stats.missed_ticks)
     report.threadsSignalBlocked = Int64(stats.threads_signal_blocked)
     report.metadata["threads_seen"] = String(stats.threads_seen)
+    report.metadata["memory_map_snapshots"] = String(stats.maps_refreshes)
     report.metadata["async_stitched_samples"] = String(stats.async_stitched)
     report.metadata["async_broken_chains"] = String(stats.async_broken)
     if Int(stats.engine) == Int(CAP_ENGINE_WALL_TICKER) {
