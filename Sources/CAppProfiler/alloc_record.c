@@ -179,7 +179,7 @@ static void cap_alloc_record(cap_alloc_thread *t, size_t size, uint64_t type, ui
     int walked = 0;
     cap_range_set *set = cap_ranges_hold(s);
     cap_async_walk walk = {0};
-    uint64_t task = 0;
+    uint64_t task = 0, labels = 0;
     if (set != 0) {
       walk.executors = s->async.executors;
       walk.executor_count = s->async.stitch ? s->async.executor_count : 0;
@@ -188,7 +188,10 @@ static void cap_alloc_record(cap_alloc_thread *t, size_t size, uint64_t type, ui
       walk.images = s->unwind_images;
       walk.image_count = s->unwind_image_count;
       task = cap_async_current_task(&walk, s->async.task_tls_module, s->async.task_tls_offset);
+      labels = cap_async_task_labels(&walk, task, atomic_load_explicit(&cap_labels_key, memory_order_relaxed),
+                                     atomic_load_explicit(&cap_labels_head_offset, memory_order_relaxed));
     }
+    if (labels == 0) labels = cap_thread_labels;
 #if defined(__x86_64__)
     if (s->unwind_image_count > 0) {
       uint64_t here_pc, here_sp, here_fp, here_r14;
@@ -245,6 +248,7 @@ static void cap_alloc_record(cap_alloc_thread *t, size_t size, uint64_t type, ui
     if (walk.broken) atomic_fetch_add_explicit(&s->async_broken, 1, memory_order_relaxed);
     if (walk.missed) atomic_store_explicit(&s->ranges_stale, 1, memory_order_relaxed);
     slot->header.task = task;
+    slot->header.labels = labels;
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     slot->header.timestamp_ns = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;

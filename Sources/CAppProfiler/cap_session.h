@@ -133,6 +133,10 @@ typedef struct cap_disposition {
 } cap_disposition;
 
 extern cap_disposition cap_dispositions[NSIG];
+/// (h) Labels: see cap_labels_configure; the thread's own label set.
+extern _Atomic uint64_t cap_labels_key;
+extern _Atomic uint32_t cap_labels_head_offset;
+extern __thread uint64_t cap_thread_labels __attribute__((tls_model("initial-exec")));
 /// (h) signals that were not ours: chained to the app's handler, or dropped
 /// where the app had none (SIG_DFL would kill the process).
 extern _Atomic uint64_t cap_foreign_signals_chained;

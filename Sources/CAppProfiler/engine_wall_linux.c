@@ -37,6 +37,7 @@ static void write_record(cap_session *s, cap_sampler *sampler, int32_t tid, uint
   slot->header.flags = flags;
   slot->header.object_type = 0;
   slot->header.task = 0;
+  slot->header.labels = 0;
   cap_slot_commit(slot);
   atomic_fetch_add(&sampler->repeat_records, 1);
 }

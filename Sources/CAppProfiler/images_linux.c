@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "include/CAppProfiler.h"
 #include "cap_sanitizer.h"
+#include "cap_session.h"
 #include "cap_stack.h"
 #include "unwind_cfi.h"
 #include "unwind_fp.h"
@@ -254,3 +255,62 @@ uint64_t cap_image_load_count(void) {
 }
 
 uint64_t cap_vdso_base(void) { return (uint64_t)getauxval(AT_SYSINFO_EHDR); }
+
+void cap_labels_configure(uint64_t key, uint32_t head_offset) {
+  atomic_store(&cap_labels_head_offset, head_offset);
+  atomic_store(&cap_labels_key, key);
+}
+
+void cap_thread_labels_set(uint64_t labels) { cap_thread_labels = labels; }
+
+uint64_t cap_thread_labels_get(void) { return cap_thread_labels; }
+
+/// A private snapshot of the mappings for the test entry points and the
+/// calibration (as a session holds one). Returns the set held, or NULL.
+static cap_range_set *cap_private_snapshot(cap_session *probe) {
+  cap_range_set *sets = calloc(2, sizeof(cap_range_set));
+  if (sets == 0) return 0;
+  memset(probe, 0, sizeof *probe);
+  probe->range_sets = sets;
+  cap_ranges_refresh(probe);
+  return cap_ranges_hold(probe);
+}
+
+int32_t cap_task_locals_calibrate(uint64_t task, uint64_t key, uint64_t value, uint32_t span) {
+  cap_session probe;
+  cap_range_set *set = cap_private_snapshot(&probe);
+  if (set == 0) {
+    free(probe.range_sets);
+    return -1;
+  }
+  cap_async_walk walk = {0};
+  walk.memory = (const cap_code_range *)set->ranges;
+  walk.memory_count = cap_ranges_count(set);
+  int32_t found = -1;
+  for (uint32_t offset = 8; offset + 8 <= span && found < 0; offset += 8) {
+    uint64_t item = 0, item_key = 0, item_value = 0;
+    if (!cap_async_read(&walk, task + offset, &item)) continue;
+    item &= ~(uint64_t)7;
+    if (item == 0 || !cap_async_read(&walk, item + CAP_TASK_LOCAL_KEY, &item_key) || item_key != key) continue;
+    if (!cap_async_read(&walk, item + CAP_TASK_LOCAL_VALUE, &item_value) || item_value != value) continue;
+    found = (int32_t)offset;
+  }
+  cap_ranges_release(set);
+  free(probe.range_sets);
+  return found;
+}
+
+uint64_t cap_task_labels_for_test(uint64_t task) {
+  cap_session probe;
+  cap_range_set *set = cap_private_snapshot(&probe);
+  uint64_t labels = 0;
+  if (set != 0) {
+    cap_async_walk walk = {0};
+    walk.memory = (const cap_code_range *)set->ranges;
+    walk.memory_count = cap_ranges_count(set);
+    labels = cap_async_task_labels(&walk, task, atomic_load(&cap_labels_key), atomic_load(&cap_labels_head_offset));
+    cap_ranges_release(set);
+  }
+  free(probe.range_sets);
+  return labels;
+}

@@ -34,6 +34,11 @@ cap_disposition cap_dispositions[NSIG];
 _Atomic uint64_t cap_foreign_signals_chained;
 _Atomic uint64_t cap_foreign_signals_ignored;
 _Atomic int32_t cap_perf_events_used;
+// Labels (cap_labels_configure): the TaskLocal key and the task's chain
+// head offset, set once; the thread's own label set (setThreadLabels).
+_Atomic uint64_t cap_labels_key;
+_Atomic uint32_t cap_labels_head_offset;
+__thread uint64_t cap_thread_labels __attribute__((tls_model("initial-exec")));
 
 static inline uint64_t cap_now_ns(clockid_t clock) {
   struct timespec ts;
@@ -59,7 +64,7 @@ static void cap_record(cap_session *s, const ucontext_t *uc, int32_t tid, uint64
   uint64_t sp = cap_context_sp(uc);
   uint64_t low = 0, high = 0;
   uint32_t depth;
-  uint64_t task = 0;
+  uint64_t task = 0, labels = 0;
   // One hold on the memory snapshot for the whole walk: stack bounds, and
   // the heap where async contexts and the task's TLS slot live.
   cap_range_set *set = cap_ranges_hold(s);
@@ -72,7 +77,10 @@ static void cap_record(cap_session *s, const ucontext_t *uc, int32_t tid, uint64
     walk.images = s->unwind_images;
     walk.image_count = s->unwind_image_count;
     task = cap_async_current_task(&walk, s->async.task_tls_module, s->async.task_tls_offset);
+    labels = cap_async_task_labels(&walk, task, atomic_load_explicit(&cap_labels_key, memory_order_relaxed),
+                                   atomic_load_explicit(&cap_labels_head_offset, memory_order_relaxed));
   }
+  if (labels == 0) labels = cap_thread_labels;
   if (set != 0 && cap_ranges_find_stack(s, set, sp, &low, &high)) {
     int truncated = 0;
 #if defined(__x86_64__)
@@ -108,6 +116,7 @@ static void cap_record(cap_session *s, const ucontext_t *uc, int32_t tid, uint64
   slot->header.flags = flags;
   slot->header.object_type = 0;
   slot->header.task = task;
+  slot->header.labels = labels;
   cap_slot_commit(slot);
   atomic_fetch_add_explicit(&s->samples_written, 1, memory_order_relaxed);
 }

@@ -182,4 +182,42 @@ CAP_NO_SANITIZE static inline uint64_t cap_async_current_task(cap_async_walk *w,
   return task;
 }
 
+/// Task-local item (swift/ABI/TaskLocal.h): `next` (low bits: the link
+/// kind — on this runtime a parent link is tagged 0b100, so three bits are
+/// masked; items are 16-byte aligned), `key` (null in a parent link),
+/// `valueType`, the value.
+#define CAP_TASK_LOCAL_KEY 8
+#define CAP_TASK_LOCAL_VALUE_TYPE 16
+#define CAP_TASK_LOCAL_VALUE 24
+/// Items followed per sample at most (own bindings, then the parents').
+#define CAP_TASK_LOCAL_MAX_ITEMS 64
+
+/// The label set id of `task`: the value bound to `key` in its task-local
+/// chain (its own bindings, then through parent links the bindings of the
+/// tasks it was created in), a label-set box whose first stored property
+/// (byte 16, after the object header) is the id. 0 when none or unreadable.
+static inline uint64_t cap_async_task_labels(cap_async_walk *w, uint64_t task, uint64_t key, uint64_t head_offset) {
+  if (task == 0 || key == 0 || head_offset == 0) return 0;
+  uint64_t item = 0;
+  if (!cap_async_read(w, task + head_offset, &item)) return 0;
+  for (int i = 0; i < CAP_TASK_LOCAL_MAX_ITEMS; i++) {
+    item &= ~(uint64_t)7;
+    if (item == 0) return 0;
+    uint64_t item_key = 0, value_type = 0, next = 0;
+    if (!cap_async_read(w, item + CAP_TASK_LOCAL_KEY, &item_key) ||
+        !cap_async_read(w, item + CAP_TASK_LOCAL_VALUE_TYPE, &value_type)) {
+      return 0;
+    }
+    if (item_key == key && value_type != 0) {
+      uint64_t box = 0, id = 0;
+      if (!cap_async_read(w, item + CAP_TASK_LOCAL_VALUE, &box) || box == 0) return 0;  // bound to nil
+      if (!cap_async_read(w, box + 16, &id)) return 0;
+      return id;
+    }
+    if (!cap_async_read(w, item, &next)) return 0;
+    item = next;
+  }
+  return 0;
+}
+
 #endif

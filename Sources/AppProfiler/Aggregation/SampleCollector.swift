@@ -9,9 +9,9 @@ import Musl
 /// Off the signal path: turns drained raw records into deduplicated stacks
 /// and per-thread sample lists.
 ///
-/// Record layout (cap_sample_header, 40 bytes, then `depth` × u64 frames, leaf first):
+/// Record layout (cap_sample_header, 48 bytes, then `depth` × u64 frames, leaf first):
 ///   timestamp_ns u64 @0, weight u64 @8, tid i32 @16, depth u16 @20, flags u16 @22,
-///   object_type u64 @24, task u64 @32
+///   object_type u64 @24, task u64 @32, labels u64 @40
 ///
 /// Allocation records (`CAP_SAMPLE_ALLOCATION`): weight is the allocation's
 /// size, every frame is a return address, and a Swift object's type
@@ -93,6 +93,8 @@ struct SampleCollector: Sendable {
     var bytes: Double = 0
     /// The Swift task that was running (AsyncTask address), 0 for none.
     var task: UInt64 = 0
+    /// Its label set (``LabelRegistry``), 0 for none.
+    var labels: UInt64 = 0
   }
 
   /// Type frames: the metadata address with the top bit set (no code or
@@ -149,12 +151,14 @@ struct SampleCollector: Sendable {
       let flags = buffer.loadUnaligned(fromByteOffset: offset + 22, as: UInt16.self)
       let objectType = buffer.loadUnaligned(fromByteOffset: offset + 24, as: UInt64.self)
       let task = buffer.loadUnaligned(fromByteOffset: offset + 32, as: UInt64.self)
+      let labels = buffer.loadUnaligned(fromByteOffset: offset + 40, as: UInt64.self)
       offset += headerSize
       guard offset + depth * 8 <= buffer.count else { break }
       records += 1
       if flags & UInt16(CAP_SAMPLE_ALLOCATION) != 0 {
         ingestAllocation(buffer, offset: offset, depth: depth, tid: tid, timestamp: timestamp,
-                         bytes: weight, flags: flags, objectType: objectType, task: task, frames: &frames)
+                         bytes: weight, flags: flags, objectType: objectType, task: task, labels: labels,
+                         frames: &frames)
         offset += depth * 8
         continue
       }
@@ -184,13 +188,13 @@ struct SampleCollector: Sendable {
       }
       let id = stackID(frames)
       samples[tid, default: []].append(
-        RawSample(timestamp: timestamp, count: weight, stack: id, flags: flags, task: task))
+        RawSample(timestamp: timestamp, count: weight, stack: id, flags: flags, task: task, labels: labels))
     }
   }
 
   private mutating func ingestAllocation(
     _ buffer: UnsafeRawBufferPointer, offset: Int, depth: Int, tid: Int32, timestamp: UInt64, bytes: UInt64,
-    flags: UInt16, objectType: UInt64, task: UInt64, frames: inout [UInt64]
+    flags: UInt16, objectType: UInt64, task: UInt64, labels: UInt64, frames: inout [UInt64]
   ) {
     frames.removeAll(keepingCapacity: true)
     if objectType != 0 { frames.append(Self.typeFrame(objectType)) }
@@ -211,14 +215,14 @@ struct SampleCollector: Sendable {
     let objects = probability > 0 ? 1 / probability : 1
     addAllocation(
       tid: tid, timestamp: timestamp, stack: id, flags: flags, raw: 1, objects: objects, bytes: size * objects,
-      task: task)
+      task: task, labels: labels)
   }
 
   /// Adds one sampled allocation (or a total of several) to its thread, or
   /// to the running total of its stack when aggregating.
   mutating func addAllocation(
     tid: Int32, timestamp: UInt64, stack: Int32, flags: UInt16, raw: UInt64, objects: Double, bytes: Double,
-    task: UInt64 = 0
+    task: UInt64 = 0, labels: UInt64 = 0
   ) {
     if let group = aggregateThread {
       if let index = aggregateIndex[stack] {
@@ -235,7 +239,9 @@ struct SampleCollector: Sendable {
     }
     if threadNames[tid] == nil { threadNames[tid] = Self.threadName(tid) }
     samples[tid, default: []].append(
-      RawSample(timestamp: timestamp, count: raw, stack: stack, flags: flags, objects: objects, bytes: bytes, task: task))
+      RawSample(
+        timestamp: timestamp, count: raw, stack: stack, flags: flags, objects: objects, bytes: bytes, task: task,
+        labels: labels))
   }
 
   /// An aggregating collector minus an earlier copy of itself: what was
@@ -270,19 +276,23 @@ struct SampleCollector: Sendable {
       }.map(\.element)
       var previous: Int32 = -1
       var previousTask: UInt64 = 0
+      var previousLabels: UInt64 = 0
       var waiting: [Int] = []
       for index in sorted.indices {
         if sorted[index].stack >= 0 {
           previous = sorted[index].stack
           previousTask = sorted[index].task
+          previousLabels = sorted[index].labels
           for waitingIndex in waiting {
             sorted[waitingIndex].stack = previous
             sorted[waitingIndex].task = previousTask
+            sorted[waitingIndex].labels = previousLabels
           }
           waiting.removeAll()
         } else if previous >= 0 {
           sorted[index].stack = previous
           sorted[index].task = previousTask
+          sorted[index].labels = previousLabels
         } else {
           waiting.append(index)
         }

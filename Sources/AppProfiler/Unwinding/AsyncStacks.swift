@@ -66,6 +66,19 @@ struct AsyncRuntime: Sendable {
     return config
   }
 
+  /// The running task (swift_task_getCurrent), or nil.
+  static func currentTask() -> UInt64? {
+    guard let function = getCurrentFunction else { return nil }
+    let task = UInt64(UInt(bitPattern: function()))
+    return task == 0 ? nil : task
+  }
+
+  private typealias GetCurrent = @convention(c) () -> UnsafeMutableRawPointer?
+  // swift_task_getCurrent takes nothing and returns a pointer: the same in
+  // the Swift and C conventions.
+  nonisolated(unsafe) private static let getCurrentFunction: GetCurrent? =
+    dlsym(nil, "swift_task_getCurrent").map { unsafeBitCast($0, to: GetCurrent.self) }
+
   private static func locate() -> AsyncRuntime {
     // dlsym(RTLD_DEFAULT): every image loaded in the global scope.
     guard let getCurrent = dlsym(nil, "swift_task_getCurrent") else {

@@ -147,6 +147,7 @@ typedef struct cap_sample_header {
   uint16_t flags;          // CAP_SAMPLE_*
   uint64_t object_type;    // alloc: Swift metadata passed to swift_allocObject, else 0
   uint64_t task;           // the running Swift task (AsyncTask *), 0 when none or unknown
+  uint64_t labels;         // label set id (Profiler.withLabels / setThreadLabels), 0 for none
 } cap_sample_header;
 
 /// Counters of the current (or last) session.
@@ -255,6 +256,30 @@ uint32_t cap_unwind_async_for_test(const cap_unwind_image *images, uint64_t imag
 /// an offset). Returns 1 and fills module/offset, or 0 where the code has
 /// another shape.
 int cap_task_tls_locate(const void *function, uint64_t *module, uint64_t *offset);
+
+/// Labels (docs/labels.md): where the handler finds the label set of the
+/// running task. `key` is the TaskLocal object whose value is the label set
+/// box; `head_offset` is the offset in an AsyncTask of its task-local chain
+/// head (found by calibration, cap_task_locals_calibrate). Set once; both 0:
+/// task labels off. The box's first stored property (byte 16) is its id.
+void cap_labels_configure(uint64_t key, uint32_t head_offset);
+
+/// Finds `head_offset` for cap_labels_configure: called inside a task that
+/// has just bound `value` to `key` (TaskLocal.withValue), it looks in the
+/// first `span` bytes of `task` for the pointer to a task-local item holding
+/// that key and value (item: next, key, value type, value at 24), every read
+/// inside a fresh snapshot of the process's mappings. Returns the offset,
+/// or -1.
+int32_t cap_task_locals_calibrate(uint64_t task, uint64_t key, uint64_t value, uint32_t span);
+
+/// The calling thread's label set id for samples taken where no task label
+/// applies (0: none). Thread-local; read by the handler.
+void cap_thread_labels_set(uint64_t labels);
+uint64_t cap_thread_labels_get(void);
+
+/// The label set id of the running task as the handler reads it (the chain
+/// walk, every read in a fresh snapshot); for tests. 0 when none.
+uint64_t cap_task_labels_for_test(uint64_t task);
 
 /// The current task as the handler reads it (TLS through the thread's DTV,
 /// every read inside the session's memory snapshot); for tests. 0 when the
