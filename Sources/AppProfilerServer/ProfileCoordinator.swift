@@ -106,7 +106,10 @@ final class ProfileCoordinator: Sendable {
       asyncStacks: request.asyncStacks, cancellation: cancellation)
     {
     case .failure(let box): return box.response
-    case .success(let profile): return Self.encode(profile, as: request.format)
+    case .success(let profile):
+      var view = profile.filtered(labels: request.labelFilter)
+      if let key = request.groupBy { view = view.grouped(by: key) }
+      return Self.encode(view, as: request.format)
     }
   }
 

@@ -135,6 +135,41 @@ extension ServerSuite {
       }
     }
 
+    /// Labels over HTTP: in pprof (`go tool pprof -tagfocus`), filtered at
+    /// the source (`label=`), grouped (`group_by=`).
+    @Test func labelsFilterAndGroupProfiles() throws {
+      try withTestee(arguments: ["--async-worker"]) { testee in
+        let scratch = TemporaryDirectory()
+        defer { scratch.remove() }
+        let pprof = try Curl.get(testee, "/profile?mode=cpu&duration=1&format=pprof")
+        #expect(pprof.status == 200)
+        let file = scratch.path + "/labels.pb.gz"
+        try pprof.body.write(to: URL(fileURLWithPath: file))
+        let tags = try goPprof(["-tags", file], scratch: scratch.path)
+        #expect(tags.output.contains("worker:") && tags.output.contains("async") && tags.output.contains("hot"), "\(tags.output.prefix(1500))")
+        let asyncOnly = try goPprof(["-tagfocus", "worker=async", "-top", file], scratch: scratch.path)
+        #expect(asyncOnly.status == 0, "\(asyncOnly.error)")
+        #expect(asyncOnly.output.contains("testeeAsyncBurn") && !asyncOnly.output.contains("testeeHotInner"), "\(asyncOnly.output.prefix(2000))")
+        let hotOnly = try goPprof(["-tagfocus", "worker=hot", "-top", file], scratch: scratch.path)
+        #expect(hotOnly.output.contains("testeeHotInner") && !hotOnly.output.contains("testeeAsyncBurn"), "\(hotOnly.output.prefix(2000))")
+
+        let filtered = try Curl.get(testee, "/profile?mode=cpu&duration=0.5&format=collapsed&label=worker=hot")
+        #expect(filtered.status == 200)
+        #expect(filtered.text.contains("testeeHotInner") && !filtered.text.contains("testeeAsyncBurn"), "\(filtered.text.prefix(1500))")
+
+        let grouped = try Curl.get(testee, "/profile?mode=cpu&duration=0.5&format=speedscope&group_by=worker")
+        let json = try JSONSerialization.jsonObject(with: grouped.body) as? [String: Any]
+        let names = (json?["profiles"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+        #expect(names.contains { $0.hasPrefix("worker=async") } && names.contains { $0.hasPrefix("worker=hot") }, "\(names)")
+        let groupedCollapsed = try Curl.get(testee, "/profile?mode=cpu&duration=0.5&format=collapsed&group_by=worker")
+        #expect(groupedCollapsed.text.split(separator: "\n").contains { $0.hasPrefix("[worker=hot];") && $0.contains("testeeHotInner") })
+
+        let bad = try Curl.get(testee, "/profile?label=route")
+        #expect(bad.status == 400 && bad.text.contains("label"))
+        #expect(testee.isAlive)
+      }
+    }
+
     /// A thread that blocks the signal cannot hold a session open: the
     /// profile ends on time and names the thread as not sampled.
     @Test func signalBlockedThreadDoesNotHoldTheSessionOpen() throws {

@@ -11,6 +11,8 @@ import AppProfiler
 /// | `engine` | cpu only: `auto`, `perf` (perf events), `timer` (POSIX CPU timers) | the server's |
 /// | `include_profiler` | `1` keeps the profiler's own threads in the profile | `0` |
 /// | `async` | `0` leaves Swift tasks' async callers out of stacks (thread stacks only) | the server's (`1`) |
+/// | `label` | `key=value[,key=value…]`: only samples carrying these labels | all samples |
+/// | `group_by` | a label key: one group (speedscope profile, root frame) per value | none |
 struct ProfileRequest: Sendable, Equatable {
   var mode: Profile.Mode = .cpu
   var duration: Duration = .seconds(30)
@@ -24,9 +26,13 @@ struct ProfileRequest: Sendable, Equatable {
   var includeProfilerThreads = false
   /// Stitch async callers into stacks; nil = the server's setting.
   var asyncStacks: Bool? = nil
+  /// Keep only samples with these labels (`label=route=/a`).
+  var labelFilter: [String: String] = [:]
+  /// Regroup samples by this label (`group_by=route`).
+  var groupBy: String? = nil
 
   static let parameterNames: Set<String> = [
-    "mode", "duration", "interval", "format", "engine", "include_profiler", "async",
+    "mode", "duration", "interval", "format", "engine", "include_profiler", "async", "label", "group_by",
   ]
 
   /// Parses and validates; the error names the parameter and its allowed values.
@@ -69,6 +75,19 @@ struct ProfileRequest: Sendable, Equatable {
       case "async":
         guard value == "0" || value == "1" else { throw .badParameter("async", value, allowed: "0, 1") }
         request.asyncStacks = value == "1"
+      case "label":
+        var filter: [String: String] = [:]
+        for pair in value.split(separator: ",", omittingEmptySubsequences: false) {
+          let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+          guard parts.count == 2, !parts[0].isEmpty else {
+            throw .badParameter("label", value, allowed: "key=value, or several separated by commas")
+          }
+          filter[String(parts[0])] = String(parts[1])
+        }
+        request.labelFilter = filter
+      case "group_by":
+        guard !value.isEmpty else { throw .badParameter("group_by", value, allowed: "a label key, e.g. route") }
+        request.groupBy = value
       case "format":
         guard let format = ProfileFormat(name: value) else {
           throw .badParameter("format", value, allowed: ProfileFormat.names)

@@ -29,7 +29,9 @@
 //   --park-threads N      N more threads, each parked in a semaphore wait
 //   --async-worker        a detached task testeeAsyncOuter → testeeAsyncMiddle →
 //                         testeeAsyncInner that burns CPU in testeeAsyncBurn
-//                         between Task.yield()s (async stacks over HTTP)
+//                         between Task.yield()s (async stacks over HTTP),
+//                         labelled worker=async; the hot thread gets the
+//                         thread label worker=hot
 //   --block-pool          after READY, blocks every thread of the Swift
 //                         concurrency cooperative pool (2 × cores tasks in
 //                         testeePoolWait → DispatchSemaphore.wait) and prints
@@ -111,6 +113,7 @@ if let connections = option("--max-connections").flatMap(Int.init) { configurati
 let named = Atomic<Int>(0)
 let hot = Thread {
   nameCurrentThread("testee-hot")
+  if flag("--async-worker") { Profiler.setThreadLabels(["worker": "hot"]) }
   named.add(1, ordering: .releasing)
   testeeHotLoop()
 }
@@ -316,7 +319,7 @@ if let count = option("--park-threads").flatMap(Int.init) {
 }
 
 if flag("--async-worker") {
-  Task.detached { await testeeAsyncOuter() }
+  Task.detached { await Profiler.withLabels(["worker": "async"]) { await testeeAsyncOuter() } }
 }
 
 print("READY \(server.address.map { $0.socketPath ?? $0.url } ?? "disabled")")
