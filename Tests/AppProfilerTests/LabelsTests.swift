@@ -58,8 +58,11 @@ extension SamplingSuite {
     ) {
       let share = profile.labelShare(of: function, labels)
       print("labels \(function) \(labels): \(share.labelled) of \(share.total)")
-      #expect(share.total >= 20, "too few samples in \(function)", sourceLocation: sourceLocation)
+      // Under TSan the slices run so slowly (and its deferred signals see
+      // registers of a thread that moved on) that only "nothing breaks, no
+      // report" is checked there.
       if underThreadSanitizer { return }
+      #expect(share.total >= 20, "too few samples in \(function)", sourceLocation: sourceLocation)
       #expect(
         Double(share.labelled) >= minimum * Double(share.total), "\(share.labelled) of \(share.total)",
         sourceLocation: sourceLocation)
@@ -133,7 +136,7 @@ extension SamplingSuite {
       _ = await parent.value
       expectLabelled(profile, "labelledBurnA", ["scope": "parent"])
       let detached = profile.labelShare(of: "labelledBurnB", ["scope": "parent"])
-      #expect(detached.total >= 20)
+      #expect(underThreadSanitizer || detached.total >= 20)
       #expect(detached.labelled == 0)
     }
 
