@@ -22,6 +22,7 @@ let package = Package(
     .target(
       name: "AppProfilerHummingbird",
       dependencies: [
+        .product(name: "AppProfiler", package: "swift-app-profiler"),
         .product(name: "AppProfilerServer", package: "swift-app-profiler"),
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -1,4 +1,5 @@
 @_exported import AppProfilerServer
+import AppProfiler
 import HTTPTypes
 import Hummingbird
 import NIOCore
@@ -21,8 +22,17 @@ import NIOCore
 /// clients, which needs a context that knows the client's address
 /// (``ProfilingRequestContext`` or any `RemoteAddressRequestContext`).
 /// The session covers the whole process: concurrent requests are in it too.
+///
+/// It also labels every request (docs/labels.md): the samples its handling
+/// takes — in any profile of the process — carry `route` (the matched route
+/// pattern, e.g. `/users/:id`, never the raw path) and `method`, so
+/// `go tool pprof -tagfocus route=/users/:id` or `/profile?label=…` shows
+/// one endpoint. Add the middleware before the routes (Hummingbird applies
+/// router middleware to the routes added after it).
 public struct ProfilingMiddleware<Context: RequestContext>: RouterMiddleware {
   public let profiler: RequestProfiler
+  /// Label requests with `route` and `method` (default true).
+  public var labelsRequests = true
 
   /// Uses the server's configuration (with the `APP_PROFILER_*` variables).
   public init(server: ProfileServer) {
@@ -34,6 +44,16 @@ public struct ProfilingMiddleware<Context: RequestContext>: RouterMiddleware {
   }
 
   public func handle(
+    _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+  ) async throws -> Response {
+    guard labelsRequests else { return try await profile(request, context: context, next: next) }
+    let labels = ["route": context.endpointPath ?? "(unmatched)", "method": request.method.rawValue]
+    return try await Profiler.withLabels(labels) {
+      try await profile(request, context: context, next: next)
+    }
+  }
+
+  private func profile(
     _ request: Request, context: Context, next: (Request, Context) async throws -> Response
   ) async throws -> Response {
     guard profiler.configuration.enabled else { return try await next(request, context) }

@@ -183,6 +183,41 @@ final class LoadFlag: Sendable {
     }
   }
 
+  /// The middleware labels each request with its route pattern and method:
+  /// under load on two routes that share a hot function, a profile grouped
+  /// by route puts each route's handler under its own label.
+  @Test func requestsAreLabelledWithTheirRoute() async throws {
+    try await withExample(requestProfiling: false) { app in
+      let done = LoadFlag()
+      let load = Task {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+          for route in ["/awaits", "/awaits", "/slow"] {
+            group.addTask {
+              while !done.value.load(ordering: .relaxed) { _ = try await curl(app.base + route, timeout: 20) }
+            }
+          }
+          try await group.waitForAll()
+        }
+      }
+      try await Task.sleep(for: .milliseconds(300))
+      let profile = try await curl(
+        "http://localhost/profile?mode=cpu&duration=2&format=collapsed&group_by=route", socket: app.socket,
+        timeout: 30)
+      done.value.store(true, ordering: .relaxed)
+      try await load.value
+      #expect(profile.status == 200)
+      let hot = profile.text.split(separator: "\n").map(String.init).filter { $0.contains("exampleHotFunction") }
+      func weight(_ lines: [String]) -> Int {
+        lines.reduce(0) { $0 + (Int($1.split(separator: " ").last ?? "") ?? 0) }
+      }
+      let awaits = hot.filter { $0.hasPrefix("[route=/awaits];") }
+      let slow = hot.filter { $0.hasPrefix("[route=/slow];") }
+      print("hummingbird labels: /awaits \(weight(awaits)), /slow \(weight(slow)), all \(weight(hot))")
+      #expect(weight(awaits) >= 20 && weight(slow) >= 20, "\(hot.prefix(4))")
+      #expect(Double(weight(awaits) + weight(slow)) >= 0.95 * Double(weight(hot)), "\(hot.prefix(4))")
+    }
+  }
+
   @Test func storedProfilesKeepTheBodyAndAreServed() async throws {
     try await withExample(store: true) { app in try await checkStoredProfiles(app) }
   }
