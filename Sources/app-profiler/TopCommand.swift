@@ -15,6 +15,7 @@ struct TopCommand: AsyncParsableCommand {
       Example:
         app-profiler top cpu.pb.gz --limit 15
         app-profiler top 4242 --mode wall --duration 5 --idle exclude
+        app-profiler top cpu.pb.gz --tag route=/users/:id
       """)
 
   @Argument(help: "A profile file, or pid / socket / URL to record from.")
@@ -38,11 +39,29 @@ struct TopCommand: AsyncParsableCommand {
   @Option(help: "Directory of the discovery records, for a pid target.")
   var dir: String?
 
+  @Option(help: "Only samples with this label (key=value; repeat for several).")
+  var tag: [String] = []
+
+  /// `--tag` values as a label filter.
+  var labelFilter: [String: String] {
+    var filter: [String: String] = [:]
+    for pair in tag {
+      let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+      if parts.count == 2 { filter[String(parts[0])] = String(parts[1]) }
+    }
+    return filter
+  }
+
   func validate() throws {
     guard limit > 0 else { throw ValidationError("--limit must be positive") }
     guard TopFunctions.IdleSamples(rawValue: idle) != nil else { throw ValidationError("--idle must be exclude or include") }
     guard duration > 0, duration.isFinite else { throw ValidationError("--duration must be more than 0 seconds (the server states its maximum)") }
     guard Profile.Mode(parameter: mode) != nil else { throw ValidationError("--mode must be cpu, wall or alloc") }
+    for pair in tag where pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).count != 2
+      || pair.hasPrefix("=")
+    {
+      throw ValidationError("--tag must be key=value, e.g. --tag route=/users/:id (got '\(pair)')")
+    }
   }
 
   func run() async throws {
@@ -61,8 +80,10 @@ struct TopCommand: AsyncParsableCommand {
         try TargetResolver.check(answer)
         profile = try ProfileFiles.decode(answer.body, name: source)
       }
-      let top = TopFunctions(profile, thread: thread, idle: TopFunctions.IdleSamples(rawValue: idle)!)
-      print("\(profile.mode.rawValue) profile, \(top.total) \(top.unit)\(thread.map { " of thread \($0)" } ?? "")")
+      let view = profile.filtered(labels: labelFilter)
+      let top = TopFunctions(view, thread: thread, idle: TopFunctions.IdleSamples(rawValue: idle)!)
+      let labels = tag.isEmpty ? "" : " with \(tag.joined(separator: ", "))"
+      print("\(profile.mode.rawValue) profile, \(top.total) \(top.unit)\(thread.map { " of thread \($0)" } ?? "")\(labels)")
       print(top.render(limit: limit))
     }
   }

@@ -153,6 +153,12 @@ extension ServerSuite {
         let hotOnly = try goPprof(["-tagfocus", "worker=hot", "-top", file], scratch: scratch.path)
         #expect(hotOnly.output.contains("testeeHotInner") && !hotOnly.output.contains("testeeAsyncBurn"), "\(hotOnly.output.prefix(2000))")
 
+        // app-profiler top --tag on the same file.
+        let topAsync = try cli(["top", file, "--tag", "worker=async", "--limit", "60"])
+        #expect(topAsync.status == 0 && topAsync.output.contains("testeeAsyncBurn") && !topAsync.output.contains("testeeHotInner"), "\(topAsync.output.prefix(2000))")
+        let badTag = try cli(["top", file, "--tag", "worker"])
+        #expect(badTag.status != 0 && badTag.error.contains("--tag"), "\(badTag.error)")
+
         let filtered = try Curl.get(testee, "/profile?mode=cpu&duration=0.5&format=collapsed&label=worker=hot")
         #expect(filtered.status == 200)
         #expect(filtered.text.contains("testeeHotInner") && !filtered.text.contains("testeeAsyncBurn"), "\(filtered.text.prefix(1500))")
