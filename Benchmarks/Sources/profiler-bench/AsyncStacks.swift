@@ -52,6 +52,39 @@ func benchAsyncSampleCost(depth: Int, rounds: Int) async throws {
   print(
     "async-sample-cost depth=\(depth) stitch=off per_sample=\(format(off, 0))ns frames=\(frames[false] ?? 0) stitch=on per_sample=\(format(on, 0))ns frames=\(frames[true] ?? 0) added=\(format((on / off - 1) * 100, 1))% rounds=\(rounds)"
   )
+  // Labels: the same, stitching on, with the chain running inside a
+  // labelled scope (the handler also walks the task's task-local chain).
+  var labelled: [Double] = []
+  var plain: [Double] = []
+  for _ in 0..<rounds {
+    for withLabels in [false, true] {
+      var options = SessionOptions()
+      options.cpuEngine = .posixTimers
+      options.bufferSlots = 8192
+      let session = try Profiler.shared.start(mode: .cpu, interval: .seconds(1), options: options)
+      let measure: () async -> Double? = {
+        await asyncChain(depth) {
+          _ = Profiler.shared.benchmarkSelfSignal(iterations: 200)
+          usleep(30_000)
+          return Profiler.shared.benchmarkSelfSignal(iterations: 4_000)
+        }
+      }
+      let cost = withLabels
+        ? await Profiler.withLabels(["route": "/bench", "method": "GET"]) { await measure() }
+        : await measure()
+      let profile = try await session.stop()
+      if let cost { if withLabels { labelled.append(cost) } else { plain.append(cost) } }
+      if withLabels {
+        let carrying = profile.threads.flatMap(\.samples).filter { $0.labels["route"] == "/bench" }.count
+        if carrying == 0 { print("async-sample-cost: no labelled samples") }
+      }
+    }
+  }
+  let plainMedian = median(plain)
+  let labelledMedian = median(labelled)
+  print(
+    "labels-sample-cost depth=\(depth) labels=off per_sample=\(format(plainMedian, 0))ns labels=on per_sample=\(format(labelledMedian, 0))ns added=\(format((labelledMedian / plainMedian - 1) * 100, 1))% rounds=\(rounds)"
+  )
 }
 
 /// An async CPU-bound workload: two tasks, each a 30-deep chain whose
