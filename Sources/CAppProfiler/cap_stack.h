@@ -5,8 +5,14 @@
 #define CAP_STACK_H
 
 #include "cap_session.h"
+#include "unwind_async.h"
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
+
+// The snapshot's ranges are searched as cap_code_range (unwind_async.h).
+_Static_assert(sizeof(cap_range) == sizeof(cap_code_range) && offsetof(cap_range, end) == offsetof(cap_code_range, end),
+               "cap_range and cap_code_range must have one layout");
 
 /// Takes a reader's hold on the current snapshot: it is not rewritten until
 /// cap_ranges_release. NULL only if the ticker switched sets twice meanwhile.
@@ -33,21 +39,44 @@ static inline uint32_t cap_ranges_count(const cap_range_set *set) {
 /// (and asks the ticker for a fresh snapshot).
 static inline int cap_ranges_find_stack(cap_session *s, const cap_range_set *set, uint64_t sp, uint64_t *low,
                                         uint64_t *high) {
-  uint32_t lo = 0, hi = cap_ranges_count(set);
-  while (lo < hi) {
-    uint32_t mid = lo + (hi - lo) / 2;
-    if (set->ranges[mid].end <= sp) {
-      lo = mid + 1;
-    } else if (set->ranges[mid].start > sp) {
-      hi = mid;
-    } else {
-      *low = sp;
-      *high = set->ranges[mid].end;
-      return 1;
-    }
+  const cap_code_range *range = cap_code_ranges_find((const cap_code_range *)set->ranges, cap_ranges_count(set), sp);
+  if (range == 0) {
+    atomic_store_explicit(&s->ranges_stale, 1, memory_order_relaxed);
+    return 0;
   }
-  atomic_store_explicit(&s->ranges_stale, 1, memory_order_relaxed);
-  return 0;
+  *low = sp;
+  *high = range->end;
+  return 1;
+}
+
+/// What a sample needs besides its stack, from a held snapshot (`set` may
+/// be NULL): the async walk over its mappings (for stitching), the running
+/// task, and the task's labels, else the thread's. Signal handler and
+/// allocation wrappers alike.
+static inline void cap_sample_context(const cap_session *s, const cap_range_set *set, cap_async_walk *walk,
+                                      uint64_t *task, uint64_t *labels) {
+  *task = 0;
+  *labels = 0;
+  if (set != 0) {
+    walk->executors = s->async.executors;
+    walk->executor_count = s->async.stitch ? s->async.executor_count : 0;
+    walk->memory = (const cap_code_range *)set->ranges;
+    walk->memory_count = cap_ranges_count(set);
+    walk->images = s->unwind_images;
+    walk->image_count = s->unwind_image_count;
+    *task = cap_async_current_task(walk, s->async.task_tls_module, s->async.task_tls_offset);
+    *labels = cap_async_task_labels(walk, *task, atomic_load_explicit(&cap_labels_key, memory_order_relaxed),
+                                    atomic_load_explicit(&cap_labels_head_offset, memory_order_relaxed));
+  }
+  if (*labels == 0) *labels = cap_thread_labels;
+}
+
+/// After the walk: its counters, and a fresh snapshot asked for when a read
+/// fell outside this one.
+static inline void cap_sample_context_end(cap_session *s, const cap_async_walk *walk) {
+  if (walk->stitched) atomic_fetch_add_explicit(&s->async_stitched, 1, memory_order_relaxed);
+  if (walk->broken) atomic_fetch_add_explicit(&s->async_broken, 1, memory_order_relaxed);
+  if (walk->missed) atomic_store_explicit(&s->ranges_stale, 1, memory_order_relaxed);
 }
 
 /// Finds the mapping that holds `sp` in the current snapshot. Returns 1 and

@@ -91,14 +91,21 @@ int cap_task_tls_locate(const void *function, uint64_t *module, uint64_t *offset
 #endif
 }
 
-uint64_t cap_current_task_for_test(uint64_t module, uint64_t offset) {
-  // A private snapshot of the mappings, as a session holds one.
-  cap_session probe = {0};
+/// A private snapshot of the mappings for the test entry points and the
+/// calibration (as a session holds one). Returns the set held, or NULL;
+/// the caller frees `probe->range_sets` (NULL when the allocation failed).
+static cap_range_set *cap_private_snapshot(cap_session *probe) {
+  memset(probe, 0, sizeof *probe);
   cap_range_set *sets = calloc(2, sizeof(cap_range_set));
   if (sets == 0) return 0;
-  probe.range_sets = sets;
-  cap_ranges_refresh(&probe);
-  cap_range_set *set = cap_ranges_hold(&probe);
+  probe->range_sets = sets;
+  cap_ranges_refresh(probe);
+  return cap_ranges_hold(probe);
+}
+
+uint64_t cap_current_task_for_test(uint64_t module, uint64_t offset) {
+  cap_session probe;
+  cap_range_set *set = cap_private_snapshot(&probe);
   uint64_t task = 0;
   if (set != 0) {
     cap_async_walk walk = {0};
@@ -107,7 +114,7 @@ uint64_t cap_current_task_for_test(uint64_t module, uint64_t offset) {
     task = cap_async_current_task(&walk, module, offset);
     cap_ranges_release(set);
   }
-  free(sets);
+  free(probe.range_sets);
   return task;
 }
 
@@ -264,17 +271,6 @@ void cap_labels_configure(uint64_t key, uint32_t head_offset) {
 void cap_thread_labels_set(uint64_t labels) { cap_thread_labels = labels; }
 
 uint64_t cap_thread_labels_get(void) { return cap_thread_labels; }
-
-/// A private snapshot of the mappings for the test entry points and the
-/// calibration (as a session holds one). Returns the set held, or NULL.
-static cap_range_set *cap_private_snapshot(cap_session *probe) {
-  cap_range_set *sets = calloc(2, sizeof(cap_range_set));
-  if (sets == 0) return 0;
-  memset(probe, 0, sizeof *probe);
-  probe->range_sets = sets;
-  cap_ranges_refresh(probe);
-  return cap_ranges_hold(probe);
-}
 
 int32_t cap_task_locals_calibrate(uint64_t task, uint64_t key, uint64_t value, uint32_t span) {
   cap_session probe;

@@ -69,18 +69,7 @@ static void cap_record(cap_session *s, const ucontext_t *uc, int32_t tid, uint64
   // the heap where async contexts and the task's TLS slot live.
   cap_range_set *set = cap_ranges_hold(s);
   cap_async_walk walk = {0};
-  if (set != 0) {
-    walk.executors = s->async.executors;
-    walk.executor_count = s->async.stitch ? s->async.executor_count : 0;
-    walk.memory = (const cap_code_range *)set->ranges;
-    walk.memory_count = cap_ranges_count(set);
-    walk.images = s->unwind_images;
-    walk.image_count = s->unwind_image_count;
-    task = cap_async_current_task(&walk, s->async.task_tls_module, s->async.task_tls_offset);
-    labels = cap_async_task_labels(&walk, task, atomic_load_explicit(&cap_labels_key, memory_order_relaxed),
-                                   atomic_load_explicit(&cap_labels_head_offset, memory_order_relaxed));
-  }
-  if (labels == 0) labels = cap_thread_labels;
+  cap_sample_context(s, set, &walk, &task, &labels);
   if (set != 0 && cap_ranges_find_stack(s, set, sp, &low, &high)) {
     int truncated = 0;
 #if defined(__x86_64__)
@@ -106,9 +95,7 @@ static void cap_record(cap_session *s, const ucontext_t *uc, int32_t tid, uint64
     flags |= CAP_SAMPLE_NO_STACK_BOUNDS;
   }
   cap_ranges_release(set);
-  if (walk.stitched) atomic_fetch_add_explicit(&s->async_stitched, 1, memory_order_relaxed);
-  if (walk.broken) atomic_fetch_add_explicit(&s->async_broken, 1, memory_order_relaxed);
-  if (walk.missed) atomic_store_explicit(&s->ranges_stale, 1, memory_order_relaxed);
+  cap_sample_context_end(s, &walk);
   slot->header.timestamp_ns = cap_now_ns(CLOCK_MONOTONIC);
   slot->header.weight = weight;
   slot->header.tid = tid;

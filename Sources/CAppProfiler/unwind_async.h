@@ -42,40 +42,35 @@ typedef struct cap_async_walk {
 /// itself): within this many bytes of the entry, step to the parent.
 #define CAP_ASYNC_PROLOGUE_BYTES 64
 
-static inline int cap_code_ranges_contain(const cap_code_range *ranges, uint32_t count, uint64_t address) {
+/// The range of `ranges` (sorted, non-overlapping) that holds `address`, or
+/// NULL. Also used for the memory snapshot (cap_range has the same layout).
+static inline const cap_code_range *cap_code_ranges_find(const cap_code_range *ranges, uint32_t count,
+                                                         uint64_t address) {
   uint32_t lo = 0, hi = count;
   while (lo < hi) {
     uint32_t mid = lo + (hi - lo) / 2;
     if (ranges[mid].end <= address) lo = mid + 1;
     else if (ranges[mid].start > address) hi = mid;
-    else return 1;
+    else return &ranges[mid];
   }
   return 0;
+}
+
+static inline int cap_code_ranges_contain(const cap_code_range *ranges, uint32_t count, uint64_t address) {
+  return cap_code_ranges_find(ranges, count, address) != 0;
 }
 
 /// Reads 8 aligned bytes at `address` if a mapping of the snapshot holds them.
 CAP_NO_SANITIZE static inline int cap_async_read(cap_async_walk *w, uint64_t address, uint64_t *value) {
   if ((address & 7) != 0 || address < 4096) return 0;
   if (!(address >= w->cached_start && address + 8 <= w->cached_end)) {
-    uint32_t lo = 0, hi = w->memory_count;
-    int found = 0;
-    while (lo < hi) {
-      uint32_t mid = lo + (hi - lo) / 2;
-      if (w->memory[mid].end <= address) {
-        lo = mid + 1;
-      } else if (w->memory[mid].start > address) {
-        hi = mid;
-      } else {
-        w->cached_start = w->memory[mid].start;
-        w->cached_end = w->memory[mid].end;
-        found = address + 8 <= w->cached_end;
-        break;
-      }
-    }
-    if (!found) {
+    const cap_code_range *range = cap_code_ranges_find(w->memory, w->memory_count, address);
+    if (range == 0 || address + 8 > range->end) {
       w->missed = 1;
       return 0;
     }
+    w->cached_start = range->start;
+    w->cached_end = range->end;
   }
   *value = *(const uint64_t *)(uintptr_t)address;
   return 1;
