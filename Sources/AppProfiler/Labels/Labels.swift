@@ -68,41 +68,32 @@ final class LabelRegistry: Sendable {
 enum TaskLabels {
   @TaskLocal static var current: LabelSetBox? = nil
 
-  private static let calibration = Mutex<Calibration>(.pending)
-
-  enum Calibration { case pending, done(Int32), failed }
+  /// 0: not calibrated yet; -1: calibration failed (no task labels); else
+  /// the chain head's offset. An atomic: every labelled scope checks it.
+  private static let calibration = Atomic<Int32>(0)
 
   /// In a task with `box` bound: finds the chain head's offset (once).
   static func calibrateIfNeeded(box: LabelSetBox) {
-    let state = calibration.withLock { $0 }
-    guard case .pending = state else { return }
-    guard let task = AsyncRuntime.currentTask() else { return }
+    guard calibration.load(ordering: .acquiring) == 0, let task = AsyncRuntime.currentTask() else { return }
     let key = UInt64(UInt(bitPattern: Unmanaged.passUnretained($current).toOpaque()))
     let value = UInt64(UInt(bitPattern: Unmanaged.passUnretained(box).toOpaque()))
     // An AsyncTask: 64 bytes of job header, then the runtime's private
     // storage (where the chain head lives), then fragments.
     let offset = cap_task_locals_calibrate(task, key, value, 512)
-    calibration.withLock { current in
-      guard case .pending = current else { return }
-      if offset > 0 {
-        current = .done(offset)
-        cap_labels_configure(key, UInt32(offset))
-      } else {
-        current = .failed
-      }
-    }
+    let result: Int32 = offset > 0 ? offset : -1
+    // Two scopes may calibrate at once; the first result is kept.
+    guard calibration.compareExchange(expected: 0, desired: result, ordering: .acquiringAndReleasing).exchanged
+    else { return }
+    if result > 0 { cap_labels_configure(key, UInt32(result)) }
   }
 
   /// The chain head's offset in a task, once calibrated.
   static var headOffset: Int32? {
-    if case .done(let offset) = calibration.withLock({ $0 }) { return offset }
-    return nil
+    let value = calibration.load(ordering: .acquiring)
+    return value > 0 ? value : nil
   }
 
-  static var isCalibrated: Bool {
-    if case .done = calibration.withLock({ $0 }) { return true }
-    return false
-  }
+  static var isCalibrated: Bool { headOffset != nil }
 }
 
 extension Profiler {

@@ -76,7 +76,7 @@ struct AsyncRuntime: Sendable {
   private typealias GetCurrent = @convention(c) () -> UnsafeMutableRawPointer?
   // swift_task_getCurrent takes nothing and returns a pointer: the same in
   // the Swift and C conventions.
-  nonisolated(unsafe) private static let getCurrentFunction: GetCurrent? =
+  private static let getCurrentFunction: GetCurrent? =
     dlsym(nil, "swift_task_getCurrent").map { unsafeBitCast($0, to: GetCurrent.self) }
 
   private static func locate() -> AsyncRuntime {
