@@ -73,6 +73,15 @@ extension ServerSuite {
       }
     }
 
+    /// A 1 s cpu profile of `testee` in pprof, written to `scratch`: its path.
+    static func cpuPprofFile(_ testee: Testee, scratch: TemporaryDirectory, name: String) throws -> String {
+      let pprof = try Curl.get(testee, "/profile?mode=cpu&duration=1&format=pprof")
+      #expect(pprof.status == 200)
+      let file = scratch.path + "/\(name).pb.gz"
+      try pprof.body.write(to: URL(fileURLWithPath: file))
+      return file
+    }
+
     /// Async stacks over HTTP: on by default, `async=0` turns them off.
     @Test func asyncCallersAreInProfilesUnlessTurnedOff() throws {
       try withTestee(arguments: ["--async-worker"]) { testee in
@@ -98,10 +107,7 @@ extension ServerSuite {
         // outer function, and the running task as the numeric label `task`.
         let scratch = TemporaryDirectory()
         defer { scratch.remove() }
-        let pprof = try Curl.get(testee, "/profile?mode=cpu&duration=1&format=pprof")
-        #expect(pprof.status == 200)
-        let file = scratch.path + "/async.pb.gz"
-        try pprof.body.write(to: URL(fileURLWithPath: file))
+        let file = try Self.cpuPprofFile(testee, scratch: scratch, name: "async")
         let traces = try goPprof(["-traces", file], scratch: scratch.path)
         #expect(traces.status == 0, "\(traces.error)")
         let burnTraces = traces.output.components(separatedBy: "-----------+").filter { $0.contains("testeeAsyncBurn") }
@@ -141,10 +147,7 @@ extension ServerSuite {
       try withTestee(arguments: ["--async-worker"]) { testee in
         let scratch = TemporaryDirectory()
         defer { scratch.remove() }
-        let pprof = try Curl.get(testee, "/profile?mode=cpu&duration=1&format=pprof")
-        #expect(pprof.status == 200)
-        let file = scratch.path + "/labels.pb.gz"
-        try pprof.body.write(to: URL(fileURLWithPath: file))
+        let file = try Self.cpuPprofFile(testee, scratch: scratch, name: "labels")
         let tags = try goPprof(["-tags", file], scratch: scratch.path)
         #expect(tags.output.contains("worker:") && tags.output.contains("async") && tags.output.contains("hot"), "\(tags.output.prefix(1500))")
         let asyncOnly = try goPprof(["-tagfocus", "worker=async", "-top", file], scratch: scratch.path)

@@ -96,7 +96,8 @@ extension SamplingSuite {
     /// Nested scopes merge, inner values win; the scope ends with its body.
     @Test func nestedScopesMerge() async throws {
       await Profiler.withLabels(["route": "/a", "tenant": "x"]) {
-        await Profiler.withLabels(["route": "/a/inner"]) {
+        await Task.yield()  // the asynchronous scope around the synchronous one
+        Profiler.withLabels(["route": "/a/inner"]) {  // the synchronous scope, inside a task
           #expect(Profiler.currentLabels == ["route": "/a/inner", "tenant": "x"])
           if let task = AsyncRuntime.currentTask() {
             let id = cap_task_labels_for_test(task)

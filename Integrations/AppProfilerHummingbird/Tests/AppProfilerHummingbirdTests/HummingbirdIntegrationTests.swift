@@ -85,6 +85,38 @@ final class LoadFlag: Sendable {
   let value = Atomic<Bool>(false)
 }
 
+/// A 2 s cpu profile (collapsed, plus `query`) over the socket while one
+/// curl loop per entry of `routes` keeps requesting it.
+func profileUnderLoad(_ app: RunningExample, routes: [String], query: String) async throws -> CurlAnswer {
+  let done = LoadFlag()
+  let load = Task {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      for route in routes {
+        group.addTask {
+          while !done.value.load(ordering: .relaxed) { _ = try await curl(app.base + route, timeout: 20) }
+        }
+      }
+      try await group.waitForAll()
+    }
+  }
+  try await Task.sleep(for: .milliseconds(300))
+  let profile = try await curl(
+    "http://localhost/profile?mode=cpu&duration=2&format=collapsed\(query)", socket: app.socket, timeout: 30)
+  done.value.store(true, ordering: .relaxed)
+  try await load.value
+  return profile
+}
+
+/// The collapsed lines of the example's hot function.
+func hotLines(_ profile: CurlAnswer) -> [String] {
+  profile.text.split(separator: "\n").map(String.init).filter { $0.contains("exampleHotFunction") }
+}
+
+/// Samples of collapsed lines (the count at the end of each).
+func weight(_ lines: [String]) -> Int {
+  lines.reduce(0) { $0 + (Int($1.split(separator: " ").last ?? "") ?? 0) }
+}
+
 /// Serialized: one profiling session per process at a time.
 @Suite(.serialized) struct HummingbirdIntegrationTests {
   @Test func serviceStartsWithTheAppAndCleansUpOnGracefulShutdown() async throws {
@@ -148,27 +180,9 @@ final class LoadFlag: Sendable {
   /// twice is shown under the route's closure and Hummingbird's router.
   @Test func hotLoopAfterAwaitsShowsTheHandlerAndTheRouter() async throws {
     try await withExample(requestProfiling: false) { app in
-      let done = LoadFlag()
-      let load = Task {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-          for _ in 0..<3 {
-            group.addTask {
-              while !done.value.load(ordering: .relaxed) { _ = try await curl(app.base + "/awaits", timeout: 20) }
-            }
-          }
-          try await group.waitForAll()
-        }
-      }
-      try await Task.sleep(for: .milliseconds(300))
-      let profile = try await curl(
-        "http://localhost/profile?mode=cpu&duration=2&format=collapsed", socket: app.socket, timeout: 30)
-      done.value.store(true, ordering: .relaxed)
-      try await load.value
+      let profile = try await profileUnderLoad(app, routes: ["/awaits", "/awaits", "/awaits"], query: "")
       #expect(profile.status == 200)
-      let hot = profile.text.split(separator: "\n").map(String.init).filter { $0.contains("exampleHotFunction") }
-      func weight(_ lines: [String]) -> Int {
-        lines.reduce(0) { $0 + (Int($1.split(separator: " ").last ?? "") ?? 0) }
-      }
+      let hot = hotLines(profile)
       let shown = hot.filter { line in
         guard let hotIndex = line.range(of: "exampleHotFunction")?.lowerBound,
           let closure = line.range(of: "makeApplication")?.lowerBound, closure < hotIndex,
@@ -188,28 +202,9 @@ final class LoadFlag: Sendable {
   /// by route puts each route's handler under its own label.
   @Test func requestsAreLabelledWithTheirRoute() async throws {
     try await withExample(requestProfiling: false) { app in
-      let done = LoadFlag()
-      let load = Task {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-          for route in ["/awaits", "/awaits", "/slow"] {
-            group.addTask {
-              while !done.value.load(ordering: .relaxed) { _ = try await curl(app.base + route, timeout: 20) }
-            }
-          }
-          try await group.waitForAll()
-        }
-      }
-      try await Task.sleep(for: .milliseconds(300))
-      let profile = try await curl(
-        "http://localhost/profile?mode=cpu&duration=2&format=collapsed&group_by=route", socket: app.socket,
-        timeout: 30)
-      done.value.store(true, ordering: .relaxed)
-      try await load.value
+      let profile = try await profileUnderLoad(app, routes: ["/awaits", "/awaits", "/slow"], query: "&group_by=route")
       #expect(profile.status == 200)
-      let hot = profile.text.split(separator: "\n").map(String.init).filter { $0.contains("exampleHotFunction") }
-      func weight(_ lines: [String]) -> Int {
-        lines.reduce(0) { $0 + (Int($1.split(separator: " ").last ?? "") ?? 0) }
-      }
+      let hot = hotLines(profile)
       let awaits = hot.filter { $0.hasPrefix("[route=/awaits];") }
       let slow = hot.filter { $0.hasPrefix("[route=/slow];") }
       print("hummingbird labels: /awaits \(weight(awaits)), /slow \(weight(slow)), all \(weight(hot))")
