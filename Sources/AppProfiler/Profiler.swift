@@ -23,9 +23,12 @@ import Musl
 /// let profile = try await session.stop()
 /// ```
 ///
-/// One session runs per process at a time; a second `start` throws
-/// ``ProfilerError/busy`` at once. Nothing exists while no session runs: no
-/// thread, no timer, no signal handler, no buffer.
+/// One sampler runs per process at a time. Sessions that ask for the same
+/// sampling (mode, interval, sampler options) while it runs share it, each
+/// getting the samples of its own window (up to 16 at once); a `start` that
+/// asks for different sampling throws ``ProfilerError/busy`` at once.
+/// Nothing exists while no session runs: no thread, no timer, no signal
+/// handler, no buffer.
 ///
 /// > Warning: The first session installs a process-wide handler for
 /// > ``SessionOptions/signal`` (`SIGPROF` by default), and it stays installed
@@ -37,12 +40,20 @@ public final class Profiler: Sendable {
   /// The process's profiler.
   public static let shared = Profiler()
 
-  let machine = Mutex(SessionStateMachine())
+  /// The sampling slot: the state machine, the running sampler, where each
+  /// of its consumers began reading. Held while a sampler arms or stops,
+  /// so a session asking meanwhile waits and then joins or starts anew.
+  struct Slot {
+    var machine = SessionStateMachine<RunKey>()
+    var run: SamplingRun?
+    var marks: [UInt64: SampleCollector.Mark] = [:]
+  }
+  let slot = Mutex(Slot())
 
   init() {}
 
-  /// True while a session is arming, running or draining.
-  public var isBusy: Bool { !machine.withLock { $0.isIdle } }
+  /// True while a sampler is arming, running or stopping.
+  public var isBusy: Bool { !slot.withLock { $0.machine.isIdle } }
 
   /// Records a profile of every thread for `duration`.
   ///
@@ -117,24 +128,103 @@ public final class Profiler: Sendable {
     return try recordSynchronously(mode: .wall, duration: .milliseconds(30), interval: .milliseconds(20), options: options)
   }
 
-  /// Starts a session; stop it with ``ProfilingSession/stop()``.
+  /// Starts a session; stop it with ``ProfilingSession/stop()``. While a
+  /// session of the same mode, interval and sampler options runs, the new
+  /// one shares its sampler (and gets the samples from now on).
+  /// - Throws: ``ProfilerError/busy`` while sampling of another kind runs
+  ///   (or 16 sessions share it).
   public func start(
     mode: Profile.Mode = .cpu, interval: Duration = .milliseconds(1),
     options: SessionOptions = SessionOptions()
   ) throws -> ProfilingSession {
+    try attach(mode: mode, interval: interval, options: options, scope: nil)
+  }
+
+  /// Starts a task-scoped session: its profile holds only the samples of
+  /// code run inside ``ProfilingSession/withScope(operation:)`` — that
+  /// task and the child tasks it creates — while other work of the process
+  /// is left out. Several may run at once (one per request, say), sharing
+  /// one sampler with each other and with whole-process sessions of the
+  /// same sampling. docs/labels.md says what a scope sees.
+  public func startTaskScoped(
+    mode: Profile.Mode = .cpu, interval: Duration = .milliseconds(1),
+    options: SessionOptions = SessionOptions()
+  ) throws -> ProfilingSession {
+    try attach(mode: mode, interval: interval, options: options, scope: .make())
+  }
+
+  private func attach(
+    mode: Profile.Mode, interval: Duration, options: SessionOptions, scope: LabelScope?
+  ) throws -> ProfilingSession {
     try Self.validate(mode: mode, interval: interval, options: options)
-    let id: UInt64
-    switch machine.withLock({ $0.start() }) {
-    case .success(let value): id = value
-    case .failure: throw ProfilerError.busy
+    let key = RunKey(mode: mode, interval: interval, options: options)
+    let (run, consumer) = try slot.withLock { slot throws -> (SamplingRun, UInt64) in
+      switch slot.machine.attach(key) {
+      case .failure:
+        throw ProfilerError.busy
+      case .success(.joined(_, let consumer)):
+        guard let run = slot.run else { throw ProfilerError.busy }
+        run.consumerJoined()
+        slot.marks[consumer] = run.backend.mark()
+        return (run, consumer)
+      case .success(.newRun(let id, let consumer)):
+        do {
+          let backend: any SessionBackend
+          if mode == .alloc {
+            backend = try AllocationBackend(
+              options: options, startTimeNanoseconds: ProfilingSession.clock(CLOCK_REALTIME),
+              startMonotonicNanoseconds: ProfilingSession.clock(CLOCK_MONOTONIC))
+          } else {
+            backend = try SignalSamplingBackend(mode: mode, interval: interval, options: options)
+          }
+          let run = SamplingRun(id: id, backend: backend)
+          _ = slot.machine.armed(id)
+          slot.run = run
+          slot.marks[consumer] = backend.mark()
+          return (run, consumer)
+        } catch {
+          slot.machine.failed(id)
+          throw error
+        }
+      }
     }
-    do {
-      let session = try ProfilingSession(profiler: self, id: id, mode: mode, interval: interval, options: options)
-      _ = machine.withLock { $0.armed(id) }
-      return session
-    } catch {
-      machine.withLock { $0.failed(id) }
-      throw error
+    return ProfilingSession(
+      profiler: self, run: run, consumer: consumer, mode: mode, interval: interval, options: options, scope: scope,
+      startTimeNanoseconds: ProfilingSession.clock(CLOCK_REALTIME),
+      startMonotonicNanoseconds: ProfilingSession.clock(CLOCK_MONOTONIC))
+  }
+
+  enum Detached {
+    /// The samples of the run (all of them: subtract the mark) and its report.
+    case kept(SampleCollector, SessionReport, SampleCollector.Mark)
+    case dropped
+    case notAttached
+  }
+
+  /// A consumer leaves its run: the last one stops the sampler.
+  func detach(_ consumer: UInt64, of run: SamplingRun, keepingSamples: Bool) -> Detached {
+    slot.withLock { slot in
+      guard slot.run === run else { return .notAttached }
+      switch slot.machine.detach(consumer) {
+      case .notAttached:
+        return .notAttached
+      case .others:
+        let mark = slot.marks.removeValue(forKey: consumer) ?? SampleCollector.Mark()
+        guard keepingSamples else { return .dropped }
+        let (collector, report) = run.backend.snapshot(keeping: Array(slot.marks.values))
+        return .kept(collector, report, mark)
+      case .last(let id):
+        let mark = slot.marks.removeValue(forKey: consumer) ?? SampleCollector.Mark()
+        slot.run = nil
+        slot.marks = [:]
+        defer { slot.machine.finished(id) }
+        guard keepingSamples else {
+          run.backend.cancel()
+          return .dropped
+        }
+        let (collector, report) = run.backend.finish()
+        return .kept(collector, report, mark)
+      }
     }
   }
 

@@ -21,7 +21,9 @@ final class ProfileCoordinator: Sendable {
   let configuration: ProfileServerConfiguration
   let logger: Logger
   private let connections = Atomic<Int>(0)
-  private let runningUntil = Mutex<ContinuousClock.Instant?>(nil)
+  /// When each running `/profile` recording ends (for `Retry-After`).
+  private let runningUntil = Mutex<[UInt64: ContinuousClock.Instant]>([:])
+  private let recordings = Atomic<UInt64>(0)
 
   init(configuration: ProfileServerConfiguration, logger: Logger) {
     self.configuration = configuration
@@ -61,28 +63,32 @@ final class ProfileCoordinator: Sendable {
     return difference == 0
   }
 
-  /// 409 with `Retry-After`: seconds left of the running profile (1 when unknown).
+  /// 409 with `Retry-After`: seconds left of the longest running profile
+  /// (1 when unknown: a per-request profile, another caller's session).
   func busyResponse() -> HTTPResponse {
-    let remaining = runningUntil.withLock { until -> Int in
-      guard let until else { return 1 }
+    let remaining = runningUntil.withLock { deadlines -> Int in
+      guard let until = deadlines.values.max() else { return 1 }
       let left = until - ContinuousClock.now
       return max(1, Int(left.components.seconds) + (left.components.attoseconds > 0 ? 1 : 0))
     }
     return .error(
-      .conflict, "a profile is already running in this process; retry in \(remaining) s",
+      .conflict,
+      "a profile of another kind (mode, interval or options) is already running in this process; retry in \(remaining) s",
       headers: [("Retry-After", String(remaining))])
   }
 
   /// Records one profile. Never throws: a failure is the response to send.
-  /// The profiler's slot is free again when it returns.
+  /// While a profile of the same sampling runs (another `/profile`, a
+  /// per-request profile), this one shares its sampler; one of another
+  /// kind gets 409.
   func record(
     mode: Profile.Mode, duration: Duration, interval: Duration, allocationRate: Int? = nil,
     cpuEngine: SessionOptions.CPUEngine? = nil, includeProfilerThreads: Bool = false, asyncStacks: Bool? = nil,
     cancellation: RecordingCancellation
   ) -> Result<Profile, HTTPResponseBox> {
-    if Profiler.shared.isBusy { return .failure(HTTPResponseBox(busyResponse())) }
-    runningUntil.withLock { $0 = ContinuousClock.now + duration }
-    defer { runningUntil.withLock { $0 = nil } }
+    let recording = recordings.add(1, ordering: .relaxed).newValue
+    runningUntil.withLock { $0[recording] = ContinuousClock.now + duration }
+    defer { _ = runningUntil.withLock { $0.removeValue(forKey: recording) } }
     var options = configuration.sessionOptions
     if let allocationRate { options.allocationSamplingRate = allocationRate }
     if let cpuEngine { options.cpuEngine = cpuEngine }
@@ -168,7 +174,6 @@ final class ProfileCoordinator: Sendable {
 
   /// `GET /threads` (`/debug/pprof/threads`): one wall tick.
   func threads(format: ThreadsFormat) -> HTTPResponse {
-    if Profiler.shared.isBusy { return busyResponse() }
     do {
       let snapshot = try Profiler.shared.threadSnapshotSynchronously(options: configuration.sessionOptions)
       switch format {

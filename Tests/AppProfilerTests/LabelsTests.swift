@@ -183,14 +183,40 @@ extension SamplingSuite {
       expectLabelled(profile, "AsyncBox", ["route": "/alloc"])
     }
 
-    @Test func registryInternsAndBounds() {
-      let registry = LabelRegistry()
-      let first = registry.id(for: ["a": "1"])
+    @Test func registryInternsAndReusesReleasedIDs() {
+      let registry = LabelRegistry(quarantineNanoseconds: 0)
+      let first = registry.retain(["a": "1"])
       #expect(first != 0)
-      #expect(registry.id(for: ["a": "1"]) == first)
-      #expect(registry.id(for: [:]) == 0)
+      #expect(registry.retain(["a": "1"]) == first)
+      #expect(registry.retain([:]) == 0)
       #expect(registry.labels(for: first) == ["a": "1"])
       #expect(registry.labels(for: 999_999).isEmpty)
+      registry.release(first)
+      #expect(registry.labels(for: first) == ["a": "1"])  // still held once
+      registry.release(first)
+      // Resting: readable by id until reused, not found by labels.
+      #expect(registry.labels(for: first) == ["a": "1"])
+      let second = registry.retain(["b": "2"])
+      #expect(second == first)
+      #expect(registry.labels(for: second) == ["b": "2"])
+      // A set per request (trace ids) does not fill the registry.
+      for request in 0..<100_000 {
+        let id = registry.retain(["trace_id": String(request)])
+        registry.release(id)
+      }
+      #expect(registry.count <= 3, "\(registry.count) sets")
+      #expect(registry.droppedSets == 0)
+    }
+
+    /// A released id rests before reuse, so samples drained late still
+    /// find their labels.
+    @Test func releasedIDsRestBeforeReuse() {
+      let registry = LabelRegistry(quarantineNanoseconds: 60_000_000_000)
+      let first = registry.retain(["a": "1"])
+      registry.release(first)
+      let second = registry.retain(["b": "2"])
+      #expect(second != first)
+      #expect(registry.labels(for: first) == ["a": "1"])
     }
   }
 }

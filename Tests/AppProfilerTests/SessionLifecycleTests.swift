@@ -79,15 +79,22 @@ extension SamplingSuite {
       #expect(ignoredAfter == ignoredBefore + 1)
     }
 
-    @Test func secondSessionIsBusyAtOnce() async throws {
+    /// Sampling of another kind is busy at once; the same kind shares.
+    @Test func otherKindIsBusyAtOnce() async throws {
       let session = try Profiler.shared.start(mode: .cpu)
       let started = monotonicNanoseconds()
       await #expect(throws: ProfilerError.busy) {
         _ = try await Profiler.shared.record(mode: .wall, duration: .seconds(1))
       }
-      #expect(throws: ProfilerError.busy) { _ = try Profiler.shared.start(mode: .cpu) }
+      #expect(throws: ProfilerError.busy) { _ = try Profiler.shared.start(mode: .cpu, interval: .milliseconds(2)) }
+      var kernel = SessionOptions()
+      kernel.includeKernelTime = false
+      #expect(throws: ProfilerError.busy) { _ = try Profiler.shared.start(mode: .cpu, options: kernel) }
       #expect(monotonicNanoseconds() - started < 100_000_000)
+      let sharing = try Profiler.shared.start(mode: .cpu)
       _ = try await session.stop()
+      #expect(Profiler.shared.isBusy)
+      _ = try await sharing.stop()
       #expect(!Profiler.shared.isBusy)
       let next = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(50))
       #expect(next.mode == .cpu)

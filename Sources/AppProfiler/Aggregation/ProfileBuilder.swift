@@ -154,7 +154,6 @@ struct ProfileBuilder {
       runningStacks.insert(Int32(index))
     }
 
-    var labelSets = LabelCache()
     for tid in threadIDs {
       let name = tid == 0 ? "[dropped samples]" : (collector.threadNames[tid] ?? "thread-\(tid)")
       let samples = perThread[tid]!.map { raw in
@@ -164,7 +163,7 @@ struct ProfileBuilder {
           return Profile.Sample(
             stack: stackRemap[raw.stack]!, timestampNanoseconds: timestamp,
             values: [max(1, Int64(raw.objects.rounded())), Int64(raw.bytes.rounded()), Int64(raw.count)],
-            labels: labelSets.labels(raw.labels), numericLabels: Self.taskLabel(raw.task))
+            labels: collector.labels(of: raw.labels), numericLabels: Self.taskLabel(raw.task))
         }
         // samples, and the time they stand for.
         let count = Int64(raw.count)
@@ -174,7 +173,7 @@ struct ProfileBuilder {
           values: [count, count &* Int64(clamping: period)],
           isIdle: raw.flags & UInt16(CAP_SAMPLE_IDLE) != 0 || blockedStacks.contains(stackRemap[raw.stack]!)
             || (raw.flags & UInt16(CAP_SAMPLE_SIGNAL_BLOCKED) != 0 && !runningStacks.contains(raw.stack)),
-          labels: labelSets.labels(raw.labels), numericLabels: Self.taskLabel(raw.task))
+          labels: collector.labels(of: raw.labels), numericLabels: Self.taskLabel(raw.task))
       }
       var thread = Profile.ThreadSamples(id: tid, name: name, samples: samples)
       if recordsKernelState && tid > 0 { thread.kernelState = KernelThreadState.read(tid).description }
@@ -234,17 +233,6 @@ struct ProfileBuilder {
   /// Classes get their qualified name; the runtime's own heap objects
   /// (boxes, closure contexts, tasks) a synthetic one.
   /// Label sets by id, looked up once per profile.
-  struct LabelCache {
-    private var known: [UInt64: [String: String]] = [:]
-    mutating func labels(_ id: UInt64) -> [String: String] {
-      if id == 0 { return [:] }
-      if let labels = known[id] { return labels }
-      let labels = LabelRegistry.shared.labels(for: id)
-      known[id] = labels
-      return labels
-    }
-  }
-
   /// The pprof numeric label `task`: the running Swift task (its
   /// AsyncTask address, an id within this profile), none on threads that ran
   /// no task.

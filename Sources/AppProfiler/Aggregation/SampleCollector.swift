@@ -93,7 +93,8 @@ struct SampleCollector: Sendable {
     var bytes: Double = 0
     /// The Swift task that was running (AsyncTask address), 0 for none.
     var task: UInt64 = 0
-    /// Its label set (``LabelRegistry``), 0 for none.
+    /// Its label set: an index into ``labelSets`` (0 for none), with the
+    /// scope of a task-scoped session in the high half (``LabelScope``).
     var labels: UInt64 = 0
   }
 
@@ -111,7 +112,15 @@ struct SampleCollector: Sendable {
   /// every sample: the cumulative allocation profile, whose size must not
   /// grow with time.
   private(set) var aggregateThread: Int32? = nil
-  private var aggregateIndex: [Int32: Int] = [:]
+  /// Running totals are kept per stack and label set.
+  private struct AggregateKey: Hashable {
+    var stack: Int32
+    var labels: UInt64
+  }
+  private var aggregateIndex: [AggregateKey: Int] = [:]
+  /// Per thread, samples dropped from the front by ``trim(keeping:)``:
+  /// marks count from the first sample ever collected.
+  private var trimmed: [Int32: Int] = [:]
 
   init(allocationRate: Double = 0, aggregateThread: Int32? = nil, aggregateName: String = "") {
     self.allocationRate = allocationRate
@@ -120,6 +129,44 @@ struct SampleCollector: Sendable {
       threadNames[aggregateThread] = aggregateName
       samples[aggregateThread] = []
     }
+  }
+
+  /// Label sets of this collector's samples, copied from the registry when
+  /// drained (a registry id is reused once its sets are gone): a sample's
+  /// `labels` is an index here, with the registry id's scope half kept.
+  private(set) var labelSets: [[String: String]] = [[:]]
+  private var labelSetIDs: [[String: String]: UInt64] = [:]
+
+  /// Labels that make every request's set its own: left out of running
+  /// totals, which must stay bounded.
+  static let perRequestLabelKeys: Set<String> = ["trace_id", "span_id"]
+
+  /// The labels of a sample's `labels`.
+  func labels(of id: UInt64) -> [String: String] {
+    let index = Int(LabelScope.labels(of: id))
+    return index < labelSets.count ? labelSets[index] : [:]
+  }
+
+  /// A registry label id as this collector's (see ``labelSets``), through
+  /// a cache valid for one drain.
+  private mutating func localLabels(_ raw: UInt64, _ cache: inout [UInt64: UInt64]) -> UInt64 {
+    if raw == 0 { return 0 }
+    if let known = cache[raw] { return known }
+    var labels = LabelRegistry.shared.labels(for: raw)
+    if aggregateThread != nil { for key in Self.perRequestLabelKeys { labels[key] = nil } }
+    var index: UInt64 = 0
+    if !labels.isEmpty {
+      if let existing = labelSetIDs[labels] {
+        index = existing
+      } else {
+        index = UInt64(labelSets.count)
+        labelSets.append(labels)
+        labelSetIDs[labels] = index
+      }
+    }
+    let local = index | (raw & 0xFFFF_FFFF_0000_0000)
+    cache[raw] = local
+    return local
   }
 
   private(set) var stacks: [[UInt64]] = []
@@ -143,6 +190,7 @@ struct SampleCollector: Sendable {
     var offset = 0
     var frames: [UInt64] = []
     frames.reserveCapacity(Int(CAP_MAX_DEPTH) + 1)
+    var labelCache: [UInt64: UInt64] = [:]
     while offset + headerSize <= buffer.count {
       let timestamp = buffer.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
       let weight = buffer.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)
@@ -151,7 +199,7 @@ struct SampleCollector: Sendable {
       let flags = buffer.loadUnaligned(fromByteOffset: offset + 22, as: UInt16.self)
       let objectType = buffer.loadUnaligned(fromByteOffset: offset + 24, as: UInt64.self)
       let task = buffer.loadUnaligned(fromByteOffset: offset + 32, as: UInt64.self)
-      let labels = buffer.loadUnaligned(fromByteOffset: offset + 40, as: UInt64.self)
+      let labels = localLabels(buffer.loadUnaligned(fromByteOffset: offset + 40, as: UInt64.self), &labelCache)
       offset += headerSize
       guard offset + depth * 8 <= buffer.count else { break }
       records += 1
@@ -225,15 +273,18 @@ struct SampleCollector: Sendable {
     task: UInt64 = 0, labels: UInt64 = 0
   ) {
     if let group = aggregateThread {
-      if let index = aggregateIndex[stack] {
+      let key = AggregateKey(stack: stack, labels: labels)
+      if let index = aggregateIndex[key] {
         samples[group]![index].count += raw
         samples[group]![index].objects += objects
         samples[group]![index].bytes += bytes
         samples[group]![index].timestamp = timestamp
       } else {
-        aggregateIndex[stack] = samples[group]!.count
+        aggregateIndex[key] = samples[group]!.count
         samples[group]!.append(
-          RawSample(timestamp: timestamp, count: raw, stack: stack, flags: flags, objects: objects, bytes: bytes))
+          RawSample(
+            timestamp: timestamp, count: raw, stack: stack, flags: flags, objects: objects, bytes: bytes,
+            labels: labels))
       }
       return
     }
@@ -244,12 +295,97 @@ struct SampleCollector: Sendable {
         labels: labels))
   }
 
+  // MARK: Consumers of a shared session
+
+  /// Where a consumer of a shared session began reading: per thread, how
+  /// many samples had been collected (counted from the first ever, trimmed
+  /// or not); for running totals, the totals then.
+  struct Mark: Sendable {
+    var counts: [Int32: Int] = [:]
+    var totals: [RawSample] = []
+    var truncatedSamples: Int64 = 0
+    /// The sampler's counters then.
+    var counters = SamplerCounters()
+  }
+
+  func mark(counters: SamplerCounters = SamplerCounters()) -> Mark {
+    var mark = Mark(truncatedSamples: truncatedSamples, counters: counters)
+    if let group = aggregateThread {
+      mark.totals = samples[group] ?? []
+      return mark
+    }
+    for (tid, list) in samples { mark.counts[tid] = (trimmed[tid] ?? 0) + list.count }
+    return mark
+  }
+
+  /// What was collected after `mark`: the samples of every thread since
+  /// then (a leading repeat gets the stack it repeats), or the growth of
+  /// the running totals.
+  func since(_ mark: Mark) -> SampleCollector {
+    if aggregateThread != nil { return subtracting(totals: mark.totals, truncated: mark.truncatedSamples) }
+    var result = self
+    result.trimmed = [:]
+    result.truncatedSamples = max(0, truncatedSamples - mark.truncatedSamples)
+    for (tid, list) in samples {
+      let start = max(0, min(list.count, (mark.counts[tid] ?? 0) - (trimmed[tid] ?? 0)))
+      result.samples[tid] = Self.suffix(of: list, from: start)
+    }
+    return result
+  }
+
+  /// Sample records held (a running total counts as one).
+  var recordCount: Int { samples.values.reduce(0) { $0 + $1.count } }
+
+  /// Drops samples no consumer will read (those before every mark), so a
+  /// session shared by overlapping consumers does not grow without end.
+  mutating func trim(keeping marks: [Mark]) {
+    guard aggregateThread == nil, !marks.isEmpty else { return }
+    for (tid, list) in samples {
+      let first = marks.map { $0.counts[tid] ?? 0 }.min() ?? 0
+      let start = max(0, min(list.count, first - (trimmed[tid] ?? 0)))
+      guard start > 0 else { continue }
+      samples[tid] = Self.suffix(of: list, from: start)
+      trimmed[tid, default: 0] += start
+    }
+  }
+
+  /// `list[start...]`, its leading repeats resolved from the last full
+  /// sample before `start`.
+  private static func suffix(of list: [RawSample], from start: Int) -> [RawSample] {
+    var tail = Array(list[start...])
+    guard let previous = list[..<start].last(where: { $0.stack >= 0 }) else { return tail }
+    for index in tail.indices {
+      guard tail[index].stack < 0 else { break }
+      tail[index].stack = previous.stack
+      tail[index].task = previous.task
+      tail[index].labels = previous.labels
+    }
+    return tail
+  }
+
+  /// Keeps only the samples whose label set passes `include` (label set
+  /// ids, 0 for none); repeats are resolved first, so each keeps the labels
+  /// of the sample it repeats.
+  mutating func keepSamples(labelled include: (UInt64) -> Bool) {
+    var resolved = resolvedSamples()
+    for tid in resolved.keys {
+      resolved[tid]!.removeAll { !include($0.labels) }
+      if resolved[tid]!.isEmpty, tid != aggregateThread { resolved[tid] = nil }
+    }
+    samples = resolved
+    trimmed = [:]
+  }
+
   /// An aggregating collector minus an earlier copy of itself: what was
   /// allocated in between (stacks with nothing new are left out).
   func subtracting(_ earlier: SampleCollector) -> SampleCollector {
     guard let group = aggregateThread else { return self }
+    return subtracting(totals: earlier.samples[group] ?? [], truncated: earlier.truncatedSamples)
+  }
+
+  private func subtracting(totals before: [RawSample], truncated: Int64) -> SampleCollector {
+    guard let group = aggregateThread else { return self }
     var result = self
-    let before = earlier.samples[group] ?? []
     var delta: [RawSample] = []
     for (index, var sample) in (samples[group] ?? []).enumerated() {
       if index < before.count {
@@ -261,7 +397,7 @@ struct SampleCollector: Sendable {
     }
     result.samples[group] = delta
     result.aggregateIndex = [:]
-    result.truncatedSamples -= earlier.truncatedSamples
+    result.truncatedSamples -= truncated
     return result
   }
 

@@ -41,9 +41,8 @@ final class AllocationRecorder: Sendable {
     /// Continuous mode: the running totals and when they started.
     var continuous: SampleCollector?
     var continuousStart: (realtime: UInt64, monotonic: UInt64) = (0, 0)
-    /// Open window: its own samples, or (continuous mode) the totals at its start.
+    /// Open window's own samples (none in continuous mode: windows read the totals).
     var window: SampleCollector?
-    var windowBase: SampleCollector?
     var windowOpen = false
     var lastImageCheck: UInt64 = 0
   }
@@ -57,14 +56,11 @@ final class AllocationRecorder: Sendable {
   // MARK: Windows (alloc sessions)
 
   /// Opens a window. With continuous mode on, `rate` is ignored: the window
-  /// is measured at the continuous rate.
+  /// reads the continuous totals (its consumers subtract their marks).
   func beginWindow(rate: Int, options: SessionOptions) throws {
     try state.withLock { state in
       guard !state.windowOpen else { throw ProfilerError.busy }
-      if state.continuous != nil {
-        drainLocked(&state, fullScan: false)
-        state.windowBase = state.continuous
-      } else {
+      if state.continuous == nil {
         state.window = SampleCollector(allocationRate: Double(rate))
         try installLocked(&state, rate: rate, options: options)
       }
@@ -72,17 +68,48 @@ final class AllocationRecorder: Sendable {
     }
   }
 
-  /// Closes the window and returns what it recorded.
+  /// Where a consumer of the open window starts reading (after a drain).
+  func windowMark() -> SampleCollector.Mark {
+    state.withLock { state in
+      drainLocked(&state, fullScan: false)
+      var stats = cap_alloc_stats()
+      cap_alloc_stats_get(&stats)
+      return (state.window ?? state.continuous ?? SampleCollector()).mark(
+        counters: SamplerCounters(
+          recorded: Int64(stats.samples_written), dropped: Int64(stats.samples_dropped),
+          complete: Int64(stats.complete_samples)))
+    }
+  }
+
+  /// What the open window holds now (after a drain), and trims what no
+  /// mark in `keeping` reads any more; the window stays open.
+  func windowSnapshot(
+    startTimeNanoseconds: UInt64, startMonotonicNanoseconds: UInt64, keeping marks: [SampleCollector.Mark]
+  ) -> Recording {
+    state.withLock { state in
+      drainLocked(&state, fullScan: false)
+      var stats = cap_alloc_stats()
+      cap_alloc_stats_get(&stats)
+      let collector = state.window ?? state.continuous ?? SampleCollector()
+      state.window?.trim(keeping: marks)
+      return Recording(
+        collector: collector, stats: stats, rate: state.installedRate, startTimeNanoseconds: startTimeNanoseconds,
+        startMonotonicNanoseconds: startMonotonicNanoseconds, cumulative: false,
+        callFrameInformation: state.tables != nil)
+    }
+  }
+
+  /// Closes the window and returns everything it holds (with continuous
+  /// mode on: the continuous totals, which stay).
   func endWindow(startTimeNanoseconds: UInt64, startMonotonicNanoseconds: UInt64) -> Recording {
     state.withLock { state in
       state.windowOpen = false
-      if let base = state.windowBase, state.continuous != nil {
+      if state.continuous != nil {
         drainLocked(&state, fullScan: false)
         var stats = cap_alloc_stats()
         cap_alloc_stats_get(&stats)
-        state.windowBase = nil
         return Recording(
-          collector: state.continuous!.subtracting(base), stats: stats, rate: state.installedRate,
+          collector: state.continuous!, stats: stats, rate: state.installedRate,
           startTimeNanoseconds: startTimeNanoseconds, startMonotonicNanoseconds: startMonotonicNanoseconds,
           cumulative: false, callFrameInformation: state.tables != nil)
       }
@@ -103,7 +130,6 @@ final class AllocationRecorder: Sendable {
     state.withLock { state in
       guard state.windowOpen else { return }
       state.windowOpen = false
-      state.windowBase = nil
       if state.continuous == nil {
         _ = uninstallLocked(&state)
         state.window = nil
@@ -133,8 +159,7 @@ final class AllocationRecorder: Sendable {
     state.withLock { state in
       guard state.continuous != nil else { return }
       if state.windowOpen {
-        // The open window loses its base; it ends empty.
-        state.windowBase = nil
+        // The open window loses its totals; it ends empty.
         state.windowOpen = false
       }
       _ = uninstallLocked(&state)

@@ -12,52 +12,148 @@ import Musl
 /// handler reads `id`, the first stored property (byte 16, after the
 /// object header), from the task's task-local chain; the labels themselves
 /// are looked up by id when samples are drained (``LabelRegistry``).
+///
+/// The id's low 32 bits are the registry's id of the labels, held for as
+/// long as the box lives; the high 32 bits the scope of a task-scoped
+/// session (``LabelScope``), 0 for none — so a per-request profile finds
+/// its request's samples without a label set per request.
 final class LabelSetBox: Sendable {
   let id: UInt64
   let labels: [String: String]
 
-  init(id: UInt64, labels: [String: String]) {
-    self.id = id
+  init(labels: [String: String], scope: UInt32) {
+    self.id = LabelRegistry.shared.retain(labels) | UInt64(scope) << 32
     self.labels = labels
   }
+
+  deinit {
+    LabelRegistry.shared.release(LabelScope.labels(of: id))
+  }
+
+  var scope: UInt32 { UInt32(truncatingIfNeeded: id >> 32) }
 }
 
-/// Interned label sets: one id per distinct set, alive for the process (a
-/// sample may be drained after the task that took it ended). Bounded:
-/// beyond ``capacity`` distinct sets, new ones are not recorded (their
-/// samples carry no labels) and `dropped` counts them — labels are for
-/// bounded values (routes, methods), not ids of every request.
+/// The scope of a task-scoped session: samples of code that runs inside
+/// ``Profiler/withScope(_:operation:)`` (and its child tasks) carry it in
+/// the high half of their label id.
+struct LabelScope: Sendable, Hashable {
+  let value: UInt32
+
+  private static let next = Atomic<UInt32>(0)
+
+  /// A new scope (never 0; wraps after 2^32 − 1 sessions).
+  static func make() -> LabelScope {
+    while true {
+      let value = next.add(1, ordering: .relaxed).newValue
+      if value != 0 { return LabelScope(value: value) }
+    }
+  }
+
+  static func of(labelID: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: labelID >> 32) }
+  static func labels(of labelID: UInt64) -> UInt64 { labelID & 0xFFFF_FFFF }
+}
+
+/// Interned label sets: one id per distinct set in use. A set is held by
+/// the ``LabelSetBox``es that carry it (and for good by thread labels);
+/// once the last box is gone its id rests for ``quarantineNanoseconds`` —
+/// long enough for every sample that carries it to be drained, after which
+/// samples hold the labels themselves (``SampleCollector``) — and is then
+/// reused. So per-request values (`trace_id`) do not fill the registry.
+/// Bounded: beyond ``capacity`` sets in use at once, new ones are not
+/// recorded (their samples carry no labels) and `dropped` counts them.
 final class LabelRegistry: Sendable {
   static let shared = LabelRegistry()
   static let capacity = 65_536
+  static let quarantineNanoseconds: UInt64 = 2_000_000_000
+
+  private struct Entry {
+    var labels: [String: String]
+    var holders: Int
+  }
 
   private struct State {
     var ids: [[String: String]: UInt64] = [:]
-    var sets: [[String: String]] = [[:]]  // id 0: none
+    var entries: [Entry?] = [nil]  // id 0: none
+    /// Released ids, oldest first, with when they were released.
+    var resting: [(id: UInt64, since: UInt64)] = []
+    var restingStart = 0
+    var free: [UInt64] = []
     var dropped = 0
   }
   private let state = Mutex(State())
+  private let quarantine: UInt64
 
-  /// The id of `labels` (0 for an empty set, or when the registry is full).
-  func id(for labels: [String: String]) -> UInt64 {
+  init(quarantineNanoseconds: UInt64 = LabelRegistry.quarantineNanoseconds) {
+    self.quarantine = quarantineNanoseconds
+  }
+
+  /// The id of `labels`, held until ``release(_:)`` (0 for an empty set,
+  /// or when the registry is full).
+  func retain(_ labels: [String: String]) -> UInt64 {
     if labels.isEmpty { return 0 }
     return state.withLock { state in
-      if let id = state.ids[labels] { return id }
-      guard state.sets.count <= Self.capacity else {
+      if let id = state.ids[labels] {
+        state.entries[Int(id)]!.holders += 1
+        return id
+      }
+      recycle(&state)
+      let id: UInt64
+      if let reused = state.free.popLast() {
+        id = reused
+      } else if state.entries.count <= Self.capacity {
+        id = UInt64(state.entries.count)
+        state.entries.append(nil)
+      } else {
         state.dropped += 1
         return 0
       }
-      let id = UInt64(state.sets.count)
-      state.sets.append(labels)
+      state.entries[Int(id)] = Entry(labels: labels, holders: 1)
       state.ids[labels] = id
       return id
     }
   }
 
-  func labels(for id: UInt64) -> [String: String] {
-    guard id != 0 else { return [:] }
-    return state.withLock { state in id < state.sets.count ? state.sets[Int(id)] : [:] }
+  /// Lets go of one hold of `id`; the last one sends it to rest.
+  func release(_ id: UInt64) {
+    guard id != 0 else { return }
+    let now = ProfilingSession.clock(CLOCK_MONOTONIC)
+    state.withLock { state in
+      guard Int(id) < state.entries.count, var entry = state.entries[Int(id)] else { return }
+      entry.holders -= 1
+      state.entries[Int(id)] = entry
+      guard entry.holders <= 0 else { return }
+      // Still readable by id while it rests; no longer found by labels.
+      state.ids[entry.labels] = nil
+      state.resting.append((id, now))
+    }
   }
+
+  /// Ids that have rested long enough become free.
+  private func recycle(_ state: inout State) {
+    guard state.restingStart < state.resting.count else { return }
+    let now = ProfilingSession.clock(CLOCK_MONOTONIC)
+    while state.restingStart < state.resting.count, now - state.resting[state.restingStart].since >= quarantine {
+      let id = state.resting[state.restingStart].id
+      state.entries[Int(id)] = nil
+      state.free.append(id)
+      state.restingStart += 1
+    }
+    if state.restingStart > 1024 && state.restingStart * 2 > state.resting.count {
+      state.resting.removeFirst(state.restingStart)
+      state.restingStart = 0
+    }
+  }
+
+  /// The labels of a registry id or of a sample's label id (its scope half
+  /// ignored); empty for an id not in use.
+  func labels(for id: UInt64) -> [String: String] {
+    let id = LabelScope.labels(of: id)
+    guard id != 0 else { return [:] }
+    return state.withLock { state in id < state.entries.count ? state.entries[Int(id)]?.labels ?? [:] : [:] }
+  }
+
+  /// Label sets held or resting now.
+  var count: Int { state.withLock { state in state.entries.count - 1 - state.free.count } }
 
   var droppedSets: Int { state.withLock { $0.dropped } }
 }
@@ -134,10 +230,27 @@ extension Profiler {
     }
   }
 
+  /// Runs `operation` in the scope of a task-scoped session: the samples
+  /// its task, child tasks — or, on a thread without a task, its thread —
+  /// take carry `scope` (labels in effect stay).
+  static func withScope<R>(
+    _ scope: LabelScope, isolation: isolated (any Actor)? = #isolation, operation: () async throws -> R
+  ) async rethrows -> R {
+    let box = LabelSetBox(labels: currentLabels, scope: scope.value)
+    return try await TaskLabels.$current.withValue(
+      box,
+      operation: {
+        TaskLabels.calibrateIfNeeded(box: box)
+        return try await operation()
+      }, isolation: isolation)
+  }
+
   /// Labels for every sample of the calling thread taken while no task
   /// label applies (a thread of its own, an event loop); nil removes them.
+  /// Keep the distinct sets few: each stays registered for the process.
   public static func setThreadLabels(_ labels: [String: String]?) {
-    cap_thread_labels_set(LabelRegistry.shared.id(for: labels ?? [:]))
+    // Held for good: thread labels are few and long-lived (an event loop's).
+    cap_thread_labels_set(LabelRegistry.shared.retain(labels ?? [:]))
   }
 
   /// The labels in effect here (the task's, merged over enclosing scopes).
@@ -145,9 +258,11 @@ extension Profiler {
     TaskLabels.current?.labels ?? LabelRegistry.shared.labels(for: cap_thread_labels_get())
   }
 
+  /// Merged over the labels in effect, in the scope in effect.
   private static func makeBox(merging labels: [String: String]) -> LabelSetBox {
     var merged = currentLabels
     for (key, value) in labels { merged[key] = value }
-    return LabelSetBox(id: LabelRegistry.shared.id(for: merged), labels: merged)
+    let scope = TaskLabels.current?.scope ?? LabelScope.of(labelID: cap_thread_labels_get())
+    return LabelSetBox(labels: merged, scope: scope)
   }
 }

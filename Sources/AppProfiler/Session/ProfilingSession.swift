@@ -11,46 +11,63 @@ import Musl
 /// A running profiling session. Get one from ``Profiler/start(mode:interval:options:)``
 /// and end it with ``stop()`` (keeps the samples) or ``cancel()`` (drops them).
 /// Dropping the last reference without either stops it too.
+///
+/// Sessions that ask for the same sampling (mode, interval, sampler
+/// options) while one runs share its sampler: each is a consumer that gets
+/// the samples taken between its own start and stop. A task-scoped session
+/// (``Profiler/startTaskScoped(mode:interval:options:)``) keeps only the
+/// samples of code run in ``withScope(operation:)``.
 public final class ProfilingSession: Sendable {
   public let mode: Profile.Mode
   public let interval: Duration
 
   private let profiler: Profiler
-  private let id: UInt64
+  private let run: SamplingRun
+  private let consumer: UInt64
   private let startTimeNanoseconds: UInt64
   private let startMonotonicNanoseconds: UInt64
-  /// The sampler: signals (cpu, wall) or the allocation wrappers.
-  private let backend: any SessionBackend
   private let ended = Atomic<Bool>(false)
   private let symbolicationBudget: Duration?
   private let recordsKernelState: Bool
   private let includeProfilerThreads: Bool
+  /// Task-scoped sessions: the scope their samples carry.
+  private let scope: LabelScope?
 
-  init(profiler: Profiler, id: UInt64, mode: Profile.Mode, interval: Duration, options: SessionOptions) throws {
+  init(
+    profiler: Profiler, run: SamplingRun, consumer: UInt64, mode: Profile.Mode, interval: Duration,
+    options: SessionOptions, scope: LabelScope?, startTimeNanoseconds: UInt64, startMonotonicNanoseconds: UInt64
+  ) {
     self.profiler = profiler
-    self.id = id
+    self.run = run
+    self.consumer = consumer
     self.mode = mode
     self.interval = interval
-    let startTime = Self.clock(CLOCK_REALTIME)
-    let startMonotonic = Self.clock(CLOCK_MONOTONIC)
-    self.startTimeNanoseconds = startTime
-    self.startMonotonicNanoseconds = startMonotonic
+    self.startTimeNanoseconds = startTimeNanoseconds
+    self.startMonotonicNanoseconds = startMonotonicNanoseconds
     self.symbolicationBudget = options.symbolicationBudget
     self.recordsKernelState = options.recordsKernelState
     self.includeProfilerThreads = options.includeProfilerThreads
-    if mode == .alloc {
-      backend = try AllocationBackend(
-        options: options, startTimeNanoseconds: startTime, startMonotonicNanoseconds: startMonotonic)
-    } else {
-      backend = try SignalSamplingBackend(mode: mode, interval: interval, options: options)
-    }
+    self.scope = scope
   }
 
   deinit {
     if !ended.load(ordering: .acquiring) {
-      backend.cancel()
-      profiler.machine.withLock { $0.finished(id) }
+      _ = profiler.detach(consumer, of: run, keepingSamples: false)
     }
+  }
+
+  /// True for a session from ``Profiler/startTaskScoped(mode:interval:options:)``.
+  public var isTaskScoped: Bool { scope != nil }
+
+  /// Runs `operation` so that its samples — of this task, of the child
+  /// tasks it creates (async let, task groups, `Task {}`), in every mode —
+  /// are this task-scoped session's. Labels in effect stay. In a session
+  /// that is not task-scoped, just runs `operation`.
+  public func withScope<R>(
+    isolation: isolated (any Actor)? = #isolation, operation: () async throws -> R
+  ) async rethrows -> R {
+    guard let scope else { return try await operation() }
+    return try await Profiler.withScope(scope, isolation: isolation, operation: operation)
   }
 
   /// Stops sampling and returns the profile (symbolized).
@@ -63,15 +80,26 @@ public final class ProfilingSession: Sendable {
   /// callers that must work while the app's cooperative pool is blocked
   /// (the profile server). Symbolication runs on the profiler's own thread.
   public func stopSynchronously() throws -> Profile {
-    guard profiler.machine.withLock({ $0.stop(id) }) else {
+    guard case .kept(let all, var report, let mark) = profiler.detach(consumer, of: run, keepingSamples: true) else {
       throw ProfilerError.unsupported("this session has already been stopped")
     }
-    defer {
-      ended.store(true, ordering: .releasing)
-      profiler.machine.withLock { $0.finished(id) }
-    }
-    var (collector, report) = backend.finish()
+    ended.store(true, ordering: .releasing)
     let end = Self.clock(CLOCK_MONOTONIC)
+    var collector = all.since(mark)
+    report.subtract(mark.counters)
+    report.metadata["session_consumers"] = String(run.consumersSeen)
+    if let scope {
+      let recorded = report.samplesRecorded
+      collector.keepSamples { LabelScope.of(labelID: $0) == scope.value }
+      let kept = collector.recordCount
+      // Counters of the sampler are for every sample; a scope gets its
+      // share. Lost samples cannot be told apart by scope.
+      report.metadata["session_samples_dropped"] = String(report.samplesDropped)
+      report.metadata["task_scoped"] = "true"
+      report.samplesDropped = 0
+      report.completeStacks = recorded > 0 ? report.completeStacks * Int64(kept) / recorded : 0
+      report.samplesRecorded = Int64(kept)
+    }
     var builder = ProfileBuilder(
       mode: mode, startTimeNanoseconds: startTimeNanoseconds, startMonotonicNanoseconds: startMonotonicNanoseconds,
       durationNanoseconds: end - startMonotonicNanoseconds, report: report)
@@ -84,10 +112,8 @@ public final class ProfilingSession: Sendable {
 
   /// Stops sampling and discards the samples. Safe to call more than once.
   public func cancel() {
-    guard profiler.machine.withLock({ $0.stop(id) }) else { return }
-    backend.cancel()
+    if case .notAttached = profiler.detach(consumer, of: run, keepingSamples: false) { return }
     ended.store(true, ordering: .releasing)
-    profiler.machine.withLock { $0.finished(id) }
   }
 
   /// Symbolizes the continuous allocation totals.
@@ -105,6 +131,24 @@ public final class ProfilingSession: Sendable {
     clock_gettime(id, &ts)
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
   }
+}
+
+/// One running sampler (signals or allocation wrappers) and how many
+/// consumers it had. Its consumers and their marks live in the profiler's
+/// slot, under its lock.
+final class SamplingRun: Sendable {
+  let id: UInt64
+  let backend: any SessionBackend
+  private let seen = Atomic<Int>(1)
+
+  init(id: UInt64, backend: any SessionBackend) {
+    self.id = id
+    self.backend = backend
+  }
+
+  /// Consumers that read this run so far (for the profile's metadata).
+  var consumersSeen: Int { seen.load(ordering: .relaxed) }
+  func consumerJoined() { seen.add(1, ordering: .relaxed) }
 }
 
 /// The thread that drains a session every 10 ms until ``stop()``, which
@@ -168,6 +212,19 @@ final class SessionDrain: Sendable {
       guard !state.closed else { return }
       state.closed = true
       release()
+    }
+  }
+
+  func mark(counters: SamplerCounters) -> SampleCollector.Mark {
+    state.withLock { $0.collector.mark(counters: counters) }
+  }
+
+  /// A copy of what is collected; then drops what no mark in `keeping` reads.
+  func snapshot(keeping marks: [SampleCollector.Mark]) -> SampleCollector {
+    state.withLock { state in
+      let copy = state.collector
+      state.collector.trim(keeping: marks)
+      return copy
     }
   }
 

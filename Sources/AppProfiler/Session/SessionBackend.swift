@@ -25,9 +25,36 @@ struct SessionReport: Sendable {
   var metadata: [String: String] = [:]
 }
 
+/// A sampler's running counters, so a consumer that joined late counts
+/// only its own share (``SessionReport/subtract(_:)``).
+struct SamplerCounters: Sendable {
+  var recorded: Int64 = 0
+  var dropped: Int64 = 0
+  var complete: Int64 = 0
+}
+
+extension SessionReport {
+  /// The counters since `earlier`.
+  mutating func subtract(_ earlier: SamplerCounters) {
+    samplesRecorded = max(0, samplesRecorded - earlier.recorded)
+    samplesDropped = max(0, samplesDropped - earlier.dropped)
+    completeStacks = max(0, completeStacks - earlier.complete)
+  }
+}
+
 /// The sampler behind one ``ProfilingSession``: signals (cpu, wall) or the
 /// allocation wrappers. The session drives it without asking which it is.
+///
+/// Several consumers (``ProfilingSession``s) may read one backend: each
+/// takes a ``mark()`` when it attaches and reads what came after it, from a
+/// ``snapshot(keeping:)`` while others still read, or from ``finish()`` when
+/// it is the last.
 protocol SessionBackend: AnyObject, Sendable {
+  /// Where a consumer attaching now starts reading (after a drain).
+  func mark() -> SampleCollector.Mark
+  /// Everything collected so far, sampling going on; samples before every
+  /// mark in `keeping` (the consumers still reading) are dropped after.
+  func snapshot(keeping marks: [SampleCollector.Mark]) -> (collector: SampleCollector, report: SessionReport)
   /// Stops sampling; returns the samples and the report.
   func finish() -> (collector: SampleCollector, report: SessionReport)
   /// Stops sampling and drops the samples. Safe to call more than once.
@@ -79,6 +106,26 @@ final class SignalSamplingBackend: SessionBackend {
     // faults and cache misses while the app runs); stragglers are picked up
     // by the one full scan after stop.
     drainThread = DrainThread(drain: drain)
+  }
+
+  func mark() -> SampleCollector.Mark {
+    drain.drainAvailable(fullScan: false)
+    var stats = cap_stats()
+    cap_session_stats(&stats)
+    return drain.mark(
+      counters: SamplerCounters(
+        recorded: Int64(stats.samples_written), dropped: Int64(stats.samples_dropped),
+        complete: Int64(stats.complete_samples)))
+  }
+
+  func snapshot(keeping marks: [SampleCollector.Mark]) -> (collector: SampleCollector, report: SessionReport) {
+    drain.drainAvailable(fullScan: false)
+    let collector = drain.snapshot(keeping: marks)
+    var stats = cap_stats()
+    cap_session_stats(&stats)
+    var report = Self.report(stats, tables: unwindTables)
+    report.period = period
+    return (collector, report)
   }
 
   func finish() -> (collector: SampleCollector, report: SessionReport) {
@@ -156,6 +203,16 @@ final class AllocationBackend: SessionBackend {
     try AllocationRecorder.shared.beginWindow(rate: options.allocationSamplingRate, options: options)
     self.startTimeNanoseconds = startTimeNanoseconds
     self.startMonotonicNanoseconds = startMonotonicNanoseconds
+  }
+
+  func mark() -> SampleCollector.Mark {
+    AllocationRecorder.shared.windowMark()
+  }
+
+  func snapshot(keeping marks: [SampleCollector.Mark]) -> (collector: SampleCollector, report: SessionReport) {
+    let recording = AllocationRecorder.shared.windowSnapshot(
+      startTimeNanoseconds: startTimeNanoseconds, startMonotonicNanoseconds: startMonotonicNanoseconds, keeping: marks)
+    return (recording.collector, Self.report(recording))
   }
 
   func finish() -> (collector: SampleCollector, report: SessionReport) {

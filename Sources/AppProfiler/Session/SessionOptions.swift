@@ -109,3 +109,28 @@ public struct SessionOptions: Sendable, Hashable {
 
   public init() {}
 }
+
+/// What makes two sessions able to read one sampler: the mode, the
+/// interval (cpu, wall) or rate (alloc), and the options the sampler uses
+/// — not those of building a profile (symbolication budget, profiler
+/// threads, kernel states), which each session applies to its own.
+struct RunKey: Hashable, Sendable {
+  var mode: Profile.Mode
+  var interval: Duration
+  var options: SessionOptions
+
+  init(mode: Profile.Mode, interval: Duration, options: SessionOptions) {
+    var sampler = options
+    sampler.symbolicationBudget = nil
+    sampler.includeProfilerThreads = false
+    sampler.recordsKernelState = false
+    if mode == .alloc {
+      self.interval = .zero
+    } else {
+      sampler.allocationSamplingRate = 0
+      self.interval = interval
+    }
+    self.mode = mode
+    self.options = sampler
+  }
+}

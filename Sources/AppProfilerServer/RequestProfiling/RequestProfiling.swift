@@ -14,8 +14,11 @@ import Glibc
 /// normal body plus `X-Profile-Path` (and `X-Profile-URL`) naming the stored
 /// file, which the profile server serves under `/profiles/<name>`.
 ///
-/// The session covers the whole process while the request runs: concurrent
-/// requests and background work are in the profile too. Off by default, and
+/// The profile holds only this request's work: the samples of its task and
+/// the child tasks it creates (a task-scoped session), not those of
+/// concurrent requests or background work. Profiled requests may overlap:
+/// they share one sampler, as does a `/profile` of the same mode and
+/// interval. Off by default, and
 /// by default honoured only for loopback clients: a profile is an
 /// information leak and costs CPU.
 public struct RequestProfilingConfiguration: Sendable, Hashable {
@@ -118,7 +121,8 @@ public struct RequestProfiler: Sendable {
     case profile(body: [UInt8], contentType: String, fileName: String)
     /// Keep the response; add `X-Profile-Path` (and `X-Profile-URL`).
     case stored(path: String, url: String?)
-    /// Another profile was running: keep the response, add `X-Profile-Status: 409 …`.
+    /// A profile of another kind (mode, interval) was running: keep the
+    /// response, add `X-Profile-Status: 409 …`.
     case busy
     /// Profiling failed: keep the response, add `X-Profile-Status: 503 …`.
     case failed(String)
@@ -137,7 +141,7 @@ public struct RequestProfiler: Sendable {
     }
     let session: ProfilingSession
     do {
-      session = try Profiler.shared.start(mode: plan.mode, interval: interval, options: options)
+      session = try Profiler.shared.startTaskScoped(mode: plan.mode, interval: interval, options: options)
     } catch ProfilerError.busy {
       return (try await handler(), .busy)
     } catch {
@@ -145,7 +149,7 @@ public struct RequestProfiler: Sendable {
     }
     let result: Result
     do {
-      result = try await handler()
+      result = try await session.withScope { try await handler() }
     } catch {
       session.cancel()
       throw error
@@ -212,7 +216,7 @@ extension RequestProfiler.Outcome {
       var result = [("X-Profile-Status", "200 stored"), ("X-Profile-Path", path)]
       if let url { result.append(("X-Profile-URL", url)) }
       return result
-    case .busy: return [("X-Profile-Status", "409 another profile is running in this process; the request was not profiled")]
+    case .busy: return [("X-Profile-Status", "409 a profile of another kind (mode or interval) is running in this process; the request was not profiled")]
     case .failed(let message): return [("X-Profile-Status", "503 \(message)")]
     }
   }
