@@ -19,6 +19,7 @@ let package = Package(
     .target(
       name: "AppProfilerVapor",
       dependencies: [
+        .product(name: "AppProfiler", package: "swift-app-profiler"),
         .product(name: "AppProfilerServer", package: "swift-app-profiler"),
         .product(name: "Vapor", package: "vapor"),
       ]

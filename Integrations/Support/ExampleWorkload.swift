@@ -36,3 +36,39 @@ public func exampleAllocate(count: Int) -> Int {
   }
   return total
 }
+
+/// The hot function of the example's `/a` route.
+@inline(never)
+public func fnA(milliseconds: Int) -> UInt64 {
+  let end = ContinuousClock.now + .milliseconds(milliseconds)
+  var x: UInt64 = exampleSink.load(ordering: .relaxed) | 1
+  repeat {
+    // Only operators the compiler inlines even in debug builds: the
+    // samples land in fnA itself, not in iterator or integer calls.
+    var i: UInt64 = 0
+    while i < 100_000 {
+      x = (x &* 2_862_933_555_777_941_757 &+ i) ^ (x &>> 7)
+      i &+= 1
+    }
+  } while ContinuousClock.now < end
+  exampleSink.wrappingAdd(x, ordering: .relaxed)
+  return x & 0xffff
+}
+
+/// The hot function of the example's `/b` route.
+@inline(never)
+public func fnB(milliseconds: Int) -> UInt64 {
+  let end = ContinuousClock.now + .milliseconds(milliseconds)
+  var x: UInt64 = exampleSink.load(ordering: .relaxed) | 3
+  repeat {
+    // Only operators the compiler inlines even in debug builds: the
+    // samples land in fnB itself, not in iterator or integer calls.
+    var i: UInt64 = 0
+    while i < 100_000 {
+      x = (x &* 3_935_559_000_370_003_845 &+ i) ^ (x &>> 11)
+      i &+= 1
+    }
+  } while ContinuousClock.now < end
+  exampleSink.wrappingAdd(x, ordering: .relaxed)
+  return x & 0xffff
+}

@@ -3,6 +3,7 @@
 // machine's non-loopback address.
 import AppProfilerFormats
 import Foundation
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -181,11 +182,175 @@ func checkPerRequestProfiles(_ app: some ExampleUnderTest) async throws {
   let bad = try await curl(app.base + "/slow?profile=gpu")
   #expect(bad.text.hasPrefix("slow ") && bad.headers["x-profile-status"]?.hasPrefix("400") == true)
 
+  // Two profiled requests at once share one sampler: both get a profile.
   async let first = curl(app.base + "/slow?profile=cpu")
   async let second = curl(app.base + "/slow?profile=cpu")
   let answers = try await [first, second]
-  #expect(answers.filter { $0.text.contains("id=\"profile-data\"") }.count == 1)
-  #expect(answers.contains { $0.text.hasPrefix("slow ") && $0.headers["x-profile-status"]?.hasPrefix("409") == true })
+  #expect(answers.filter { $0.text.contains("id=\"profile-data\"") }.count == 2)
+  // A profile of another kind meanwhile: the request is served, unprofiled, with a 409 status header.
+  async let cpu = curl(app.base + "/slow?profile=cpu")
+  try await Task.sleep(for: .milliseconds(50))
+  let wall = try await curl(app.base + "/slow?profile=wall")
+  _ = try await cpu
+  #expect(wall.text.hasPrefix("slow ") && wall.headers["x-profile-status"]?.hasPrefix("409") == true, "\(wall.headers)")
+}
+
+/// Routes `/a` and `/b` (hot functions fnA, fnB, each after an await):
+/// the middleware's `route` labels separate them in a process profile
+/// (checked with `go tool pprof -tagfocus`), and `/a?profile=cpu` holds only
+/// /a's work, also with two at once and a process profile running.
+func checkRouteLabelsAndTaskScopedProfiles(_ app: some ExampleUnderTest) async throws {
+  let scratch = TemporaryDirectory()
+  defer { scratch.remove() }
+  // 1. A 3 s process profile under load on both routes.
+  let profile = try await underLoad(app, routes: ["/a", "/b"]) {
+    try await curl("http://localhost/profile?mode=cpu&duration=3&format=pprof", socket: app.socket, timeout: 60)
+  }
+  #expect(profile.status == 200, "\(profile.text.prefix(300))")
+  let file = scratch.path + "/process.pb.gz"
+  try profile.body.write(to: URL(fileURLWithPath: file))
+  for (route, hot, other) in [("/a", "fnA", "fnB"), ("/b", "fnB", "fnA")] {
+    let top = try goPprofTop(file, tagfocus: "route=\(route)", scratch: scratch.path)
+    let own = flatPercent(top, hot)
+    let foreign = flatPercent(top, other)
+    print("-tagfocus route=\(route): \(hot) \(own) % flat, \(other) \(foreign) % flat (of the focused samples)")
+    #expect(own >= 95, "\(top)")
+    #expect(foreign <= 2, "\(top)")
+  }
+  let decoded = try PprofDecoder().decode([UInt8](profile.body))
+  let hot = share(decoded) { names in names.contains { $0.contains("fnA(") || $0.contains("fnB(") } }
+  let labelled = share(decoded) { names in names.contains { $0.contains("fnA(") || $0.contains("fnB(") } } labelled: {
+    $0["route"] == "/a" || $0["route"] == "/b"
+  }
+  print("hot samples with a route label: \(labelled) of \(hot)")
+  #expect(hot >= 200 && labelled == hot)
+
+  // 2. While /b is under load and a process profile runs: two /a?profile=cpu
+  // at once. Each holds only /a's work; together, what the process profile
+  // restricted to route=/a saw of them.
+  let (process, scoped) = try await underLoad(app, routes: ["/b"]) { () async throws -> (CurlAnswer, [CurlAnswer]) in
+    async let whole = curl("http://localhost/profile?mode=cpu&duration=3&format=pprof", socket: app.socket, timeout: 60)
+    try await Task.sleep(for: .milliseconds(500))
+    async let first = curl(app.base + "/a?ms=300&profile=cpu&profile_format=pprof")
+    async let second = curl(app.base + "/a?ms=300&profile=cpu&profile_format=pprof")
+    let both = try await [first, second]
+    return (try await whole, both)
+  }
+  #expect(process.status == 200)
+  var scopedTotal: Int64 = 0
+  for answer in scoped {
+    #expect(answer.status == 200 && answer.headers["x-profile-status"]?.hasPrefix("200") == true, "\(answer.headers)")
+    let request = try PprofDecoder().decode([UInt8](answer.body))
+    let all = share(request) { _ in true }
+    let inB = share(request) { names in names.contains { $0.contains("fnB(") } }
+    let inA = share(request) { names in names.contains { $0.contains("fnA(") } }
+    print("/a?profile=cpu: \(all) samples, fnA \(inA), fnB \(inB)")
+    #expect(inA >= 30 && Double(inB) <= 0.02 * Double(all))
+    scopedTotal += all
+  }
+  let whole = try PprofDecoder().decode([UInt8](process.body))
+  let routeA = share(whole) { _ in true } labelled: { $0["route"] == "/a" }
+  print("two /a profiles: \(scopedTotal) samples; process profile, route=/a: \(routeA)")
+  #expect(abs(Double(scopedTotal) - Double(routeA)) <= 0.1 * Double(routeA), "\(scopedTotal) vs \(routeA)")
+}
+
+final class LoopFlag: Sendable {
+  private let value = Atomic<Bool>(false)
+  var isSet: Bool { value.load(ordering: .relaxed) }
+  func set() { value.store(true, ordering: .relaxed) }
+}
+
+/// Runs `body` while one curl loop per entry of `routes` keeps requesting it.
+func underLoad<R: Sendable>(_ app: some ExampleUnderTest, routes: [String], _ body: () async throws -> R) async throws -> R {
+  let done = LoopFlag()
+  let base = app.base
+  let load = Task {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      for route in routes {
+        group.addTask {
+          while !done.isSet { _ = try await curl(base + route, timeout: 20) }
+        }
+      }
+      try await group.waitForAll()
+    }
+  }
+  try await Task.sleep(for: .milliseconds(300))
+  let result: R
+  do {
+    result = try await body()
+  } catch {
+    done.set()
+    _ = try? await load.value
+    throw error
+  }
+  done.set()
+  try await load.value
+  return result
+}
+
+/// Samples (counts) whose stack's function names pass `stack` and whose labels pass `labelled`.
+func share(
+  _ profile: Profile, _ stack: ([String]) -> Bool, labelled: ([String: String]) -> Bool = { _ in true }
+) -> Int64 {
+  var total: Int64 = 0
+  for thread in profile.threads {
+    for sample in thread.samples where labelled(sample.labels) {
+      let names = profile.functionsOfStack(sample.stack).map { profile.functions[$0].name }
+      if stack(names) { total += profile.count(sample) }
+    }
+  }
+  return total
+}
+
+/// `go tool pprof -top -tagfocus …` of a file (its cache in `scratch`).
+/// `-symbolize=none`: the profile comes symbolized; otherwise pprof runs
+/// binutils over the (large, debug) test binary for frames without a line.
+func goPprofTop(_ file: String, tagfocus: String, scratch: String) throws -> String {
+  let process = Process()
+  process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+  process.arguments = ["go", "tool", "pprof", "-symbolize=none", "-top", "-nodefraction=0", "-tagfocus", tagfocus, file]
+  var environment = ProcessInfo.processInfo.environment
+  environment["HOME"] = scratch
+  environment["PPROF_TMPDIR"] = scratch
+  environment["GOCACHE"] = scratch + "/gocache"
+  process.environment = environment
+  let output = Pipe()
+  process.standardOutput = output
+  process.standardError = output
+  try process.run()
+  let data = output.fileHandleForReading.readDataToEndOfFile()
+  process.waitUntilExit()
+  return String(decoding: data, as: UTF8.self)
+}
+
+/// `function`'s flat time as a percentage of the samples the filters kept:
+/// `-top` prints percentages of the whole profile, so this divides by the
+/// "Showing nodes accounting for N" total (every node shown: -nodefraction=0).
+func flatPercent(_ top: String, _ function: String) -> Double {
+  let lines = top.split(separator: "\n")
+  guard let showing = lines.first(where: { $0.contains("Showing nodes accounting for") }),
+    let kept = duration(showing.split(separator: " ").drop { $0 != "for" }.dropFirst().first)
+  else { return 0 }
+  for line in lines {
+    let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+    guard fields.count >= 6, let name = fields.dropFirst(5).first,
+      name == function || name.hasPrefix(function + "(") || name.hasSuffix("." + function) || name.contains("." + function + "(")
+    else { continue }
+    if let flat = duration(fields[0]), kept > 0 { return 100 * flat / kept }
+  }
+  return 0
+}
+
+/// `1978ms`, `2.33s`, `0` as milliseconds.
+func duration<S: StringProtocol>(_ text: S?) -> Double? {
+  guard let raw = text else { return nil }
+  var text = String(raw)
+  if text.hasSuffix(",") { text.removeLast() }
+  if text == "0" { return 0 }
+  for (suffix, scale) in [("ms", 1.0), ("us", 0.001), ("ns", 0.000_001), ("s", 1000.0)] where text.hasSuffix(suffix) {
+    return Double(text.dropLast(suffix.count)).map { $0 * scale }
+  }
+  return nil
 }
 
 /// With a store: the normal body, `X-Profile-Path` naming a file that

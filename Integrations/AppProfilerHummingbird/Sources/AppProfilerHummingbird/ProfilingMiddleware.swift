@@ -21,7 +21,9 @@ import NIOCore
 /// `APP_PROFILER_REQUEST_PROFILING=1`), and by default only for loopback
 /// clients, which needs a context that knows the client's address
 /// (``ProfilingRequestContext`` or any `RemoteAddressRequestContext`).
-/// The session covers the whole process: concurrent requests are in it too.
+/// The profile holds only this request's work: its task and the child
+/// tasks it creates (a task-scoped session); concurrent requests are left
+/// out, and profiled requests may overlap (they share one sampler).
 ///
 /// It also labels every request (docs/labels.md): the samples its handling
 /// takes — in any profile of the process — carry `route` (the matched route

@@ -33,6 +33,17 @@ public enum HummingbirdExample {
       await Task.yield()
       return "awaits \(exampleHotFunction(milliseconds: 20))\n"
     }
+    // Two endpoints with a hot function each, after an await: labels tell
+    // them apart in a process profile (`-tagfocus route=/a`), and
+    // `/a?profile=cpu` holds only /a's work. `?ms=N` burns N ms (default 50).
+    router.get("/a") { request, _ in
+      try await Task.sleep(for: .milliseconds(1))
+      return "a \(fnA(milliseconds: request.uri.queryParameters.get("ms", as: Int.self) ?? 50))\n"
+    }
+    router.get("/b") { request, _ in
+      try await Task.sleep(for: .milliseconds(1))
+      return "b \(fnB(milliseconds: request.uri.queryParameters.get("ms", as: Int.self) ?? 50))\n"
+    }
     var logger = Logger(label: "hummingbird-example")
     logger.logLevel = .warning
     return Application(

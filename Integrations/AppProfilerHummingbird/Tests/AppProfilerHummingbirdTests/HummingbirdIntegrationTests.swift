@@ -213,6 +213,12 @@ func weight(_ lines: [String]) -> Int {
     }
   }
 
+  /// Issue 18's acceptance: `-tagfocus route=/a` isolates /a's hot
+  /// function; `/a?profile=cpu` holds only /a's work, two at once too.
+  @Test func routeLabelsAndTaskScopedProfiles() async throws {
+    try await withExample { app in try await checkRouteLabelsAndTaskScopedProfiles(app) }
+  }
+
   @Test func storedProfilesKeepTheBodyAndAreServed() async throws {
     try await withExample(store: true) { app in try await checkStoredProfiles(app) }
   }

@@ -1,4 +1,5 @@
 @_exported import AppProfilerServer
+import AppProfiler
 import NIOConcurrencyHelpers
 import Vapor
 
@@ -78,9 +79,18 @@ struct ProfileServerLifecycle: LifecycleHandler {
 /// (`profile_format=html|speedscope|pprof`, default html) — or, with a store
 /// configured, its normal body plus `X-Profile-Path`. Off unless
 /// `requestProfiling.enabled` (`APP_PROFILER_REQUEST_PROFILING=1`); loopback
-/// clients only by default. The session covers the whole process.
+/// clients only by default. The profile holds only this request's work
+/// (its task and child tasks); profiled requests may overlap.
+///
+/// It also labels every request (docs/labels.md): the samples its handling
+/// takes — in any profile of the process — carry `route` (the matched route
+/// pattern, e.g. `/users/:id`, never the raw path; `(unmatched)` for 404s)
+/// and `method`. Vapor routes before it runs global middleware, so
+/// `app.middleware.use(app.profiler.middleware)` sees the route.
 public struct ProfilingMiddleware: AsyncMiddleware {
   public let profiler: RequestProfiler
+  /// Label requests with `route` and `method` (default true).
+  public var labelsRequests = true
 
   public init(server: ProfileServer) {
     self.profiler = RequestProfiler(server: server)
@@ -91,6 +101,20 @@ public struct ProfilingMiddleware: AsyncMiddleware {
   }
 
   public func respond(to request: Request, chainingTo next: any AsyncResponder) async throws -> Response {
+    guard labelsRequests else { return try await profile(request, chainingTo: next) }
+    let labels = ["route": Self.routePattern(request.route), "method": request.method.rawValue]
+    return try await Profiler.withLabels(labels) {
+      try await profile(request, chainingTo: next)
+    }
+  }
+
+  /// `/users/:id` for a route of path components `users`, `:id`.
+  static func routePattern(_ route: Route?) -> String {
+    guard let route else { return "(unmatched)" }
+    return "/" + route.path.map { "\($0)" }.joined(separator: "/")
+  }
+
+  private func profile(_ request: Request, chainingTo next: any AsyncResponder) async throws -> Response {
     guard profiler.configuration.enabled else { return try await next.respond(to: request) }
     let loopback: Bool? = request.remoteAddress.map { address in
       if case .unixDomainSocket = address { return true }

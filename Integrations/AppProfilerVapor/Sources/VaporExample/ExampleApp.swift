@@ -14,11 +14,24 @@ public enum VaporExample {
     app.profiler.enable(configuration)
     app.middleware.use(app.profiler.middleware)
     app.get { _ in "hello\n" }
-    app.get("slow") { _ in "slow \(exampleHotFunction(milliseconds: 150))\n" }
+    // Asynchronous closures run in the request's task, so per-request
+    // profiles and labels see them; Vapor runs synchronous ones on the
+    // event loop, outside it (docs/labels.md).
+    app.get("slow") { _ async in "slow \(exampleHotFunction(milliseconds: 150))\n" }
     app.get("wait") { _ async throws -> String in
       try await Task.sleep(for: .milliseconds(100))
       return "waited\n"
     }
-    app.get("alloc") { _ in "alloc \(exampleAllocate(count: 100_000))\n" }
+    app.get("alloc") { _ async in "alloc \(exampleAllocate(count: 100_000))\n" }
+    // Two endpoints with a hot function each, after an await (`?ms=N`
+    // burns N ms, default 50): see the Hummingbird example.
+    app.get("a") { request async throws -> String in
+      try await Task.sleep(for: .milliseconds(1))
+      return "a \(fnA(milliseconds: request.query[Int.self, at: "ms"] ?? 50))\n"
+    }
+    app.get("b") { request async throws -> String in
+      try await Task.sleep(for: .milliseconds(1))
+      return "b \(fnB(milliseconds: request.query[Int.self, at: "ms"] ?? 50))\n"
+    }
   }
 }

@@ -99,6 +99,12 @@ func withVaporExample(
     try await withVaporExample(host: "0.0.0.0") { open in try await checkNonLoopbackClientIgnored(port: open.port) }
   }
 
+  /// Route labels from the global middleware (Vapor routes first) and
+  /// task-scoped per-request profiles, as for Hummingbird.
+  @Test func routeLabelsAndTaskScopedProfiles() async throws {
+    try await withVaporExample { app in try await checkRouteLabelsAndTaskScopedProfiles(app) }
+  }
+
   @Test func storedProfilesKeepTheBodyAndAreServed() async throws {
     try await withVaporExample(store: true) { app in try await checkStoredProfiles(app) }
   }
