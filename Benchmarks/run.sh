@@ -4,13 +4,13 @@
 #   ./run.sh yield wall-cost one or more of: yield wall-cost attribution symbolize
 #                            symbolize-10k encode unwind-cost tables completeness soak
 #                            idle overhead-http
-#                            alloc-overhead middleware-latency async-stacks
+#                            alloc-overhead middleware-latency async-stacks labels
 # Installs what it needs from Debian's packages (linux-perf for attribution).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize symbolize-10k encode unwind-cost tables completeness soak idle overhead-http alloc-overhead middleware-latency async-stacks)
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize symbolize-10k encode unwind-cost tables completeness soak idle overhead-http alloc-overhead middleware-latency async-stacks labels)
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(uname -r), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 build_log=$(mktemp)
@@ -305,6 +305,55 @@ for scenario in "${scenarios[@]}"; do
         for (k = 1; k <= 2; k++) {
           v = order[k]; m = median(rps[v]); p = median(p99[v])
           printf "middleware-latency variant=%s rps_median=%.0f ratio=%.3f p99_median=%.3fms p99_ratio=%.2f runs=%s\n", v, m, m / b, p, p / bp, rps[v]
+        }
+      }' "$results"
+    rm -f "$results"
+    ;;
+  labels)
+    # What labelling every request costs: the Hummingbird example (release)
+    # under wrk on GET / (a tiny route, where the per-request cost shows
+    # most), with its middleware labelling requests (route, method) vs. not
+    # (--no-labels), while a 100 Hz cpu profile of the process runs over
+    # the socket for the whole wrk run (so samples walk the label chain).
+    # without/with × 5 interleaved rounds × 10 s, medians.
+    command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+    hb=../Integrations/AppProfilerHummingbird
+    hb_log=$(mktemp)
+    if ! swift build -c release --package-path "$hb" --scratch-path ../.build-integration-hummingbird-release \
+      --product HummingbirdExample >"$hb_log" 2>&1; then
+      cat "$hb_log" >&2
+      exit 1
+    fi
+    rm -f "$hb_log"
+    example=../.build-integration-hummingbird-release/release/HummingbirdExample
+    results=$(mktemp)
+    dir=$(mktemp -d)
+    for round in 1 2 3 4 5; do
+      for variant in off on; do
+        flag=""; [ "$variant" = off ] && flag="--no-labels"
+        APP_PROFILER_DIR="$dir" "$example" 18089 $flag >/dev/null 2>&1 &
+        app=$!
+        for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:18089/ && break; sleep 0.1; done
+        sock="$dir/app-profiler-$app.sock"
+        curl -s --unix-socket "$sock" -o "$dir/profile.pb.gz" \
+          "http://localhost/profile?mode=cpu&duration=11&interval=10000&format=pprof" &
+        profile=$!
+        sleep 0.5
+        out=$(wrk -t2 -c4 -d10s --latency http://127.0.0.1:18089/ 2>&1)
+        wait "$profile" || true
+        kill -TERM "$app"; wait "$app" 2>/dev/null || true
+        echo "$variant $(wrk_summary "$out") $(stat -c %s "$dir/profile.pb.gz" 2>/dev/null || echo 0)" >>"$results"
+      done
+    done
+    rm -rf "$dir"
+    awk "$AWK_MEDIAN"'
+      { rps[$1] = rps[$1] " " $2; p99[$1] = p99[$1] " " $3; bytes[$1] = bytes[$1] " " $4 }
+      END {
+        b = median(rps["off"]); bp = median(p99["off"])
+        split("off on", order, " ")
+        for (k = 1; k <= 2; k++) {
+          v = order[k]; m = median(rps[v]); p = median(p99[v])
+          printf "labels variant=%s rps_median=%.0f ratio=%.3f p99_median=%.3fms p99_ratio=%.2f profile_bytes_median=%d runs=%s\n", v, m, m / b, p, p / bp, median(bytes[v]), rps[v]
         }
       }' "$results"
     rm -f "$results"

@@ -17,6 +17,8 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
     .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
     .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+    // Already a dependency of Hummingbird; named for trace_id/span_id labels.
+    .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.1.0"),
   ],
   targets: [
     .target(
@@ -26,6 +28,7 @@ let package = Package(
         .product(name: "AppProfilerServer", package: "swift-app-profiler"),
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "HTTPTypes", package: "swift-http-types"),
+        .product(name: "Instrumentation", package: "swift-distributed-tracing"),
       ]
     ),
     // The README's example, compiled: hot, blocking and allocating routes.
@@ -35,6 +38,7 @@ let package = Package(
         "AppProfilerHummingbird",
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "Instrumentation", package: "swift-distributed-tracing"),
       ]
     ),
     .testTarget(
@@ -46,6 +50,8 @@ let package = Package(
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "Tracing", package: "swift-distributed-tracing"),
+        .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
       ]
     ),
   ],

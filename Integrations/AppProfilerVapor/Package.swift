@@ -14,6 +14,8 @@ let package = Package(
   dependencies: [
     .package(name: "swift-app-profiler", path: "../.."),
     .package(url: "https://github.com/vapor/vapor", from: "4.0.0"),
+    // Already a dependency of Vapor; named for trace_id/span_id labels.
+    .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.1.0"),
   ],
   targets: [
     .target(
@@ -22,6 +24,7 @@ let package = Package(
         .product(name: "AppProfiler", package: "swift-app-profiler"),
         .product(name: "AppProfilerServer", package: "swift-app-profiler"),
         .product(name: "Vapor", package: "vapor"),
+        .product(name: "Instrumentation", package: "swift-distributed-tracing"),
       ]
     ),
     // The README's example, compiled: hot, blocking and allocating routes.

@@ -53,6 +53,11 @@ import Testing
     ])
     #expect(allocation.continuousAllocationSampling)
     #expect(allocation.sessionOptions.allocationSamplingRate == 4096)
+    #expect(ProfileServerConfiguration().requestProfiling.traceLabels == false)
+    #expect(try ProfileServerConfiguration().applyingEnvironment(["APP_PROFILER_TRACE_LABELS": "1"]).requestProfiling.traceLabels)
+    #expect(throws: ProfileServerConfiguration.EnvironmentError.self) {
+      try ProfileServerConfiguration().applyingEnvironment(["APP_PROFILER_TRACE_LABELS": "maybe"])
+    }
     #expect(throws: ProfileServerConfiguration.EnvironmentError.self) {
       try ProfileServerConfiguration().applyingEnvironment(["APP_PROFILER_ALLOC_RATE": "0"])
     }

@@ -22,6 +22,7 @@ import AppProfiler
 /// | `APP_PROFILER_ALLOC_RATE` | mean bytes between allocation samples (default 524288) |
 /// | `APP_PROFILER_REQUEST_PROFILING` | `1` lets the middlewares profile requests that ask (`?profile=cpu`) |
 /// | `APP_PROFILER_PROFILE_STORE` | directory for per-request profiles (served at `/profiles/<name>`) |
+/// | `APP_PROFILER_TRACE_LABELS` | `1`: the middlewares label requests with `trace_id`/`span_id` of their span |
 extension ProfileServerConfiguration {
   /// A configuration error in the environment, naming the variable.
   public struct EnvironmentError: Error, CustomStringConvertible, Sendable, Equatable {
@@ -95,6 +96,7 @@ extension ProfileServerConfiguration {
     if let always = try bool("APP_PROFILER_ALLOC_ALWAYS_ON") { result.continuousAllocationSampling = always }
     if let requests = try bool("APP_PROFILER_REQUEST_PROFILING") { result.requestProfiling.enabled = requests }
     if let store = environment["APP_PROFILER_PROFILE_STORE"] { result.requestProfiling.store = store.isEmpty ? nil : store }
+    if let trace = try bool("APP_PROFILER_TRACE_LABELS") { result.requestProfiling.traceLabels = trace }
     if let rate = try int("APP_PROFILER_ALLOC_RATE", SessionOptions.allowedAllocationSamplingRates) {
       result.sessionOptions.allocationSamplingRate = rate
     }

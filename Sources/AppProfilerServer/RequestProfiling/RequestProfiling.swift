@@ -39,6 +39,11 @@ public struct RequestProfilingConfiguration: Sendable, Hashable {
   /// Directory to store profiles in; the response keeps its body and gets
   /// `X-Profile-Path`. `APP_PROFILER_PROFILE_STORE`.
   public var store: String? = nil
+  /// The middlewares add `trace_id` and `span_id` labels (from the span
+  /// swift-distributed-tracing made current for the request) to every
+  /// request's samples. Off by default: a label set per request.
+  /// `APP_PROFILER_TRACE_LABELS=1`. docs/labels.md.
+  public var traceLabels: Bool = false
 
   public init() {}
 }

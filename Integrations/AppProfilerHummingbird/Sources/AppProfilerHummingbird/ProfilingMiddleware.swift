@@ -2,7 +2,9 @@
 import AppProfiler
 import HTTPTypes
 import Hummingbird
+import Instrumentation
 import NIOCore
+import ServiceContextModule
 
 /// Per-request profiling for Hummingbird 2: a request with `?profile=cpu`
 /// (`wall`, `alloc`) or `X-Profile: cpu` is handled normally while a
@@ -30,26 +32,38 @@ import NIOCore
 /// pattern, e.g. `/users/:id`, never the raw path) and `method`, so
 /// `go tool pprof -tagfocus route=/users/:id` or `/profile?label=…` shows
 /// one endpoint. Add the middleware before the routes (Hummingbird applies
-/// router middleware to the routes added after it).
+/// router middleware to the routes added after it). With ``traceLabels``,
+/// also `trace_id` and `span_id` of the request's span.
 public struct ProfilingMiddleware<Context: RequestContext>: RouterMiddleware {
   public let profiler: RequestProfiler
   /// Label requests with `route` and `method` (default true).
   public var labelsRequests = true
+  /// Also `trace_id` and `span_id` of the request's span (add the tracing
+  /// middleware before this one). Default: the configuration's
+  /// `requestProfiling.traceLabels` (`APP_PROFILER_TRACE_LABELS=1`).
+  public var traceLabels: Bool
+  /// The instrument that propagates spans; nil: `InstrumentationSystem.instrument`.
+  public var instrument: (any Instrument)? = nil
 
   /// Uses the server's configuration (with the `APP_PROFILER_*` variables).
   public init(server: ProfileServer) {
     self.profiler = RequestProfiler(server: server)
+    self.traceLabels = profiler.configuration.traceLabels
   }
 
   public init(configuration: RequestProfilingConfiguration) {
     self.profiler = RequestProfiler(configuration: configuration)
+    self.traceLabels = configuration.traceLabels
   }
 
   public func handle(
     _ request: Request, context: Context, next: (Request, Context) async throws -> Response
   ) async throws -> Response {
     guard labelsRequests else { return try await profile(request, context: context, next: next) }
-    let labels = ["route": context.endpointPath ?? "(unmatched)", "method": request.method.rawValue]
+    var labels = ["route": context.endpointPath ?? "(unmatched)", "method": request.method.rawValue]
+    if traceLabels, let span = ServiceContext.current {
+      labels.merge(TraceLabels.labels(for: span, instrument: instrument ?? InstrumentationSystem.instrument)) { $1 }
+    }
     return try await Profiler.withLabels(labels) {
       try await profile(request, context: context, next: next)
     }

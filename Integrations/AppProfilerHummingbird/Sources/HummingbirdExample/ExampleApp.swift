@@ -1,6 +1,7 @@
 import AppProfilerHummingbird
 import Foundation
 import Hummingbird
+import Instrumentation
 import Logging
 import NIOCore
 import Synchronization
@@ -13,12 +14,27 @@ import Synchronization
 public enum HummingbirdExample {
   /// The README's example: the profile server as one of the app's services,
   /// and the per-request middleware.
+  ///
+  /// - Parameters:
+  ///   - labelsRequests: the middleware labels requests with route and method.
+  ///   - before: adds middleware that runs before the profiling middleware
+  ///     (a tracing middleware, so that the request's span is current).
+  ///   - instrument: the instrument the middleware reads trace ids with
+  ///     (nil: `InstrumentationSystem.instrument`).
   public static func makeApplication(
     host: String = "127.0.0.1", port: Int = 8080, profiler: ProfileServer, profilingMiddleware: Bool = true,
+    labelsRequests: Bool = true, before: (Router<ProfilingRequestContext>) -> Void = { _ in },
+    instrument: (any Instrument)? = nil,
     onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
   ) -> some ApplicationProtocol {
     let router = Router(context: ProfilingRequestContext.self)
-    if profilingMiddleware { router.add(middleware: ProfilingMiddleware(server: profiler)) }
+    before(router)
+    if profilingMiddleware {
+      var middleware = ProfilingMiddleware<ProfilingRequestContext>(server: profiler)
+      middleware.labelsRequests = labelsRequests
+      middleware.instrument = instrument
+      router.add(middleware: middleware)
+    }
     router.get("/") { _, _ in "hello\n" }
     router.get("/slow") { _, _ in "slow \(exampleHotFunction(milliseconds: 150))\n" }
     router.get("/wait") { _, _ in

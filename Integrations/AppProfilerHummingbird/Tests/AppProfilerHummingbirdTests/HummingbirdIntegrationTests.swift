@@ -1,14 +1,16 @@
 import AppProfilerFormats
-import AppProfilerHummingbird
+@testable import AppProfilerHummingbird
 import Foundation
 import Hummingbird
 import HummingbirdExample
 import Logging
 import NIOCore
 import NIOPosix
+import InMemoryTracing
 import ServiceLifecycle
 import Synchronization
 import Testing
+import Tracing
 
 #if canImport(Glibc)
 import Glibc
@@ -24,16 +26,23 @@ final class RunningExample: ExampleUnderTest {
   let port: Int
   let host: String
 
-  init(host: String = "127.0.0.1", requestProfiling: Bool = true, store useStore: Bool = false) async throws {
+  init(
+    host: String = "127.0.0.1", requestProfiling: Bool = true, store useStore: Bool = false,
+    tracer: InMemoryTracer? = nil
+  ) async throws {
     directory = TemporaryDirectory()
     store = TemporaryDirectory()
     var configuration = ProfileServerConfiguration()
     configuration.directory = directory.path
     configuration.requestProfiling.enabled = requestProfiling
     if useStore { configuration.requestProfiling.store = store.path }
+    configuration.requestProfiling.traceLabels = tracer != nil
     let profiler = ProfileServer(configuration: configuration, environment: [:])
     let boundPort = Mutex<Int?>(nil)
-    let app = HummingbirdExample.makeApplication(host: host, port: 0, profiler: profiler) { channel in
+    let app = HummingbirdExample.makeApplication(
+      host: host, port: 0, profiler: profiler,
+      before: { router in if let tracer { router.add(middleware: SpanMiddleware(tracer: tracer)) } }, instrument: tracer
+    ) { channel in
       boundPort.withLock { $0 = channel.localAddress?.port }
     }
     var logger = Logger(label: "test")
@@ -68,10 +77,10 @@ final class RunningExample: ExampleUnderTest {
 /// Runs `body` against a fresh example app, then shuts it down gracefully
 /// (awaited, so the next test can start its own profile server).
 func withExample(
-  host: String = "127.0.0.1", requestProfiling: Bool = true, store: Bool = false,
+  host: String = "127.0.0.1", requestProfiling: Bool = true, store: Bool = false, tracer: InMemoryTracer? = nil,
   _ body: (RunningExample) async throws -> Void
 ) async throws {
-  let app = try await RunningExample(host: host, requestProfiling: requestProfiling, store: store)
+  let app = try await RunningExample(host: host, requestProfiling: requestProfiling, store: store, tracer: tracer)
   do {
     try await body(app)
   } catch {
@@ -79,6 +88,21 @@ func withExample(
     throw error
   }
   try await app.shutdown()
+}
+
+/// A span per request from the test's in-memory tracer, current while the
+/// rest of the chain runs (what a tracing middleware does).
+struct SpanMiddleware: RouterMiddleware {
+  typealias Context = ProfilingRequestContext
+  let tracer: InMemoryTracer
+
+  func handle(
+    _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+  ) async throws -> Response {
+    try await tracer.withSpan("\(request.method) \(request.uri.path)", ofKind: .server) { _ in
+      try await next(request, context)
+    }
+  }
 }
 
 final class LoadFlag: Sendable {
@@ -219,7 +243,71 @@ func weight(_ lines: [String]) -> Int {
     try await withExample { app in try await checkRouteLabelsAndTaskScopedProfiles(app) }
   }
 
+  /// With tracing on (an in-memory tracer, a span per request before the
+  /// profiling middleware): the hot function's samples carry `trace_id`
+  /// and `span_id`, and they are the ids of the spans the tracer recorded.
+  @Test func traceLabelsAreTheSpansIDs() async throws {
+    let tracer = InMemoryTracer()
+    try await withExample(tracer: tracer) { app in
+      let profile = try await underLoad(app, routes: ["/a?ms=20"]) {
+        try await curl("http://localhost/profile?mode=cpu&duration=2&format=pprof", socket: app.socket, timeout: 60)
+      }
+      #expect(profile.status == 200)
+      let decoded = try PprofDecoder().decode([UInt8](profile.body))
+      var spans: Set<String> = []
+      for span in tracer.finishedSpans { spans.insert(span.traceID + "/" + span.spanID) }
+      var hot: Int64 = 0
+      var traced: Int64 = 0
+      var matching: Int64 = 0
+      for thread in decoded.threads {
+        for sample in thread.samples
+        where decoded.functionsOfStack(sample.stack).contains(where: { decoded.functions[$0].name.contains("fnA") }) {
+          hot += decoded.count(sample)
+          guard let trace = sample.labels["trace_id"], let span = sample.labels["span_id"] else { continue }
+          traced += decoded.count(sample)
+          if spans.contains(trace + "/" + span) { matching += decoded.count(sample) }
+        }
+      }
+      print("trace labels: \(traced) of \(hot) fnA samples have trace_id/span_id, \(matching) of a recorded span; \(spans.count) spans")
+      #expect(hot >= 100)
+      #expect(traced == hot && matching == hot)
+    }
+  }
+
   @Test func storedProfilesKeepTheBodyAndAreServed() async throws {
     try await withExample(store: true) { app in try await checkStoredProfiles(app) }
+  }
+}
+
+/// The formats trace ids are read from, with an instrument that injects
+/// fixed headers.
+@Suite struct TraceLabelFormats {
+  struct Fixed: Instrument {
+    let headers: [String: String]
+    func extract<Carrier, Extract: Extractor>(_ carrier: Carrier, into context: inout ServiceContext, using extractor: Extract)
+    where Extract.Carrier == Carrier {}
+    func inject<Carrier, Inject: Injector>(_ context: ServiceContext, into carrier: inout Carrier, using injector: Inject)
+    where Inject.Carrier == Carrier {
+      for (key, value) in headers { injector.inject(value, forKey: key, into: &carrier) }
+    }
+  }
+
+  func labels(_ headers: [String: String]) -> [String: String] {
+    TraceLabels.labels(for: .topLevel, instrument: Fixed(headers: headers))
+  }
+
+  @Test func w3cB3AndNone() {
+    #expect(
+      labels(["traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"])
+        == ["trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7"])
+    #expect(labels(["traceparent": "00-00000000000000000000000000000000-00f067aa0ba902b7-01"]).isEmpty)
+    #expect(labels(["traceparent": "garbage"]).isEmpty)
+    #expect(
+      labels(["b3": "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"])
+        == ["trace_id": "80f198ee56343ba864fe8b2a57d3eff7", "span_id": "e457b5a2e4d86bd1"])
+    #expect(
+      labels(["X-B3-TraceId": "463ac35c9f6413ad", "X-B3-SpanId": "a2fb4a1d1a96d312"])
+        == ["trace_id": "463ac35c9f6413ad", "span_id": "a2fb4a1d1a96d312"])
+    #expect(labels([:]).isEmpty)
   }
 }

@@ -1,6 +1,8 @@
 @_exported import AppProfilerServer
 import AppProfiler
+import Instrumentation
 import NIOConcurrencyHelpers
+import ServiceContextModule
 import Vapor
 
 extension Application {
@@ -91,18 +93,30 @@ public struct ProfilingMiddleware: AsyncMiddleware {
   public let profiler: RequestProfiler
   /// Label requests with `route` and `method` (default true).
   public var labelsRequests = true
+  /// Also `trace_id` and `span_id` of the request's span. Default: the
+  /// configuration's `requestProfiling.traceLabels` (`APP_PROFILER_TRACE_LABELS=1`).
+  public var traceLabels: Bool
+  /// The instrument that propagates spans; nil: `InstrumentationSystem.instrument`.
+  public var instrument: (any Instrument)? = nil
 
   public init(server: ProfileServer) {
     self.profiler = RequestProfiler(server: server)
+    self.traceLabels = profiler.configuration.traceLabels
   }
 
   public init(configuration: RequestProfilingConfiguration) {
     self.profiler = RequestProfiler(configuration: configuration)
+    self.traceLabels = configuration.traceLabels
   }
 
   public func respond(to request: Request, chainingTo next: any AsyncResponder) async throws -> Response {
     guard labelsRequests else { return try await profile(request, chainingTo: next) }
-    let labels = ["route": Self.routePattern(request.route), "method": request.method.rawValue]
+    var labels = ["route": Self.routePattern(request.route), "method": request.method.rawValue]
+    if traceLabels {
+      // Vapor keeps the request's span context on the request.
+      let context = ServiceContext.current ?? request.serviceContext
+      labels.merge(TraceLabels.labels(for: context, instrument: instrument ?? InstrumentationSystem.instrument)) { $1 }
+    }
     return try await Profiler.withLabels(labels) {
       try await profile(request, chainingTo: next)
     }

@@ -1,0 +1,1 @@
+../../../Support/TraceLabels.swift
