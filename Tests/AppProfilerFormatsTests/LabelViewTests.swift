@@ -1,4 +1,5 @@
 import AppProfilerFormats
+import Foundation
 import Testing
 
 /// `Profile.filtered(labels:)` and `grouped(by:)`: the label views the
@@ -42,5 +43,35 @@ import Testing
     let collapsed = String(decoding: CollapsedEncoder().encode(grouped), as: UTF8.self)
     #expect(collapsed.split(separator: "\n").allSatisfy { $0.hasPrefix("[route=") })
     #expect(grouped.metadata["grouped_by"] == "route")
+  }
+}
+
+/// Labels in speedscope files: `x-app-profiler.labels`, read back by the
+/// decoder (and by the HTML viewer's label selector).
+@Suite struct SpeedscopeLabelTests {
+  @Test func labelsSurviveARoundTrip() throws {
+    let profile = LabelViewTests().labelled()
+    let bytes = SpeedscopeEncoder().encode(profile)
+    let json = try #require(try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any])
+    let ours = try #require(json["x-app-profiler"] as? [String: Any])
+    let labels = try #require(ours["labels"] as? [String: Any])
+    let sets = try #require(labels["sets"] as? [[String: String]])
+    #expect(sets.first == [:])
+    #expect(sets.contains(["route": "/a"]) && sets.contains(["route": "/b", "method": "GET"]))
+    let decoded = try SpeedscopeDecoder().decode(bytes)
+    // Per label set, the same weight as the original (merging never joins
+    // samples of different sets).
+    for set in sets {
+      let before = profile.filtered(labels: set).threads.flatMap(\.samples).map { profile.defaultValue($0) }.reduce(0, +)
+      let after = decoded.threads.flatMap(\.samples).filter { $0.labels == set }.map { decoded.defaultValue($0) }.reduce(0, +)
+      if !set.isEmpty { #expect(before == after, "\(set)") }
+    }
+  }
+
+  @Test func noLabelsNoTable() throws {
+    let bytes = SpeedscopeEncoder().encode(sampleProfile(mode: .cpu))
+    let json = try #require(try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any])
+    let ours = try #require(json["x-app-profiler"] as? [String: Any])
+    #expect(ours["labels"] == nil)
   }
 }

@@ -173,6 +173,23 @@ extension ServerSuite {
         let groupedCollapsed = try Curl.get(testee, "/profile?mode=cpu&duration=0.5&format=collapsed&group_by=worker")
         #expect(groupedCollapsed.text.split(separator: "\n").contains { $0.hasPrefix("[worker=hot];") && $0.contains("testeeHotInner") })
 
+        // The HTML page's label selector: every key=value is a choice;
+        // #label=worker=hot preselects one, and the graph keeps its samples.
+        let page = try Curl.get(testee, "/profile?mode=cpu&duration=0.5&format=html")
+        let pageFile = scratch.path + "/labels.html"
+        try page.body.write(to: URL(fileURLWithPath: pageFile))
+        let all = try chromiumDump("file://" + pageFile, scratch: scratch.path)
+        #expect(consoleErrors(all.console).isEmpty, "\(consoleErrors(all.console))")
+        #expect(all.dom.contains("<option value=\"worker=hot\">") && all.dom.contains("<option value=\"worker=async\">"), "no label choices")
+        // Blocks drawn for a function (the embedded profile names them all).
+        func drawn(_ dom: String, _ function: String) -> Bool {
+          dom.components(separatedBy: "data-name=\"").dropFirst().contains { $0.prefix { $0 != "\"" }.contains(function) }
+        }
+        #expect(drawn(all.dom, "testeeHotInner") && drawn(all.dom, "testeeAsyncBurn"))
+        let hotPage = try chromiumDump("file://" + pageFile + "#label=worker=hot", scratch: scratch.path)
+        #expect(drawn(hotPage.dom, "testeeHotInner"), "the hot worker's function is gone")
+        #expect(!drawn(hotPage.dom, "testeeAsyncBurn"), "the async worker's samples are still drawn")
+
         let bad = try Curl.get(testee, "/profile?label=route")
         #expect(bad.status == 400 && bad.text.contains("label"))
         #expect(testee.isAlive)

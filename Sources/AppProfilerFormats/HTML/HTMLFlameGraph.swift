@@ -6,8 +6,9 @@
 /// and the server's live page at `/` (fetched from `/profile`). It draws an
 /// icicle graph (root on top) from DOM blocks, one per frame wider than 0.1 %,
 /// with hover details, click-to-zoom, search, a thread selector ("all
-/// threads" or one) and an idle filter for wall profiles (samples ending in
-/// an `[idle]` frame). A weight switch offers every sample type of the
+/// threads" or one), a label selector (samples with one `key=value`, from
+/// `x-app-profiler.labels`; `#label=key=value` in the URL preselects it)
+/// and an idle filter for wall profiles (samples ending in an `[idle]` frame). A weight switch offers every sample type of the
 /// profile (bytes or objects for alloc, time or samples for cpu/wall), from
 /// the `x-app-profiler.values` our speedscope encoder writes. The profile
 /// server builds its live page at `/` from the same viewer (``page(title:embeddedSpeedscope:headerHTML:extraHTML:extraScript:)``)
@@ -85,6 +86,7 @@ public struct HTMLFlameGraphEncoder: Sendable {
     html += """
       <div id="controls">
       <label>thread <select id="thread"></select></label>
+      <label id="labelLabel" hidden>label <select id="label"></select></label>
       <label><input type="checkbox" id="hideIdle"> hide idle</label>
       <label id="weightLabel" hidden>weight <select id="weight"></select></label>
       <label>search <input id="search" placeholder="function name"></label>
@@ -155,6 +157,8 @@ public struct HTMLFlameGraphEncoder: Sendable {
       const matched = document.getElementById("matched");
       const weightSelect = document.getElementById("weight");
       const weightLabel = document.getElementById("weightLabel");
+      const labelSelect = document.getElementById("label");
+      const labelLabel = document.getElementById("labelLabel");
       let file = null, root = null, zoom = null, unit = "nanoseconds", unitName = "";
 
       function format(value) {
@@ -221,15 +225,25 @@ public struct HTMLFlameGraphEncoder: Sendable {
         // in x-app-profiler.values, one array per profile.
         const other = weightSelect.value && extension.values ? extension.values[weightSelect.value] : null;
         const otherType = other ? (extension.sampleTypes || []).find(function (t) { return t.type === weightSelect.value; }) : null;
+        // "key=value": only samples whose label set has it.
+        const labels = extension.labels || null;
+        const wanted = labelSelect.value;
+        const cut = wanted.indexOf("=");
+        const wantedKey = wanted.slice(0, cut), wantedValue = wanted.slice(cut + 1);
         root = node("all");
         file.profiles.forEach(function (profile, index) {
           if (chosen !== "all" && String(index) !== chosen) return;
+          const sampleLabels = labels && labels.samples[index] ? labels.samples[index] : null;
           unit = otherType ? otherType.unit : profile.unit;
           unitName = otherType ? otherType.type : "";
           const weights = other && other[index] ? other[index] : profile.weights;
           for (let s = 0; s < profile.samples.length; s++) {
             const stack = profile.samples[s], weight = weights[s];
             if (hideIdle.checked && stack.length && frames[stack[stack.length - 1]].name === "[idle]") continue;
+            if (wanted) {
+              const set = sampleLabels ? labels.sets[sampleLabels[s]] || {} : {};
+              if (set[wantedKey] !== wantedValue) continue;
+            }
             let current = root;
             current.total += weight;
             for (const index of stack) {
@@ -322,6 +336,23 @@ public struct HTMLFlameGraphEncoder: Sendable {
           weightSelect.appendChild(option);
         });
         weightLabel.hidden = weightSelect.options.length < 2;
+        // One choice per key=value present, sorted.
+        labelSelect.textContent = "";
+        const anyLabel = document.createElement("option");
+        anyLabel.value = ""; anyLabel.textContent = "all samples";
+        labelSelect.appendChild(anyLabel);
+        const pairs = new Set();
+        ((extension.labels || {}).sets || []).forEach(function (set) {
+          Object.keys(set).forEach(function (key) { pairs.add(key + "=" + set[key]); });
+        });
+        const preselect = new URLSearchParams(location.hash.slice(1)).get("label");
+        Array.from(pairs).sort().forEach(function (pair) {
+          const option = document.createElement("option");
+          option.value = pair; option.textContent = pair;
+          if (pair === preselect) option.selected = true;
+          labelSelect.appendChild(option);
+        });
+        labelLabel.hidden = pairs.size === 0;
         threadSelect.textContent = "";
         const all = document.createElement("option");
         all.value = "all"; all.textContent = "all threads";
@@ -337,6 +368,7 @@ public struct HTMLFlameGraphEncoder: Sendable {
       threadSelect.addEventListener("change", build);
       hideIdle.addEventListener("change", build);
       weightSelect.addEventListener("change", build);
+      labelSelect.addEventListener("change", build);
       search.addEventListener("input", render);
       document.getElementById("reset").addEventListener("click", function () { zoom = root; render(); });
       window.addEventListener("resize", function () { if (root) render(); });

@@ -43,6 +43,11 @@ public struct SpeedscopeDecoder: Sendable {
       var values: [String: [[Int64]]]?
       var startTimeNanoseconds: UInt64?
       var durationNanoseconds: UInt64?
+      var labels: Labels?
+    }
+    struct Labels: Decodable {
+      var sets: [[String: String]]
+      var samples: [[Int]]
     }
     var shared: Shared
     var profiles: [SampledProfile]
@@ -118,7 +123,12 @@ public struct SpeedscopeDecoder: Sendable {
             values[typeIndex] = 1  // another exporter: each sample once
           }
         }
-        thread.samples.append(.init(stack: index, timestampNanoseconds: time, values: values, isIdle: idle))
+        var labels: [String: String] = [:]
+        if let table = ours?.labels, number < table.samples.count, sampleIndex < table.samples[number].count {
+          let set = table.samples[number][sampleIndex]
+          if table.sets.indices.contains(set) { labels = table.sets[set] }
+        }
+        thread.samples.append(.init(stack: index, timestampNanoseconds: time, values: values, isIdle: idle, labels: labels))
         time += UInt64(max(value, 0))
       }
       profile.threads.append(thread)

@@ -15,6 +15,10 @@
 ///   switch between them.
 /// - Idle wall samples get a synthetic leaf frame `[idle]`, so they can be
 ///   told apart (and are not hidden) in speedscope's views.
+/// - Labels (speedscope has none per sample) go to `x-app-profiler.labels`:
+///   `sets` (distinct label sets, `sets[0]` = none) and `samples` (per
+///   profile, per sample, an index into `sets`), for the HTML viewer's
+///   label selector and for reading the file back.
 public struct SpeedscopeEncoder: Sendable {
   /// Name of the profile group shown by speedscope; nil uses a default.
   public var name: String?
@@ -36,7 +40,11 @@ public struct SpeedscopeEncoder: Sendable {
       var total: UInt64
       /// The other sample types' values, parallel to `weights`.
       var others: [[Int64]]
+      /// Index into `labelSets` per sample.
+      var labels: [Int] = []
     }
+    var labelSets: [[String: String]] = [[:]]
+    var labelSetIndex: [[String: String]: Int] = [[:]: 0]
     var outputs: [ThreadOutput] = []
     let weightIndex = profile.defaultSampleType
     let otherTypes = profile.sampleTypes.indices.filter { $0 != weightIndex }
@@ -49,13 +57,21 @@ public struct SpeedscopeEncoder: Sendable {
       var output = ThreadOutput(
         name: "\(thread.name) (tid \(thread.id))", stacks: [], weights: [], total: 0,
         others: otherTypes.map { _ in [] })
-      var previousKey: (Int, Bool)? = nil
+      var previousKey: (Int, Bool, Int)? = nil
       for sample in thread.samples {
         let weight = UInt64(max(profile.defaultValue(sample), 0))
         func other(_ position: Int) -> Int64 {
           otherTypes[position] < sample.values.count ? sample.values[otherTypes[position]] : 0
         }
-        if let previousKey, previousKey.0 == sample.stack, previousKey.1 == sample.isIdle {
+        let labels: Int
+        if let known = labelSetIndex[sample.labels] {
+          labels = known
+        } else {
+          labels = labelSets.count
+          labelSets.append(sample.labels)
+          labelSetIndex[sample.labels] = labels
+        }
+        if let previousKey, previousKey.0 == sample.stack, previousKey.1 == sample.isIdle, previousKey.2 == labels {
           output.weights[output.weights.count - 1] += weight
           for position in otherTypes.indices { output.others[position][output.others[position].count - 1] += other(position) }
           output.total += weight
@@ -72,8 +88,9 @@ public struct SpeedscopeEncoder: Sendable {
         output.stacks.append(stack)
         output.weights.append(weight)
         for position in otherTypes.indices { output.others[position].append(other(position)) }
+        output.labels.append(labels)
         output.total += weight
-        previousKey = (sample.stack, sample.isIdle)
+        previousKey = (sample.stack, sample.isIdle, labels)
       }
       outputs.append(output)
     }
@@ -132,6 +149,27 @@ public struct SpeedscopeEncoder: Sendable {
       writer.endArray()
     }
     writer.endObject()
+    if labelSets.count > 1 {
+      writer.key("labels")
+      writer.beginObject()
+      writer.key("sets")
+      writer.beginArray()
+      for set in labelSets {
+        writer.beginObject()
+        for key in set.keys.sorted() { writer.field(key, set[key]!) }
+        writer.endObject()
+      }
+      writer.endArray()
+      writer.key("samples")
+      writer.beginArray()
+      for output in outputs {
+        writer.beginArray()
+        for index in output.labels { writer.integer(Int64(index)) }
+        writer.endArray()
+      }
+      writer.endArray()
+      writer.endObject()
+    }
     writer.endObject()
     writer.key("shared")
     writer.beginObject()
