@@ -158,6 +158,9 @@ public final class Profiler: Sendable {
   ) throws -> ProfilingSession {
     try Self.validate(mode: mode, interval: interval, options: options)
     let key = RunKey(mode: mode, interval: interval, options: options)
+    // The session's window starts here, arming included (as it always has).
+    let startTime = ProfilingSession.clock(CLOCK_REALTIME)
+    let startMonotonic = ProfilingSession.clock(CLOCK_MONOTONIC)
     let (run, consumer) = try slot.withLock { slot throws -> (SamplingRun, UInt64) in
       switch slot.machine.attach(key) {
       case .failure:
@@ -172,15 +175,16 @@ public final class Profiler: Sendable {
           let backend: any SessionBackend
           if mode == .alloc {
             backend = try AllocationBackend(
-              options: options, startTimeNanoseconds: ProfilingSession.clock(CLOCK_REALTIME),
-              startMonotonicNanoseconds: ProfilingSession.clock(CLOCK_MONOTONIC))
+              options: options, startTimeNanoseconds: startTime, startMonotonicNanoseconds: startMonotonic)
           } else {
             backend = try SignalSamplingBackend(mode: mode, interval: interval, options: options)
           }
           let run = SamplingRun(id: id, backend: backend)
           _ = slot.machine.armed(id)
           slot.run = run
-          slot.marks[consumer] = backend.mark()
+          // The first consumer reads everything the new sampler took; alloc
+          // windows over continuous sampling start at the totals of now.
+          slot.marks[consumer] = mode == .alloc ? backend.mark() : SampleCollector.Mark()
           return (run, consumer)
         } catch {
           slot.machine.failed(id)
@@ -190,8 +194,7 @@ public final class Profiler: Sendable {
     }
     return ProfilingSession(
       profiler: self, run: run, consumer: consumer, mode: mode, interval: interval, options: options, scope: scope,
-      startTimeNanoseconds: ProfilingSession.clock(CLOCK_REALTIME),
-      startMonotonicNanoseconds: ProfilingSession.clock(CLOCK_MONOTONIC))
+      startTimeNanoseconds: startTime, startMonotonicNanoseconds: startMonotonic)
   }
 
   enum Detached {

@@ -178,6 +178,7 @@ public final class ProfileServer: Service, Sendable {
     }
     guard let running else { return }
     try? await running.channel.close()
+    _ = try? await running.group.next().submit { ProfilerThreads.unregisterCurrent() }.get()
     try? await running.group.shutdownGracefully()
     for file in running.files { unlink(file) }
     ExitCleanup.unregister(paths: running.files)

@@ -46,15 +46,13 @@ static inline uint64_t cap_now_ns(clockid_t clock) {
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/// The interrupted r14 (x86_64: the Swift async context register).
-static inline uint64_t cap_context_r14(const ucontext_t *uc) {
 #if defined(__x86_64__)
+/// The interrupted r14 (x86_64: the Swift async context register; only the
+/// x86_64 CFI walk reads it).
+static inline uint64_t cap_context_r14(const ucontext_t *uc) {
   return (uint64_t)uc->uc_mcontext.gregs[REG_R14];
-#else
-  (void)uc;
-  return 0;
-#endif
 }
+#endif
 
 static void cap_record(cap_session *s, const ucontext_t *uc, int32_t tid, uint64_t weight,
                        uint16_t flags) {

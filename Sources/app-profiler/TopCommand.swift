@@ -16,6 +16,7 @@ struct TopCommand: AsyncParsableCommand {
         app-profiler top cpu.pb.gz --limit 15
         app-profiler top 4242 --mode wall --duration 5 --idle exclude
         app-profiler top cpu.pb.gz --tag route=/users/:id
+        app-profiler top cpu.pb.gz --names short
       """)
 
   @Argument(help: "A profile file, or pid / socket / URL to record from.")
@@ -42,6 +43,9 @@ struct TopCommand: AsyncParsableCommand {
   @Option(help: "Only samples with this label (key=value; repeat for several).")
   var tag: [String] = []
 
+  @Option(help: "Function names: full (Module.Type.f(x: Swift.Int) -> Swift.Int) or short (Type.f(x:)).")
+  var names: String = "full"
+
   /// `--tag` values as a label filter.
   var labelFilter: [String: String] {
     var filter: [String: String] = [:]
@@ -55,6 +59,7 @@ struct TopCommand: AsyncParsableCommand {
   func validate() throws {
     guard limit > 0 else { throw ValidationError("--limit must be positive") }
     guard TopFunctions.IdleSamples(rawValue: idle) != nil else { throw ValidationError("--idle must be exclude or include") }
+    guard TopFunctions.Names(rawValue: names) != nil else { throw ValidationError("--names must be full or short") }
     guard duration > 0, duration.isFinite else { throw ValidationError("--duration must be more than 0 seconds (the server states its maximum)") }
     guard Profile.Mode(parameter: mode) != nil else { throw ValidationError("--mode must be cpu, wall or alloc") }
     for pair in tag where pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).count != 2
@@ -84,7 +89,7 @@ struct TopCommand: AsyncParsableCommand {
       let top = TopFunctions(view, thread: thread, idle: TopFunctions.IdleSamples(rawValue: idle)!)
       let labels = tag.isEmpty ? "" : " with \(tag.joined(separator: ", "))"
       print("\(profile.mode.rawValue) profile, \(top.total) \(top.unit)\(thread.map { " of thread \($0)" } ?? "")\(labels)")
-      print(top.render(limit: limit))
+      print(top.render(limit: limit, names: TopFunctions.Names(rawValue: names)!))
     }
   }
 

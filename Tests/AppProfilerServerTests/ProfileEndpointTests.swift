@@ -16,6 +16,11 @@ extension ServerSuite {
         #expect(json["$schema"] as? String == "https://www.speedscope.app/file-format-schema.json")
         let frames = (json["shared"] as? [String: Any])?["frames"] as? [[String: Any]] ?? []
         #expect(frames.contains { ($0["name"] as? String)?.contains("testeeHotInner") == true })
+        // Swift functions of the (-g) testee carry their file and a line.
+        let hot = frames.first { ($0["name"] as? String)?.contains("testeeHotInner") == true }
+        #expect((hot?["file"] as? String)?.hasSuffix(".swift") == true && (hot?["line"] as? Int ?? 0) > 0, "\(hot ?? [:])")
+        let withFile = frames.filter { ($0["file"] as? String)?.hasSuffix(".swift") == true }
+        #expect(!withFile.isEmpty && withFile.allSatisfy { ($0["line"] as? Int ?? 0) > 0 }, "\(withFile.filter { $0["line"] == nil }.prefix(3))")
         if transport.isEmpty { #expect(testee.isUnix) } else { #expect(testee.address.hasPrefix("http://127.0.0.1:")) }
       }
     }

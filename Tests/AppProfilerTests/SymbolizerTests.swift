@@ -111,7 +111,9 @@ struct SilentSourceSymbolicator: SourceSymbolicator {
       let profile = try Profiler.shared.recordSynchronously(mode: .cpu, duration: .milliseconds(500))
       let cpuUsed = cpuNanoseconds(ofThread: readerTID) - cpuBefore
       // A reader that ran must have been sampled (starved is not a failure).
-      #expect(cpuUsed < 100_000_000 || profile.totalCount > 0, "\(cpuUsed / 1_000_000) ms of CPU, no samples")
+      #expect(
+        cpuUsed < 100_000_000 || profile.totalCount > 0,
+        "\(cpuUsed / 1_000_000) ms of CPU, no samples; engine \(profile.engine), \(profile.statistics), metadata \(profile.metadata.sorted { $0.key < $1.key })")
       leaves = profile.threads.flatMap(\.samples).compactMap { sample -> String? in
         guard let leaf = profile.stacks[sample.stack].first else { return nil }
         return profile.locations[leaf].lines.last.map { profile.functions[$0.function].name }

@@ -36,7 +36,7 @@ struct ProfileBuilder {
     var perThread = collector.resolvedSamples()
     var profilerTime: UInt64 = 0
     if excludesProfilerThreads {
-      for tid in ProfilerThreads.all {
+      for tid in collector.profilerThreads {
         guard let samples = perThread.removeValue(forKey: tid) else { continue }
         // Time they were sampled running: cpu samples, non-idle wall samples.
         profilerTime += samples.reduce(0) { $0 + ($1.flags & UInt16(CAP_SAMPLE_IDLE) != 0 ? 0 : $1.count) } * period
@@ -130,6 +130,16 @@ struct ProfileBuilder {
       profile.locations.append(.init(address: address, mapping: mapping, lines: lines))
     }
     profile.stacks = usedStacks.map { $0.map { addressIndex[$0]! } }
+    // A function's start line: the lowest line of it this profile saw (its
+    // first sampled statement, at or after the declaration; DWARF's
+    // decl_line would need a second symbolication pass). speedscope shows
+    // it as the frame's line, pprof as start_line.
+    for location in profile.locations {
+      for line in location.lines where line.line > 0 {
+        let current = profile.functions[line.function].startLine
+        if current == 0 || line.line < current { profile.functions[line.function].startLine = line.line }
+      }
+    }
 
     // Wall mode: a thread whose leaf is a blocking system call wrapper was
     // waiting in the kernel at that moment, even if it ran earlier in the

@@ -173,6 +173,8 @@ struct SampleCollector: Sendable {
   private var stackIDs: [[UInt64]: Int32] = [:]
   private(set) var samples: [Int32: [RawSample]] = [:]
   private(set) var threadNames: [Int32: String] = [:]
+  /// Threads that were the profiler's when their samples were first drained.
+  private(set) var profilerThreads: Set<Int32> = []
   private(set) var truncatedSamples: Int64 = 0
   private(set) var records: Int = 0
 
@@ -210,7 +212,7 @@ struct SampleCollector: Sendable {
         offset += depth * 8
         continue
       }
-      if threadNames[tid] == nil { threadNames[tid] = Self.threadName(tid) }
+      if threadNames[tid] == nil { firstSeen(tid) }
       if flags & UInt16(CAP_SAMPLE_UNDELIVERED) != 0 && flags & UInt16(CAP_SAMPLE_SIGNAL_BLOCKED) != 0 {
         let stack = signalBlockedStack(tid)
         samples[tid, default: []].append(RawSample(timestamp: timestamp, count: weight, stack: stack, flags: flags))
@@ -288,7 +290,7 @@ struct SampleCollector: Sendable {
       }
       return
     }
-    if threadNames[tid] == nil { threadNames[tid] = Self.threadName(tid) }
+    if threadNames[tid] == nil { firstSeen(tid) }
     samples[tid, default: []].append(
       RawSample(
         timestamp: timestamp, count: raw, stack: stack, flags: flags, objects: objects, bytes: bytes, task: task,
@@ -440,6 +442,12 @@ struct SampleCollector: Sendable {
       result[tid] = sorted
     }
     return result
+  }
+
+  /// A thread's first sample: its name, and whether it is the profiler's.
+  private mutating func firstSeen(_ tid: Int32) {
+    threadNames[tid] = Self.threadName(tid)
+    if ProfilerThreads.contains(tid) { profilerThreads.insert(tid) }
   }
 
   /// `/proc/self/task/<tid>/comm` without its newline; "thread-<tid>" once gone.

@@ -282,6 +282,7 @@ final class AllocationRecorder: Sendable {
         usleep(20_000)
         if !context.recorder.drainTick(generation: context.generation) { break }
       }
+      ProfilerThreads.unregisterCurrent()
       return nil
     }, context)
     pthread_attr_destroy(&attributes)

@@ -32,6 +32,7 @@ import Musl
       let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
       ProfilerThreads.adoptCurrent(name: box.name)
       box.body()
+      ProfilerThreads.unregisterCurrent()
       return nil
     }, box)
     started = result == 0

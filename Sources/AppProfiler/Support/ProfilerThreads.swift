@@ -6,23 +6,24 @@ import Synchronization
 /// app leave them out unless asked (`SessionOptions.includeProfilerThreads`,
 /// `include_profiler=1`). Thread dumps always list every thread.
 ///
-/// Threads are remembered after they end (the drain thread of a session has
-/// ended by the time its profile is built), the last 1024 of them: enough
-/// for every thread of a session, bounded for a process that runs forever.
+/// Only live threads are listed: a thread leaves the list when it ends, so
+/// an app thread that later gets a reused thread id is not mistaken for
+/// one of ours. A session decides when it first drains a thread's samples
+/// (``SampleCollector``) — the drain thread is alive then, even if it has
+/// ended by the time the profile is built.
 @_spi(Support) public enum ProfilerThreads {
-  private static let recent = Mutex<(set: Set<Int32>, order: [Int32])>(([], []))
-  static let limit = 1024
+  private static let live = Mutex<Set<Int32>>([])
 
-  /// Marks the calling thread as the profiler's.
+  /// Marks the calling thread as the profiler's (until ``unregisterCurrent()``).
   public static func registerCurrent() {
     let tid = cap_gettid()
-    recent.withLock { state in
-      guard state.set.insert(tid).inserted else { return }
-      state.order.append(tid)
-      if state.order.count > limit {
-        state.set.remove(state.order.removeFirst())
-      }
-    }
+    _ = live.withLock { $0.insert(tid) }
+  }
+
+  /// The calling thread is no longer the profiler's (it is about to end).
+  public static func unregisterCurrent() {
+    let tid = cap_gettid()
+    _ = live.withLock { $0.remove(tid) }
   }
 
   /// Makes the calling thread one of the profiler's: named `name` (15 bytes
@@ -33,6 +34,6 @@ import Synchronization
     registerCurrent()
   }
 
-  /// Thread ids of the profiler's threads, current and recent.
-  static var all: Set<Int32> { recent.withLock { $0.set } }
+  /// Whether `tid` is a live thread of the profiler's.
+  static func contains(_ tid: Int32) -> Bool { live.withLock { $0.contains(tid) } }
 }

@@ -180,22 +180,36 @@ public struct HTMLFlameGraphEncoder: Sendable {
       // labels' types and result type ("Module.Type.f(x: Swift.Int) -> Swift.Int"
       // shows as "Type.f(x:)"); hover and search use the full name.
       function shortName(name) {
-        if (name.startsWith("[")) return name;
+        // The rule of ShortNames.swift (app-profiler top --names short).
+        if (name.startsWith("[") || name.includes("+0x")) return name;
         // "(Name in _3F1A…)" is a private declaration's discriminator.
-        let text = name.replace(/\(([\w$]+) in _[0-9A-F]+\)/g, "$1");
-        const arrow = text.lastIndexOf(" -> ");
-        if (arrow > 0 && text.lastIndexOf(")", arrow) === arrow - 1) text = text.slice(0, arrow);
+        const text = name.replace(/\(([\w$]+) in _[0-9A-F]+\)/g, "$1");
+        function dropModule(head) {
+          const dot = head.indexOf(".");
+          return dot > 0 && !head.includes(" ") ? head.slice(dot + 1) : head;
+        }
         const open = text.indexOf("(");
-        let head = open >= 0 ? text.slice(0, open) : text;
-        let args = open >= 0 ? text.slice(open) : "";
-        if (args.length > 2 && args.endsWith(")")) {
+        if (open < 0) return dropModule(text);
+        const head = text.slice(0, open);
+        // Closures, specializations, thunks: the whole name is the information.
+        if (head.includes(" ")) return text;
+        // The argument list up to its matching ")"; effects and result go.
+        let depth = 0, close = -1;
+        for (let i = open; i < text.length && close < 0; i++) {
+          const c = text[i];
+          if (c === "(" || c === "<" || c === "[") depth++;
+          else if (c === ")" || c === ">" || c === "]") { depth--; if (depth === 0 && c === ")") close = i; }
+        }
+        if (close < 0) return dropModule(text);
+        let args = text.slice(open, close + 1);
+        if (args.length > 2) {
           // Labels only, as Swift writes a function's name: "(x: Swift.Int, Swift.Int)" -> "(x:_:)".
-          const parts = []; let depth = 0, start = 1;
+          const parts = []; let level = 0, start = 1;
           for (let i = 1; i < args.length - 1; i++) {
             const c = args[i];
-            if (c === "(" || c === "<" || c === "[") depth++;
-            else if (c === ")" || c === ">" || c === "]") depth--;
-            else if (c === "," && depth === 0) { parts.push(args.slice(start, i)); start = i + 1; }
+            if (c === "(" || c === "<" || c === "[") level++;
+            else if (c === ")" || c === ">" || c === "]") level--;
+            else if (c === "," && level === 0) { parts.push(args.slice(start, i)); start = i + 1; }
           }
           parts.push(args.slice(start, args.length - 1));
           args = "(" + parts.map(function (p) {
@@ -203,9 +217,7 @@ public struct HTMLFlameGraphEncoder: Sendable {
             return (m ? m[1] : "_") + ":";
           }).join("") + ")";
         }
-        const dot = head.indexOf(".");
-        if (dot > 0 && !head.includes(" ")) head = head.slice(dot + 1);
-        return head + args;
+        return dropModule(head) + args;
       }
 
       function color(name) {

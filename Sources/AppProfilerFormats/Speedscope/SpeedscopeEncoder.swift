@@ -3,7 +3,9 @@
 ///
 /// - One `sampled` profile per thread, busiest first (non-idle weight, then
 ///   total weight, then thread id), named `name (tid N)`.
-/// - `shared.frames`: one frame per function (name, file, line where known).
+/// - `shared.frames`: one frame per function (name, file, line where known:
+///   the function's start line, which profiles of this process set to the
+///   lowest line of the function they sampled).
 ///   Unsymbolized locations become `image+0xoffset` frames.
 /// - Stacks root first, inlined functions expanded; consecutive identical
 ///   samples are merged (speedscope draws them the same way).

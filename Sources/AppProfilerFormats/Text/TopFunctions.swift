@@ -117,8 +117,17 @@ public struct TopFunctions: Sendable {
     return result
   }
 
+  /// How `render` names functions.
+  public enum Names: String, Sendable, CaseIterable {
+    /// As symbolized: `Module.Type.f(x: Swift.Int) -> Swift.Int`.
+    case full
+    /// As Swift code writes them: `Type.f(x:)` (``ShortNames``).
+    case short
+  }
+
   /// A text table of the first `limit` entries.
-  public func render(limit: Int = 20) -> String {
+  public func render(limit: Int = 20, names: Names = .full) -> String {
+    func shown(_ name: String) -> String { names == .short ? ShortNames.short(name) : name }
     func percent(_ value: Int64) -> String {
       guard total > 0 else { return "  0.0%" }
       let tenths = (value * 1000 + total / 2) / total
@@ -133,7 +142,7 @@ public struct TopFunctions: Sendable {
       var lines = ["  self%   total%    self bytes  self objects  function (self: called the allocator)"]
       for entry in entries.prefix(limit) {
         lines.append(
-          "  \(percent(entry.selfCount))   \(percent(entry.totalCount))  \(pad(Self.bytes(entry.selfCount), 12))  \(pad(entry.selfObjects, 12))  \(entry.name)")
+          "  \(percent(entry.selfCount))   \(percent(entry.totalCount))  \(pad(Self.bytes(entry.selfCount), 12))  \(pad(entry.selfObjects, 12))  \(shown(entry.name))")
       }
       if !types.isEmpty {
         lines.append("")
@@ -146,7 +155,7 @@ public struct TopFunctions: Sendable {
     }
     var lines = ["  self%   total%   \(pad("self " + unit, 12))  function"]
     for entry in entries.prefix(limit) {
-      lines.append("  \(percent(entry.selfCount))   \(percent(entry.totalCount))  \(pad(entry.selfCount, 13))  \(entry.name)")
+      lines.append("  \(percent(entry.selfCount))   \(percent(entry.totalCount))  \(pad(entry.selfCount, 13))  \(shown(entry.name))")
     }
     return lines.joined(separator: "\n")
   }
