@@ -52,6 +52,11 @@ public final class Profiler: Sendable {
 
   init() {}
 
+  /// Whether this build can sample: Linux, unless built with
+  /// `APP_PROFILER_NO_SAMPLER`. Elsewhere every session throws
+  /// ``ProfilerError/unsupportedPlatform`` (the server answers 501).
+  public static var isSupported: Bool { cap_sampler_available() != 0 }
+
   /// True while a sampler is arming, running or stopping.
   public var isBusy: Bool { !slot.withLock { $0.machine.isIdle } }
 
@@ -156,6 +161,7 @@ public final class Profiler: Sendable {
   private func attach(
     mode: Profile.Mode, interval: Duration, options: SessionOptions, scope: LabelScope?
   ) throws -> ProfilingSession {
+    guard Self.isSupported else { throw ProfilerError.unsupportedPlatform }
     try Self.validate(mode: mode, interval: interval, options: options)
     let key = RunKey(mode: mode, interval: interval, options: options)
     // The session's window starts here, arming included (as it always has).
@@ -241,6 +247,7 @@ public final class Profiler: Sendable {
   /// Cost: every allocation passes through a wrapper (a few ns); see
   /// BENCHMARKS.md.
   public func enableContinuousAllocationSampling(rate: Int = 524_288, options: SessionOptions = SessionOptions()) throws {
+    guard Self.isSupported else { throw ProfilerError.unsupportedPlatform }
     guard SessionOptions.allowedAllocationSamplingRates.contains(rate) else {
       throw ProfilerError.invalidParameter(name: "rate", value: "\(rate)", allowed: "1 ... 1073741824 bytes")
     }

@@ -200,6 +200,9 @@ final class ProfileCoordinator: Sendable {
     switch error {
     case ProfilerError.busy:
       return busyResponse()
+    case ProfilerError.unsupportedPlatform:
+      return .error(
+        .notImplemented, "profiling is not available in this build: app-profiler samples on Linux only (no sampler here)")
     case ProfilerError.invalidParameter(let name, let value, let allowed)
     where name == "interval" || name == "duration" || name == "allocationSamplingRate":
       return .error(.badRequest, "invalid parameter \(name)='\(value)': allowed \(allowed)")

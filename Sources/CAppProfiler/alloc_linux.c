@@ -27,6 +27,8 @@
 // `busy` flag keeps nested calls (swift_allocObject -> malloc) from being
 // counted twice and makes recursion impossible.
 #define _GNU_SOURCE
+#include "cap_platform.h"
+#if CAP_HAVE_SAMPLER
 #include "alloc_internal.h"
 #include "cap_sampler.h"
 
@@ -218,3 +220,5 @@ int cap_alloc_redirected_entries(void) {
   pthread_mutex_unlock(&g_patch_lock);
   return (int)walk.changed;
 }
+
+#endif  // CAP_HAVE_SAMPLER

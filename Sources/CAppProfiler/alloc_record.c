@@ -3,6 +3,8 @@
 // locks, no allocation, async-signal-safe calls only; checked by
 // SignalSafetyTests with nm -u). See alloc_linux.c for the design.
 #define _GNU_SOURCE
+#include "cap_platform.h"
+#if CAP_HAVE_SAMPLER
 #include "alloc_internal.h"
 #include "cap_stack.h"
 #include "unwind_cfi.h"
@@ -365,3 +367,5 @@ int cap_alloc_set_thread_ignored(int ignored) {
   }
   return previous;
 }
+
+#endif  // CAP_HAVE_SAMPLER

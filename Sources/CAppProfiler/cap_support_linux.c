@@ -1,6 +1,8 @@
 // Small helpers of the sampler's own threads (never the signal handler):
 // clocks, thread CPU clocks, and the one error-message writer of the C side.
 #define _GNU_SOURCE
+#include "cap_platform.h"
+#if CAP_HAVE_SAMPLER
 #include "cap_sampler.h"
 
 #include <errno.h>
@@ -41,3 +43,5 @@ int cap_read_thread_cpu(int32_t tid, uint64_t *out) {
   *out = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
   return 0;
 }
+
+#endif  // CAP_HAVE_SAMPLER

@@ -5,6 +5,8 @@
 // samples at 1 kHz here. Kernel time is included where allowed
 // (perf_event_paranoid < 2), else excluded (said in the profile).
 #define _GNU_SOURCE
+#include "cap_platform.h"
+#if CAP_HAVE_SAMPLER
 #include "cap_sampler.h"
 
 #include <errno.h>
@@ -75,3 +77,5 @@ int cap_perf_arm(cap_session *s, cap_sampler *sampler, cap_thread *t, int32_t ti
   }
   return 0;
 }
+
+#endif  // CAP_HAVE_SAMPLER

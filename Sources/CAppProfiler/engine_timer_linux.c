@@ -4,6 +4,8 @@
 // tick stands for several intervals (weight 1 + si_overrun); at intervals of
 // a tick or more they are exact and cost nothing per context switch.
 #define _GNU_SOURCE
+#include "cap_platform.h"
+#if CAP_HAVE_SAMPLER
 #include "cap_sampler.h"
 
 #include <errno.h>
@@ -36,3 +38,5 @@ int cap_timer_arm(cap_session *s, cap_thread *t, int32_t tid) {
   t->has_timer = 1;
   return 0;
 }
+
+#endif  // CAP_HAVE_SAMPLER

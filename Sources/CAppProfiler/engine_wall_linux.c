@@ -6,6 +6,8 @@
 // still pending is not signalled again; if it blocks the signal, its ticks
 // are charged to [signal blocked]. Runs on the ticker thread only.
 #define _GNU_SOURCE
+#include "cap_platform.h"
+#if CAP_HAVE_SAMPLER
 #include "cap_sampler.h"
 
 #include <errno.h>
@@ -165,3 +167,5 @@ void cap_wall_account_undelivered(cap_session *s, cap_sampler *sampler) {
     atomic_store(&t->pending, 0);
   }
 }
+
+#endif  // CAP_HAVE_SAMPLER

@@ -5,6 +5,8 @@
 // under the loader's lock, so an image cannot be unloaded under it. Off the
 // allocation path; callers hold alloc_linux.c's patch lock.
 #define _GNU_SOURCE
+#include "cap_platform.h"
+#if CAP_HAVE_SAMPLER
 #include "alloc_internal.h"
 #include "cap_sanitizer.h"
 
@@ -221,3 +223,5 @@ cap_got_result cap_got_walk(int action) {
   cap_got_result result = {walk.changed, walk.images, walk.error};
   return result;
 }
+
+#endif  // CAP_HAVE_SAMPLER

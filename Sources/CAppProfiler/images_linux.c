@@ -3,6 +3,8 @@
 // counters; and the unwinders' entry points for tests and benchmarks. Not on
 // the signal path.
 #define _GNU_SOURCE
+#include "cap_platform.h"
+#if CAP_HAVE_SAMPLER
 #include "include/CAppProfiler.h"
 #include "cap_sanitizer.h"
 #include "cap_session.h"
@@ -310,3 +312,5 @@ uint64_t cap_task_labels_for_test(uint64_t task) {
   free(probe.range_sets);
   return labels;
 }
+
+#endif  // CAP_HAVE_SAMPLER

@@ -2,6 +2,8 @@
 // /proc/self/maps into the set of the double buffer the handlers are not
 // reading, then switches them over. Not on the signal path.
 #define _GNU_SOURCE
+#include "cap_platform.h"
+#if CAP_HAVE_SAMPLER
 #include "cap_sampler.h"
 
 #include <errno.h>
@@ -70,3 +72,5 @@ void cap_ranges_refresh(cap_session *s) {
   atomic_store(&s->current_ranges, next);
   atomic_store(&s->ranges_stale, 0);
 }
+
+#endif  // CAP_HAVE_SAMPLER

@@ -3,6 +3,8 @@
 // from the signal handler and the allocation wrappers: a claim is one
 // compare-and-swap and never waits (a full buffer is a counted drop). The
 // drain copies finished slots out on the drain thread.
+#include "cap_platform.h"
+#if CAP_HAVE_SAMPLER
 #include "cap_session.h"
 
 #include <string.h>
@@ -70,3 +72,5 @@ size_t cap_slots_drain(cap_session *s, void *out_pointer, size_t capacity, int f
   s->read_cursor = position;
   return used;
 }
+
+#endif  // CAP_HAVE_SAMPLER

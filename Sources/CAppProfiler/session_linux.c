@@ -20,6 +20,8 @@
 //     pending is not signalled again; if it blocks the signal, its ticks are
 //     charged to [signal blocked].
 #define _GNU_SOURCE
+#include "cap_platform.h"
+#if CAP_HAVE_SAMPLER
 #include "cap_sampler.h"
 
 #include <dirent.h>
@@ -528,3 +530,5 @@ uint64_t cap_benchmark_self_signal(uint32_t iterations) {
   }
   return cap_clock_ns(CLOCK_MONOTONIC) - start;
 }
+
+#endif  // CAP_HAVE_SAMPLER

@@ -11,6 +11,8 @@
 // replaces ours in the kernel; the next session installs ours again on top
 // of it and chains to it.
 #define _GNU_SOURCE
+#include "cap_platform.h"
+#if CAP_HAVE_SAMPLER
 #include "cap_session.h"
 
 #include <errno.h>
@@ -56,3 +58,5 @@ void cap_signal_counters(uint64_t *chained, uint64_t *ignored, uint64_t *stale) 
   *ignored = atomic_load(&cap_foreign_signals_ignored);
   *stale = atomic_load(&cap_global_session.stale_signals);
 }
+
+#endif  // CAP_HAVE_SAMPLER

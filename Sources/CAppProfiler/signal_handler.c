@@ -13,6 +13,8 @@
 //   not ours            -> the app's previous handler, or dropped (counted)
 //                          where the app had SIG_DFL or SIG_IGN.
 #define _GNU_SOURCE
+#include "cap_platform.h"
+#if CAP_HAVE_SAMPLER
 #include "cap_session.h"
 #include "cap_stack.h"
 #include "registers.h"
@@ -233,3 +235,5 @@ void cap_signal_handler(int signal_number, void *info_pointer, void *ucontext_po
   atomic_fetch_sub(&s->handlers_running, 1);
   errno = saved_errno;
 }
+
+#endif  // CAP_HAVE_SAMPLER

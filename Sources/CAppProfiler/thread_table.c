@@ -2,6 +2,8 @@
 // (probe (tid * 2654435761) & mask, then linear). cap_thread_find is
 // callable from the signal handler (no locks, no allocation); insertion is
 // the ticker's alone.
+#include "cap_platform.h"
+#if CAP_HAVE_SAMPLER
 #include "cap_session.h"
 
 cap_thread *cap_thread_find(cap_session *s, int32_t tid) {
@@ -38,3 +40,5 @@ cap_thread *cap_thread_insert(cap_session *s, int32_t tid) {
   }
   return 0;
 }
+
+#endif  // CAP_HAVE_SAMPLER

@@ -159,6 +159,12 @@ extension ServerSuite {
         // app-profiler top --tag on the same file.
         let topAsync = try cli(["top", file, "--tag", "worker=async", "--limit", "60"])
         #expect(topAsync.status == 0 && topAsync.output.contains("testeeAsyncBurn") && !topAsync.output.contains("testeeHotInner"), "\(topAsync.output.prefix(2000))")
+        // Short names: Type.f(x:) instead of the module-qualified signature.
+        let short = try cli(["top", file, "--names", "short", "--limit", "60"])
+        #expect(short.status == 0 && short.output.contains(" testeeHotInner()") && !short.output.contains("AppProfilerTestee.testeeHotInner"), "\(short.output.prefix(2000))")
+        let full = try cli(["top", file, "--limit", "60"])
+        #expect(full.output.contains("AppProfilerTestee.testeeHotInner()"), "\(full.output.prefix(2000))")
+        #expect(try cli(["top", file, "--names", "tiny"]).status != 0)
         let badTag = try cli(["top", file, "--tag", "worker"])
         #expect(badTag.status != 0 && badTag.error.contains("--tag"), "\(badTag.error)")
 

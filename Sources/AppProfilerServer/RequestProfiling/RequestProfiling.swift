@@ -131,6 +131,9 @@ public struct RequestProfiler: Sendable {
     case busy
     /// Profiling failed: keep the response, add `X-Profile-Status: 503 …`.
     case failed(String)
+    /// This build has no sampler (not Linux): keep the response, add
+    /// `X-Profile-Status: 501 …`.
+    case unavailable
   }
 
   /// Runs `handler` inside a session of `plan.mode` and returns its result
@@ -149,6 +152,8 @@ public struct RequestProfiler: Sendable {
       session = try Profiler.shared.startTaskScoped(mode: plan.mode, interval: interval, options: options)
     } catch ProfilerError.busy {
       return (try await handler(), .busy)
+    } catch ProfilerError.unsupportedPlatform {
+      return (try await handler(), .unavailable)
     } catch {
       return (try await handler(), .failed("\(error)"))
     }
@@ -223,6 +228,7 @@ extension RequestProfiler.Outcome {
       return result
     case .busy: return [("X-Profile-Status", "409 a profile of another kind (mode or interval) is running in this process; the request was not profiled")]
     case .failed(let message): return [("X-Profile-Status", "503 \(message)")]
+    case .unavailable: return [("X-Profile-Status", "501 profiling is not available in this build (Linux only)")]
     }
   }
 }

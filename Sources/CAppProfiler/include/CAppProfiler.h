@@ -174,6 +174,10 @@ typedef struct cap_stats {
 
 // MARK: - Called from Swift, off the signal path
 
+/// 1 when this build has the sampler (Linux without APP_PROFILER_NO_SAMPLER);
+/// 0 elsewhere, where every function below answers "unsupported".
+int cap_sampler_available(void);
+
 /// Installs the handler, arms sampling of every current thread, and starts the
 /// ticker thread. Returns 0, or a negative errno with `message` filled in.
 /// Only one session exists per process; a second start returns -EBUSY.

@@ -1,0 +1,134 @@
+// The C target without the sampler (every platform but Linux, or a Linux
+// build with APP_PROFILER_NO_SAMPLER): the same functions, answering
+// "unsupported". Swift checks cap_sampler_available() first and throws
+// ProfilerError.unsupportedPlatform; these keep everything else linking.
+#include "cap_platform.h"
+#include "CAppProfiler.h"
+
+#include <errno.h>
+#include <string.h>
+
+int cap_sampler_available(void) { return CAP_HAVE_SAMPLER; }
+
+#if !CAP_HAVE_SAMPLER
+#include <pthread.h>
+#include <stdio.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+static void unsupported(char *message, size_t message_len) {
+  if (message != 0 && message_len > 0) snprintf(message, message_len, "no sampler in this build");
+}
+
+int cap_session_start(const cap_config *config, char *message, size_t message_len) {
+  (void)config;
+  unsupported(message, message_len);
+  return -ENOSYS;
+}
+uint64_t cap_scheduler_tick_ns(void) { return 10000000ull; }
+size_t cap_session_drain(void *out, size_t capacity, int full_scan) {
+  (void)out, (void)capacity, (void)full_scan;
+  return 0;
+}
+void cap_session_stop(void) {}
+void cap_session_release(void) {}
+void cap_session_stats(cap_stats *out) { memset(out, 0, sizeof *out); }
+int cap_session_active(void) { return 0; }
+int cap_handler_installed(int signal_number) {
+  (void)signal_number;
+  return 0;
+}
+void cap_signal_counters(uint64_t *chained, uint64_t *ignored, uint64_t *stale) {
+  *chained = 0, *ignored = 0, *stale = 0;
+}
+int32_t cap_gettid(void) {
+#if defined(__linux__)
+  return (int32_t)syscall(SYS_gettid);
+#else
+  uint64_t id = 0;
+  pthread_threadid_np(0, &id);
+  return (int32_t)id;
+#endif
+}
+uint64_t cap_measure_signal_stack(void) { return 0; }
+uint32_t cap_unwind_cfi_for_test(const cap_unwind_image *images, uint64_t image_count, uint64_t pc, uint64_t sp,
+                                 uint64_t fp, uint64_t stack_low, uint64_t stack_high, uint64_t *frames,
+                                 uint32_t max_frames, int *truncated, int *complete) {
+  (void)images, (void)image_count, (void)pc, (void)sp, (void)fp, (void)stack_low, (void)stack_high, (void)frames,
+      (void)max_frames;
+  *truncated = 0, *complete = 0;
+  return 0;
+}
+uint32_t cap_unwind_async_for_test(const cap_unwind_image *images, uint64_t image_count, uint64_t pc, uint64_t sp,
+                                   uint64_t fp, uint64_t r14, uint64_t stack_low, uint64_t stack_high,
+                                   const cap_code_range *memory, uint32_t memory_count,
+                                   const cap_code_range *executors, uint32_t executor_count, uint64_t *frames,
+                                   uint32_t max_frames, int *truncated, int *stitched, int *broken) {
+  (void)images, (void)image_count, (void)pc, (void)sp, (void)fp, (void)r14, (void)stack_low, (void)stack_high,
+      (void)memory, (void)memory_count, (void)executors, (void)executor_count, (void)frames, (void)max_frames;
+  *truncated = 0, *stitched = 0, *broken = 0;
+  return 0;
+}
+int cap_task_tls_locate(const void *function, uint64_t *module, uint64_t *offset) {
+  (void)function, (void)module, (void)offset;
+  return 0;
+}
+void cap_labels_configure(uint64_t key, uint32_t head_offset) { (void)key, (void)head_offset; }
+int32_t cap_task_locals_calibrate(uint64_t task, uint64_t key, uint64_t value, uint32_t span) {
+  (void)task, (void)key, (void)value, (void)span;
+  return -1;
+}
+static __thread uint64_t thread_labels;
+void cap_thread_labels_set(uint64_t labels) { thread_labels = labels; }
+uint64_t cap_thread_labels_get(void) { return thread_labels; }
+uint64_t cap_task_labels_for_test(uint64_t task) {
+  (void)task;
+  return 0;
+}
+uint64_t cap_current_task_for_test(uint64_t module, uint64_t offset) {
+  (void)module, (void)offset;
+  return 0;
+}
+uint64_t cap_benchmark_unwind(const cap_unwind_image *images, uint64_t image_count, uint32_t iterations,
+                              uint32_t *depth) {
+  (void)images, (void)image_count, (void)iterations;
+  *depth = 0;
+  return 0;
+}
+uint64_t cap_benchmark_self_signal(uint32_t iterations) {
+  (void)iterations;
+  return 0;
+}
+void cap_iterate_images(cap_image_callback callback, void *context) { (void)callback, (void)context; }
+void *cap_image_pin(const char *path, uint64_t bias) {
+  (void)path, (void)bias;
+  return 0;
+}
+void cap_image_unpin(void *handle) { (void)handle; }
+uint64_t cap_vdso_base(void) { return 0; }
+uint64_t cap_image_load_count(void) { return 0; }
+int cap_alloc_start(const cap_alloc_config *config, char *message, size_t message_len) {
+  (void)config;
+  unsupported(message, message_len);
+  return -ENOSYS;
+}
+int cap_alloc_patch_new_images(void) { return 0; }
+void cap_alloc_stop(void) {}
+void cap_alloc_release(void) {}
+size_t cap_alloc_drain(void *out, size_t capacity, int full_scan) {
+  (void)out, (void)capacity, (void)full_scan;
+  return 0;
+}
+void cap_alloc_stats_get(cap_alloc_stats *out) { memset(out, 0, sizeof *out); }
+int cap_alloc_redirected_entries(void) { return 0; }
+uint64_t cap_alloc_thread_calls(void) { return 0; }
+int cap_alloc_set_thread_ignored(int ignored) {
+  (void)ignored;
+  return 0;
+}
+void cap_signal_handler(int signal_number, void *info, void *ucontext) {
+  (void)signal_number, (void)info, (void)ucontext;
+}
+#endif  // !CAP_HAVE_SAMPLER
