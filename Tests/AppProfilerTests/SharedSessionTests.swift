@@ -124,6 +124,35 @@ extension SamplingSuite {
   }
 }
 
+extension SamplingSuite.SharedSessions {
+  /// With continuous allocation sampling on: a task-scoped alloc session
+  /// still gets its scope's samples, and the running totals do not grow an
+  /// entry per scope (they fold scopes away).
+  @Test func taskScopedAllocationsWithContinuousSampling() async throws {
+    try Profiler.shared.enableContinuousAllocationSampling(rate: 16_384)
+    defer { Profiler.shared.disableContinuousAllocationSampling() }
+    var entries: [Int] = []
+    for _ in 0..<5 {
+      let scoped = try Profiler.shared.startTaskScoped(mode: .alloc)
+      let stop = StopFlag()
+      let work = Task.detached { await scoped.withScope { await scopedAllocating(stop) } }
+      try await Task.sleep(for: .milliseconds(100))
+      stop.set()
+      _ = await work.value
+      let profile = try await scoped.stop()
+      #expect(profile.count(containing: "scopedAllocating") > 0)
+      let totals = try #require(Profiler.shared.cumulativeAllocationProfile())
+      let mine = totals.threads.flatMap(\.samples).filter { sample in
+        totals.names(ofStack: sample.stack).contains { $0.contains("scopedAllocating") }
+      }
+      #expect(mine.allSatisfy { $0.labels.isEmpty })
+      entries.append(mine.count)
+    }
+    print("continuous totals, entries of scopedAllocating after each of 5 scopes: \(entries)")
+    #expect(entries[4] <= entries[0] + 2, "\(entries)")
+  }
+}
+
 @inline(never) func scopedAllocating(_ stop: StopFlag) async -> Int {
   var total = 0
   while !stop.isSet {

@@ -164,7 +164,8 @@ struct SampleCollector: Sendable {
         labelSetIDs[labels] = index
       }
     }
-    let local = index | (raw & 0xFFFF_FFFF_0000_0000)
+    // Running totals drop the scope too: per request, it would make them grow.
+    let local = index | (aggregateThread != nil ? 0 : raw & 0xFFFF_FFFF_0000_0000)
     cache[raw] = local
     return local
   }

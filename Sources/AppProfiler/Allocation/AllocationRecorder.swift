@@ -56,13 +56,16 @@ final class AllocationRecorder: Sendable {
   // MARK: Windows (alloc sessions)
 
   /// Opens a window. With continuous mode on, `rate` is ignored: the window
-  /// reads the continuous totals (its consumers subtract their marks).
+  /// collects the continuous sampler's samples from now on.
   func beginWindow(rate: Int, options: SessionOptions) throws {
     try state.withLock { state in
       guard !state.windowOpen else { throw ProfilerError.busy }
       if state.continuous == nil {
         state.window = SampleCollector(allocationRate: Double(rate))
         try installLocked(&state, rate: rate, options: options)
+      } else {
+        drainLocked(&state, fullScan: false)
+        state.window = SampleCollector(allocationRate: Double(state.installedRate))
       }
       state.windowOpen = true
     }
@@ -74,7 +77,7 @@ final class AllocationRecorder: Sendable {
       drainLocked(&state, fullScan: false)
       var stats = cap_alloc_stats()
       cap_alloc_stats_get(&stats)
-      return (state.window ?? state.continuous ?? SampleCollector()).mark(
+      return (state.window ?? SampleCollector()).mark(
         counters: SamplerCounters(
           recorded: Int64(stats.samples_written), dropped: Int64(stats.samples_dropped),
           complete: Int64(stats.complete_samples)))
@@ -90,7 +93,7 @@ final class AllocationRecorder: Sendable {
       drainLocked(&state, fullScan: false)
       var stats = cap_alloc_stats()
       cap_alloc_stats_get(&stats)
-      let collector = state.window ?? state.continuous ?? SampleCollector()
+      let collector = state.window ?? SampleCollector()
       state.window?.trim(keeping: marks)
       return Recording(
         collector: collector, stats: stats, rate: state.installedRate, startTimeNanoseconds: startTimeNanoseconds,
@@ -99,8 +102,8 @@ final class AllocationRecorder: Sendable {
     }
   }
 
-  /// Closes the window and returns everything it holds (with continuous
-  /// mode on: the continuous totals, which stay).
+  /// Closes the window and returns everything it holds (continuous mode
+  /// goes on).
   func endWindow(startTimeNanoseconds: UInt64, startMonotonicNanoseconds: UInt64) -> Recording {
     state.withLock { state in
       state.windowOpen = false
@@ -108,8 +111,10 @@ final class AllocationRecorder: Sendable {
         drainLocked(&state, fullScan: false)
         var stats = cap_alloc_stats()
         cap_alloc_stats_get(&stats)
+        let window = state.window ?? SampleCollector()
+        state.window = nil
         return Recording(
-          collector: state.continuous!, stats: stats, rate: state.installedRate,
+          collector: window, stats: stats, rate: state.installedRate,
           startTimeNanoseconds: startTimeNanoseconds, startMonotonicNanoseconds: startMonotonicNanoseconds,
           cumulative: false, callFrameInformation: state.tables != nil)
       }
@@ -130,10 +135,8 @@ final class AllocationRecorder: Sendable {
     state.withLock { state in
       guard state.windowOpen else { return }
       state.windowOpen = false
-      if state.continuous == nil {
-        _ = uninstallLocked(&state)
-        state.window = nil
-      }
+      state.window = nil
+      if state.continuous == nil { _ = uninstallLocked(&state) }
     }
   }
 
@@ -159,8 +162,9 @@ final class AllocationRecorder: Sendable {
     state.withLock { state in
       guard state.continuous != nil else { return }
       if state.windowOpen {
-        // The open window loses its totals; it ends empty.
+        // The open window loses its sampler; it ends with what it has.
         state.windowOpen = false
+        state.window = nil
       }
       _ = uninstallLocked(&state)
       state.continuous = nil
@@ -234,11 +238,11 @@ final class AllocationRecorder: Sendable {
       let bytes = cap_alloc_drain(buffer.baseAddress, buffer.count, fullScan ? 1 : 0)
       if bytes == 0 { break }
       let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<bytes])
-      if state.continuous != nil {
-        state.continuous!.ingest(chunk)
-      } else if state.window != nil {
-        state.window!.ingest(chunk)
-      }
+      // Both: the running totals, and an open window's own samples (a
+      // window needs each sample — its labels, its scope — which the
+      // totals fold away).
+      state.continuous?.ingest(chunk)
+      state.window?.ingest(chunk)
       if bytes < buffer.count / 2 { break }
     }
   }
