@@ -146,10 +146,14 @@ extension SamplingSuite.SharedSessions {
         totals.names(ofStack: sample.stack).contains { $0.contains("scopedAllocating") }
       }
       #expect(mine.allSatisfy { $0.labels.isEmpty })
+      // One running total per stack: a total per stack and scope would
+      // repeat each stack once per scoped request.
+      #expect(Set(mine.map(\.stack)).count == mine.count, "\(mine.count) entries for \(Set(mine.map(\.stack)).count) stacks")
       entries.append(mine.count)
     }
-    print("continuous totals, entries of scopedAllocating after each of 5 scopes: \(entries)")
-    #expect(entries[4] <= entries[0] + 2, "\(entries)")
+    // New stacks of it may still turn up (allocation paths sampled late);
+    // one entry per stack is the bound.
+    print("continuous totals, entries (= stacks) of scopedAllocating after each of 5 scopes: \(entries)")
   }
 }
 
