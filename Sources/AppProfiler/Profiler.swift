@@ -188,8 +188,9 @@ public final class Profiler: Sendable {
           let run = SamplingRun(id: id, backend: backend)
           _ = slot.machine.armed(id)
           slot.run = run
-          // The first consumer reads everything the new sampler took; alloc
-          // windows over continuous sampling start at the totals of now.
+          // The first consumer reads everything the new sampler took. An
+          // alloc window over continuous sampling is fresh too, but the
+          // continuous sampler's counters run on: its mark holds them.
           slot.marks[consumer] = mode == .alloc ? backend.mark() : SampleCollector.Mark()
           return (run, consumer)
         } catch {

@@ -302,10 +302,9 @@ struct SampleCollector: Sendable {
 
   /// Where a consumer of a shared session began reading: per thread, how
   /// many samples had been collected (counted from the first ever, trimmed
-  /// or not); for running totals, the totals then.
+  /// or not). Consumers read per-sample collectors only, never running totals.
   struct Mark: Sendable {
     var counts: [Int32: Int] = [:]
-    var totals: [RawSample] = []
     var truncatedSamples: Int64 = 0
     /// The sampler's counters then.
     var counters = SamplerCounters()
@@ -313,19 +312,13 @@ struct SampleCollector: Sendable {
 
   func mark(counters: SamplerCounters = SamplerCounters()) -> Mark {
     var mark = Mark(truncatedSamples: truncatedSamples, counters: counters)
-    if let group = aggregateThread {
-      mark.totals = samples[group] ?? []
-      return mark
-    }
     for (tid, list) in samples { mark.counts[tid] = (trimmed[tid] ?? 0) + list.count }
     return mark
   }
 
   /// What was collected after `mark`: the samples of every thread since
-  /// then (a leading repeat gets the stack it repeats), or the growth of
-  /// the running totals.
+  /// then (a leading repeat gets the stack it repeats).
   func since(_ mark: Mark) -> SampleCollector {
-    if aggregateThread != nil { return subtracting(totals: mark.totals, truncated: mark.truncatedSamples) }
     var result = self
     result.trimmed = [:]
     result.truncatedSamples = max(0, truncatedSamples - mark.truncatedSamples)
@@ -377,31 +370,6 @@ struct SampleCollector: Sendable {
     }
     samples = resolved
     trimmed = [:]
-  }
-
-  /// An aggregating collector minus an earlier copy of itself: what was
-  /// allocated in between (stacks with nothing new are left out).
-  func subtracting(_ earlier: SampleCollector) -> SampleCollector {
-    guard let group = aggregateThread else { return self }
-    return subtracting(totals: earlier.samples[group] ?? [], truncated: earlier.truncatedSamples)
-  }
-
-  private func subtracting(totals before: [RawSample], truncated: Int64) -> SampleCollector {
-    guard let group = aggregateThread else { return self }
-    var result = self
-    var delta: [RawSample] = []
-    for (index, var sample) in (samples[group] ?? []).enumerated() {
-      if index < before.count {
-        sample.count -= min(sample.count, before[index].count)
-        sample.objects -= before[index].objects
-        sample.bytes -= before[index].bytes
-      }
-      if sample.count > 0 { delta.append(sample) }
-    }
-    result.samples[group] = delta
-    result.aggregateIndex = [:]
-    result.truncatedSamples -= truncated
-    return result
   }
 
   /// Per thread, in time order, with every repeat record replaced by the

@@ -16,8 +16,8 @@ import Musl
 ///   with their timestamps.
 /// - Continuous mode: the wrappers stay installed; every sample is added to
 ///   one running total per stack (memory bounded by distinct stacks, not by
-///   time). A window opened meanwhile is the difference of two totals, at the
-///   continuous rate (what Go's `/debug/pprof/allocs?seconds=N` does).
+///   time). A window opened meanwhile keeps its own samples of that sampler,
+///   at the continuous rate (what Go's `/debug/pprof/allocs?seconds=N` sees).
 final class AllocationRecorder: Sendable {
   static let shared = AllocationRecorder()
 
@@ -41,7 +41,7 @@ final class AllocationRecorder: Sendable {
     /// Continuous mode: the running totals and when they started.
     var continuous: SampleCollector?
     var continuousStart: (realtime: UInt64, monotonic: UInt64) = (0, 0)
-    /// Open window's own samples (none in continuous mode: windows read the totals).
+    /// The open window's own samples (in continuous mode too).
     var window: SampleCollector?
     var windowOpen = false
     var lastImageCheck: UInt64 = 0

@@ -205,8 +205,14 @@ extension Profiler {
     _ labels: [String: String], isolation: isolated (any Actor)? = #isolation,
     operation: () async throws -> R
   ) async rethrows -> R {
-    let box = makeBox(merging: labels)
-    return try await TaskLabels.$current.withValue(
+    try await bind(makeBox(merging: labels), isolation: isolation, operation: operation)
+  }
+
+  /// Binds `box` to the task-local for `operation` (calibrating once).
+  private static func bind<R>(
+    _ box: LabelSetBox, isolation: isolated (any Actor)?, operation: () async throws -> R
+  ) async rethrows -> R {
+    try await TaskLabels.$current.withValue(
       box,
       operation: {
         TaskLabels.calibrateIfNeeded(box: box)
@@ -231,18 +237,11 @@ extension Profiler {
   }
 
   /// Runs `operation` in the scope of a task-scoped session: the samples
-  /// its task, child tasks — or, on a thread without a task, its thread —
-  /// take carry `scope` (labels in effect stay).
+  /// its task and child tasks take carry `scope` (labels in effect stay).
   static func withScope<R>(
     _ scope: LabelScope, isolation: isolated (any Actor)? = #isolation, operation: () async throws -> R
   ) async rethrows -> R {
-    let box = LabelSetBox(labels: currentLabels, scope: scope.value)
-    return try await TaskLabels.$current.withValue(
-      box,
-      operation: {
-        TaskLabels.calibrateIfNeeded(box: box)
-        return try await operation()
-      }, isolation: isolation)
+    try await bind(LabelSetBox(labels: currentLabels, scope: scope.value), isolation: isolation, operation: operation)
   }
 
   /// Labels for every sample of the calling thread taken while no task

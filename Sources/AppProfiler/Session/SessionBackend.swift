@@ -228,8 +228,8 @@ final class AllocationBackend: SessionBackend {
   static func report(_ recording: AllocationRecorder.Recording) -> SessionReport {
     var report = SessionReport(
       engine: "got_redirect(malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign, swift_allocObject)")
-    // While continuous sampling runs, a window is a difference of its totals
-    // at its rate: the recording says which rate ran.
+    // While continuous sampling runs, a window samples at its rate: the
+    // recording says which rate ran.
     report.period = UInt64(recording.rate)
     report.samplesRecorded = Int64(recording.stats.samples_written)
     report.samplesDropped = Int64(recording.stats.samples_dropped)
