@@ -29,6 +29,22 @@ wrk_summary() {
   echo "$rps $p99"
 }
 
+# Installs wrk if missing, builds the Hummingbird example app (release) and
+# prints its path (its only output on stdout: callers capture it).
+build_hummingbird_example() {
+  command -v wrk >/dev/null || { apt-get update -qq >&2 && apt-get install -y -qq wrk >&2; }
+  local log
+  log=$(mktemp)
+  if ! swift build -c release --package-path ../Integrations/AppProfilerHummingbird \
+    --scratch-path ../.build-integration-hummingbird-release --product HummingbirdExample >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    exit 1
+  fi
+  rm -f "$log"
+  echo ../.build-integration-hummingbird-release/release/HummingbirdExample
+}
+
 # The median of a space-separated list, for the interleaved A/B scenarios.
 AWK_MEDIAN='
   function median(list,   n, a, i, j, t) {
@@ -273,16 +289,7 @@ for scenario in "${scenarios[@]}"; do
     # The Hummingbird example app (release) under wrk on GET / (a tiny
     # route): with the per-request profiling middleware installed but no
     # profile asked for, vs. without it; A B × 5 rounds × 10 s, medians.
-    command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-    hb=../Integrations/AppProfilerHummingbird
-    hb_log=$(mktemp)
-    if ! swift build -c release --package-path "$hb" --scratch-path ../.build-integration-hummingbird-release \
-      --product HummingbirdExample >"$hb_log" 2>&1; then
-      cat "$hb_log" >&2
-      exit 1
-    fi
-    rm -f "$hb_log"
-    example=../.build-integration-hummingbird-release/release/HummingbirdExample
+    example=$(build_hummingbird_example)
     results=$(mktemp)
     dir=$(mktemp -d)
     for round in 1 2 3 4 5; do
@@ -316,16 +323,7 @@ for scenario in "${scenarios[@]}"; do
     # (--no-labels), while a 100 Hz cpu profile of the process runs over
     # the socket for the whole wrk run (so samples walk the label chain).
     # without/with × 5 interleaved rounds × 10 s, medians.
-    command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-    hb=../Integrations/AppProfilerHummingbird
-    hb_log=$(mktemp)
-    if ! swift build -c release --package-path "$hb" --scratch-path ../.build-integration-hummingbird-release \
-      --product HummingbirdExample >"$hb_log" 2>&1; then
-      cat "$hb_log" >&2
-      exit 1
-    fi
-    rm -f "$hb_log"
-    example=../.build-integration-hummingbird-release/release/HummingbirdExample
+    example=$(build_hummingbird_example)
     results=$(mktemp)
     dir=$(mktemp -d)
     for round in 1 2 3 4 5; do

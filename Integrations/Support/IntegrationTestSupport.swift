@@ -111,16 +111,26 @@ func validateSpeedscope(_ path: String) throws -> (ok: Bool, output: String) {
     directory = directory.deletingLastPathComponent()
   }
   let script = directory.appendingPathComponent("Tests/Support/validate_speedscope.py").path
+  let result = try runTool(["python3", script, path])
+  return (result.status == 0, result.output)
+}
+
+/// Runs a command through `/usr/bin/env`: its exit status, and stdout and
+/// stderr together. `environment` adds to this process's.
+func runTool(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
   let process = Process()
   process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-  process.arguments = ["python3", script, path]
+  process.arguments = arguments
+  if !environment.isEmpty {
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+  }
   let output = Pipe()
   process.standardOutput = output
   process.standardError = output
   try process.run()
   let data = output.fileHandleForReading.readDataToEndOfFile()
   process.waitUntilExit()
-  return (process.terminationStatus == 0, String(decoding: data, as: UTF8.self))
+  return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }
 
 // MARK: - Checks both frameworks' tests run against their example app
@@ -306,21 +316,10 @@ func share(
 /// `-symbolize=none`: the profile comes symbolized; otherwise pprof runs
 /// binutils over the (large, debug) test binary for frames without a line.
 func goPprofTop(_ file: String, tagfocus: String, scratch: String) throws -> String {
-  let process = Process()
-  process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-  process.arguments = ["go", "tool", "pprof", "-symbolize=none", "-top", "-nodefraction=0", "-tagfocus", tagfocus, file]
-  var environment = ProcessInfo.processInfo.environment
-  environment["HOME"] = scratch
-  environment["PPROF_TMPDIR"] = scratch
-  environment["GOCACHE"] = scratch + "/gocache"
-  process.environment = environment
-  let output = Pipe()
-  process.standardOutput = output
-  process.standardError = output
-  try process.run()
-  let data = output.fileHandleForReading.readDataToEndOfFile()
-  process.waitUntilExit()
-  return String(decoding: data, as: UTF8.self)
+  try runTool(
+    ["go", "tool", "pprof", "-symbolize=none", "-top", "-nodefraction=0", "-tagfocus", tagfocus, file],
+    environment: ["HOME": scratch, "PPROF_TMPDIR": scratch, "GOCACHE": scratch + "/gocache"]
+  ).output
 }
 
 /// `function`'s flat time as a percentage of the samples the filters kept:
