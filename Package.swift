@@ -1,19 +1,46 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 import PackageDescription
+
+// The framework integrations are products of this package behind traits, off
+// by default: `.package(url: …, from: …, traits: ["Hummingbird"])`. Without
+// its trait, a framework is neither built nor (SwiftPM prunes dependencies
+// that only disabled traits use) resolved; `Tests/AppProfilerServerTests/
+// IntegrationPackagesTests.swift` checks both with the consumer packages in
+// `Examples/`.
 
 let package = Package(
   name: "swift-app-profiler",
+  // Synchronization's Mutex and Atomic (the core); Hummingbird 2 needs 14.
+  platforms: [.macOS(.v15)],
   products: [
     .library(name: "AppProfiler", targets: ["AppProfiler"]),
     .library(name: "AppProfilerFormats", targets: ["AppProfilerFormats"]),
     .library(name: "AppProfilerServer", targets: ["AppProfilerServer"]),
+    .library(name: "AppProfilerHummingbird", targets: ["AppProfilerHummingbird"]),
+    .library(name: "AppProfilerVapor", targets: ["AppProfilerVapor"]),
     .executable(name: "app-profiler", targets: ["app-profiler"]),
+  ],
+  traits: [
+    .trait(name: "Hummingbird", description: "The Hummingbird 2 integration (AppProfilerHummingbird)."),
+    .trait(name: "Vapor", description: "The Vapor 4 integration (AppProfilerVapor)."),
+    .trait(
+      name: "Configuration",
+      description: "ProfileServer(config:) reads its settings from an apple/swift-configuration ConfigReader."),
+    .default(enabledTraits: ["Configuration"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
     .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+    // Only with the trait of the same name. swift-configuration without its
+    // own default traits (JSON etc.): the app enables those it uses.
+    .package(url: "https://github.com/apple/swift-configuration", from: "1.0.0", traits: []),
+    .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+    .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
+    .package(url: "https://github.com/vapor/vapor", from: "4.0.0"),
+    // trace_id/span_id labels; already a dependency of both frameworks.
+    .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.1.0"),
   ],
   targets: [
     // Stage 1: the signal path (C). Sampling engines, handler, unwinder, buffer.
@@ -38,6 +65,34 @@ let package = Package(
         .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "Configuration", package: "swift-configuration", condition: .when(traits: ["Configuration"])),
+      ]
+    ),
+    // Integrations: empty modules unless their trait is enabled.
+    .target(
+      name: "AppProfilerHummingbird",
+      dependencies: [
+        "AppProfiler", "AppProfilerServer", "AppProfilerTracing",
+        .product(name: "Hummingbird", package: "hummingbird", condition: .when(traits: ["Hummingbird"])),
+        .product(name: "HTTPTypes", package: "swift-http-types", condition: .when(traits: ["Hummingbird"])),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "Instrumentation", package: "swift-distributed-tracing", condition: .when(traits: ["Hummingbird"])),
+      ]
+    ),
+    .target(
+      name: "AppProfilerVapor",
+      dependencies: [
+        "AppProfiler", "AppProfilerServer", "AppProfilerTracing",
+        .product(name: "Vapor", package: "vapor", condition: .when(traits: ["Vapor"])),
+        .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        .product(name: "Instrumentation", package: "swift-distributed-tracing", condition: .when(traits: ["Vapor"])),
+      ]
+    ),
+    // The trace_id/span_id labels both integrations read.
+    .target(
+      name: "AppProfilerTracing",
+      dependencies: [
+        .product(name: "Instrumentation", package: "swift-distributed-tracing", condition: .when(traits: ["Hummingbird", "Vapor"]))
       ]
     ),
     // A child process for the server's end-to-end tests: a workload plus a
@@ -73,6 +128,7 @@ let package = Package(
         "AppProfilerServer", "AppProfilerTestee", "app-profiler",
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "Logging", package: "swift-log"),
+        .product(name: "Configuration", package: "swift-configuration", condition: .when(traits: ["Configuration"])),
       ]
     ),
     .testTarget(

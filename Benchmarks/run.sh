@@ -35,7 +35,7 @@ build_hummingbird_example() {
   command -v wrk >/dev/null || { apt-get update -qq >&2 && apt-get install -y -qq wrk >&2; }
   local log
   log=$(mktemp)
-  if ! swift build -c release --package-path ../Integrations/AppProfilerHummingbird \
+  if ! swift build -c release --package-path ../Examples/HummingbirdExample \
     --scratch-path ../.build-integration-hummingbird-release --product HummingbirdExample >"$log" 2>&1; then
     cat "$log" >&2
     rm -f "$log"

@@ -1,53 +1,102 @@
 import Foundation
 import Testing
 
-/// Issue 8: the Hummingbird and Vapor integrations are packages of their own
-/// (`Integrations/AppProfilerHummingbird`, `Integrations/AppProfilerVapor`),
-/// so that a user of the core or of one framework never resolves or builds
-/// the other. Their own tests (in-process apps over real sockets) run here,
-/// each with its own build folder (`.build-integration-*`, kept between
+/// Issue 21: the Hummingbird and Vapor integrations are products of the root
+/// package behind the traits `Hummingbird` and `Vapor` (off by default), so a
+/// user names one package by URL and gets only the framework they enable.
+/// `Examples/HummingbirdExample` and `Examples/VaporExample` are consumer
+/// packages that depend on the root by path with one trait each, as a user's
+/// app does by URL; their own tests (in-process apps over real sockets) run
+/// here, each with its own build folder (`.build-integration-*`, kept between
 /// runs). `APP_PROFILER_SKIP_INTEGRATIONS=1` skips them for a quick local run.
 @Suite(.serialized) struct IntegrationPackages {
   static var skip: Bool { ProcessInfo.processInfo.environment["APP_PROFILER_SKIP_INTEGRATIONS"] == "1" }
 
-  static func scratch(_ package: String) -> String {
-    repositoryRoot + "/.build-integration-" + (package == "AppProfilerVapor" ? "vapor" : "hummingbird")
+  static func path(_ example: String) -> String { repositoryRoot + "/Examples/" + example }
+
+  static func scratch(_ example: String) -> String {
+    repositoryRoot + "/.build-integration-" + (example == "VaporExample" ? "vapor" : "hummingbird")
   }
 
-  @Test(.disabled(if: skip, "APP_PROFILER_SKIP_INTEGRATIONS=1"), arguments: ["AppProfilerHummingbird", "AppProfilerVapor"])
-  func packageTestsPass(package: String) throws {
-    let path = repositoryRoot + "/Integrations/" + package
+  @Test(.disabled(if: skip, "APP_PROFILER_SKIP_INTEGRATIONS=1"), arguments: ["HummingbirdExample", "VaporExample"])
+  func packageTestsPass(example: String) throws {
     let result = try run(
-      "swift", ["test", "--package-path", path, "--scratch-path", Self.scratch(package)], timeout: 3600)
+      "swift", ["test", "--package-path", Self.path(example), "--scratch-path", Self.scratch(example)], timeout: 3600)
     let tail = (result.output + result.error).split(separator: "\n").suffix(40).joined(separator: "\n")
-    #expect(result.status == 0, "\(package) tests failed:\n\(tail)")
+    #expect(result.status == 0, "\(example) tests failed:\n\(tail)")
     #expect(result.output.contains("passed"), "\(tail)")
   }
 
-  /// Acceptance 4: the resolved graphs. Core: neither framework. Hummingbird
-  /// integration: no Vapor. Vapor integration: no Hummingbird.
+  /// The resolved graphs: with the `Hummingbird` trait, no Vapor; with
+  /// `Vapor`, no Hummingbird; and nothing of Vapor checked out (so nothing
+  /// built) for the Hummingbird app.
   @Test(.disabled(if: skip, "APP_PROFILER_SKIP_INTEGRATIONS=1"))
-  func dependencyGraphsStaySeparate() throws {
-    func graph(_ path: String, scratch: String) throws -> String {
-      var arguments = ["package", "--package-path", path]
-      arguments += ["--scratch-path", scratch]
-      arguments += ["show-dependencies", "--format", "flatlist"]
-      let result = try run("swift", arguments, timeout: 1200)
-      #expect(result.status == 0, "\(result.error)")
-      return result.output.lowercased()
-    }
-    // Not the root's .build: the running `swift test` holds its lock.
-    let core = try graph(repositoryRoot, scratch: repositoryRoot + "/.build-integration-core-graph")
-    #expect(!core.contains("vapor") && !core.contains("hummingbird"), "\(core)")
-    let hummingbird = try graph(
-      repositoryRoot + "/Integrations/AppProfilerHummingbird", scratch: Self.scratch("AppProfilerHummingbird"))
+  func eachTraitResolvesOnlyItsFramework() throws {
+    let hummingbird = try Self.graph(Self.path("HummingbirdExample"), scratch: Self.scratch("HummingbirdExample"))
     #expect(hummingbird.contains("hummingbird"))
     #expect(!hummingbird.contains("vapor"), "\(hummingbird)")
-    let vapor = try graph(repositoryRoot + "/Integrations/AppProfilerVapor", scratch: Self.scratch("AppProfilerVapor"))
+    let vapor = try Self.graph(Self.path("VaporExample"), scratch: Self.scratch("VaporExample"))
     #expect(vapor.contains("vapor"))
     #expect(!vapor.contains("hummingbird"), "\(vapor)")
-    // And nothing of Vapor was ever checked out or built for the Hummingbird package.
-    let checkouts = (try? FileManager.default.contentsOfDirectory(atPath: Self.scratch("AppProfilerHummingbird") + "/checkouts")) ?? []
-    #expect(!checkouts.isEmpty && !checkouts.contains { $0.lowercased().contains("vapor") }, "\(checkouts)")
+    let checkouts = Self.checkouts(Self.scratch("HummingbirdExample"))
+    #expect(!checkouts.isEmpty && !checkouts.contains { $0.contains("vapor") }, "\(checkouts)")
+    let pins = (try? String(contentsOfFile: Self.path("HummingbirdExample") + "/Package.resolved", encoding: .utf8)) ?? ""
+    #expect(pins.contains("hummingbird") && !pins.lowercased().contains("vapor"), "\(pins)")
+  }
+
+  /// A consumer that names the package without traits (the README's plain
+  /// `.package(url:…)` line, here by path): neither framework is resolved,
+  /// checked out or pinned; and one that names both traits gets both.
+  @Test func withoutTraitsNoFrameworkIsResolved() throws {
+    let consumer = FileManager.default.temporaryDirectory.appendingPathComponent("app-profiler-consumer-\(getpid())")
+    defer { try? FileManager.default.removeItem(at: consumer) }
+    func write(traits: String?) throws {
+      try? FileManager.default.removeItem(at: consumer)
+      try FileManager.default.createDirectory(
+        at: consumer.appendingPathComponent("Sources/App"), withIntermediateDirectories: true)
+      let dependency =
+        traits.map { ".package(name: \"swift-app-profiler\", path: \"\(repositoryRoot)\", traits: [\($0)])" }
+        ?? ".package(name: \"swift-app-profiler\", path: \"\(repositoryRoot)\")"
+      let manifest = """
+        // swift-tools-version:6.1
+        import PackageDescription
+        let package = Package(
+          name: "consumer",
+          platforms: [.macOS(.v15)],
+          dependencies: [\(dependency)],
+          targets: [
+            .executableTarget(name: "App", dependencies: [.product(name: "AppProfilerServer", package: "swift-app-profiler")])
+          ]
+        )
+        """
+      try manifest.write(to: consumer.appendingPathComponent("Package.swift"), atomically: true, encoding: .utf8)
+      try "import AppProfilerServer\n".write(
+        to: consumer.appendingPathComponent("Sources/App/main.swift"), atomically: true, encoding: .utf8)
+    }
+    let scratch = consumer.appendingPathComponent(".build").path
+    try write(traits: nil)
+    let plain = try Self.graph(consumer.path, scratch: scratch)
+    #expect(plain.contains("swift-nio"), "\(plain)")
+    #expect(!plain.contains("hummingbird") && !plain.contains("vapor"), "\(plain)")
+    #expect(!Self.checkouts(scratch).contains { $0.contains("hummingbird") || $0.contains("vapor") })
+    let pins = (try? String(contentsOfFile: consumer.path + "/Package.resolved", encoding: .utf8)) ?? ""
+    #expect(pins.contains("swift-nio") && !pins.contains("hummingbird") && !pins.contains("vapor"), "\(pins)")
+
+    try write(traits: "\"Hummingbird\", \"Vapor\"")
+    let both = try Self.graph(consumer.path, scratch: scratch)
+    #expect(both.contains("hummingbird") && both.contains("vapor"), "\(both)")
+  }
+
+  /// `swift package show-dependencies` (flat, lowercased); resolves the
+  /// graph into `scratch`.
+  static func graph(_ path: String, scratch: String) throws -> String {
+    let arguments = ["package", "--package-path", path, "--scratch-path", scratch, "show-dependencies", "--format", "flatlist"]
+    let result = try run("swift", arguments, timeout: 1200)
+    #expect(result.status == 0, "\(result.error)")
+    return result.output.lowercased()
+  }
+
+  static func checkouts(_ scratch: String) -> [String] {
+    ((try? FileManager.default.contentsOfDirectory(atPath: scratch + "/checkouts")) ?? []).map { $0.lowercased() }
   }
 }

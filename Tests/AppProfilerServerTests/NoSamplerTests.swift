@@ -10,14 +10,15 @@ import Testing
   /// In a build with the sampler: builds the package without it (its own
   /// scratch directory) and runs the fallback's tests there — the unit
   /// tests, the formats, and `NoSamplerServer` below against a testee built
-  /// without the sampler.
+  /// without the sampler. With `--disable-default-traits`, so the build
+  /// without swift-configuration (`traits: []`) compiles too.
   @Test(.enabled(if: Profiler.isSupported, "this is the fallback build"))
   func fallbackBuildsAndPasses() throws {
     let flags = ["-Xswiftc", "-DAPP_PROFILER_NO_SAMPLER", "-Xcc", "-DAPP_PROFILER_NO_SAMPLER"]
     let result = try run(
       "swift",
       ["test", "--package-path", repositoryRoot, "--scratch-path", repositoryRoot + "/.build-nosampler", "--no-parallel",
-       "--filter", "NoSamplerFallbackUnit|NoSamplerServer|AppProfilerFormatsTests"] + flags,
+       "--disable-default-traits", "--filter", "NoSamplerFallbackUnit|NoSamplerServer|AppProfilerFormatsTests"] + flags,
       timeout: 3600)
     let summary = result.output.split(separator: "\n").filter { $0.contains("Test run with") || $0.contains("✘") }
     print("no-sampler build: \(summary.joined(separator: "; "))")

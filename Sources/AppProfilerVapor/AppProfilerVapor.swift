@@ -1,5 +1,8 @@
+// Built only with the `Vapor` trait: `.package(url: …, traits: ["Vapor"])`.
+#if Vapor
 @_exported import AppProfilerServer
 import AppProfiler
+import AppProfilerTracing
 import Instrumentation
 import NIOConcurrencyHelpers
 import ServiceContextModule
@@ -26,7 +29,16 @@ extension Application {
     @discardableResult
     public func enable(_ configuration: ProfileServerConfiguration = ProfileServerConfiguration()) -> ProfileServer {
       if let existing = application.storage[Key.self] { return existing }
-      let server = ProfileServer(configuration: configuration, logger: application.logger)
+      return enable(server: ProfileServer(configuration: configuration, logger: application.logger))
+    }
+
+    /// Registers a server made by the app — e.g. one configured by
+    /// swift-configuration, `ProfileServer(config: config.scoped(to:
+    /// "appProfiler"))` — with the application's lifecycle, as ``enable(_:)``
+    /// does. Calling it again does nothing (the first server stays).
+    @discardableResult
+    public func enable(server: ProfileServer) -> ProfileServer {
+      if let existing = application.storage[Key.self] { return existing }
       application.storage[Key.self] = server
       application.lifecycle.use(ProfileServerLifecycle(server: server))
       return server
@@ -172,3 +184,4 @@ public struct ProfilingMiddleware: AsyncMiddleware {
     }
   }
 }
+#endif

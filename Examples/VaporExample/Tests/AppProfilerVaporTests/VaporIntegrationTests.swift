@@ -87,6 +87,33 @@ func withVaporExample(
     #expect(!FileManager.default.fileExists(atPath: app.socket), "socket left behind")
   }
 
+  /// A server the app made (e.g. from a swift-configuration reader) is the
+  /// one registered, started after boot and stopped on shutdown.
+  @Test func enableWithTheAppsServer() async throws {
+    let directory = TemporaryDirectory()
+    defer { directory.remove() }
+    var configuration = ProfileServerConfiguration()
+    configuration.directory = directory.path
+    let app = try await Application.make(Environment(name: "testing", arguments: ["vapor"]))
+    app.logger.logLevel = .warning
+    app.http.server.configuration.port = 0
+    let server = ProfileServer(configuration: configuration, environment: [:])
+    #expect(app.profiler.enable(server: server) === server)
+    #expect(app.profiler.enable() === server && app.profiler.server === server)
+    do {
+      try await app.startup()
+      #expect(await waitFor(10) { server.address != nil })
+      let socket = try #require(server.address?.socketPath)
+      #expect(FileManager.default.fileExists(atPath: socket))
+      await app.server.shutdown()
+      try await app.asyncShutdown()
+      #expect(server.address == nil && !FileManager.default.fileExists(atPath: socket))
+    } catch {
+      try? await app.asyncShutdown()
+      throw error
+    }
+  }
+
   @Test func perRequestProfiles() async throws {
     try await withVaporExample { app in try await checkPerRequestProfiles(app) }
   }

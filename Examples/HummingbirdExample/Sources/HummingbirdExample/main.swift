@@ -1,4 +1,5 @@
 import AppProfilerHummingbird
+import Configuration
 import Foundation
 import Hummingbird
 
@@ -8,7 +9,11 @@ import Hummingbird
 // the middleware does not label requests, for Benchmarks/run.sh labels)
 let arguments = CommandLine.arguments.dropFirst()
 let port = arguments.first.flatMap(Int.init) ?? 8080
-let profiler = ProfileServer()
+// The profiler's settings through swift-configuration, as the app's own
+// would be: scoped to `appProfiler`, the environment provider reads the
+// APP_PROFILER_* variables (docs/configuration.md).
+let config = ConfigReader(provider: EnvironmentVariablesProvider())
+let profiler = ProfileServer(config: config.scoped(to: "appProfiler"))
 let app = HummingbirdExample.makeApplication(
   port: port, profiler: profiler, profilingMiddleware: !arguments.contains("--no-middleware"),
   labelsRequests: !arguments.contains("--no-labels"))

@@ -1,5 +1,8 @@
+// Built only with the `Hummingbird` trait: `.package(url: …, traits: ["Hummingbird"])`.
+#if Hummingbird
 @_exported import AppProfilerServer
 import AppProfiler
+import AppProfilerTracing
 import HTTPTypes
 import Hummingbird
 import Instrumentation
@@ -62,7 +65,7 @@ public struct ProfilingMiddleware<Context: RequestContext>: RouterMiddleware {
     guard labelsRequests else { return try await profile(request, context: context, next: next) }
     var labels = ["route": context.endpointPath ?? "(unmatched)", "method": request.method.rawValue]
     if traceLabels, let span = ServiceContext.current {
-      labels.merge(TraceLabels.labels(for: span, instrument: instrument ?? InstrumentationSystem.instrument)) { $1 }
+      labels.merge(AppProfilerHummingbird.traceLabels(for: span, instrument: instrument ?? InstrumentationSystem.instrument)) { $1 }
     }
     return try await Profiler.withLabels(labels) {
       try await profile(request, context: context, next: next)
@@ -158,3 +161,9 @@ public struct ProfilingRequestContext: RequestContext, RemoteAddressRequestConte
     self.remoteAddress = source.channel.remoteAddress
   }
 }
+/// The `trace_id`/`span_id` labels of a request's span (internal: the
+/// integration's tests call it through `@testable import`).
+func traceLabels(for context: ServiceContext, instrument: any Instrument) -> [String: String] {
+  TraceLabels.labels(for: context, instrument: instrument)
+}
+#endif

@@ -293,7 +293,7 @@ func weight(_ lines: [String]) -> Int {
   }
 
   func labels(_ headers: [String: String]) -> [String: String] {
-    TraceLabels.labels(for: .topLevel, instrument: Fixed(headers: headers))
+    traceLabels(for: .topLevel, instrument: Fixed(headers: headers))
   }
 
   @Test func w3cB3AndNone() {

@@ -1,6 +1,7 @@
-// Shared by the integration packages (symlinked into each middleware
-// target): the `trace_id` and `span_id` labels of a request, from the span
-// swift-distributed-tracing has made current for it.
+// Shared by the Hummingbird and Vapor integrations: the `trace_id` and
+// `span_id` labels of a request, from the span swift-distributed-tracing has
+// made current for it. Empty without either trait.
+#if Hummingbird || Vapor
 import Instrumentation
 import ServiceContextModule
 
@@ -10,8 +11,8 @@ import ServiceContextModule
 /// (OpenTelemetry tracers such as swift-otel), B3 (`b3`, `X-B3-TraceId` /
 /// `X-B3-SpanId`), or swift-distributed-tracing's in-memory tracer. No
 /// tracer, no span, or a format not among these: no labels.
-enum TraceLabels {
-  static func labels(for context: ServiceContext, instrument: any Instrument) -> [String: String] {
+package enum TraceLabels {
+  package static func labels(for context: ServiceContext, instrument: any Instrument) -> [String: String] {
     var carrier: [String: String] = [:]
     instrument.inject(context, into: &carrier, using: LowercasedKeys())
     if let parent = carrier["traceparent"] {
@@ -46,3 +47,4 @@ enum TraceLabels {
     }
   }
 }
+#endif
