@@ -275,4 +275,6 @@ struct ProfileBuilder {
 import Glibc
 #elseif canImport(Musl)
 import Musl
+#elseif canImport(Darwin)
+import Darwin
 #endif

@@ -4,6 +4,8 @@ import CAppProfiler
 import Glibc
 #elseif canImport(Musl)
 import Musl
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// Off the signal path: turns drained raw records into deduplicated stacks

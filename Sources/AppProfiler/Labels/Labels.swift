@@ -5,6 +5,8 @@ import Synchronization
 import Glibc
 #elseif canImport(Musl)
 import Musl
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// A label set as the signal handler finds it: bound to a task-local, so

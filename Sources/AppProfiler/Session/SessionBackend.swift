@@ -5,6 +5,8 @@ import CAppProfiler
 import Glibc
 #elseif canImport(Musl)
 import Musl
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// What a sampler reports about a finished session: the profile's

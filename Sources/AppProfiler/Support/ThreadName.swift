@@ -2,6 +2,8 @@
 import Glibc
 #elseif canImport(Musl)
 import Musl
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// Names the calling thread as `/proc/<pid>/task/<tid>/comm` shows it (at

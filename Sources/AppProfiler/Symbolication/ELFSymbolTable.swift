@@ -4,6 +4,8 @@ import CAppProfiler
 import Glibc
 #elseif canImport(Musl)
 import Musl
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// Function symbols of one ELF file, from `.symtab` (every function, also the

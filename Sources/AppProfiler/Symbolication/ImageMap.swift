@@ -4,6 +4,8 @@ import CAppProfiler
 import Glibc
 #elseif canImport(Musl)
 import Musl
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// One loaded ELF image, from `dl_iterate_phdr`.

@@ -2,6 +2,8 @@ import CAppProfiler
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// One long-lived thread for the Runtime symbolicator.

@@ -4,6 +4,8 @@ import CAppProfiler
 import Glibc
 #elseif canImport(Musl)
 import Musl
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// What the handler needs from the Swift concurrency runtime to stitch a

@@ -2,6 +2,8 @@ import AppProfiler
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// The server's own pages: `/` (status, endpoints, and the flame graph
