@@ -164,8 +164,9 @@ func checkProfileWhileServing(_ app: some ExampleUnderTest) async throws {
 
 /// `?profile=…` on the example's routes: off without the parameter, HTML and
 /// speedscope with it (the hot function among the hottest frames), the header
-/// form in alloc mode, a 400 status header for a bad mode, and one profile
-/// plus one 409 header for two concurrent profiled requests.
+/// form in alloc mode, a 400 status header for a bad mode, concurrent
+/// profiled requests of one kind and of two kinds all profiled, and a 409
+/// header for the same kind at another interval.
 func checkPerRequestProfiles(_ app: some ExampleUnderTest) async throws {
   let plain = try await curl(app.base + "/slow")
   #expect(plain.status == 200 && plain.text.hasPrefix("slow "))
@@ -197,12 +198,19 @@ func checkPerRequestProfiles(_ app: some ExampleUnderTest) async throws {
   async let second = curl(app.base + "/slow?profile=cpu")
   let answers = try await [first, second]
   #expect(answers.filter { $0.text.contains("id=\"profile-data\"") }.count == 2)
-  // A profile of another kind meanwhile: the request is served, unprofiled, with a 409 status header.
+  // Another kind meanwhile has a sampler of its own: both are profiled.
   async let cpu = curl(app.base + "/slow?profile=cpu")
   try await Task.sleep(for: .milliseconds(50))
   let wall = try await curl(app.base + "/slow?profile=wall")
-  _ = try await cpu
-  #expect(wall.text.hasPrefix("slow ") && wall.headers["x-profile-status"]?.hasPrefix("409") == true, "\(wall.headers)")
+  #expect(try await cpu.text.contains("id=\"profile-data\""))
+  #expect(wall.text.contains("id=\"profile-data\""), "\(wall.headers)")
+  // The same kind at another interval meanwhile: the request is served,
+  // unprofiled, with a 409 status header.
+  async let running = curl(app.base + "/slow?profile=cpu")
+  try await Task.sleep(for: .milliseconds(50))
+  let other = try await curl(app.base + "/slow?profile=cpu&profile_interval=2000")
+  _ = try await running
+  #expect(other.text.hasPrefix("slow ") && other.headers["x-profile-status"]?.hasPrefix("409") == true, "\(other.headers)")
 }
 
 /// Routes `/a` and `/b` (hot functions fnA, fnB, each after an await):

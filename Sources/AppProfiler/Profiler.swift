@@ -25,10 +25,12 @@ import Darwin
 /// let profile = try await session.stop()
 /// ```
 ///
-/// One sampler runs per process at a time. Sessions that ask for the same
+/// One sampler per kind (cpu, wall, alloc) runs per process at a time, the
+/// kinds independently of each other. Sessions that ask for the same
 /// sampling (mode, interval, sampler options) while it runs share it, each
 /// getting the samples of its own window (up to 16 at once); a `start` that
-/// asks for different sampling throws ``ProfilerError/busy`` at once.
+/// asks for different sampling of a running kind throws
+/// ``ProfilerError/busy`` at once.
 /// Nothing exists while no session runs: no thread, no timer, no signal
 /// handler, no buffer.
 ///
@@ -42,15 +44,26 @@ public final class Profiler: Sendable {
   /// The process's profiler.
   public static let shared = Profiler()
 
-  /// The sampling slot: the state machine, the running sampler, where each
-  /// of its consumers began reading. Held while a sampler arms or stops,
-  /// so a session asking meanwhile waits and then joins or starts anew.
+  /// The sampling slot of one kind: the state machine, the running sampler,
+  /// where each of its consumers began reading. Held while a sampler arms or
+  /// stops, so a session asking meanwhile waits and then joins or starts anew.
   struct Slot {
     var machine = SessionStateMachine<RunKey>()
     var run: SamplingRun?
     var marks: [UInt64: SampleCollector.Mark] = [:]
   }
-  let slot = Mutex(Slot())
+
+  final class KindSlot: Sendable {
+    let state = Mutex(Slot())
+  }
+
+  /// One slot per kind: a cpu, a wall and an alloc sampler, and the wall
+  /// sampler of thread dumps (``threadSnapshot(options:)``), can run at once.
+  private let cpuSlot = KindSlot(), wallSlot = KindSlot(), allocSlot = KindSlot(), snapshotSlot = KindSlot()
+
+  private func slot(for mode: Profile.Mode, snapshot: Bool) -> KindSlot {
+    snapshot ? snapshotSlot : mode == .wall ? wallSlot : mode == .alloc ? allocSlot : cpuSlot
+  }
 
   init() {}
 
@@ -59,8 +72,10 @@ public final class Profiler: Sendable {
   /// ``ProfilerError/unsupportedPlatform`` (the server answers 501).
   public static var isSupported: Bool { cap_sampler_available() != 0 }
 
-  /// True while a sampler is arming, running or stopping.
-  public var isBusy: Bool { !slot.withLock { $0.machine.isIdle } }
+  /// True while a sampler (of any kind) is arming, running or stopping.
+  public var isBusy: Bool {
+    [cpuSlot, wallSlot, allocSlot, snapshotSlot].contains { slot in !slot.state.withLock { $0.machine.isIdle } }
+  }
 
   /// Records a profile of every thread for `duration`.
   ///
@@ -130,15 +145,25 @@ public final class Profiler: Sendable {
   /// concurrency (see ``recordSynchronously(mode:duration:interval:options:cancellation:)``).
   public func threadSnapshotSynchronously(options: SessionOptions = SessionOptions()) throws -> Profile {
     // One tick at 20 ms, then 10 ms for the handlers to finish before stop.
+    // A sampler of its own (the snapshot kind), so a dump is taken while a
+    // wall profile runs; dumps at once share it.
     var options = options
     options.recordsKernelState = true
-    return try recordSynchronously(mode: .wall, duration: .milliseconds(30), interval: .milliseconds(20), options: options)
+    options.joinsRunningSampler = false
+    let session = try attach(mode: .wall, interval: .milliseconds(20), options: options, scope: nil, snapshot: true)
+    let deadline = ProfilingSession.clock(CLOCK_MONOTONIC) + 30_000_000
+    while case let now = ProfilingSession.clock(CLOCK_MONOTONIC), now < deadline {
+      var pause = timespec(tv_sec: 0, tv_nsec: Int(deadline - now))
+      nanosleep(&pause, nil)  // EINTR: the loop re-reads the clock
+    }
+    return try session.stopSynchronously()
   }
 
   /// Starts a session; stop it with ``ProfilingSession/stop()``. While a
   /// session of the same mode, interval and sampler options runs, the new
   /// one shares its sampler (and gets the samples from now on).
-  /// - Throws: ``ProfilerError/busy`` while sampling of another kind runs
+  /// - Throws: ``ProfilerError/busy`` while sampling of this mode at another
+  ///   interval or with other options runs
   ///   (or 16 sessions share it).
   public func start(
     mode: Profile.Mode = .cpu, interval: Duration = .milliseconds(1),
@@ -161,15 +186,18 @@ public final class Profiler: Sendable {
   }
 
   private func attach(
-    mode: Profile.Mode, interval: Duration, options: SessionOptions, scope: LabelScope?
+    mode: Profile.Mode, interval: Duration, options: SessionOptions, scope: LabelScope?, snapshot: Bool = false
   ) throws -> ProfilingSession {
     guard Self.isSupported else { throw ProfilerError.unsupportedPlatform }
     try Self.validate(mode: mode, interval: interval, options: options)
-    let key = RunKey(mode: mode, interval: interval, options: options)
+    var key = RunKey(mode: mode, interval: interval, options: options)
     // The session's window starts here, arming included (as it always has).
     let startTime = ProfilingSession.clock(CLOCK_REALTIME)
     let startMonotonic = ProfilingSession.clock(CLOCK_MONOTONIC)
-    let (run, consumer) = try slot.withLock { slot throws -> (SamplingRun, UInt64) in
+    let kindSlot = slot(for: mode, snapshot: snapshot)
+    let (run, consumer) = try kindSlot.state.withLock { slot throws -> (SamplingRun, UInt64) in
+      // A scraper's session reads whatever sampler of its kind runs.
+      if options.joinsRunningSampler, let running = slot.machine.runningKey { key = running }
       switch slot.machine.attach(key) {
       case .failure:
         throw ProfilerError.busy
@@ -185,9 +213,9 @@ public final class Profiler: Sendable {
             backend = try AllocationBackend(
               options: options, startTimeNanoseconds: startTime, startMonotonicNanoseconds: startMonotonic)
           } else {
-            backend = try SignalSamplingBackend(mode: mode, interval: interval, options: options)
+            backend = try SignalSamplingBackend(mode: mode, interval: interval, options: options, snapshot: snapshot)
           }
-          let run = SamplingRun(id: id, backend: backend)
+          let run = SamplingRun(id: id, slot: kindSlot, backend: backend)
           _ = slot.machine.armed(id)
           slot.run = run
           // The first consumer reads everything the new sampler took. An
@@ -202,7 +230,7 @@ public final class Profiler: Sendable {
       }
     }
     return ProfilingSession(
-      profiler: self, run: run, consumer: consumer, mode: mode, interval: interval, options: options, scope: scope,
+      profiler: self, run: run, consumer: consumer, mode: mode, interval: key.interval, options: options, scope: scope,
       startTimeNanoseconds: startTime, startMonotonicNanoseconds: startMonotonic)
   }
 
@@ -215,7 +243,7 @@ public final class Profiler: Sendable {
 
   /// A consumer leaves its run: the last one stops the sampler.
   func detach(_ consumer: UInt64, of run: SamplingRun, keepingSamples: Bool) -> Detached {
-    slot.withLock { slot in
+    run.slot.state.withLock { slot in
       guard slot.run === run else { return .notAttached }
       switch slot.machine.detach(consumer) {
       case .notAttached:

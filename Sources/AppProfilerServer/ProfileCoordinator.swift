@@ -75,18 +75,18 @@ final class ProfileCoordinator: Sendable {
     }
     return .error(
       .conflict,
-      "a profile of another kind (mode, interval or options) is already running in this process; retry in \(remaining) s",
+      "a profile of this mode with other sampling (interval or options) is already running in this process; retry in \(remaining) s",
       headers: [("Retry-After", String(remaining))])
   }
 
   /// Records one profile. Never throws: a failure is the response to send.
   /// While a profile of the same sampling runs (another `/profile`, a
-  /// per-request profile), this one shares its sampler; one of another
-  /// kind gets 409.
+  /// per-request profile), this one shares its sampler; other modes run
+  /// next to it; the same mode with other sampling gets 409.
   func record(
     mode: Profile.Mode, duration: Duration, interval: Duration, allocationRate: Int? = nil,
     cpuEngine: SessionOptions.CPUEngine? = nil, includeProfilerThreads: Bool = false, asyncStacks: Bool? = nil,
-    cancellation: RecordingCancellation
+    joinsRunningSampler: Bool = false, cancellation: RecordingCancellation
   ) -> Result<Profile, HTTPResponseBox> {
     let recording = recordings.add(1, ordering: .relaxed).newValue
     runningUntil.withLock { $0[recording] = ContinuousClock.now + duration }
@@ -96,6 +96,7 @@ final class ProfileCoordinator: Sendable {
     if let cpuEngine { options.cpuEngine = cpuEngine }
     if includeProfilerThreads { options.includeProfilerThreads = true }
     if let asyncStacks { options.asyncStacks = asyncStacks }
+    options.joinsRunningSampler = joinsRunningSampler
     do {
       let profile = try Profiler.shared.recordSynchronously(
         mode: mode, duration: duration, interval: interval, options: options, cancellation: cancellation)
@@ -152,12 +153,34 @@ final class ProfileCoordinator: Sendable {
     return Self.encode(profile, as: .pprof)
   }
 
-  /// `GET /debug/pprof/profile`, `/debug/pprof/wall`, `/debug/pprof/allocs?seconds=N`.
+  /// `GET /debug/pprof/profile`, `/debug/pprof/wall`, `/debug/pprof/allocs?seconds=N`:
+  /// what scrapers ask for, every interval, for most of it. 100 Hz, like
+  /// Go's: cheap enough to leave a scraper on (timers, no cost per context
+  /// switch; docs/continuous-profiling.md). Never 409 for a running profile
+  /// of the mode: they read its sampler, whatever its interval (the
+  /// profile's period says which).
+  static let pprofInterval: Duration = .milliseconds(10)
+
   func pprof(mode: Profile.Mode, duration: Duration, cancellation: RecordingCancellation) -> HTTPResponse {
-    switch record(mode: mode, duration: duration, interval: .milliseconds(1), cancellation: cancellation) {
+    switch record(
+      mode: mode, duration: duration, interval: Self.pprofInterval, joinsRunningSampler: true, cancellation: cancellation)
+    {
     case .failure(let box): return box.response
     case .success(let profile): return Self.encode(profile, as: .pprof)
     }
+  }
+
+  /// `/debug/pprof/block`, `/mutex`: a valid pprof profile with Go's sample
+  /// types and no samples — lock contention is not measured here. Scrapers
+  /// (Alloy, Parca) ask for these by default; an empty profile is what Go
+  /// answers when block or mutex profiling is off.
+  static func emptyContentionProfile(_ name: String) -> HTTPResponse {
+    let profile = Profile(
+      mode: Profile.Mode(rawValue: name), engine: "none (app-profiler does not measure lock contention)",
+      sampleTypes: [.init("contentions", "count"), .init("delay", "nanoseconds")],
+      periodType: .init("contentions", "count"), period: 1,
+      startTimeNanoseconds: UInt64(max(0, Date().timeIntervalSince1970 * 1e9)), durationNanoseconds: 0)
+    return encode(profile, as: .pprof)
   }
 
   static func fileName(_ profile: Profile) -> String {

@@ -72,8 +72,10 @@ typedef struct cap_slot {
   uint64_t frames[CAP_MAX_DEPTH];
 } cap_slot;
 
-/// The process-wide session. A static object (never unmapped), so a late
-/// signal can always read `active` safely.
+/// One session per kind (cpu, wall, snapshot: the one-tick wall sessions of
+/// thread dumps), so a cpu profile, a wall profile and a thread dump can run
+/// at once. Static objects (never
+/// unmapped), so a late signal can always read `active` safely.
 typedef struct cap_session {
   _Atomic int32_t active;            // (h) handler records only while 1
   _Atomic int32_t handlers_running;  // (h) handlers past the entry check
@@ -108,12 +110,14 @@ typedef struct cap_session {
   _Atomic uint64_t samples_written;
   _Atomic uint64_t samples_dropped;
   _Atomic uint64_t complete_samples;
-  _Atomic uint64_t stale_signals;    // (h) ours, but of an ended session: ignored
   _Atomic uint64_t async_stitched;   // (h) samples with async callers stitched in
   _Atomic uint64_t async_broken;     // (h) of those, chains cut by an unreadable context
 } cap_session;
 
-extern cap_session cap_global_session;
+enum { CAP_KIND_CPU = 0, CAP_KIND_WALL = 1, CAP_KIND_SNAPSHOT = 2, CAP_KIND_COUNT = 3 };
+extern cap_session cap_sessions[CAP_KIND_COUNT];
+/// (h) Ours but late: no running session has the signal's generation.
+extern _Atomic uint64_t cap_stale_signals;
 
 /// Handler side: claim a slot (never waits; NULL when none is free).
 cap_slot *cap_slot_acquire(cap_session *session);

@@ -39,34 +39,67 @@
 #include <time.h>
 #include <unistd.h>
 
-// MARK: - Process-wide state (guarded by g_owned: one session at a time)
+// MARK: - Process-wide state: one runtime per kind (cpu, wall), each
+// guarded by its `owned` flag (one session of a kind at a time)
 
-static _Atomic int g_owned;            // 1 between start and release
-static int g_started;                  // sampling armed and not yet stopped
-static pthread_t g_ticker;
-static int g_ticker_running;
-static _Atomic int g_ticker_stop;
-static _Atomic int32_t g_ticker_tid;
-static int g_task_dir_fd = -1;
-static uint32_t g_generation;
-static uint32_t g_max_threads;
-static uint32_t g_live_threads;
-static cap_sampler g_sampler;
-static void *g_table_memory;
-static size_t g_table_bytes;
-static void *g_slot_memory;
-static size_t g_slot_bytes;
+#define CAP_SCAN_CAPACITY 65536
 
-// Ticker-only counters, published through cap_session_stats.
-static _Atomic uint64_t g_ticks, g_missed_ticks;
-static _Atomic uint64_t g_threads_seen, g_threads_failed, g_tick_ns_total, g_maps_refreshes;
+typedef struct cap_runtime {
+  _Atomic int owned;            // 1 between start and release
+  int started;                  // sampling armed and not yet stopped
+  pthread_t ticker;
+  int ticker_running;
+  _Atomic int ticker_stop;
+  _Atomic int32_t ticker_tid;
+  int task_dir_fd;
+  uint32_t generation;          // thread-scan generation
+  uint32_t max_threads;
+  uint32_t live_threads;
+  cap_sampler sampler;
+  void *table_memory;
+  size_t table_bytes;
+  void *slot_memory;
+  size_t slot_bytes;
+  // Ticker-only counters, published through cap_session_stats.
+  _Atomic uint64_t ticks, missed_ticks;
+  _Atomic uint64_t threads_seen, threads_failed, tick_ns_total, maps_refreshes;
+  // The ticker's scan buffers (zero pages until a scan touches them).
+  int32_t scan_tids[CAP_SCAN_CAPACITY];
+  int32_t new_tids[CAP_SCAN_CAPACITY];
+} cap_runtime;
+
+static cap_runtime g_runtimes[CAP_KIND_COUNT] = {[CAP_KIND_CPU] = {.task_dir_fd = -1},
+                                                 [CAP_KIND_WALL] = {.task_dir_fd = -1},
+                                                 [CAP_KIND_SNAPSHOT] = {.task_dir_fd = -1}};
+/// Session generations are unique across kinds: a cookie names its session.
+static _Atomic uint32_t g_generations;
+
+static cap_runtime *runtime_of(cap_session *s) { return &g_runtimes[s - cap_sessions]; }
+
+/// The kind of `mode`, or -1.
+static int kind_of(int32_t mode) {
+  switch (mode) {
+  case CAP_MODE_CPU: return CAP_KIND_CPU;
+  case CAP_MODE_WALL: return CAP_KIND_WALL;
+  case CAP_MODE_SNAPSHOT: return CAP_KIND_SNAPSHOT;
+  default: return -1;
+  }
+}
+
+/// 1 when `tid` is one of the profiler's ticker threads (never sampled).
+static int is_ticker(int32_t tid) {
+  for (int k = 0; k < CAP_KIND_COUNT; k++) {
+    if (atomic_load(&g_runtimes[k].ticker_tid) == tid) return 1;
+  }
+  return 0;
+}
 
 // MARK: - Arming one thread (the engines: engine_*_linux.c)
 
 static int arm_thread(cap_session *s, cap_thread *t, int32_t tid) {
   switch (s->engine) {
   case CAP_ENGINE_PERF_EVENT:
-    return cap_perf_arm(s, &g_sampler, t, tid);
+    return cap_perf_arm(s, &runtime_of(s)->sampler, t, tid);
   case CAP_ENGINE_POSIX_TIMER:
     return cap_timer_arm(s, t, tid);
   case CAP_ENGINE_WALL_TICKER:
@@ -85,14 +118,14 @@ static void disarm_thread(cap_session *s, cap_thread *t, int32_t tid) {
     timer_delete(t->timer);
     t->has_timer = 0;
   }
-  if (s->engine == CAP_ENGINE_WALL_TICKER) cap_wall_flush(s, &g_sampler, t, tid);
+  if (s->engine == CAP_ENGINE_WALL_TICKER) cap_wall_flush(s, &runtime_of(s)->sampler, t, tid);
 }
 
 // MARK: - Memory ranges (memory_ranges_linux.c)
 
 static void refresh_ranges(cap_session *s) {
   cap_ranges_refresh(s);
-  atomic_fetch_add(&g_maps_refreshes, 1);
+  atomic_fetch_add(&runtime_of(s)->maps_refreshes, 1);
 }
 
 // MARK: - Thread discovery
@@ -106,13 +139,13 @@ struct linux_dirent64_header {
 };
 
 /// Lists /proc/self/task into `tids` (up to `capacity`); returns the count.
-static uint32_t list_tasks(int32_t *tids, uint32_t capacity) {
-  if (g_task_dir_fd < 0) return 0;
-  if (lseek(g_task_dir_fd, 0, SEEK_SET) != 0) return 0;
+static uint32_t list_tasks(int task_dir_fd, int32_t *tids, uint32_t capacity) {
+  if (task_dir_fd < 0) return 0;
+  if (lseek(task_dir_fd, 0, SEEK_SET) != 0) return 0;
   char buffer[16384];
   uint32_t count = 0;
   for (;;) {
-    long n = syscall(SYS_getdents64, g_task_dir_fd, buffer, sizeof buffer);
+    long n = syscall(SYS_getdents64, task_dir_fd, buffer, sizeof buffer);
     if (n <= 0) break;
     for (long offset = 0; offset < n;) {
       struct linux_dirent64_header *entry = (struct linux_dirent64_header *)(buffer + offset);
@@ -126,24 +159,20 @@ static uint32_t list_tasks(int32_t *tids, uint32_t capacity) {
   return count;
 }
 
-#define CAP_SCAN_CAPACITY 65536
-static int32_t g_scan_tids[CAP_SCAN_CAPACITY];
-static int32_t g_new_tids[CAP_SCAN_CAPACITY];
-
 /// Arms threads that appeared and disarms threads that are gone.
 static void scan_threads(cap_session *s) {
-  uint32_t count = list_tasks(g_scan_tids, CAP_SCAN_CAPACITY);
-  uint32_t generation = ++g_generation;
-  int32_t ticker = atomic_load(&g_ticker_tid);
+  cap_runtime *r = runtime_of(s);
+  uint32_t count = list_tasks(r->task_dir_fd, r->scan_tids, CAP_SCAN_CAPACITY);
+  uint32_t generation = ++r->generation;
   uint32_t new_count = 0;
   for (uint32_t i = 0; i < count; i++) {
-    int32_t tid = g_scan_tids[i];
-    if (tid == ticker) continue;
+    int32_t tid = r->scan_tids[i];
+    if (is_ticker(tid)) continue;
     cap_thread *t = cap_thread_find(s, tid);
     if (t != 0) {
       t->seen_generation = generation;
     } else {
-      g_new_tids[new_count++] = tid;
+      r->new_tids[new_count++] = tid;
     }
   }
   // A new thread's stack was mapped before the thread existed: take a fresh
@@ -156,35 +185,35 @@ static void scan_threads(cap_session *s) {
     if (tid > 0 && t->seen_generation != generation) {
       disarm_thread(s, t, tid);
       atomic_store(&t->tid, CAP_TID_TOMBSTONE);
-      g_live_threads--;
+      r->live_threads--;
     }
   }
   for (uint32_t i = 0; i < new_count; i++) {
-    int32_t tid = g_new_tids[i];
-    if (g_live_threads >= g_max_threads) {
-      atomic_fetch_add(&g_threads_failed, 1);
+    int32_t tid = r->new_tids[i];
+    if (r->live_threads >= r->max_threads) {
+      atomic_fetch_add(&r->threads_failed, 1);
       continue;
     }
     cap_thread *t = cap_thread_insert(s, tid);
     if (t == 0) {
-      atomic_fetch_add(&g_threads_failed, 1);
+      atomic_fetch_add(&r->threads_failed, 1);
       continue;
     }
     t->seen_generation = generation;
-    g_live_threads++;
+    r->live_threads++;
     if (arm_thread(s, t, tid) != 0) {
       // Most often the thread exited between the listing and now. Keep the
       // entry (tombstoned on the next scan) so it is not retried every scan.
-      atomic_fetch_add(&g_threads_failed, 1);
+      atomic_fetch_add(&r->threads_failed, 1);
     } else {
-      atomic_fetch_add(&g_threads_seen, 1);
+      atomic_fetch_add(&r->threads_seen, 1);
     }
   }
   uint32_t live = 0;
-  for (uint32_t i = 0; i < s->thread_capacity && live < g_max_threads; i++) {
-    if (atomic_load_explicit(&s->threads[i].tid, memory_order_relaxed) > 0) g_sampler.live_list[live++] = i;
+  for (uint32_t i = 0; i < s->thread_capacity && live < r->max_threads; i++) {
+    if (atomic_load_explicit(&s->threads[i].tid, memory_order_relaxed) > 0) r->sampler.live_list[live++] = i;
   }
-  g_sampler.live_list_count = live;
+  r->sampler.live_list_count = live;
 }
 
 // MARK: - Ticker thread
@@ -193,36 +222,37 @@ static void scan_threads(cap_session *s) {
 
 static void *ticker_main(void *argument) {
   cap_session *s = (cap_session *)argument;
-  atomic_store(&g_ticker_tid, (int32_t)syscall(SYS_gettid));
+  cap_runtime *r = runtime_of(s);
+  atomic_store(&r->ticker_tid, (int32_t)syscall(SYS_gettid));
   pthread_setname_np(pthread_self(), "app-profiler");
   int wall = s->engine == CAP_ENGINE_WALL_TICKER;
   uint64_t period = wall ? s->interval_ns : CAP_SCAN_PERIOD_NS;
   uint64_t deadline = cap_clock_ns(CLOCK_MONOTONIC);
   uint64_t last_scan = deadline;
-  while (!atomic_load(&g_ticker_stop)) {
+  while (!atomic_load(&r->ticker_stop)) {
     deadline += period;
     struct timespec until = {(time_t)(deadline / 1000000000ull),
                              (long)(deadline % 1000000000ull)};
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, 0) == EINTR) {
     }
-    if (atomic_load(&g_ticker_stop)) break;
+    if (atomic_load(&r->ticker_stop)) break;
     uint64_t now = cap_clock_ns(CLOCK_MONOTONIC);
     if (now - last_scan >= CAP_SCAN_PERIOD_NS || atomic_load(&s->ranges_stale)) {
       scan_threads(s);
       last_scan = now;
     }
     if (wall) {
-      cap_wall_tick(s, &g_sampler, now);
+      cap_wall_tick(s, &r->sampler, now);
       uint64_t done = cap_clock_ns(CLOCK_MONOTONIC);
-      atomic_fetch_add_explicit(&g_ticks, 1, memory_order_relaxed);
-      atomic_fetch_add_explicit(&g_tick_ns_total, done - now, memory_order_relaxed);
+      atomic_fetch_add_explicit(&r->ticks, 1, memory_order_relaxed);
+      atomic_fetch_add_explicit(&r->tick_ns_total, done - now, memory_order_relaxed);
     }
     uint64_t after = cap_clock_ns(CLOCK_MONOTONIC);
     if (after > deadline + period) {
       // Fell behind by more than one period: skip, count, and re-anchor so
       // the rate does not burst to catch up.
       uint64_t missed = (after - deadline) / period;
-      atomic_fetch_add(&g_missed_ticks, missed);
+      atomic_fetch_add(&r->missed_ticks, missed);
       deadline += missed * period;
     }
   }
@@ -230,7 +260,7 @@ static void *ticker_main(void *argument) {
     for (uint32_t i = 0; i < s->thread_capacity; i++) {
       cap_thread *t = &s->threads[i];
       int32_t tid = atomic_load(&t->tid);
-      if (tid > 0) cap_wall_flush(s, &g_sampler, t, tid);
+      if (tid > 0) cap_wall_flush(s, &r->sampler, t, tid);
     }
   }
   return 0;
@@ -252,41 +282,46 @@ uint64_t cap_scheduler_tick_ns(void) {
   return (uint64_t)resolution.tv_sec * 1000000000u + (uint64_t)resolution.tv_nsec;
 }
 
-static void release_memory(void) {
-  cap_session *s = &cap_global_session;
-  if (g_table_memory != 0) munmap(g_table_memory, g_table_bytes);
-  if (g_slot_memory != 0) munmap(g_slot_memory, g_slot_bytes);
-  g_table_memory = 0;
-  g_slot_memory = 0;
+static void release_memory(cap_session *s) {
+  cap_runtime *r = runtime_of(s);
+  if (r->table_memory != 0) munmap(r->table_memory, r->table_bytes);
+  if (r->slot_memory != 0) munmap(r->slot_memory, r->slot_bytes);
+  r->table_memory = 0;
+  r->slot_memory = 0;
   s->unwind_images = 0;
   s->unwind_image_count = 0;
   memset(&s->async, 0, sizeof s->async);
-  g_sampler.live_list = 0;
-  g_sampler.live_list_count = 0;
+  r->sampler.live_list = 0;
+  r->sampler.live_list_count = 0;
   s->threads = 0;
   s->range_sets = 0;
   s->slots = 0;
 }
 
 int cap_session_start(const cap_config *config, char *message, size_t message_len) {
+  int kind = kind_of(config->mode);
+  if (kind < 0) {
+    cap_set_message(message, message_len, "invalid session configuration", 0);
+    return -EINVAL;
+  }
+  cap_session *s = &cap_sessions[kind];
+  cap_runtime *r = &g_runtimes[kind];
   int expected = 0;
-  if (!atomic_compare_exchange_strong(&g_owned, &expected, 1)) {
-    cap_set_message(message, message_len, "a profiling session is already running", 0);
+  if (!atomic_compare_exchange_strong(&r->owned, &expected, 1)) {
+    cap_set_message(message, message_len, "a profiling session of this kind is already running", 0);
     return -EBUSY;
   }
-  cap_session *s = &cap_global_session;
   if (config->interval_ns < 10000 || config->buffer_slots < 16 || config->max_threads < 1 ||
-      config->signal_number <= 0 || config->signal_number >= NSIG ||
-      (config->mode != CAP_MODE_CPU && config->mode != CAP_MODE_WALL)) {
-    atomic_store(&g_owned, 0);
+      config->signal_number <= 0 || config->signal_number >= NSIG) {
+    atomic_store(&r->owned, 0);
     cap_set_message(message, message_len, "invalid session configuration", 0);
     return -EINVAL;
   }
 
   atomic_store(&s->active, 0);
-  atomic_fetch_add(&s->generation, 1);
+  atomic_store(&s->generation, atomic_fetch_add(&g_generations, 1) + 1);
   atomic_store_explicit(&s->pid, getpid(), memory_order_relaxed);
-  g_sampler.uid = (uint32_t)getuid();
+  r->sampler.uid = (uint32_t)getuid();
   s->mode = config->mode;
   s->signal_number = config->signal_number;
   s->interval_ns = config->interval_ns;
@@ -297,37 +332,37 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
   atomic_store(&s->async_stitched, 0);
   atomic_store(&s->async_broken, 0);
   atomic_store(&s->complete_samples, 0);
-  g_sampler.exclude_kernel = config->exclude_kernel ? 1 : 0;
-  g_max_threads = config->max_threads;
-  g_live_threads = 0;
-  g_generation = 0;
-  atomic_store(&g_ticker_stop, 0);
-  atomic_store(&g_ticker_tid, 0);
+  r->sampler.exclude_kernel = config->exclude_kernel ? 1 : 0;
+  r->max_threads = config->max_threads;
+  r->live_threads = 0;
+  r->generation = 0;
+  atomic_store(&r->ticker_stop, 0);
+  atomic_store(&r->ticker_tid, 0);
   atomic_store(&s->samples_written, 0);
   atomic_store(&s->samples_dropped, 0);
-  atomic_store(&g_sampler.repeat_records, 0);
-  atomic_store(&g_ticks, 0);
-  atomic_store(&g_missed_ticks, 0);
-  atomic_store(&g_sampler.signals_sent, 0);
-  atomic_store(&g_threads_seen, 0);
-  atomic_store(&g_threads_failed, 0);
-  atomic_store(&g_tick_ns_total, 0);
-  atomic_store(&g_maps_refreshes, 0);
-  atomic_store(&g_sampler.threads_signal_blocked, 0);
-  atomic_store(&g_sampler.undelivered_ticks, 0);
-  atomic_store(&g_sampler.pending_skips, 0);
+  atomic_store(&r->sampler.repeat_records, 0);
+  atomic_store(&r->ticks, 0);
+  atomic_store(&r->missed_ticks, 0);
+  atomic_store(&r->sampler.signals_sent, 0);
+  atomic_store(&r->threads_seen, 0);
+  atomic_store(&r->threads_failed, 0);
+  atomic_store(&r->tick_ns_total, 0);
+  atomic_store(&r->maps_refreshes, 0);
+  atomic_store(&r->sampler.threads_signal_blocked, 0);
+  atomic_store(&r->sampler.undelivered_ticks, 0);
+  atomic_store(&r->sampler.pending_skips, 0);
 
-  if (config->mode == CAP_MODE_WALL) {
+  if (config->mode == CAP_MODE_WALL || config->mode == CAP_MODE_SNAPSHOT) {
     s->engine = CAP_ENGINE_WALL_TICKER;
   } else if (config->engine == CAP_ENGINE_POSIX_TIMER ||
              (config->engine == CAP_ENGINE_AUTO && config->interval_ns >= cap_scheduler_tick_ns())) {
     s->engine = CAP_ENGINE_POSIX_TIMER;
   } else {
-    int probe = cap_perf_probe(&g_sampler, s->interval_ns);
+    int probe = cap_perf_probe(&r->sampler, s->interval_ns);
     if (probe == 0) {
       s->engine = CAP_ENGINE_PERF_EVENT;
     } else if (config->engine == CAP_ENGINE_PERF_EVENT) {
-      atomic_store(&g_owned, 0);
+      atomic_store(&r->owned, 0);
       cap_set_message(message, message_len, "perf_event_open refused", -probe);
       return probe;
     } else {
@@ -341,35 +376,35 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
   size_t thread_bytes = (size_t)capacity * sizeof(cap_thread);
   size_t range_bytes = 2 * sizeof(cap_range_set);
   size_t live_bytes = (size_t)config->max_threads * sizeof(uint32_t);
-  g_table_bytes = thread_bytes + range_bytes + live_bytes;
-  g_table_memory = map_zeroed(g_table_bytes);
-  g_slot_bytes = (size_t)config->buffer_slots * sizeof(cap_slot);
-  g_slot_memory = map_zeroed(g_slot_bytes);
-  if (g_table_memory == 0 || g_slot_memory == 0) {
+  r->table_bytes = thread_bytes + range_bytes + live_bytes;
+  r->table_memory = map_zeroed(r->table_bytes);
+  r->slot_bytes = (size_t)config->buffer_slots * sizeof(cap_slot);
+  r->slot_memory = map_zeroed(r->slot_bytes);
+  if (r->table_memory == 0 || r->slot_memory == 0) {
     int error = errno;
-    release_memory();
-    atomic_store(&g_owned, 0);
+    release_memory(s);
+    atomic_store(&r->owned, 0);
     cap_set_message(message, message_len, "mmap of the sample buffer failed", error);
     return -error;
   }
-  s->threads = (cap_thread *)g_table_memory;
+  s->threads = (cap_thread *)r->table_memory;
   s->thread_capacity = capacity;
   s->thread_mask = capacity - 1;
-  s->range_sets = (cap_range_set *)((char *)g_table_memory + thread_bytes);
-  g_sampler.live_list = (uint32_t *)((char *)g_table_memory + thread_bytes + range_bytes);
-  g_sampler.live_list_count = 0;
+  s->range_sets = (cap_range_set *)((char *)r->table_memory + thread_bytes);
+  r->sampler.live_list = (uint32_t *)((char *)r->table_memory + thread_bytes + range_bytes);
+  r->sampler.live_list_count = 0;
   atomic_store(&s->current_ranges, 0);
   atomic_store(&s->ranges_stale, 0);
-  s->slots = (cap_slot *)g_slot_memory;
+  s->slots = (cap_slot *)r->slot_memory;
   s->slot_count = config->buffer_slots;
   atomic_store(&s->write_cursor, 0);
   s->read_cursor = 0;
 
-  g_task_dir_fd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (g_task_dir_fd < 0) {
+  r->task_dir_fd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (r->task_dir_fd < 0) {
     int error = errno;
-    release_memory();
-    atomic_store(&g_owned, 0);
+    release_memory(s);
+    atomic_store(&r->owned, 0);
     cap_set_message(message, message_len, "cannot open /proc/self/task", error);
     return -error;
   }
@@ -377,42 +412,45 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
 
   int installed = cap_signal_install(s->signal_number);
   if (installed != 0) {
-    close(g_task_dir_fd);
-    g_task_dir_fd = -1;
-    release_memory();
-    atomic_store(&g_owned, 0);
+    close(r->task_dir_fd);
+    r->task_dir_fd = -1;
+    release_memory(s);
+    atomic_store(&r->owned, 0);
     cap_set_message(message, message_len, "sigaction failed", -installed);
     return installed;
   }
   atomic_store(&s->active, 1);
-  g_started = 1;
+  r->started = 1;
   scan_threads(s);  // arm every current thread; the ticker keeps the set current
 
   // The ticker starts with every signal blocked, so no sample lands on it.
   sigset_t all, previous;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &previous);
-  int created = pthread_create(&g_ticker, 0, ticker_main, s);
+  int created = pthread_create(&r->ticker, 0, ticker_main, s);
   pthread_sigmask(SIG_SETMASK, &previous, 0);
   if (created != 0) {
-    cap_session_stop();
-    cap_session_release();
+    cap_session_stop(config->mode);
+    cap_session_release(config->mode);
     cap_set_message(message, message_len, "cannot start the sampler thread", created);
     return -created;
   }
-  g_ticker_running = 1;
+  r->ticker_running = 1;
   return 0;
 }
 
 // MARK: - Stop and release
 
-void cap_session_stop(void) {
-  cap_session *s = &cap_global_session;
-  if (!g_started) return;
-  if (g_ticker_running) {
-    atomic_store(&g_ticker_stop, 1);
-    pthread_join(g_ticker, 0);
-    g_ticker_running = 0;
+void cap_session_stop(int32_t mode) {
+  int kind = kind_of(mode);
+  if (kind < 0) return;
+  cap_session *s = &cap_sessions[kind];
+  cap_runtime *r = &g_runtimes[kind];
+  if (!r->started) return;
+  if (r->ticker_running) {
+    atomic_store(&r->ticker_stop, 1);
+    pthread_join(r->ticker, 0);
+    r->ticker_running = 0;
   }
   atomic_store(&s->active, 0);
   for (uint32_t i = 0; i < s->thread_capacity; i++) {
@@ -426,55 +464,64 @@ void cap_session_stop(void) {
   }
   // No waiting for pending signals and no restoring of the old disposition:
   // the handler stays installed and ignores what arrives late.
-  if (s->engine == CAP_ENGINE_WALL_TICKER) cap_wall_account_undelivered(s, &g_sampler);
-  if (g_task_dir_fd >= 0) {
-    close(g_task_dir_fd);
-    g_task_dir_fd = -1;
+  if (s->engine == CAP_ENGINE_WALL_TICKER) cap_wall_account_undelivered(s, &r->sampler);
+  if (r->task_dir_fd >= 0) {
+    close(r->task_dir_fd);
+    r->task_dir_fd = -1;
   }
-  g_started = 0;
+  r->started = 0;
 }
 
-void cap_session_release(void) {
-  if (!atomic_load(&g_owned)) return;
-  cap_session_stop();
-  release_memory();
-  atomic_store(&g_owned, 0);
+void cap_session_release(int32_t mode) {
+  int kind = kind_of(mode);
+  if (kind < 0 || !atomic_load(&g_runtimes[kind].owned)) return;
+  cap_session_stop(mode);
+  release_memory(&cap_sessions[kind]);
+  atomic_store(&g_runtimes[kind].owned, 0);
 }
 
 // MARK: - Drain
 
-size_t cap_session_drain(void *out_pointer, size_t capacity, int full_scan) {
-  cap_session *s = &cap_global_session;
-  if (!atomic_load(&g_owned) || s->slots == 0) return 0;
+size_t cap_session_drain(int32_t mode, void *out_pointer, size_t capacity, int full_scan) {
+  int kind = kind_of(mode);
+  if (kind < 0) return 0;
+  cap_session *s = &cap_sessions[kind];
+  if (!atomic_load(&g_runtimes[kind].owned) || s->slots == 0) return 0;
   return cap_slots_drain(s, out_pointer, capacity, full_scan);
 }
 
 // MARK: - Introspection
 
-void cap_session_stats(cap_stats *out) {
-  cap_session *s = &cap_global_session;
+void cap_session_stats(int32_t mode, cap_stats *out) {
   memset(out, 0, sizeof *out);
+  int kind = kind_of(mode);
+  if (kind < 0) return;
+  cap_session *s = &cap_sessions[kind];
+  cap_runtime *r = &g_runtimes[kind];
   out->samples_written = atomic_load(&s->samples_written);
   out->samples_dropped = atomic_load(&s->samples_dropped);
   out->complete_samples = atomic_load(&s->complete_samples);
-  out->repeat_records = atomic_load(&g_sampler.repeat_records);
-  out->ticks = atomic_load(&g_ticks);
-  out->missed_ticks = atomic_load(&g_missed_ticks);
-  out->signals_sent = atomic_load(&g_sampler.signals_sent);
-  out->threads_seen = atomic_load(&g_threads_seen);
-  out->threads_failed = atomic_load(&g_threads_failed);
-  out->tick_ns_total = atomic_load(&g_tick_ns_total);
-  out->maps_refreshes = atomic_load(&g_maps_refreshes);
-  out->threads_signal_blocked = atomic_load(&g_sampler.threads_signal_blocked);
-  out->undelivered_ticks = atomic_load(&g_sampler.undelivered_ticks);
-  out->pending_skips = atomic_load(&g_sampler.pending_skips);
+  out->repeat_records = atomic_load(&r->sampler.repeat_records);
+  out->ticks = atomic_load(&r->ticks);
+  out->missed_ticks = atomic_load(&r->missed_ticks);
+  out->signals_sent = atomic_load(&r->sampler.signals_sent);
+  out->threads_seen = atomic_load(&r->threads_seen);
+  out->threads_failed = atomic_load(&r->threads_failed);
+  out->tick_ns_total = atomic_load(&r->tick_ns_total);
+  out->maps_refreshes = atomic_load(&r->maps_refreshes);
+  out->threads_signal_blocked = atomic_load(&r->sampler.threads_signal_blocked);
+  out->undelivered_ticks = atomic_load(&r->sampler.undelivered_ticks);
+  out->pending_skips = atomic_load(&r->sampler.pending_skips);
   out->async_stitched = atomic_load(&s->async_stitched);
   out->async_broken = atomic_load(&s->async_broken);
   out->engine = s->engine;
-  out->exclude_kernel = g_sampler.exclude_kernel;
+  out->exclude_kernel = r->sampler.exclude_kernel;
 }
 
-int cap_session_active(void) { return atomic_load(&g_owned); }
+int cap_session_active(int32_t mode) {
+  int kind = kind_of(mode);
+  return kind < 0 ? 0 : atomic_load(&g_runtimes[kind].owned);
+}
 
 int cap_handler_installed(int signal_number) {
   struct sigaction current;
@@ -487,9 +534,17 @@ int32_t cap_gettid(void) { return (int32_t)syscall(SYS_gettid); }
 
 // MARK: - Stack headroom (tests and docs)
 
+/// The running session that signals are sent for in tests: cpu, else wall.
+static cap_session *any_active_session(void) {
+  for (int k = 0; k < CAP_KIND_COUNT; k++) {
+    if (atomic_load(&cap_sessions[k].active)) return &cap_sessions[k];
+  }
+  return 0;
+}
+
 uint64_t cap_measure_signal_stack(void) {
-  cap_session *s = &cap_global_session;
-  if (!atomic_load(&s->active)) return 0;
+  cap_session *s = any_active_session();
+  if (s == 0) return 0;
   // Paint 32 KiB of unused stack below this frame (and the red zone), take
   // one signal of the session on this thread, and see how deep the kernel's
   // signal frame plus the handler wrote.
@@ -513,8 +568,8 @@ uint64_t cap_measure_signal_stack(void) {
 }
 
 uint64_t cap_benchmark_self_signal(uint32_t iterations) {
-  cap_session *s = &cap_global_session;
-  if (!atomic_load(&s->active)) return 0;
+  cap_session *s = any_active_session();
+  if (s == 0) return 0;
   pid_t pid = getpid();
   pid_t tid = (pid_t)syscall(SYS_gettid);
   siginfo_t info;

@@ -56,7 +56,7 @@ int cap_signal_install(int signal_number) {
 void cap_signal_counters(uint64_t *chained, uint64_t *ignored, uint64_t *stale) {
   *chained = atomic_load(&cap_foreign_signals_chained);
   *ignored = atomic_load(&cap_foreign_signals_ignored);
-  *stale = atomic_load(&cap_global_session.stale_signals);
+  *stale = atomic_load(&cap_stale_signals);
 }
 
 #endif  // CAP_HAVE_SAMPLER

@@ -7,11 +7,18 @@
 //
 // The handler stays installed after a session (signal_disposition.c says
 // why). Each signal is classified first:
-//   ours, this session  -> record a sample;
-//   ours, no session    -> a late one (pending on a thread that blocked the
-//                          signal or had no CPU): counted, ignored;
-//   not ours            -> the app's previous handler, or dropped (counted)
-//                          where the app had SIG_DFL or SIG_IGN.
+//   ours, a running session -> record a sample in that session (cpu or
+//                              wall: the cookie's generation names it; perf
+//                              event signals are the cpu session's);
+//   ours, no session        -> a late one (pending on a thread that blocked
+//                              the signal or had no CPU): counted, ignored;
+//   not ours                -> the app's previous handler, or dropped
+//                              (counted) where the app had SIG_DFL or SIG_IGN.
+// With sessions of several kinds at once on one signal number, a signal of
+// one can merge into a pending one of another (a standard signal is pending
+// at most once per thread): each handler run also serves the other sessions
+// — a wall tick waiting for this thread is recorded, a perf event that may
+// have lost its overflow signal is re-armed.
 #define _GNU_SOURCE
 #include "cap_platform.h"
 #if CAP_HAVE_SAMPLER
@@ -29,7 +36,8 @@
 #include <time.h>
 #include <unistd.h>
 
-cap_session cap_global_session;
+cap_session cap_sessions[CAP_KIND_COUNT];
+_Atomic uint64_t cap_stale_signals;
 // The handler's view of the disposition (written by signal_disposition.c);
 // defined here so this object references no data outside itself.
 cap_disposition cap_dispositions[NSIG];
@@ -112,14 +120,18 @@ enum { CAP_ORIGIN_FOREIGN = 0, CAP_ORIGIN_OURS = 1 };
 
 /// Ours: a POSIX timer or ticker signal carrying our cookie, or a perf event
 /// signal (F_SETSIG: a SIGPOLL code with si_fd) once perf events were used.
-static int cap_signal_origin(const cap_session *s, const siginfo_t *info) {
+static int cap_signal_origin(const siginfo_t *info) {
   uint64_t cookie = (uint64_t)(uintptr_t)info->si_value.sival_ptr;
   switch (info->si_code) {
   case SI_TIMER:
     return (cookie >> 32) == CAP_COOKIE_MAGIC ? CAP_ORIGIN_OURS : CAP_ORIGIN_FOREIGN;
-  case SI_QUEUE:
-    return (cookie >> 32) == CAP_COOKIE_MAGIC && info->si_pid == atomic_load_explicit(&s->pid, memory_order_relaxed) ? CAP_ORIGIN_OURS
-                                                                         : CAP_ORIGIN_FOREIGN;
+  case SI_QUEUE: {
+    if ((cookie >> 32) != CAP_COOKIE_MAGIC) return CAP_ORIGIN_FOREIGN;
+    for (int k = 0; k < CAP_KIND_COUNT; k++) {
+      if (info->si_pid == atomic_load_explicit(&cap_sessions[k].pid, memory_order_relaxed)) return CAP_ORIGIN_OURS;
+    }
+    return CAP_ORIGIN_FOREIGN;
+  }
   case POLL_IN: case POLL_OUT: case POLL_MSG: case POLL_ERR: case POLL_PRI: case POLL_HUP:
     return atomic_load_explicit(&cap_perf_events_used, memory_order_relaxed) && info->si_fd >= 0
                ? CAP_ORIGIN_OURS
@@ -128,6 +140,40 @@ static int cap_signal_origin(const cap_session *s, const siginfo_t *info) {
     return CAP_ORIGIN_FOREIGN;
   }
 }
+
+static int cap_has_cookie(const siginfo_t *info) {
+  return info->si_code == SI_TIMER || info->si_code == SI_QUEUE;
+}
+
+/// The session a signal of ours is for: the one whose generation the cookie
+/// carries (timers, tickers), the cpu session for perf events; NULL when no
+/// session has that generation (a late signal).
+static cap_session *cap_signal_session(const siginfo_t *info) {
+  if (!cap_has_cookie(info)) return &cap_sessions[CAP_KIND_CPU];
+  uint32_t generation = (uint32_t)(uint64_t)(uintptr_t)info->si_value.sival_ptr;
+  for (int k = 0; k < CAP_KIND_COUNT; k++) {
+    if (generation == atomic_load_explicit(&cap_sessions[k].generation, memory_order_relaxed)) return &cap_sessions[k];
+  }
+  return 0;
+}
+
+/// Entry check (Dekker-style with cap_session_stop: count first, then read
+/// `active`; stop clears `active`, then waits for the count to reach zero).
+/// `info` NULL: entered to serve a merged signal of the other kind (no cookie
+/// to check). 0: not entered (not running, another signal number, or a late
+/// signal of an earlier session).
+static int cap_enter(cap_session *s, int signal_number, const siginfo_t *info) {
+  atomic_fetch_add(&s->handlers_running, 1);
+  int ok = atomic_load(&s->active) && signal_number == s->signal_number;
+  if (ok && info != 0 && cap_has_cookie(info)) {
+    uint64_t cookie = (uint64_t)(uintptr_t)info->si_value.sival_ptr;
+    ok = (uint32_t)cookie == atomic_load_explicit(&s->generation, memory_order_relaxed);
+  }
+  if (!ok) atomic_fetch_sub(&s->handlers_running, 1);
+  return ok;
+}
+
+static void cap_leave(cap_session *s) { atomic_fetch_sub(&s->handlers_running, 1); }
 
 /// Passes a signal that is not ours to the handler the app had before ours.
 /// SIG_DFL is not emulated: for SIGPROF it would end the process.
@@ -154,85 +200,88 @@ static void cap_signal_chain(int signal_number, siginfo_t *info, void *ucontext)
   }
 }
 
+/// A cpu sample (perf event or POSIX timer).
+static void cap_sample_cpu(cap_session *s, const siginfo_t *info, const ucontext_t *uc, int32_t tid) {
+  if (s->engine == CAP_ENGINE_PERF_EVENT) {
+    cap_record(s, uc, tid, 1, 0);
+    // Re-arm for one more overflow, but only an fd this session owns for this
+    // thread (the ticker sets perf_fd to -1 before it closes the fd).
+    cap_thread *thread = cap_thread_find(s, tid);
+    if (thread != 0 && info->si_fd >= 0 &&
+        atomic_load_explicit(&thread->perf_fd, memory_order_acquire) == info->si_fd) {
+      ioctl(info->si_fd, PERF_EVENT_IOC_REFRESH, 1);
+    }
+    return;
+  }
+  uint64_t weight = 1;
+  if (info->si_code == SI_TIMER) {
+    int overrun = info->si_overrun;
+    if (overrun > 0) weight += (uint64_t)overrun;
+  }
+  cap_record(s, uc, tid, weight, 0);
+}
+
+/// A wall sample for the tick this thread was signalled for. `merged`: this
+/// run is for another session's signal, and records only a tick that is
+/// waiting (its own signal merged into that one). Returns 0 when there was
+/// no tick to record (already recorded through a merged signal).
+static int cap_sample_wall(cap_session *s, const ucontext_t *uc, int32_t tid, int merged) {
+  cap_thread *thread = cap_thread_find(s, tid);
+  if (thread != 0 && !atomic_load_explicit(&thread->pending, memory_order_acquire)) return 0;
+  if (thread == 0 && merged) return 0;
+  uint16_t flags = 0;
+  if (thread != 0) flags = (uint16_t)atomic_load_explicit(&thread->pending_flags, memory_order_relaxed);
+  cap_record(s, uc, tid, 1, flags);
+  if (thread != 0) {
+    // Last: the ticker compares later CPU time against this value, so the
+    // handler's own run time does not count as the thread having run.
+    atomic_store_explicit(&thread->handler_cpu_ns, cap_now_ns(CLOCK_THREAD_CPUTIME_ID),
+                          memory_order_relaxed);
+    atomic_store_explicit(&thread->pending, 0, memory_order_release);
+  }
+  return 1;
+}
+
 void cap_signal_handler(int signal_number, void *info_pointer, void *ucontext_pointer) {
   int saved_errno = errno;
-  cap_session *s = &cap_global_session;
   siginfo_t *info = (siginfo_t *)info_pointer;
   const ucontext_t *uc = (const ucontext_t *)ucontext_pointer;
 
-  if (cap_signal_origin(s, info) == CAP_ORIGIN_FOREIGN) {
+  if (cap_signal_origin(info) == CAP_ORIGIN_FOREIGN) {
     errno = saved_errno;
     cap_signal_chain(signal_number, info, ucontext_pointer);
     errno = saved_errno;
     return;
   }
 
-  // Entry check (Dekker-style with cap_session_stop: count first, then read
-  // `active`; stop clears `active`, then waits for the count to reach zero).
-  atomic_fetch_add(&s->handlers_running, 1);
-  if (!atomic_load(&s->active) || signal_number != s->signal_number) {
-    atomic_fetch_sub(&s->handlers_running, 1);
-    atomic_fetch_add_explicit(&s->stale_signals, 1, memory_order_relaxed);
+  cap_session *s = cap_signal_session(info);
+  if (s == 0 || !cap_enter(s, signal_number, info)) {
+    atomic_fetch_add_explicit(&cap_stale_signals, 1, memory_order_relaxed);
     errno = saved_errno;
     return;
   }
-  if (info->si_code == SI_TIMER || info->si_code == SI_QUEUE) {
-    // A late signal of an earlier session (pending while the thread blocked
-    // it) is not a sample of this one.
-    uint64_t cookie = (uint64_t)(uintptr_t)info->si_value.sival_ptr;
-    if ((uint32_t)cookie != atomic_load_explicit(&s->generation, memory_order_relaxed)) {
-      atomic_fetch_sub(&s->handlers_running, 1);
-      atomic_fetch_add_explicit(&s->stale_signals, 1, memory_order_relaxed);
-      errno = saved_errno;
-      return;
-    }
-  }
-
   int32_t tid = (int32_t)syscall(SYS_gettid);
-  // The thread's entry is needed to re-arm its perf event and by the wall
-  // ticker's bookkeeping; the POSIX-timer engine does without it.
-  cap_thread *thread = s->engine == CAP_ENGINE_POSIX_TIMER ? 0 : cap_thread_find(s, tid);
+  if (s->engine != CAP_ENGINE_WALL_TICKER) {
+    cap_sample_cpu(s, info, uc, tid);
+  } else if (!cap_sample_wall(s, uc, tid, 0)) {
+    atomic_fetch_add_explicit(&cap_stale_signals, 1, memory_order_relaxed);
+  }
+  cap_leave(s);
 
-  switch (s->engine) {
-  case CAP_ENGINE_PERF_EVENT: {
-    cap_record(s, uc, tid, 1, 0);
-    // Re-arm for one more overflow, but only an fd this session owns for this
-    // thread (the ticker sets perf_fd to -1 before it closes the fd).
-    if (thread != 0 && info->si_fd >= 0 &&
-        atomic_load_explicit(&thread->perf_fd, memory_order_acquire) == info->si_fd) {
-      ioctl(info->si_fd, PERF_EVENT_IOC_REFRESH, 1);
+  // Another session's signal may have merged into this one.
+  for (int k = 0; k < CAP_KIND_COUNT; k++) {
+    cap_session *other = &cap_sessions[k];
+    if (other == s || !atomic_load_explicit(&other->active, memory_order_relaxed)) continue;
+    if (!cap_enter(other, signal_number, 0)) continue;
+    if (other->engine == CAP_ENGINE_WALL_TICKER) {
+      cap_sample_wall(other, uc, tid, 1);
+    } else if (other->engine == CAP_ENGINE_PERF_EVENT) {
+      cap_thread *thread = cap_thread_find(other, tid);
+      int fd = thread != 0 ? atomic_load_explicit(&thread->perf_fd, memory_order_acquire) : -1;
+      if (fd >= 0) ioctl(fd, PERF_EVENT_IOC_REFRESH, 1);
     }
-    break;
+    cap_leave(other);
   }
-  case CAP_ENGINE_POSIX_TIMER: {
-    uint64_t weight = 1;
-    if (info->si_code == SI_TIMER) {
-      int overrun = info->si_overrun;
-      if (overrun > 0) weight += (uint64_t)overrun;
-    }
-    cap_record(s, uc, tid, weight, 0);
-    break;
-  }
-  case CAP_ENGINE_WALL_TICKER: {
-    uint16_t flags = 0;
-    if (thread != 0) {
-      flags = (uint16_t)atomic_load_explicit(&thread->pending_flags, memory_order_relaxed);
-    }
-    cap_record(s, uc, tid, 1, flags);
-    if (thread != 0) {
-      // Last: the ticker compares later CPU time against this value, so the
-      // handler's own run time does not count as the thread having run.
-      atomic_store_explicit(&thread->handler_cpu_ns, cap_now_ns(CLOCK_THREAD_CPUTIME_ID),
-                            memory_order_relaxed);
-      atomic_store_explicit(&thread->pending, 0, memory_order_release);
-    }
-    break;
-  }
-  default:
-    break;
-  }
-
-  atomic_fetch_sub(&s->handlers_running, 1);
   errno = saved_errno;
 }
 

@@ -156,9 +156,9 @@ extension ServerSuite {
       #expect(badDuration.error.contains("--duration"), "\(badDuration.error)")
 
       try withTestee { testee in
-        // Busy: a profile of another kind is running.
+        // Busy: a cpu profile at another interval is running.
         let long = try RawConnection(testee)
-        long.send("GET /profile?duration=3&mode=wall HTTP/1.1\r\nHost: x\r\n\r\n")
+        long.send("GET /profile?duration=3&mode=cpu&interval=2000 HTTP/1.1\r\nHost: x\r\n\r\n")
         usleep(300_000)
         let busy = try cli(["record", testee.address, "--duration", "1", "-o", scratch.path + "/x.json"])
         #expect(busy.status == 3)

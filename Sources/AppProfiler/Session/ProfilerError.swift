@@ -1,8 +1,8 @@
 /// Errors of the profiler. Each message says what went wrong and, for bad
 /// parameters, the allowed range.
 public enum ProfilerError: Error, Sendable, Equatable, CustomStringConvertible {
-  /// Sampling of another kind (mode, interval, options) is running in this
-  /// process, or 16 sessions already share the running sampler.
+  /// Sampling of the same mode with another interval or options is running
+  /// in this process, or 16 sessions already share the running sampler.
   case busy
   /// A parameter is outside its allowed range.
   case invalidParameter(name: String, value: String, allowed: String)
@@ -19,7 +19,7 @@ public enum ProfilerError: Error, Sendable, Equatable, CustomStringConvertible {
   public var description: String {
     switch self {
     case .busy:
-      return "busy: a profiling session of another kind is already running in this process"
+      return "busy: a profiling session of this mode with other sampling (interval, options) is already running in this process"
     case .invalidParameter(let name, let value, let allowed):
       return "invalid \(name) '\(value)': allowed \(allowed)"
     case .unsupported(let message):

@@ -140,11 +140,14 @@ public final class ProfilingSession: Sendable {
 /// slot, under its lock.
 final class SamplingRun: Sendable {
   let id: UInt64
+  /// The profiler's slot of this run's kind.
+  let slot: Profiler.KindSlot
   let backend: any SessionBackend
   private let seen = Atomic<Int>(1)
 
-  init(id: UInt64, backend: any SessionBackend) {
+  init(id: UInt64, slot: Profiler.KindSlot, backend: any SessionBackend) {
     self.id = id
+    self.slot = slot
     self.backend = backend
   }
 
@@ -180,8 +183,13 @@ final class DrainThread: Sendable {
   }
 }
 
-/// Moves samples out of the C buffer into a collector, one drain at a time.
+/// Moves samples out of the C buffer of one session (`mode`: CAP_MODE_CPU
+/// or CAP_MODE_WALL) into a collector, one drain at a time.
 final class SessionDrain: Sendable {
+  private let mode: Int32
+
+  init(mode: Int32) { self.mode = mode }
+
   private struct State: @unchecked Sendable {
     var collector = SampleCollector()
     var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
@@ -199,7 +207,7 @@ final class SessionDrain: Sendable {
     state.withLock { state in
       guard !state.closed else { return }
       while true {
-        let bytes = cap_session_drain(state.buffer.baseAddress, state.buffer.count, fullScan ? 1 : 0)
+        let bytes = cap_session_drain(mode, state.buffer.baseAddress, state.buffer.count, fullScan ? 1 : 0)
         if bytes == 0 { break }
         state.collector.ingest(UnsafeRawBufferPointer(rebasing: state.buffer[0..<bytes]))
         if bytes < state.buffer.count / 2 { break }

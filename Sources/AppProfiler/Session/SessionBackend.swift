@@ -66,17 +66,22 @@ protocol SessionBackend: AnyObject, Sendable {
 /// cpu and wall: the C session (handler, engines, ticker) and a drain thread.
 final class SignalSamplingBackend: SessionBackend {
   private let period: UInt64
-  private let drain = SessionDrain()
+  /// CAP_MODE_CPU or CAP_MODE_WALL: which of the C sessions (one per kind).
+  private let cMode: Int32
+  private let drain: SessionDrain
   /// Moves samples out of the C buffer every 10 ms: a thread of its own, so
   /// a session runs and ends while the app's cooperative pool is blocked.
   private let drainThread: DrainThread
   /// Unwind tables the handler reads; alive until the session is released.
   private let unwindTables: UnwindTableSet?
 
-  init(mode: Profile.Mode, interval: Duration, options: SessionOptions) throws {
+  /// `snapshot`: a wall session in the C session kept for thread dumps.
+  init(mode: Profile.Mode, interval: Duration, options: SessionOptions, snapshot: Bool = false) throws {
     period = interval.nanoseconds
+    cMode = snapshot ? Int32(CAP_MODE_SNAPSHOT) : mode == .wall ? Int32(CAP_MODE_WALL) : Int32(CAP_MODE_CPU)
+    drain = SessionDrain(mode: cMode)
     var config = cap_config()
-    config.mode = mode == .wall ? Int32(CAP_MODE_WALL) : Int32(CAP_MODE_CPU)
+    config.mode = cMode
     switch options.cpuEngine {
     case .automatic: config.engine = Int32(CAP_ENGINE_AUTO)
     case .perfEvents: config.engine = Int32(CAP_ENGINE_PERF_EVENT)
@@ -113,7 +118,7 @@ final class SignalSamplingBackend: SessionBackend {
   func mark() -> SampleCollector.Mark {
     drain.drainAvailable(fullScan: false)
     var stats = cap_stats()
-    cap_session_stats(&stats)
+    cap_session_stats(cMode, &stats)
     return drain.mark(
       counters: SamplerCounters(
         recorded: Int64(stats.samples_written), dropped: Int64(stats.samples_dropped),
@@ -124,7 +129,7 @@ final class SignalSamplingBackend: SessionBackend {
     drain.drainAvailable(fullScan: false)
     let collector = drain.snapshot(keeping: marks)
     var stats = cap_stats()
-    cap_session_stats(&stats)
+    cap_session_stats(cMode, &stats)
     var report = Self.report(stats, tables: unwindTables)
     report.period = period
     return (collector, report)
@@ -132,12 +137,12 @@ final class SignalSamplingBackend: SessionBackend {
 
   func finish() -> (collector: SampleCollector, report: SessionReport) {
     drainThread.stop()
-    cap_session_stop()
+    cap_session_stop(cMode)
     drain.drainAvailable(fullScan: true)
     let collector = drain.takeCollector()
     var stats = cap_stats()
-    cap_session_stats(&stats)
-    drain.close { cap_session_release() }
+    cap_session_stats(cMode, &stats)
+    drain.close { cap_session_release(cMode) }
     var report = Self.report(stats, tables: unwindTables)
     report.period = period
     return (collector, report)
@@ -147,7 +152,7 @@ final class SignalSamplingBackend: SessionBackend {
     drainThread.stop()
     // The drain thread may be in a drain right now: release under its lock,
     // so the buffer is never unmapped under a reader (found by TSan).
-    drain.close { cap_session_release() }
+    drain.close { cap_session_release(cMode) }
   }
 
   static func report(_ stats: cap_stats, tables: UnwindTableSet?) -> SessionReport {

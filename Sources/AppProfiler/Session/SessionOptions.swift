@@ -102,6 +102,13 @@ public struct SessionOptions: Sendable, Hashable {
   /// (`profiler_cpu_seconds`). Thread dumps always list every thread.
   public var includeProfilerThreads = false
 
+  /// For scrapers: while a sampler of this mode runs with another interval
+  /// or options, read it instead of failing with ``ProfilerError/busy``
+  /// (the profile then has that sampler's interval, in its period). Default
+  /// false. The server's `/debug/pprof/profile`, `/wall` and `allocs?seconds=`
+  /// set it.
+  public var joinsRunningSampler = false
+
   /// Thread dumps: read each thread's kernel state (`/proc/self/task/<tid>/
   /// syscall`, `wchan`) when the session ends.
   var recordsKernelState = false
@@ -126,6 +133,7 @@ struct RunKey: Hashable, Sendable {
     sampler.symbolicationBudget = nil
     sampler.includeProfilerThreads = false
     sampler.recordsKernelState = false
+    sampler.joinsRunningSampler = false
     if mode == .alloc {
       self.interval = .zero
     } else {

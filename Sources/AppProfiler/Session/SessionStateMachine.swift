@@ -1,4 +1,5 @@
-/// The process-wide sampling slot: at most one run (one sampler) at a time,
+/// The sampling slot of one kind (cpu, wall, alloc; ``Profiler`` holds one
+/// per kind): at most one run (one sampler) at a time,
 /// read by one or more consumers (``ProfilingSession``s) that asked for the
 /// same kind of sampling (`Key`: mode, interval, sampler options):
 ///
@@ -47,6 +48,12 @@ struct SessionStateMachine<Key: Hashable & Sendable>: Sendable, Equatable {
   private var nextID: UInt64 = 1
 
   var isIdle: Bool { state == .idle }
+
+  /// The key of the running run, if one runs (arming or draining: nil).
+  var runningKey: Key? {
+    if case .running(_, let key, _) = state { return key }
+    return nil
+  }
 
   var consumerCount: Int {
     switch state {

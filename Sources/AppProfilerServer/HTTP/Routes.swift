@@ -98,17 +98,19 @@ enum Routes {
     Route(
       path: "/debug/pprof/threads",
       summary: "every thread's stack now; debug=0 pprof, debug=1 grouped text, debug=2 one entry per thread",
-      example: "/debug/pprof/threads?debug=2",
-      handle: { request in
-        let debug = request.query.value("debug") ?? "0"
-        if let unknown = request.query.parameters.first(where: { $0.name != "debug" }) {
-          return .respond(.error(.badRequest, "unknown parameter '\(unknown.name)': allowed debug"))
-        }
-        guard let format = ["0": ProfileCoordinator.ThreadsFormat.pprof, "1": .grouped, "2": .text][debug] else {
-          return .respond(.error(.badRequest, "invalid parameter debug='\(debug)': allowed 0, 1, 2"))
-        }
-        return .run { coordinator, _ in coordinator.threads(format: format) }
-      }),
+      example: "/debug/pprof/threads?debug=2", handle: threadDump),
+    Route(
+      path: "/debug/pprof/goroutine",
+      summary: "Go's name for the thread dump (what Alloy's and Parca's goroutine block scrape): every thread's stack now, as /debug/pprof/threads",
+      example: "/debug/pprof/goroutine", handle: threadDump),
+    Route(
+      path: "/debug/pprof/block",
+      summary: "always an empty profile (contentions, delay): lock contention is not measured; answered so scrapers' default configs work",
+      example: "/debug/pprof/block", handle: { contention("block", $0) }),
+    Route(
+      path: "/debug/pprof/mutex",
+      summary: "always an empty profile (contentions, delay), as /debug/pprof/block",
+      example: "/debug/pprof/mutex", handle: { contention("mutex", $0) }),
     Route(
       path: "/debug/pprof/symbol",
       summary: "net/http/pprof's symbol protocol: GET says symbols are available; POST 0xADDR+0xADDR… answers '0xADDR name' lines",
@@ -117,6 +119,28 @@ enum Routes {
         .respond(request.coordinator.symbol(body: request.method == .POST ? request.body : nil))
       }),
   ]
+
+  /// `/debug/pprof/threads` and `/goroutine`: `debug=0` pprof (default),
+  /// `1` grouped text, `2` one entry per thread.
+  private static func threadDump(_ request: RouteRequest) -> RouteAction {
+    let debug = request.query.value("debug") ?? "0"
+    if let unknown = request.query.parameters.first(where: { $0.name != "debug" }) {
+      return .respond(.error(.badRequest, "unknown parameter '\(unknown.name)': allowed debug"))
+    }
+    guard let format = ["0": ProfileCoordinator.ThreadsFormat.pprof, "1": .grouped, "2": .text][debug] else {
+      return .respond(.error(.badRequest, "invalid parameter debug='\(debug)': allowed 0, 1, 2"))
+    }
+    return .run { coordinator, _ in coordinator.threads(format: format) }
+  }
+
+  /// `/debug/pprof/block` and `/mutex`: Go's parameters are accepted
+  /// (`debug`, `seconds`, `gc`); the answer is an empty profile at once.
+  private static func contention(_ name: String, _ request: RouteRequest) -> RouteAction {
+    if let unknown = request.query.parameters.first(where: { !["debug", "seconds", "gc"].contains($0.name) }) {
+      return .respond(.error(.badRequest, "unknown parameter '\(unknown.name)': allowed debug, seconds, gc"))
+    }
+    return .respond(ProfileCoordinator.emptyContentionProfile(name))
+  }
 
   /// `/debug/pprof/profile` and `/wall`: `seconds` (default 30 s), then a recording.
   private static func pprofRecording(_ mode: Profile.Mode, _ request: RouteRequest) -> RouteAction {

@@ -28,6 +28,8 @@ extern "C" {
 enum {
   CAP_MODE_CPU = 1,   // a sample = this thread used one interval of CPU time
   CAP_MODE_WALL = 2,  // a sample = one interval of wall time passed for this thread
+  CAP_MODE_SNAPSHOT = 3,  // wall sampling in a session of its own: thread dumps,
+                          // which so run next to a wall profile
 };
 
 /// Sampling engines. `CAP_ENGINE_AUTO` picks POSIX CPU timers for cpu mode
@@ -180,7 +182,9 @@ int cap_sampler_available(void);
 
 /// Installs the handler, arms sampling of every current thread, and starts the
 /// ticker thread. Returns 0, or a negative errno with `message` filled in.
-/// Only one session exists per process; a second start returns -EBUSY.
+/// One session per kind (cpu, wall, snapshot: `config->mode`) exists per process; a
+/// second start of a kind returns -EBUSY. The functions below name the
+/// session by its mode.
 int cap_session_start(const cap_config *config, char *message, size_t message_len);
 
 /// The scheduler tick (1/CONFIG_HZ) in nanoseconds, from the resolution of
@@ -190,23 +194,23 @@ uint64_t cap_scheduler_tick_ns(void);
 /// Copies finished samples into `out` (headers followed by their frames) and
 /// frees their slots. Returns the number of bytes written; 0 when nothing is
 /// ready. `full_scan` also sweeps slots out of order (use it after stop).
-size_t cap_session_drain(void *out, size_t capacity, int full_scan);
+size_t cap_session_drain(int32_t mode, void *out, size_t capacity, int full_scan);
 
 /// Stops sampling: joins the ticker, disarms every thread and waits until no
 /// handler runs. The handler stays installed (a signal of ours may still be
 /// pending on a thread that blocks it; delivered later, it is ignored).
 /// Wall threads whose last signal was never handled get a record flagged
 /// CAP_SAMPLE_UNDELIVERED. Samples stay readable with cap_session_drain.
-void cap_session_stop(void);
+void cap_session_stop(int32_t mode);
 
 /// Releases the session's memory. After this, a new session may start.
-void cap_session_release(void);
+void cap_session_release(int32_t mode);
 
 /// Copies the counters of the current or last session.
-void cap_session_stats(cap_stats *out);
+void cap_session_stats(int32_t mode, cap_stats *out);
 
-/// 1 while a session holds the process-wide slot (between start and release).
-int cap_session_active(void);
+/// 1 while a session of `mode`'s kind holds its slot (between start and release).
+int cap_session_active(int32_t mode);
 
 /// 1 when the handler of this target is installed for `signal_number`.
 int cap_handler_installed(int signal_number);

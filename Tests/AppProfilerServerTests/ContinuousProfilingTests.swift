@@ -1,0 +1,249 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One request of a scraper: path with query, and headers.
+struct ScrapeRequest: Hashable, CustomStringConvertible {
+  var scraper: String
+  var block: String
+  var target: String
+  var headers: [String]
+  var description: String { "\(scraper) \(block): GET \(target)" }
+}
+
+/// The requests Grafana Alloy's `pyroscope.scrape` and Parca's
+/// `scrape_configs` make for the configurations in
+/// docs/continuous-profiling.md, derived as they derive them (their
+/// defaults, the blocks the configuration changes, `seconds` for delta
+/// blocks: Alloy interval − 1, Parca the interval; the bearer token).
+enum ScrapeConfigurations {
+  static func page() throws -> String {
+    try String(contentsOfFile: repositoryRoot + "/docs/continuous-profiling.md", encoding: .utf8)
+  }
+
+  static func fenced(_ language: String, in page: String) -> String {
+    let parts = page.components(separatedBy: "```" + language + "\n")
+    guard parts.count > 1, let block = parts[1].components(separatedBy: "```").first else { return "" }
+    return block
+  }
+
+  static func first(_ pattern: String, in text: String) -> String? {
+    guard let regex = try? Regex(pattern), let match = text.firstMatch(of: regex), match.count > 1,
+      let range = match[1].range
+    else { return nil }
+    return String(text[range])
+  }
+
+  struct Block {
+    var enabled: Bool
+    var path: String
+    var delta: Bool
+  }
+
+  /// Alloy's DefaultProfilingConfig (internal/component/pyroscope/scrape).
+  static let alloyDefaults: [String: Block] = [
+    "memory": Block(enabled: true, path: "/debug/pprof/allocs", delta: false),
+    "block": Block(enabled: true, path: "/debug/pprof/block", delta: false),
+    "goroutine": Block(enabled: true, path: "/debug/pprof/goroutine", delta: false),
+    "mutex": Block(enabled: true, path: "/debug/pprof/mutex", delta: false),
+    "process_cpu": Block(enabled: true, path: "/debug/pprof/profile", delta: true),
+    "fgprof": Block(enabled: false, path: "/debug/fgprof", delta: true),
+    "godeltaprof_memory": Block(enabled: false, path: "/debug/pprof/delta_heap", delta: false),
+    "godeltaprof_mutex": Block(enabled: false, path: "/debug/pprof/delta_mutex", delta: false),
+    "godeltaprof_block": Block(enabled: false, path: "/debug/pprof/delta_block", delta: false),
+  ]
+
+  /// Parca's DefaultScrapeConfig (pkg/config).
+  static let parcaDefaults: [String: Block] = [
+    "memory": Block(enabled: true, path: "/debug/pprof/allocs", delta: false),
+    "block": Block(enabled: true, path: "/debug/pprof/block", delta: false),
+    "goroutine": Block(enabled: true, path: "/debug/pprof/goroutine", delta: false),
+    "mutex": Block(enabled: true, path: "/debug/pprof/mutex", delta: false),
+    "process_cpu": Block(enabled: true, path: "/debug/pprof/profile", delta: true),
+  ]
+
+  static func alloy() throws -> [ScrapeRequest] {
+    let config = fenced("alloy", in: try page())
+    let interval = try #require(first(#"scrape_interval\s*=\s*"(\d+)s""#, in: config).flatMap(Int.init))
+    let token = try #require(first(#"bearer_token\s*=\s*"([^"]+)""#, in: config))
+    var blocks = alloyDefaults
+    for match in config.matches(of: try Regex(#"profile\.(\w+)\s*\{\s*enabled\s*=\s*(true|false)\s*\}"#)) {
+      let name = String(config[match[1].range!])
+      blocks[name]?.enabled = config[match[2].range!] == "true"
+    }
+    for match in config.matches(of: try Regex(#"profile\.custom\s+"(\w+)"\s*\{([^}]*)\}"#)) {
+      let body = String(config[match[2].range!])
+      blocks[String(config[match[1].range!])] = Block(
+        enabled: first(#"enabled\s*=\s*(true|false)"#, in: body) == "true",
+        path: try #require(first(#"path\s*=\s*"([^"]+)""#, in: body)),
+        delta: first(#"delta\s*=\s*(true|false)"#, in: body) == "true")
+    }
+    return blocks.filter { $0.value.enabled }.map { name, block in
+      ScrapeRequest(
+        scraper: "alloy", block: name, target: block.path + (block.delta ? "?seconds=\(interval - 1)" : ""),
+        headers: ["Authorization: Bearer \(token)", "User-Agent: Alloy/v1.11.0"])
+    }
+  }
+
+  static func parca() throws -> [ScrapeRequest] {
+    let config = fenced("yaml", in: try page())
+    let interval = try #require(first(#"scrape_interval:\s*(\d+)s"#, in: config).flatMap(Int.init))
+    let token = try #require(first(#"credentials:\s*(\S+)"#, in: config))
+    // pprof_config entries: `name:` at one indentation, `key: value` below it.
+    var blocks = parcaDefaults
+    let lines = config.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+    guard let start = lines.firstIndex(where: { $0.trimmingCharacters(in: .whitespaces) == "pprof_config:" }) else {
+      Issue.record("no pprof_config in the Parca configuration")
+      return []
+    }
+    let indent = { (line: String) in line.prefix { $0 == " " }.count }
+    let base = indent(lines[start])
+    var current: String?
+    var fields: [String: [String: String]] = [:]
+    for line in lines[(start + 1)...] where !line.trimmingCharacters(in: .whitespaces).isEmpty {
+      guard indent(line) > base else { break }
+      let text = line.trimmingCharacters(in: .whitespaces)
+      if text.hasSuffix(":") {
+        current = String(text.dropLast())
+        fields[current!, default: [:]] = [:]
+      } else if let current, let colon = text.firstIndex(of: ":") {
+        fields[current]![String(text[..<colon])] = text[text.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+      }
+    }
+    for (name, values) in fields {
+      let defaults = blocks[name]
+      blocks[name] = Block(
+        enabled: values["enabled"].map { $0 == "true" } ?? true,
+        path: values["path"] ?? defaults?.path ?? "",
+        delta: values["delta"].map { $0 == "true" } ?? defaults?.delta ?? false)
+    }
+    return blocks.filter { $0.value.enabled }.map { name, block in
+      ScrapeRequest(
+        scraper: "parca", block: name, target: block.path + (block.delta ? "?seconds=\(interval)" : ""),
+        headers: ["Authorization: Bearer \(token)", "User-Agent: parca/0.24"])
+    }
+  }
+}
+
+extension ServerSuite {
+  /// Issue 20: the scrape contract. docs/continuous-profiling.md's Alloy and
+  /// Parca configurations, request by request, against the TCP listener
+  /// while on-demand cpu and wall profiles (at other intervals) run.
+  @Suite struct ContinuousProfiling {
+    @Test func documentedConfigurationsParse() throws {
+      let alloy = try ScrapeConfigurations.alloy()
+      let parca = try ScrapeConfigurations.parca()
+      #expect(
+        Set(alloy.map(\.target))
+          == ["/debug/pprof/profile?seconds=14", "/debug/pprof/allocs", "/debug/pprof/goroutine", "/debug/pprof/wall?seconds=14"])
+      #expect(
+        Set(parca.map(\.target))
+          == ["/debug/pprof/profile?seconds=15", "/debug/pprof/allocs", "/debug/pprof/goroutine", "/debug/pprof/wall?seconds=15"])
+    }
+
+    @Test func everyScrapeIsServedWhileOnDemandProfilesRun() throws {
+      let requests = try ScrapeConfigurations.alloy() + ScrapeConfigurations.parca()
+      let token = try #require(ScrapeConfigurations.first(#"bearer_token\s*=\s*"([^"]+)""#, in: ScrapeConfigurations.page()))
+      let scratch = TemporaryDirectory()
+      defer { scratch.remove() }
+      try withTestee(arguments: ["--tcp", "--token", token], environment: ["APP_PROFILER_ALLOC_ALWAYS_ON": "1"]) { testee in
+        // On-demand profiles first, at intervals the scrapes do not use.
+        let onDemand = Answers()
+        let group = DispatchGroup()
+        for target in ["/profile?mode=cpu&duration=20&interval=5000&format=pprof", "/profile?mode=wall&duration=20&format=pprof"] {
+          group.enter()
+          Thread.detachNewThread {
+            onDemand.set(target, try? Curl.request(url: testee.address + target, headers: ["Authorization: Bearer \(token)"]))
+            group.leave()
+          }
+        }
+        usleep(700_000)
+        let scrapes = Answers()
+        for request in requests {
+          group.enter()
+          Thread.detachNewThread {
+            scrapes.set(request.description, try? Curl.request(url: testee.address + request.target, headers: request.headers))
+            group.leave()
+          }
+        }
+        #expect(group.wait(timeout: .now() + 90) == .success)
+        for request in requests {
+          let answer = scrapes.get(request.description)
+          #expect(answer?.status == 200, "\(request): \(answer?.status ?? -1) \(answer?.text.prefix(300) ?? "")")
+          guard let answer, answer.status == 200 else { continue }
+          let file = scratch.path + "/\(request.scraper)-\(request.block).pb.gz"
+          try answer.body.write(to: URL(fileURLWithPath: file))
+          let read = try goPprof(["-raw", file], scratch: scratch.path)
+          #expect(read.status == 0, "\(request): go tool pprof: \(read.error.suffix(500))")
+          switch request.block {
+          case "process_cpu":
+            // It read the on-demand sampler (5 ms) instead of getting 409.
+            #expect(read.output.contains("Period: 5000000"), "\(request): \(read.output.prefix(400))")
+            #expect(read.output.contains("testeeHotLoop"), "\(request)")
+          case "wall":
+            #expect(read.output.contains("Period: 1000000"), "\(request): \(read.output.prefix(400))")
+          case "memory":
+            #expect(read.output.contains("alloc_space"), "\(request)")
+          case "goroutine":
+            #expect(read.output.contains("testee-blocked") || read.output.contains("testeeHotLoop"), "\(request)")
+          default:
+            break
+          }
+        }
+        for (target, answer) in onDemand.all {
+          #expect(answer?.status == 200, "on-demand \(target): \(answer?.status ?? -1)")
+        }
+        #expect(testee.isAlive)
+      }
+    }
+
+    /// Their default configurations also ask for block and mutex profiles:
+    /// valid, empty, at once; Go's parameters accepted.
+    @Test func blockAndMutexAreEmptyProfiles() throws {
+      let scratch = TemporaryDirectory()
+      defer { scratch.remove() }
+      try withTestee(arguments: ["--tcp"]) { testee in
+        for target in ["/debug/pprof/block", "/debug/pprof/mutex?debug=0", "/debug/pprof/block?seconds=5&gc=1"] {
+          let started = Date()
+          let answer = try Curl.request(url: testee.address + target)
+          #expect(answer.status == 200, "\(target): \(answer.text)")
+          #expect(Date().timeIntervalSince(started) < 5)
+          let file = scratch.path + "/contention.pb.gz"
+          try answer.body.write(to: URL(fileURLWithPath: file))
+          let read = try goPprof(["-raw", file], scratch: scratch.path)
+          #expect(read.status == 0, "\(target): \(read.error)")
+          // Go's sample types, and no sample between their header and the locations.
+          #expect(read.output.contains("Samples:\ncontentions/count[dflt] delay/nanoseconds\nLocations"), "\(read.output)")
+        }
+        #expect(try Curl.request(url: testee.address + "/debug/pprof/mutex?rate=1").status == 400)
+      }
+    }
+  }
+}
+
+/// Answers of concurrent requests, by name.
+final class Answers: @unchecked Sendable {
+  private let lock = NSLock()
+  private var answers: [String: HTTPAnswer?] = [:]
+
+  func set(_ name: String, _ answer: HTTPAnswer?) {
+    lock.lock()
+    answers[name] = answer
+    lock.unlock()
+  }
+
+  func get(_ name: String) -> HTTPAnswer? {
+    lock.lock()
+    defer { lock.unlock() }
+    return answers[name] ?? nil
+  }
+
+  var all: [(String, HTTPAnswer?)] {
+    lock.lock()
+    defer { lock.unlock() }
+    return answers.map { ($0.key, $0.value) }
+  }
+}
