@@ -18,11 +18,15 @@ let package = Package(
     .library(name: "AppProfilerServer", targets: ["AppProfilerServer"]),
     .library(name: "AppProfilerHummingbird", targets: ["AppProfilerHummingbird"]),
     .library(name: "AppProfilerVapor", targets: ["AppProfilerVapor"]),
+    .library(name: "AppProfilerPyroscope", targets: ["AppProfilerPyroscope"]),
     .executable(name: "app-profiler", targets: ["app-profiler"]),
   ],
   traits: [
     .trait(name: "Hummingbird", description: "The Hummingbird 2 integration (AppProfilerHummingbird)."),
     .trait(name: "Vapor", description: "The Vapor 4 integration (AppProfilerVapor)."),
+    .trait(
+      name: "Pyroscope",
+      description: "PyroscopeExporter (AppProfilerPyroscope): pushes profiles to Grafana Pyroscope with async-http-client."),
     .trait(
       name: "Configuration",
       description: "ProfileServer(config:) reads its settings from an apple/swift-configuration ConfigReader."),
@@ -39,6 +43,7 @@ let package = Package(
     .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
     .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
     .package(url: "https://github.com/vapor/vapor", from: "4.0.0"),
+    .package(url: "https://github.com/swift-server/async-http-client", from: "1.24.0"),
     // trace_id/span_id labels; already a dependency of both frameworks.
     .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.1.0"),
   ],
@@ -86,6 +91,18 @@ let package = Package(
         .product(name: "Vapor", package: "vapor", condition: .when(traits: ["Vapor"])),
         .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         .product(name: "Instrumentation", package: "swift-distributed-tracing", condition: .when(traits: ["Vapor"])),
+      ]
+    ),
+    // Continuous profiling: push to Pyroscope. Empty without its trait.
+    .target(
+      name: "AppProfilerPyroscope",
+      dependencies: [
+        "AppProfiler",
+        .product(name: "AsyncHTTPClient", package: "async-http-client", condition: .when(traits: ["Pyroscope"])),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
       ]
     ),
     // The trace_id/span_id labels both integrations read.

@@ -12,7 +12,8 @@ let package = Package(
     .executable(name: "VaporExample", targets: ["VaporExample"]),
   ],
   dependencies: [
-    .package(name: "swift-app-profiler", path: "../..", traits: ["Vapor"]),
+    // Pyroscope: the app pushes profiles (async-http-client is Vapor's already).
+    .package(name: "swift-app-profiler", path: "../..", traits: ["Vapor", "Pyroscope"]),
     .package(url: "https://github.com/vapor/vapor", from: "4.0.0"),
     // Already a dependency of Vapor; named for trace_id/span_id labels.
     .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.1.0"),
@@ -23,6 +24,7 @@ let package = Package(
       name: "VaporExample",
       dependencies: [
         .product(name: "AppProfilerVapor", package: "swift-app-profiler"),
+        .product(name: "AppProfilerPyroscope", package: "swift-app-profiler"),
         .product(name: "Vapor", package: "vapor"),
       ]
     ),
@@ -31,6 +33,7 @@ let package = Package(
       dependencies: [
         "VaporExample",
         .product(name: "AppProfilerVapor", package: "swift-app-profiler"),
+        .product(name: "AppProfilerPyroscope", package: "swift-app-profiler"),
         .product(name: "Vapor", package: "vapor"),
         .product(name: "AppProfilerFormats", package: "swift-app-profiler"),
       ]

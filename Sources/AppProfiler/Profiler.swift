@@ -268,6 +268,20 @@ public final class Profiler: Sendable {
     }
   }
 
+  /// A consumer takes the samples of its window so far and goes on reading
+  /// from exactly where they end (the mark is taken from the same snapshot,
+  /// so consecutive windows neither overlap nor leave a gap).
+  func rotate(_ consumer: UInt64, of run: SamplingRun) -> Detached {
+    run.slot.state.withLock { slot in
+      guard slot.run === run, let mark = slot.marks[consumer] else { return .notAttached }
+      let (collector, report) = run.backend.snapshot(keeping: Array(slot.marks.values))
+      slot.marks[consumer] = collector.mark(
+        counters: SamplerCounters(
+          recorded: report.samplesRecorded, dropped: report.samplesDropped, complete: report.completeStacks))
+      return .kept(collector, report, mark)
+    }
+  }
+
   // MARK: Continuous allocation sampling
 
   /// Samples allocations from now on, for the life of the process (or until

@@ -60,6 +60,44 @@ extension SamplingSuite {
       }
     }
 
+    /// Rotation: consecutive windows of one session tile its time — each
+    /// begins where the previous ended, each holds the samples of its own
+    /// time — and together they are no more than a session that spans them.
+    @Test func rotatedWindowsTileTime() throws {
+      let stop = StopFlag()
+      let burner = TestThread(name: "burner") { while !stop.isSet { _ = outsideBurn(stop) } }
+      _ = burner.waitForTID()
+      let whole = try Profiler.shared.start(mode: .cpu)
+      let rotating = try Profiler.shared.start(mode: .cpu)
+      var windows: [Profile] = []
+      for _ in 0..<4 {
+        let deadline = monotonicNanoseconds() + 300_000_000
+        while monotonicNanoseconds() < deadline { usleep(10_000) }
+        windows.append(try rotating.rotateSynchronously())
+      }
+      windows.append(try rotating.stopSynchronously())
+      let spanning = try whole.stopSynchronously()
+      stop.set()
+      burner.join()
+      #expect(throws: ProfilerError.self) { _ = try rotating.rotateSynchronously() }
+      // Each window starts where the previous one ended (its start is read
+      // from the realtime clock, its length from the monotonic one).
+      for (previous, next) in zip(windows, windows.dropFirst()) {
+        let gap = Int64(next.startTimeNanoseconds) - Int64(previous.startTimeNanoseconds + previous.durationNanoseconds)
+        #expect(abs(gap) < 1_000_000, "gap \(gap) ns")
+      }
+      let counts = windows.map { $0.count(containing: "outsideBurn") }
+      let total = counts.reduce(0, +)
+      let all = spanning.count(containing: "outsideBurn")
+      print("rotated windows: \(counts) = \(total), spanning session \(all)")
+      #expect(total <= all)
+      if underThreadSanitizer { return }
+      for (samples, window) in zip(counts, windows.prefix(4)) {
+        let perMillisecond = Double(samples) / (Double(window.durationNanoseconds) / 1e6)
+        #expect(perMillisecond > 0.5 && perMillisecond < 1.15, "\(samples) samples in \(window.durationNanoseconds / 1_000_000) ms")
+      }
+    }
+
     /// A task-scoped session keeps its scope's task and child tasks and
     /// leaves out a task burning next to it; a whole-process session of the
     /// same sampling, running at the same time, gets both.

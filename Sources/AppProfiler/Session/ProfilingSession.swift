@@ -26,8 +26,8 @@ public final class ProfilingSession: Sendable {
   private let profiler: Profiler
   private let run: SamplingRun
   private let consumer: UInt64
-  private let startTimeNanoseconds: UInt64
-  private let startMonotonicNanoseconds: UInt64
+  /// Where the current window began (``rotateSynchronously()`` moves it).
+  private let window: Mutex<(realtime: UInt64, monotonic: UInt64)>
   private let ended = Atomic<Bool>(false)
   private let symbolicationBudget: Duration?
   private let recordsKernelState: Bool
@@ -44,8 +44,7 @@ public final class ProfilingSession: Sendable {
     self.consumer = consumer
     self.mode = mode
     self.interval = interval
-    self.startTimeNanoseconds = startTimeNanoseconds
-    self.startMonotonicNanoseconds = startMonotonicNanoseconds
+    self.window = Mutex((startTimeNanoseconds, startMonotonicNanoseconds))
     self.symbolicationBudget = options.symbolicationBudget
     self.recordsKernelState = options.recordsKernelState
     self.includeProfilerThreads = options.includeProfilerThreads
@@ -82,11 +81,36 @@ public final class ProfilingSession: Sendable {
   /// callers that must work while the app's cooperative pool is blocked
   /// (the profile server). Symbolication runs on the profiler's own thread.
   public func stopSynchronously() throws -> Profile {
-    guard case .kept(let all, var report, let mark) = profiler.detach(consumer, of: run, keepingSamples: true) else {
+    guard case .kept(let all, let report, let mark) = profiler.detach(consumer, of: run, keepingSamples: true) else {
       throw ProfilerError.unsupported("this session has already been stopped")
     }
     ended.store(true, ordering: .releasing)
-    let end = Self.clock(CLOCK_MONOTONIC)
+    let start = window.withLock { $0 }
+    return profile(all, report, since: mark, start: start, end: Self.clock(CLOCK_MONOTONIC))
+  }
+
+  /// The profile of the window so far, and sampling goes on in a new window
+  /// that begins exactly where this one ends: no sample is in both, none is
+  /// lost between them. For exporters that push a profile every interval.
+  /// - Throws: ``ProfilerError/unsupported(_:)`` when the session was stopped.
+  public func rotateSynchronously() throws -> Profile {
+    let (start, end, kept) = window.withLock { window in
+      let kept = profiler.rotate(consumer, of: run)
+      let start = window
+      window = (Self.clock(CLOCK_REALTIME), Self.clock(CLOCK_MONOTONIC))
+      return (start, window.monotonic, kept)
+    }
+    guard case .kept(let all, let report, let mark) = kept else {
+      throw ProfilerError.unsupported("this session has been stopped")
+    }
+    return profile(all, report, since: mark, start: start, end: end)
+  }
+
+  private func profile(
+    _ all: SampleCollector, _ report: SessionReport, since mark: SampleCollector.Mark,
+    start: (realtime: UInt64, monotonic: UInt64), end: UInt64
+  ) -> Profile {
+    var report = report
     var collector = all.since(mark)
     report.subtract(mark.counters)
     report.metadata["session_consumers"] = String(run.consumersSeen)
@@ -103,8 +127,8 @@ public final class ProfilingSession: Sendable {
       report.samplesRecorded = Int64(kept)
     }
     var builder = ProfileBuilder(
-      mode: mode, startTimeNanoseconds: startTimeNanoseconds, startMonotonicNanoseconds: startMonotonicNanoseconds,
-      durationNanoseconds: end - startMonotonicNanoseconds, report: report)
+      mode: mode, startTimeNanoseconds: start.realtime, startMonotonicNanoseconds: start.monotonic,
+      durationNanoseconds: end > start.monotonic ? end - start.monotonic : 0, report: report)
     builder.symbolicationBudget = symbolicationBudget
     builder.recordsKernelState = recordsKernelState
     // Dumps list every thread; profiles are of the app unless asked.
