@@ -57,12 +57,36 @@ public final class Profiler: Sendable {
     let state = Mutex(Slot())
   }
 
-  /// One slot per kind: a cpu, a wall and an alloc sampler, and the wall
-  /// sampler of thread dumps (``threadSnapshot(options:)``), can run at once.
-  private let cpuSlot = KindSlot(), wallSlot = KindSlot(), allocSlot = KindSlot(), snapshotSlot = KindSlot()
+  /// The samplers that run independently of each other: one per kind.
+  enum SamplerKind: CaseIterable {
+    case cpu, wall, alloc
+    /// Thread dumps (``threadSnapshot(options:)``): wall, one tick.
+    case snapshot
+    /// The flight recorder's cpu and wall sampling (``FlightRecorder``).
+    case flightCPU, flightWall
 
-  private func slot(for mode: Profile.Mode, snapshot: Bool) -> KindSlot {
-    snapshot ? snapshotSlot : mode == .wall ? wallSlot : mode == .alloc ? allocSlot : cpuSlot
+    init(_ mode: Profile.Mode) {
+      self = mode == .wall ? .wall : mode == .alloc ? .alloc : .cpu
+    }
+
+    /// The C session (cpu and wall kinds).
+    var cMode: Int32 {
+      switch self {
+      case .cpu, .alloc: Int32(CAP_MODE_CPU)
+      case .wall: Int32(CAP_MODE_WALL)
+      case .snapshot: Int32(CAP_MODE_SNAPSHOT)
+      case .flightCPU: Int32(CAP_MODE_FLIGHT_CPU)
+      case .flightWall: Int32(CAP_MODE_FLIGHT_WALL)
+      }
+    }
+  }
+
+  /// One slot per kind: a cpu, a wall and an alloc sampler, the wall
+  /// sampler of thread dumps and the flight recorder's can run at once.
+  private let slots: [KindSlot] = SamplerKind.allCases.map { _ in KindSlot() }
+
+  private func slot(for kind: SamplerKind) -> KindSlot {
+    slots[SamplerKind.allCases.firstIndex(of: kind)!]
   }
 
   init() {}
@@ -74,7 +98,7 @@ public final class Profiler: Sendable {
 
   /// True while a sampler (of any kind) is arming, running or stopping.
   public var isBusy: Bool {
-    [cpuSlot, wallSlot, allocSlot, snapshotSlot].contains { slot in !slot.state.withLock { $0.machine.isIdle } }
+    slots.contains { slot in !slot.state.withLock { $0.machine.isIdle } }
   }
 
   /// Records a profile of every thread for `duration`.
@@ -150,7 +174,7 @@ public final class Profiler: Sendable {
     var options = options
     options.recordsKernelState = true
     options.joinsRunningSampler = false
-    let session = try attach(mode: .wall, interval: .milliseconds(20), options: options, scope: nil, snapshot: true)
+    let session = try attach(mode: .wall, interval: .milliseconds(20), options: options, scope: nil, kind: .snapshot)
     let deadline = ProfilingSession.clock(CLOCK_MONOTONIC) + 30_000_000
     while case let now = ProfilingSession.clock(CLOCK_MONOTONIC), now < deadline {
       var pause = timespec(tv_sec: 0, tv_nsec: Int(deadline - now))
@@ -185,16 +209,17 @@ public final class Profiler: Sendable {
     try attach(mode: mode, interval: interval, options: options, scope: .make())
   }
 
-  private func attach(
-    mode: Profile.Mode, interval: Duration, options: SessionOptions, scope: LabelScope?, snapshot: Bool = false
+  func attach(
+    mode: Profile.Mode, interval: Duration, options: SessionOptions, scope: LabelScope?, kind: SamplerKind? = nil
   ) throws -> ProfilingSession {
+    let kind = kind ?? SamplerKind(mode)
     guard Self.isSupported else { throw ProfilerError.unsupportedPlatform }
     try Self.validate(mode: mode, interval: interval, options: options)
     var key = RunKey(mode: mode, interval: interval, options: options)
     // The session's window starts here, arming included (as it always has).
     let startTime = ProfilingSession.clock(CLOCK_REALTIME)
     let startMonotonic = ProfilingSession.clock(CLOCK_MONOTONIC)
-    let kindSlot = slot(for: mode, snapshot: snapshot)
+    let kindSlot = slot(for: kind)
     let (run, consumer) = try kindSlot.state.withLock { slot throws -> (SamplingRun, UInt64) in
       // A scraper's session reads whatever sampler of its kind runs.
       if options.joinsRunningSampler, let running = slot.machine.runningKey { key = running }
@@ -213,7 +238,7 @@ public final class Profiler: Sendable {
             backend = try AllocationBackend(
               options: options, startTimeNanoseconds: startTime, startMonotonicNanoseconds: startMonotonic)
           } else {
-            backend = try SignalSamplingBackend(mode: mode, interval: interval, options: options, snapshot: snapshot)
+            backend = try SignalSamplingBackend(kind: kind, mode: mode, interval: interval, options: options)
           }
           let run = SamplingRun(id: id, slot: kindSlot, backend: backend)
           _ = slot.machine.armed(id)

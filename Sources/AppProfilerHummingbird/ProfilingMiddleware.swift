@@ -75,6 +75,15 @@ public struct ProfilingMiddleware<Context: RequestContext>: RouterMiddleware {
   private func profile(
     _ request: Request, context: Context, next: (Request, Context) async throws -> Response
   ) async throws -> Response {
+    guard profiler.configuration.slowRequestThreshold != nil else { return try await decideAndRun(request, context: context, next: next) }
+    let started = ContinuousClock.now
+    defer { profiler.observe(latency: .now - started, route: context.endpointPath ?? "(unmatched)") }
+    return try await decideAndRun(request, context: context, next: next)
+  }
+
+  private func decideAndRun(
+    _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+  ) async throws -> Response {
     guard profiler.configuration.enabled else { return try await next(request, context) }
     let header = HTTPField.Name(profiler.configuration.header).flatMap { request.headers[$0] }
     let decision = profiler.decide(

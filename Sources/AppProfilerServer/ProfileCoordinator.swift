@@ -170,6 +170,22 @@ final class ProfileCoordinator: Sendable {
     }
   }
 
+  /// `GET /debug/pprof/flight`: the flight recorder's last `seconds` (all it
+  /// keeps when nil), or 400 saying how to turn it on.
+  func flight(mode: Profile.Mode, seconds: Int?) -> HTTPResponse {
+    guard let kept = FlightRecorder.shared.seconds else {
+      return .error(
+        .badRequest,
+        "the flight recorder is off in this process: start it with APP_PROFILER_FLIGHT_RECORDER=<seconds> "
+          + "(or ProfileServerConfiguration.flightRecorderSeconds)")
+    }
+    guard let profile = FlightRecorder.shared.profile(mode: mode, lastSeconds: min(seconds ?? kept, kept)) else {
+      return .error(.serviceUnavailable, "the flight recorder has not closed its first one-second window yet; retry in 1 s",
+        headers: [("Retry-After", "1")])
+    }
+    return Self.encode(profile, as: .pprof)
+  }
+
   /// `/debug/pprof/block`, `/mutex`: a valid pprof profile with Go's sample
   /// types and no samples — lock contention is not measured here. Scrapers
   /// (Alloy, Parca) ask for these by default; an empty profile is what Go

@@ -71,6 +71,8 @@ public final class ProfileServer: Service, Sendable {
     var files: [String]
     /// This server turned continuous allocation sampling on (and turns it off).
     var ownsContinuousAllocationSampling = false
+    /// This server started the flight recorder (and stops it).
+    var ownsFlightRecorder = false
   }
 
   /// Processes that run a server now; at most one per process.
@@ -160,6 +162,16 @@ public final class ProfileServer: Service, Sendable {
           logger.error("app-profiler cannot sample allocations continuously", metadata: ["error": "\(error)"])
         }
       }
+      if let seconds = effective.flightRecorderSeconds, !FlightRecorder.shared.isRunning {
+        do {
+          try FlightRecorder.shared.start(seconds: seconds, options: effective.sessionOptions)
+          running.ownsFlightRecorder = true
+          logger.info("app-profiler flight recorder keeps the last seconds", metadata: ["seconds": "\(seconds)"])
+        } catch {
+          // The server still serves; /debug/pprof/flight says it is off.
+          logger.error("app-profiler cannot start the flight recorder", metadata: ["error": "\(error)"])
+        }
+      }
       state.withLock { $0 = .running(running) }
       logger.info(
         "app-profiler listening", metadata: ["address": "\(running.address)", "pid": "\(getpid())"])
@@ -183,6 +195,7 @@ public final class ProfileServer: Service, Sendable {
     for file in running.files { unlink(file) }
     ExitCleanup.unregister(paths: running.files)
     if running.ownsContinuousAllocationSampling { Profiler.shared.disableContinuousAllocationSampling() }
+    if running.ownsFlightRecorder { FlightRecorder.shared.stop() }
     Self.runningInProcess.withLock { $0 = nil }
     logger.info("app-profiler stopped")
   }

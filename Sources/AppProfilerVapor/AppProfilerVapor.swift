@@ -141,6 +141,13 @@ public struct ProfilingMiddleware: AsyncMiddleware {
   }
 
   private func profile(_ request: Request, chainingTo next: any AsyncResponder) async throws -> Response {
+    guard profiler.configuration.slowRequestThreshold != nil else { return try await decideAndRun(request, chainingTo: next) }
+    let started = ContinuousClock.now
+    defer { profiler.observe(latency: .now - started, route: Self.routePattern(request.route)) }
+    return try await decideAndRun(request, chainingTo: next)
+  }
+
+  private func decideAndRun(_ request: Request, chainingTo next: any AsyncResponder) async throws -> Response {
     guard profiler.configuration.enabled else { return try await next.respond(to: request) }
     let loopback: Bool? = request.remoteAddress.map { address in
       if case .unixDomainSocket = address { return true }

@@ -73,8 +73,9 @@ typedef struct cap_slot {
 } cap_slot;
 
 /// One session per kind (cpu, wall, snapshot: the one-tick wall sessions of
-/// thread dumps), so a cpu profile, a wall profile and a thread dump can run
-/// at once. Static objects (never
+/// thread dumps, and the flight recorder's cpu and wall), so a cpu profile, a
+/// wall profile, a thread dump and the flight recorder run at once. Only
+/// the cpu kind uses perf events (their signals carry no cookie). Static objects (never
 /// unmapped), so a late signal can always read `active` safely.
 typedef struct cap_session {
   _Atomic int32_t active;            // (h) handler records only while 1
@@ -114,7 +115,14 @@ typedef struct cap_session {
   _Atomic uint64_t async_broken;     // (h) of those, chains cut by an unreadable context
 } cap_session;
 
-enum { CAP_KIND_CPU = 0, CAP_KIND_WALL = 1, CAP_KIND_SNAPSHOT = 2, CAP_KIND_COUNT = 3 };
+enum {
+  CAP_KIND_CPU = 0,
+  CAP_KIND_WALL = 1,
+  CAP_KIND_SNAPSHOT = 2,
+  CAP_KIND_FLIGHT_CPU = 3,
+  CAP_KIND_FLIGHT_WALL = 4,
+  CAP_KIND_COUNT = 5
+};
 extern cap_session cap_sessions[CAP_KIND_COUNT];
 /// (h) Ours but late: no running session has the signal's generation.
 extern _Atomic uint64_t cap_stale_signals;

@@ -68,9 +68,10 @@ typedef struct cap_runtime {
   int32_t new_tids[CAP_SCAN_CAPACITY];
 } cap_runtime;
 
-static cap_runtime g_runtimes[CAP_KIND_COUNT] = {[CAP_KIND_CPU] = {.task_dir_fd = -1},
-                                                 [CAP_KIND_WALL] = {.task_dir_fd = -1},
-                                                 [CAP_KIND_SNAPSHOT] = {.task_dir_fd = -1}};
+static cap_runtime g_runtimes[CAP_KIND_COUNT] = {
+    [CAP_KIND_CPU] = {.task_dir_fd = -1},        [CAP_KIND_WALL] = {.task_dir_fd = -1},
+    [CAP_KIND_SNAPSHOT] = {.task_dir_fd = -1},   [CAP_KIND_FLIGHT_CPU] = {.task_dir_fd = -1},
+    [CAP_KIND_FLIGHT_WALL] = {.task_dir_fd = -1}};
 /// Session generations are unique across kinds: a cookie names its session.
 static _Atomic uint32_t g_generations;
 
@@ -82,6 +83,8 @@ static int kind_of(int32_t mode) {
   case CAP_MODE_CPU: return CAP_KIND_CPU;
   case CAP_MODE_WALL: return CAP_KIND_WALL;
   case CAP_MODE_SNAPSHOT: return CAP_KIND_SNAPSHOT;
+  case CAP_MODE_FLIGHT_CPU: return CAP_KIND_FLIGHT_CPU;
+  case CAP_MODE_FLIGHT_WALL: return CAP_KIND_FLIGHT_WALL;
   default: return -1;
   }
 }
@@ -352,9 +355,9 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
   atomic_store(&r->sampler.undelivered_ticks, 0);
   atomic_store(&r->sampler.pending_skips, 0);
 
-  if (config->mode == CAP_MODE_WALL || config->mode == CAP_MODE_SNAPSHOT) {
+  if (config->mode == CAP_MODE_WALL || config->mode == CAP_MODE_SNAPSHOT || config->mode == CAP_MODE_FLIGHT_WALL) {
     s->engine = CAP_ENGINE_WALL_TICKER;
-  } else if (config->engine == CAP_ENGINE_POSIX_TIMER ||
+  } else if (config->mode == CAP_MODE_FLIGHT_CPU || config->engine == CAP_ENGINE_POSIX_TIMER ||
              (config->engine == CAP_ENGINE_AUTO && config->interval_ns >= cap_scheduler_tick_ns())) {
     s->engine = CAP_ENGINE_POSIX_TIMER;
   } else {

@@ -16,6 +16,7 @@ extension ServerSuite {
       "APP_PROFILER_MAX_CONNECTIONS": "7", "APP_PROFILER_SIGNAL": "34", "APP_PROFILER_CPU_ENGINE": "timer",
       "APP_PROFILER_ALLOC_ALWAYS_ON": "yes", "APP_PROFILER_ALLOC_RATE": "65536", "APP_PROFILER_REQUEST_PROFILING": "1",
       "APP_PROFILER_PROFILE_STORE": "/tmp/app-profiler-store-test", "APP_PROFILER_TRACE_LABELS": "true",
+      "APP_PROFILER_FLIGHT_RECORDER": "30", "APP_PROFILER_SLOW_REQUEST_MS": "250",
     ]
 
     /// Through `EnvironmentVariablesProvider` scoped to `appProfiler`, every

@@ -247,3 +247,53 @@ final class Answers: @unchecked Sendable {
     return answers.map { ($0.key, $0.value) }
   }
 }
+
+extension ServerSuite {
+  /// Issue 20: the flight recorder over HTTP and the CLI.
+  @Suite struct FlightRecorderEndpoint {
+    @Test func lastSecondsAtOnce() throws {
+      let scratch = TemporaryDirectory()
+      defer { scratch.remove() }
+      try withTestee(environment: ["APP_PROFILER_FLIGHT_RECORDER": "10"]) { testee in
+        usleep(3_500_000)
+        var times: [Double] = []
+        var last: HTTPAnswer?
+        for _ in 0..<3 {
+          let started = Date()
+          last = try Curl.get(testee, "/debug/pprof/flight?seconds=5")
+          times.append(Date().timeIntervalSince(started))
+        }
+        let answer = try #require(last)
+        #expect(answer.status == 200, "\(answer.text.prefix(300))")
+        let median = times.sorted()[1]
+        print("flight endpoint: \(times.map { Int($0 * 1000) }) ms (curl, including its start)")
+        #expect(median < 0.2, "\(times)")
+        let file = scratch.path + "/flight.pb.gz"
+        try answer.body.write(to: URL(fileURLWithPath: file))
+        let read = try goPprof(["-raw", file], scratch: scratch.path)
+        #expect(read.status == 0, "\(read.error)")
+        #expect(read.output.contains("testeeHotLoop") && read.output.contains("Period: 52631578"), "\(read.output.prefix(500))")
+        let wall = try Curl.get(testee, "/debug/pprof/flight?mode=wall")
+        #expect(wall.status == 200)
+        #expect(try Curl.get(testee, "/debug/pprof/flight?mode=alloc").status == 400)
+        #expect(try Curl.get(testee, "/debug/pprof/flight?seconds=0").status == 400)
+        // An on-demand profile at another interval runs next to it.
+        #expect(try Curl.get(testee, "/profile?duration=0.5&interval=2000").status == 200)
+
+        // The CLI: --last, converted to the file's format.
+        let html = scratch.path + "/last.html"
+        let cli = try AppProfilerServerTests.cli(["record", testee.address, "--last", "5s", "-o", html])
+        #expect(cli.status == 0, "\(cli.error)")
+        let page = (try? String(contentsOfFile: html, encoding: .utf8)) ?? ""
+        #expect(page.contains("id=\"profile-data\"") && page.contains("testeeHotLoop"))
+        let bad = try AppProfilerServerTests.cli(["record", testee.address, "--last", "soon"])
+        #expect(bad.status == 64 && bad.error.contains("--last"), "\(bad.error)")
+      }
+      // Off: 400 saying how to turn it on.
+      try withTestee { testee in
+        let off = try Curl.get(testee, "/debug/pprof/flight")
+        #expect(off.status == 400 && off.text.contains("APP_PROFILER_FLIGHT_RECORDER"), "\(off.text)")
+      }
+    }
+  }
+}

@@ -20,9 +20,15 @@ import Testing
 
   @Test(.disabled(if: skip, "APP_PROFILER_SKIP_INTEGRATIONS=1"), arguments: ["HummingbirdExample", "VaporExample"])
   func packageTestsPass(example: String) throws {
+    // Serial: a test that samples (the Pyroscope exporter's) must not run
+    // next to one that expects the sampler free.
     let result = try run(
-      "swift", ["test", "--package-path", Self.path(example), "--scratch-path", Self.scratch(example)], timeout: 3600)
-    let tail = (result.output + result.error).split(separator: "\n").suffix(40).joined(separator: "\n")
+      "swift", ["test", "--no-parallel", "--package-path", Self.path(example), "--scratch-path", Self.scratch(example)],
+      timeout: 3600)
+    // The tests' own lines (stdout) first: the build log is on stderr.
+    let failures = result.output.split(separator: "\n").filter { $0.contains("✘") }.prefix(20).joined(separator: "\n")
+    let tail = failures + "\n" + result.output.split(separator: "\n").suffix(30).joined(separator: "\n") + "\n"
+      + result.error.split(separator: "\n").suffix(10).joined(separator: "\n")
     #expect(result.status == 0, "\(example) tests failed:\n\(tail)")
     #expect(result.output.contains("passed"), "\(tail)")
   }

@@ -75,10 +75,10 @@ final class SignalSamplingBackend: SessionBackend {
   /// Unwind tables the handler reads; alive until the session is released.
   private let unwindTables: UnwindTableSet?
 
-  /// `snapshot`: a wall session in the C session kept for thread dumps.
-  init(mode: Profile.Mode, interval: Duration, options: SessionOptions, snapshot: Bool = false) throws {
+  /// `kind`: which of the C sessions (cpu, wall, snapshot, flight).
+  init(kind: Profiler.SamplerKind, mode: Profile.Mode, interval: Duration, options: SessionOptions) throws {
     period = interval.nanoseconds
-    cMode = snapshot ? Int32(CAP_MODE_SNAPSHOT) : mode == .wall ? Int32(CAP_MODE_WALL) : Int32(CAP_MODE_CPU)
+    cMode = kind.cMode
     drain = SessionDrain(mode: cMode)
     var config = cap_config()
     config.mode = cMode

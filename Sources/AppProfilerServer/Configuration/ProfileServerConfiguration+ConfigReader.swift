@@ -30,6 +30,8 @@ extension ProfileServerConfiguration {
     ("APP_PROFILER_REQUEST_PROFILING", "requestProfiling", .bool),
     ("APP_PROFILER_PROFILE_STORE", "profileStore", .string),
     ("APP_PROFILER_TRACE_LABELS", "traceLabels", .bool),
+    ("APP_PROFILER_FLIGHT_RECORDER", "flightRecorder", .int),
+    ("APP_PROFILER_SLOW_REQUEST_MS", "slowRequestMs", .int),
   ]
 
   enum ConfigKeyType { case bool, int, string, secret }
@@ -78,7 +80,7 @@ extension ProfileServer {
   /// `socket`, `dir`, `host`, `port`, `token` (read as a secret),
   /// `allowRemote`, `maxDuration`, `corsOrigin`, `maxConnections`, `signal`,
   /// `cpuEngine`, `allocAlwaysOn`, `allocRate`, `requestProfiling`,
-  /// `profileStore`, `traceLabels`.
+  /// `profileStore`, `traceLabels`, `flightRecorder`, `slowRequestMs`.
   ///
   /// Precedence: `configuration` (code) < `config` < `APP_PROFILER_*`
   /// variables, so an operator can still turn the server off or move it

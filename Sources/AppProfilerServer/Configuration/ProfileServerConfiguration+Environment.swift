@@ -23,6 +23,8 @@ import AppProfiler
 /// | `APP_PROFILER_REQUEST_PROFILING` | `1` lets the middlewares profile requests that ask (`?profile=cpu`) |
 /// | `APP_PROFILER_PROFILE_STORE` | directory for per-request profiles (served at `/profiles/<name>`) |
 /// | `APP_PROFILER_TRACE_LABELS` | `1`: the middlewares label requests with `trace_id`/`span_id` of their span |
+/// | `APP_PROFILER_FLIGHT_RECORDER` | seconds the flight recorder keeps (1 … 3600; 0: off) |
+/// | `APP_PROFILER_SLOW_REQUEST_MS` | requests slower than this get the flight recorder's profile stored |
 extension ProfileServerConfiguration {
   /// A configuration error in the environment, naming the variable.
   public struct EnvironmentError: Error, CustomStringConvertible, Sendable, Equatable {
@@ -97,6 +99,10 @@ extension ProfileServerConfiguration {
     if let requests = try bool("APP_PROFILER_REQUEST_PROFILING") { result.requestProfiling.enabled = requests }
     if let store = environment["APP_PROFILER_PROFILE_STORE"] { result.requestProfiling.store = store.isEmpty ? nil : store }
     if let trace = try bool("APP_PROFILER_TRACE_LABELS") { result.requestProfiling.traceLabels = trace }
+    if let seconds = try int("APP_PROFILER_FLIGHT_RECORDER", 0...3600) { result.flightRecorderSeconds = seconds == 0 ? nil : seconds }
+    if let milliseconds = try int("APP_PROFILER_SLOW_REQUEST_MS", 0...3_600_000) {
+      result.requestProfiling.slowRequestThreshold = milliseconds == 0 ? nil : .milliseconds(milliseconds)
+    }
     if let rate = try int("APP_PROFILER_ALLOC_RATE", SessionOptions.allowedAllocationSamplingRates) {
       result.sessionOptions.allocationSamplingRate = rate
     }

@@ -45,6 +45,10 @@ public struct ProfileServerConfiguration: Sendable, Hashable {
   /// through a wrapper for the life of the process (see BENCHMARKS.md for
   /// the cost), which nobody should pay without asking.
   public var continuousAllocationSampling: Bool = false
+  /// Seconds the flight recorder keeps (``AppProfiler/FlightRecorder``, 19 Hz
+  /// cpu and wall), started with the server: `/debug/pprof/flight` answers
+  /// with the last of them at once. Default nil (off).
+  public var flightRecorderSeconds: Int? = nil
   /// Per-request profiling by the framework middlewares (off by default),
   /// and the store whose files `/profiles/<name>` serves.
   public var requestProfiling: RequestProfilingConfiguration = RequestProfilingConfiguration()

@@ -96,6 +96,32 @@ enum Routes {
         }
       }),
     Route(
+      path: "/debug/pprof/flight",
+      summary:
+        "the flight recorder's last seconds at once (APP_PROFILER_FLIGHT_RECORDER=N), gzipped pprof; seconds=<N> (default: all kept), mode=cpu|wall",
+      example: "/debug/pprof/flight?seconds=30&mode=cpu",
+      handle: { request in
+        var seconds: Int? = nil
+        var mode = Profile.Mode.cpu
+        for (name, value) in request.query.parameters {
+          switch name {
+          case "seconds":
+            guard let number = Int(value), (1...3600).contains(number) else {
+              return .respond(.error(.badRequest, "invalid parameter seconds='\(value)': allowed 1 ... 3600"))
+            }
+            seconds = number
+          case "mode":
+            guard value == "cpu" || value == "wall" else {
+              return .respond(.error(.badRequest, "invalid parameter mode='\(value)': allowed cpu, wall"))
+            }
+            mode = Profile.Mode(rawValue: value)
+          default:
+            return .respond(.error(.badRequest, "unknown parameter '\(name)': allowed seconds, mode"))
+          }
+        }
+        return .respond(request.coordinator.flight(mode: mode, seconds: seconds))
+      }),
+    Route(
       path: "/debug/pprof/threads",
       summary: "every thread's stack now; debug=0 pprof, debug=1 grouped text, debug=2 one entry per thread",
       example: "/debug/pprof/threads?debug=2", handle: threadDump),

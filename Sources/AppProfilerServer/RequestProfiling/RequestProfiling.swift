@@ -46,6 +46,12 @@ public struct RequestProfilingConfiguration: Sendable, Hashable {
   /// request's samples. Off by default: a label set per request.
   /// `APP_PROFILER_TRACE_LABELS=1`. docs/labels.md.
   public var traceLabels: Bool = false
+  /// A request that takes longer than this gets the flight recorder's cpu
+  /// profile of its last seconds written to ``store`` (`slow-…pb.gz`,
+  /// served at `/profiles/<name>`), at most one a second. Needs the flight
+  /// recorder (`APP_PROFILER_FLIGHT_RECORDER`) and a store; works whether or
+  /// not ``enabled`` is set. `APP_PROFILER_SLOW_REQUEST_MS`.
+  public var slowRequestThreshold: Duration? = nil
 
   public init() {}
 }
@@ -188,6 +194,38 @@ public struct RequestProfiler: Sendable {
     }
   }
 
+  // MARK: Slow requests
+
+  private static let lastSlowDump = Atomic<Int64>(0)
+
+  /// The middlewares call this with every request's latency. Over
+  /// ``RequestProfilingConfiguration/slowRequestThreshold``, with the flight
+  /// recorder running and a store, the flight recorder's cpu profile of the
+  /// request's last seconds is written to the store — a second later, off
+  /// the request's path, once the window holding the request's end has
+  /// closed. Returns the stored file's name (nil: nothing written).
+  @discardableResult
+  public func observe(latency: Duration, route: String) -> String? {
+    guard let threshold = configuration.slowRequestThreshold, latency > threshold,
+      let store = configuration.store, !store.isEmpty, FlightRecorder.shared.isRunning
+    else { return nil }
+    let now = Int64(Date().timeIntervalSince1970 * 1000)
+    let previous = Self.lastSlowDump.load(ordering: .relaxed)
+    guard now - previous >= 1000,
+      Self.lastSlowDump.compareExchange(expected: previous, desired: now, ordering: .relaxed).exchanged
+    else { return nil }
+    let seconds = Int(latency.components.seconds) + 2
+    let number = Self.sequence.add(1, ordering: .relaxed).newValue
+    let name = "slow-cpu-\(getpid())-\(now)-\(number).pb.gz"
+    DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + 1.1) {
+      guard var profile = FlightRecorder.shared.profile(mode: .cpu, lastSeconds: seconds) else { return }
+      profile.metadata["slow_request_route"] = route
+      profile.metadata["slow_request_seconds"] = String(format: "%.3f", Double(latency.components.seconds) + Double(latency.components.attoseconds) / 1e18)
+      _ = try? Self.write(PprofEncoder().encode(profile), name: name, directory: store)
+    }
+    return name
+  }
+
   // MARK: Stored files
 
   private static let sequence = Atomic<Int>(0)
@@ -214,7 +252,7 @@ public struct RequestProfiler: Sendable {
   /// A stored profile's file name as `/profiles/<name>` accepts it: our own
   /// names only (no path separators, no dot files).
   static func isStoredName(_ name: String) -> Bool {
-    name.hasPrefix("request-") && !name.contains("/") && !name.contains("..")
+    (name.hasPrefix("request-") || name.hasPrefix("slow-")) && !name.contains("/") && !name.contains("..")
       && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "." || $0 == "_") }
   }
 }

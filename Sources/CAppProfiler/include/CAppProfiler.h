@@ -30,6 +30,9 @@ enum {
   CAP_MODE_WALL = 2,  // a sample = one interval of wall time passed for this thread
   CAP_MODE_SNAPSHOT = 3,  // wall sampling in a session of its own: thread dumps,
                           // which so run next to a wall profile
+  CAP_MODE_FLIGHT_CPU = 4,   // the flight recorder's cpu sampling (POSIX timers),
+  CAP_MODE_FLIGHT_WALL = 5,  // and its wall sampling: sessions of their own, so
+                             // profiles at any interval run next to it
 };
 
 /// Sampling engines. `CAP_ENGINE_AUTO` picks POSIX CPU timers for cpu mode
@@ -182,7 +185,8 @@ int cap_sampler_available(void);
 
 /// Installs the handler, arms sampling of every current thread, and starts the
 /// ticker thread. Returns 0, or a negative errno with `message` filled in.
-/// One session per kind (cpu, wall, snapshot: `config->mode`) exists per process; a
+/// One session per kind (`config->mode`: cpu, wall, snapshot, flight cpu,
+/// flight wall) exists per process; a
 /// second start of a kind returns -EBUSY. The functions below name the
 /// session by its mode.
 int cap_session_start(const cap_config *config, char *message, size_t message_len);

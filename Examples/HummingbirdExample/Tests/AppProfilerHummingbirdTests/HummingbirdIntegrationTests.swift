@@ -28,7 +28,7 @@ final class RunningExample: ExampleUnderTest {
 
   init(
     host: String = "127.0.0.1", requestProfiling: Bool = true, store useStore: Bool = false,
-    tracer: InMemoryTracer? = nil
+    tracer: InMemoryTracer? = nil, slowRequests: Bool = false
   ) async throws {
     directory = TemporaryDirectory()
     store = TemporaryDirectory()
@@ -37,6 +37,10 @@ final class RunningExample: ExampleUnderTest {
     configuration.requestProfiling.enabled = requestProfiling
     if useStore { configuration.requestProfiling.store = store.path }
     configuration.requestProfiling.traceLabels = tracer != nil
+    if slowRequests {
+      configuration.flightRecorderSeconds = 10
+      configuration.requestProfiling.slowRequestThreshold = .milliseconds(100)
+    }
     let profiler = ProfileServer(configuration: configuration, environment: [:])
     let boundPort = Mutex<Int?>(nil)
     let app = HummingbirdExample.makeApplication(
@@ -78,9 +82,10 @@ final class RunningExample: ExampleUnderTest {
 /// (awaited, so the next test can start its own profile server).
 func withExample(
   host: String = "127.0.0.1", requestProfiling: Bool = true, store: Bool = false, tracer: InMemoryTracer? = nil,
-  _ body: (RunningExample) async throws -> Void
+  slowRequests: Bool = false, _ body: (RunningExample) async throws -> Void
 ) async throws {
-  let app = try await RunningExample(host: host, requestProfiling: requestProfiling, store: store, tracer: tracer)
+  let app = try await RunningExample(
+    host: host, requestProfiling: requestProfiling, store: store, tracer: tracer, slowRequests: slowRequests)
   do {
     try await body(app)
   } catch {
@@ -276,6 +281,38 @@ func weight(_ lines: [String]) -> Int {
 
   @Test func storedProfilesKeepTheBodyAndAreServed() async throws {
     try await withExample(store: true) { app in try await checkStoredProfiles(app) }
+  }
+}
+
+/// Issue 20: a request slower than the threshold gets the flight
+/// recorder's cpu profile of its last seconds in the store, served at
+/// `/profiles/<name>`; fast ones do not; at most one a second.
+@Suite(.serialized) struct SlowRequestProfiles {
+  @Test func slowRequestStoresTheFlightRecordersProfile() async throws {
+    try await withExample(store: true, slowRequests: true) { app in
+      try await Task.sleep(for: .seconds(2))
+      func stored() -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: app.storePath)) ?? []).filter { $0.hasPrefix("slow-") }.sorted()
+      }
+      #expect(try await curl(app.base + "/").status == 200)
+      try await Task.sleep(for: .milliseconds(1500))
+      #expect(stored().isEmpty, "a fast request stored \(stored())")
+      // Five slow ones (150 ms each) in a row: one file, or two across a second boundary.
+      for _ in 0..<5 { #expect(try await curl(app.base + "/slow").status == 200) }
+      #expect(await waitFor(10) { !stored().isEmpty })
+      try await Task.sleep(for: .milliseconds(1500))
+      let files = stored()
+      #expect((1...2).contains(files.count), "\(files)")
+      let name = try #require(files.first)
+      let served = try await curl("http://localhost/profiles/\(name)", socket: app.socket)
+      #expect(served.status == 200)
+      let scratch = TemporaryDirectory()
+      defer { scratch.remove() }
+      let file = scratch.path + "/" + name
+      try served.body.write(to: URL(fileURLWithPath: file))
+      let top = try runTool(["go", "tool", "pprof", "-top", "-symbolize=none", file], environment: ["HOME": scratch.path])
+      #expect(top.status == 0 && top.output.contains("exampleHotFunction"), "\(top.output.suffix(800))")
+    }
   }
 }
 

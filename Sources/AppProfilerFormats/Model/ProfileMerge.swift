@@ -1,0 +1,81 @@
+extension Profile {
+  /// One profile of consecutive recordings of one kind (the flight
+  /// recorder's one-second windows): mappings, functions, locations and
+  /// stacks shared, each thread's samples in order with timestamps from the
+  /// first recording's start, statistics summed. Mode, sample types and
+  /// period are the first's (the recordings must agree on sample types:
+  /// others are left out). Nil for no profiles.
+  public static func merged(_ profiles: [Profile]) -> Profile? {
+    guard let first = profiles.first else { return nil }
+    let last = profiles.max { $0.startTimeNanoseconds + $0.durationNanoseconds < $1.startTimeNanoseconds + $1.durationNanoseconds }!
+    var result = Profile(
+      mode: first.mode, engine: first.engine, sampleTypes: first.sampleTypes, defaultSampleType: first.defaultSampleType,
+      periodType: first.periodType, period: first.period, startTimeNanoseconds: first.startTimeNanoseconds,
+      durationNanoseconds: (last.startTimeNanoseconds + last.durationNanoseconds) - min(
+        first.startTimeNanoseconds, last.startTimeNanoseconds + last.durationNanoseconds),
+      metadata: last.metadata)
+    var mappingIndex: [Mapping: Int] = [:]
+    var functionIndex: [Function: Int] = [:]
+    var locationIndex: [Location: Int] = [:]
+    var stacks = StackInterner()
+    var threadIndex: [Int32: Int] = [:]
+    for profile in profiles where profile.sampleTypes == first.sampleTypes {
+      let mappings = profile.mappings.map { mapping -> Int in
+        if let index = mappingIndex[mapping] { return index }
+        result.mappings.append(mapping)
+        mappingIndex[mapping] = result.mappings.count - 1
+        return result.mappings.count - 1
+      }
+      let functions = profile.functions.map { function -> Int in
+        if let index = functionIndex[function] { return index }
+        result.functions.append(function)
+        functionIndex[function] = result.functions.count - 1
+        return result.functions.count - 1
+      }
+      let locations = profile.locations.map { location -> Int in
+        var mapped = location
+        mapped.mapping = location.mapping.map { mappings[$0] }
+        mapped.lines = location.lines.map { Line(function: functions[$0.function], line: $0.line) }
+        if let index = locationIndex[mapped] { return index }
+        result.locations.append(mapped)
+        locationIndex[mapped] = result.locations.count - 1
+        return result.locations.count - 1
+      }
+      var stackMap: [Int: Int] = [:]
+      let offset = profile.startTimeNanoseconds > first.startTimeNanoseconds ? profile.startTimeNanoseconds - first.startTimeNanoseconds : 0
+      for thread in profile.threads {
+        let slot: Int
+        if let existing = threadIndex[thread.id] {
+          slot = existing
+          result.threads[slot].name = thread.name
+        } else {
+          var empty = thread
+          empty.samples = []
+          result.threads.append(empty)
+          slot = result.threads.count - 1
+          threadIndex[thread.id] = slot
+        }
+        for var sample in thread.samples {
+          if let mapped = stackMap[sample.stack] {
+            sample.stack = mapped
+          } else {
+            let mapped = stacks.intern(profile.stacks[sample.stack].map { locations[$0] }, in: &result)
+            stackMap[sample.stack] = mapped
+            sample.stack = mapped
+          }
+          sample.timestampNanoseconds += offset
+          result.threads[slot].samples.append(sample)
+        }
+      }
+      result.statistics.droppedSamples += profile.statistics.droppedSamples
+      result.statistics.truncatedSamples += profile.statistics.truncatedSamples
+      result.statistics.threadsNotSampled = max(result.statistics.threadsNotSampled, profile.statistics.threadsNotSampled)
+      result.statistics.missedTicks += profile.statistics.missedTicks
+      result.statistics.samplesRecorded += profile.statistics.samplesRecorded
+      result.statistics.completeStacks += profile.statistics.completeStacks
+      result.statistics.threadsSignalBlocked = max(
+        result.statistics.threadsSignalBlocked, profile.statistics.threadsSignalBlocked)
+    }
+    return result
+  }
+}
