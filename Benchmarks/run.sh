@@ -5,12 +5,13 @@
 #                            symbolize-10k encode unwind-cost tables completeness soak
 #                            idle overhead-http
 #                            alloc-overhead middleware-latency async-stacks labels
+#                            continuous
 # Installs what it needs from Debian's packages (linux-perf for attribution).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize symbolize-10k encode unwind-cost tables completeness soak idle overhead-http alloc-overhead middleware-latency async-stacks labels)
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize symbolize-10k encode unwind-cost tables completeness soak idle overhead-http alloc-overhead middleware-latency async-stacks labels continuous)
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(uname -r), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 build_log=$(mktemp)
@@ -355,6 +356,87 @@ for scenario in "${scenarios[@]}"; do
         }
       }' "$results"
     rm -f "$results"
+    ;;
+  continuous)
+    # What continuous profiling costs a busy service: the Hummingbird
+    # example (release, 40 extra idle threads: ~50 in all) under wrk on
+    # GET /, with nothing, with the flight recorder (19 Hz cpu + wall,
+    # APP_PROFILER_FLIGHT_RECORDER=60), and pushing to a Pyroscope stand-in
+    # (a local receiver that answers 200) every 5 s at 100 Hz; each after a
+    # 20 s warm-up. 5 interleaved rounds × 10 s, medians. Then the flight
+    # recorder's memory: RSS of the same process after 65 s (a full 60 s
+    # ring) with and without it.
+    example=$(build_hummingbird_example)
+    results=$(mktemp)
+    dir=$(mktemp -d)
+    python3 - 18099 >/dev/null 2>&1 <<'PY' &
+import http.server, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+PY
+    receiver=$!
+    for round in 1 2 3 4 5; do
+      for variant in off flight push; do
+        env_vars=(APP_PROFILER_DIR="$dir")
+        [ "$variant" = flight ] && env_vars+=(APP_PROFILER_FLIGHT_RECORDER=60)
+        [ "$variant" = push ] && env_vars+=(APP_PROFILER_PYROSCOPE_URL=http://127.0.0.1:18099 APP_PROFILER_PYROSCOPE_INTERVAL=5)
+        env "${env_vars[@]}" "$example" 18089 --idle-threads 40 >/dev/null 2>&1 &
+        app=$!
+        for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:18089/ && break; sleep 0.1; done
+        # Warm-up under light load: the first profiles symbolize the binary
+        # cold (~1 CPU-second, BENCHMARKS.md "symbolization"): a start-up
+        # cost, measured apart (continuous-startup below), not the steady one.
+        wrk -t1 -c1 -d20s http://127.0.0.1:18089/ >/dev/null 2>&1
+        # CPU ticks of the whole process and of the profiler's own threads
+        # (app-prof-*, the tickers "app-profiler") during the measured run:
+        # a share that the noisy req/s cannot resolve at 1 %.
+        before=$(for t in /proc/$app/task/*; do awk -v c="$(cat "$t/comm")" '{ print c "|" $14 + $15 }' "$t/stat"; done)
+        out=$(wrk -t2 -c4 -d10s --latency http://127.0.0.1:18089/ 2>&1)
+        after=$(for t in /proc/$app/task/*; do awk -v c="$(cat "$t/comm")" '{ print c "|" $14 + $15 }' "$t/stat"; done)
+        share=$(paste -d'|' <(echo "$before") <(echo "$after") | awk -F'|' '
+          { d = $4 - $2; total += d; if ($1 ~ /^app-prof/) own += d }
+          END { printf "%.4f", (total > 0 ? own / total : 0) }')
+        kill -TERM "$app"; wait "$app" 2>/dev/null || true
+        echo "$variant $(wrk_summary "$out") $share" >>"$results"
+      done
+    done
+    kill "$receiver" 2>/dev/null || true
+    awk "$AWK_MEDIAN"'
+      { rps[$1] = rps[$1] " " $2; p99[$1] = p99[$1] " " $3; own[$1] = own[$1] " " $4 }
+      END {
+        b = median(rps["off"]); bp = median(p99["off"])
+        split("off flight push", order, " ")
+        for (k = 1; k <= 3; k++) {
+          v = order[k]; m = median(rps[v]); p = median(p99[v])
+          printf "continuous variant=%s rps_median=%.0f ratio=%.3f p99_median=%.3fms p99_ratio=%.2f profiler_threads_cpu_share_median=%.4f runs=%s\n", v, m, m / b, p, p / bp, median(own[v]), rps[v]
+        }
+      }' "$results"
+    rm -f "$results"
+    # "profiled" took one 5 s cpu profile at start: what any profile leaves
+    # resident (symbolication caches, tables), so flight − profiled is the
+    # recorder's own share.
+    for variant in off profiled flight; do
+      env_vars=(APP_PROFILER_DIR="$dir")
+      [ "$variant" = flight ] && env_vars+=(APP_PROFILER_FLIGHT_RECORDER=60)
+      env "${env_vars[@]}" "$example" 18089 --idle-threads 40 >/dev/null 2>&1 &
+      app=$!
+      for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:18089/ && break; sleep 0.1; done
+      if [ "$variant" = profiled ]; then
+        curl -s --unix-socket "$dir/app-profiler-$app.sock" -o /dev/null "http://localhost/profile?duration=5&format=pprof" &
+      fi
+      wrk -t1 -c1 -d65s http://127.0.0.1:18089/ >/dev/null 2>&1
+      threads=$(ls /proc/$app/task | wc -l)
+      rss=$(awk '/VmRSS/ { print $2 }' /proc/$app/status)
+      kill -TERM "$app"; wait "$app" 2>/dev/null || true
+      echo "continuous-memory variant=$variant threads=$threads rss_kb=$rss"
+    done
+    rm -rf "$dir"
     ;;
   *)
     echo "unknown scenario: $scenario" >&2

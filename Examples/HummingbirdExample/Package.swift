@@ -12,8 +12,9 @@ let package = Package(
     .executable(name: "HummingbirdExample", targets: ["HummingbirdExample"]),
   ],
   dependencies: [
-    // `.defaults` keeps the Configuration trait (ProfileServer(config:)).
-    .package(name: "swift-app-profiler", path: "../..", traits: [.defaults, "Hummingbird"]),
+    // `.defaults` keeps the Configuration trait (ProfileServer(config:));
+    // Pyroscope: main.swift pushes when APP_PROFILER_PYROSCOPE_URL is set.
+    .package(name: "swift-app-profiler", path: "../..", traits: [.defaults, "Hummingbird", "Pyroscope"]),
     .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
     .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
     .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
@@ -29,6 +30,7 @@ let package = Package(
       name: "HummingbirdExample",
       dependencies: [
         .product(name: "AppProfilerHummingbird", package: "swift-app-profiler"),
+        .product(name: "AppProfilerPyroscope", package: "swift-app-profiler"),
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "Instrumentation", package: "swift-distributed-tracing"),

@@ -36,6 +36,7 @@ let package = Package(
         .product(name: "AppProfilerPyroscope", package: "swift-app-profiler"),
         .product(name: "Vapor", package: "vapor"),
         .product(name: "AppProfilerFormats", package: "swift-app-profiler"),
+        .product(name: "AppProfiler", package: "swift-app-profiler"),
       ]
     ),
   ],

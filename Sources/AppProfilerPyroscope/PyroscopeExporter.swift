@@ -136,7 +136,9 @@ public struct PyroscopeConfiguration: Sendable {
 /// where the previous ended (``AppProfiler/ProfilingSession/rotateSynchronously()``),
 /// so no sample is in two uploads or in none. The exporter is a consumer of
 /// the process's cpu sampler like any profile: an on-demand profile or a
-/// scrape of the same kind runs next to it. Sampling, encoding and upload
+/// scrape of the same kind runs next to it. Profiles carry function names
+/// from the ELF symbol tables, without file:line (see
+/// ``AppProfiler/SessionOptions/sourceLocations``). Sampling, encoding and upload
 /// run on two threads of their own (`app-prof-push`, `app-prof-upload`),
 /// never the app's executors or the cooperative pool, so a stuck app still
 /// uploads what it was doing. Failed uploads (connection errors, 5xx, 429)
@@ -250,6 +252,8 @@ public final class PyroscopeExporter: Service, Sendable {
     do {
       var options = configuration.sessionOptions
       options.joinsRunningSampler = true
+      // A profile every interval: names only (no continuous DWARF work).
+      options.sourceLocations = false
       sessions.append(try Profiler.shared.start(mode: .cpu, interval: configuration.cpuInterval, options: options))
       if configuration.allocations {
         sessions.append(try Profiler.shared.start(mode: .alloc, options: options))

@@ -221,7 +221,9 @@ static void scan_threads(cap_session *s) {
 
 // MARK: - Ticker thread
 
-#define CAP_SCAN_PERIOD_NS 10000000ull  // new threads are picked up within 10 ms
+#define CAP_SCAN_PERIOD_NS 10000000ull      // new threads are picked up within 10 ms,
+#define CAP_MAX_SCAN_PERIOD_NS 50000000ull  // or one interval up to 50 ms: at 19 Hz a
+                                            // thread is rarely sampled sooner anyway
 
 static void *ticker_main(void *argument) {
   cap_session *s = (cap_session *)argument;
@@ -229,7 +231,10 @@ static void *ticker_main(void *argument) {
   atomic_store(&r->ticker_tid, (int32_t)syscall(SYS_gettid));
   pthread_setname_np(pthread_self(), "app-profiler");
   int wall = s->engine == CAP_ENGINE_WALL_TICKER;
-  uint64_t period = wall ? s->interval_ns : CAP_SCAN_PERIOD_NS;
+  uint64_t scan_period = s->interval_ns < CAP_SCAN_PERIOD_NS       ? CAP_SCAN_PERIOD_NS
+                         : s->interval_ns > CAP_MAX_SCAN_PERIOD_NS ? CAP_MAX_SCAN_PERIOD_NS
+                                                                   : s->interval_ns;
+  uint64_t period = wall ? s->interval_ns : scan_period;
   uint64_t deadline = cap_clock_ns(CLOCK_MONOTONIC);
   uint64_t last_scan = deadline;
   while (!atomic_load(&r->ticker_stop)) {
@@ -240,7 +245,7 @@ static void *ticker_main(void *argument) {
     }
     if (atomic_load(&r->ticker_stop)) break;
     uint64_t now = cap_clock_ns(CLOCK_MONOTONIC);
-    if (now - last_scan >= CAP_SCAN_PERIOD_NS || atomic_load(&s->ranges_stale)) {
+    if (now - last_scan >= scan_period || atomic_load(&s->ranges_stale)) {
       scan_threads(s);
       last_scan = now;
     }

@@ -14,6 +14,8 @@ struct ProfileBuilder {
   /// Time allowed for source locations of new addresses (see
   /// `SessionOptions.symbolicationBudget`); nil = no limit.
   var symbolicationBudget: Duration? = SessionOptions().symbolicationBudget
+  /// `SessionOptions.sourceLocations`: false, ELF names only.
+  var sourceLocations = true
   /// Thread dumps: each thread's kernel state, read now.
   var recordsKernelState = false
   /// Leave the profiler's own threads out (their time goes to the metadata).
@@ -80,7 +82,7 @@ struct ProfileBuilder {
     // misread), never metadata to dereference.
     let hasTypes = mode == .alloc
     let real = addresses.filter { $0 >= 4096 && !(hasTypes && SampleCollector.isTypeFrame($0)) }
-    let resolvedList = symbolizer.resolve(real, in: images, budget: symbolicationBudget)
+    let resolvedList = symbolizer.resolve(real, in: images, budget: symbolicationBudget, sourceLocations: sourceLocations)
     var resolved: [UInt64: ResolvedFrame] = [:]
     for (address, frame) in zip(real, resolvedList) { resolved[address] = frame }
 

@@ -22,10 +22,11 @@ import Darwin
 /// timers) with samplers of its own — POSIX CPU timers for cpu, the wall
 /// ticker for wall — so on-demand profiles at any interval, scrapes and
 /// thread dumps run next to it. A thread of its own (`app-prof-flight`)
-/// closes a window every second and builds its profile (symbolized, so
-/// asking costs no symbolication); the ring keeps `seconds` windows per
-/// mode and drops the oldest. Memory: the windows' profiles — measured in
-/// FlightRecorderTests and BENCHMARKS.md.
+/// closes a window every second and builds its profile — function names
+/// from the ELF symbol tables, no file:line (``SessionOptions/sourceLocations``:
+/// DWARF work every second would cost a core) — so asking merges and
+/// encodes only; the ring keeps `seconds` windows per mode and drops the
+/// oldest. Memory and CPU: BENCHMARKS.md (`run.sh continuous`).
 public final class FlightRecorder: Sendable {
   public static let shared = FlightRecorder()
 
@@ -79,6 +80,8 @@ public final class FlightRecorder: Sendable {
       var options = options
       options.joinsRunningSampler = false
       options.cpuEngine = .posixTimers
+      // A profile every second: names only (no continuous DWARF work).
+      options.sourceLocations = false
       sessions.append(
         try Profiler.shared.attach(mode: .cpu, interval: interval, options: options, scope: nil, kind: .flightCPU))
       sessions.append(

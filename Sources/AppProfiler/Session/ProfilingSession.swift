@@ -30,6 +30,7 @@ public final class ProfilingSession: Sendable {
   private let window: Mutex<(realtime: UInt64, monotonic: UInt64)>
   private let ended = Atomic<Bool>(false)
   private let symbolicationBudget: Duration?
+  private let sourceLocations: Bool
   private let recordsKernelState: Bool
   private let includeProfilerThreads: Bool
   /// Task-scoped sessions: the scope their samples carry.
@@ -46,6 +47,7 @@ public final class ProfilingSession: Sendable {
     self.interval = interval
     self.window = Mutex((startTimeNanoseconds, startMonotonicNanoseconds))
     self.symbolicationBudget = options.symbolicationBudget
+    self.sourceLocations = options.sourceLocations
     self.recordsKernelState = options.recordsKernelState
     self.includeProfilerThreads = options.includeProfilerThreads
     self.scope = scope
@@ -130,6 +132,7 @@ public final class ProfilingSession: Sendable {
       mode: mode, startTimeNanoseconds: start.realtime, startMonotonicNanoseconds: start.monotonic,
       durationNanoseconds: end > start.monotonic ? end - start.monotonic : 0, report: report)
     builder.symbolicationBudget = symbolicationBudget
+    builder.sourceLocations = sourceLocations
     builder.recordsKernelState = recordsKernelState
     // Dumps list every thread; profiles are of the app unless asked.
     builder.excludesProfilerThreads = !includeProfilerThreads && !recordsKernelState

@@ -109,6 +109,14 @@ public struct SessionOptions: Sendable, Hashable {
   /// set it.
   public var joinsRunningSampler = false
 
+  /// File:line and inlined frames (DWARF, through the toolchain's
+  /// symbolicator). Default true. False: function names from the ELF symbol
+  /// tables only, nothing computed in the background — for profiles built
+  /// continuously (the flight recorder's every second, the Pyroscope
+  /// exporter's every interval), where the symbolicator's CPU would be paid
+  /// all the time (BENCHMARKS.md, continuous).
+  public var sourceLocations = true
+
   /// Thread dumps: read each thread's kernel state (`/proc/self/task/<tid>/
   /// syscall`, `wchan`) when the session ends.
   var recordsKernelState = false
@@ -134,6 +142,7 @@ struct RunKey: Hashable, Sendable {
     sampler.includeProfilerThreads = false
     sampler.recordsKernelState = false
     sampler.joinsRunningSampler = false
+    sampler.sourceLocations = true
     if mode == .alloc {
       self.interval = .zero
     } else {

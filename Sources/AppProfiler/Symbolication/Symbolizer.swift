@@ -51,6 +51,9 @@ final class Symbolizer: Sendable {
     var resolved: [CacheKey: [ResolvedFrame.Function]] = [:]
     /// Resolved by ELF symbol only; source frames are being computed.
     var pending: Set<CacheKey> = []
+    /// ELF names of addresses asked for without source locations (kept
+    /// apart, so a profile that wants file:line still computes them).
+    var namesOnly: [CacheKey: [ResolvedFrame.Function]] = [:]
   }
 
   private let state = Mutex(State())
@@ -67,7 +70,13 @@ final class Symbolizer: Sendable {
   /// information, else the ELF symbol, else nothing. With a `budget`,
   /// source frames not found within it are replaced by the ELF symbol
   /// (`pendingSourceFrames` counts them) and completed in the background.
-  func resolve(_ addresses: [UInt64], in images: ImageMap, budget: Duration? = nil) -> [ResolvedFrame] {
+  /// `sourceLocations` false: function names from the ELF symbol tables only
+  /// (no file:line, no inlined frames, nothing computed in the background) —
+  /// for profiles built every second or every upload interval, where the
+  /// toolchain symbolicator's cost would be paid continuously.
+  func resolve(
+    _ addresses: [UInt64], in images: ImageMap, budget: Duration? = nil, sourceLocations: Bool = true
+  ) -> [ResolvedFrame] {
     let deadline = budget.map { ContinuousClock.now + $0 }
     return state.withLock { state in
       for (key, frames) in completed.withLock({ done in defer { done = [] }; return done }) {
@@ -89,6 +98,20 @@ final class Symbolizer: Sendable {
         }
       }
       guard !missing.isEmpty else { return results }
+      if !sourceLocations {
+        for position in missing {
+          let image = images.images[results[position].image!]
+          let key = CacheKey(image: image.key, address: addresses[position])
+          if let cached = state.namesOnly[key] {
+            results[position].functions = cached
+            continue
+          }
+          let functions = Self.elfFunctions(addresses[position], in: image, tables: &state.tables)
+          state.namesOnly[key] = functions
+          results[position].functions = functions
+        }
+        return results
+      }
       let imageKeys = images.images.map(\.key)
       let sourceFrames = source.sourceFrames(
         for: missing.map { addresses[$0] }, imageKeys: imageKeys, deadline: deadline)
@@ -102,18 +125,7 @@ final class Symbolizer: Sendable {
           results[position].sourcePending = true
           if state.pending.insert(key).inserted { later.append((key, address)) }
         }
-        if functions.isEmpty {
-          let table: ELFSymbolTable?
-          if let loaded = state.tables[image.key] {
-            table = loaded
-          } else {
-            table = image.isVDSO ? ELFSymbolTable(vdso: ()) : ELFSymbolTable(path: image.path)
-            state.tables[image.key] = table
-          }
-          if let table, let symbol = table.lookup(address &- image.bias) {
-            functions = [.init(name: Demangler.demangle(symbol.name), systemName: symbol.name, file: "", line: 0)]
-          }
-        }
+        if functions.isEmpty { functions = Self.elfFunctions(address, in: image, tables: &state.tables) }
         state.resolved[key] = functions
         results[position].functions = functions
       }
@@ -125,6 +137,21 @@ final class Symbolizer: Sendable {
       }
       return results
     }
+  }
+
+  /// The function of `address` by the image's ELF symbol table (loaded once).
+  private static func elfFunctions(
+    _ address: UInt64, in image: LoadedImage, tables: inout [String: ELFSymbolTable?]
+  ) -> [ResolvedFrame.Function] {
+    let table: ELFSymbolTable?
+    if let loaded = tables[image.key] {
+      table = loaded
+    } else {
+      table = image.isVDSO ? ELFSymbolTable(vdso: ()) : ELFSymbolTable(path: image.path)
+      tables[image.key] = table
+    }
+    guard let table, let symbol = table.lookup(address &- image.bias) else { return [] }
+    return [.init(name: Demangler.demangle(symbol.name), systemName: symbol.name, file: "", line: 0)]
   }
 
   /// Addresses of the last `resolve` calls still waiting for source frames.

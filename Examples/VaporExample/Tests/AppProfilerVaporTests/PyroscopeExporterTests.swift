@@ -1,3 +1,4 @@
+import AppProfiler
 import AppProfilerFormats
 import AppProfilerPyroscope
 import Foundation
@@ -144,6 +145,48 @@ final class IngestReceiver: @unchecked Sendable {
       if top.output.contains("exampleHotFunction") { hot += 1 }
     }
     #expect(hot >= 2)
+  }
+
+  /// With `allocations`, each window also goes up as `<app>.alloc_space`,
+  /// an allocation profile (trace_id/span_id labels left out).
+  @Test func allocationWindows() async throws {
+    let scratch = TemporaryDirectory()
+    defer { scratch.remove() }
+    let receiver = IngestReceiver { false }
+    let app = try await Application.make(Environment(name: "testing", arguments: ["vapor"]))
+    app.logger.logLevel = .warning
+    app.http.server.configuration.port = 0
+    receiver.routes(app)
+    try await app.startup()
+    let port = try #require(app.http.server.shared.localAddress?.port)
+    var configuration = PyroscopeConfiguration(serverURL: "http://127.0.0.1:\(port)/", applicationName: "vapor-example")
+    configuration.uploadInterval = .seconds(1)
+    configuration.allocations = true
+    var options = SessionOptions()
+    options.allocationSamplingRate = 4096
+    configuration.sessionOptions = options
+    let exporter = PyroscopeExporter(configuration: configuration)
+    let stop = LoopFlag()
+    let allocator = Thread {
+      Profiler.setThreadLabels(["trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "worker": "alloc"])
+      while !stop.isSet { _ = exampleAllocate(count: 10_000) }
+    }
+    allocator.start()
+    try exporter.start()
+    try await Task.sleep(for: .milliseconds(3500))
+    exporter.stop()
+    stop.set()
+    try await app.asyncShutdown()
+    let uploads = receiver.uploads
+    let allocs = uploads.filter { $0.query["name"] == "vapor-example.alloc_space" }
+    print("pyroscope allocations: \(uploads.map { $0.query["name"] ?? "" })")
+    #expect(allocs.count >= 2 && uploads.contains { $0.query["name"] == "vapor-example.cpu" })
+    let upload = try #require(allocs.first)
+    let file = scratch.path + "/alloc.pb.gz"
+    try Data(upload.profile).write(to: URL(fileURLWithPath: file))
+    let raw = try runTool(["go", "tool", "pprof", "-raw", file], environment: ["HOME": scratch.path])
+    #expect(raw.status == 0 && raw.output.contains("alloc_space/bytes"), "\(raw.output.prefix(400))")
+    #expect(raw.output.contains("worker") && !raw.output.contains("trace_id"), "labels: \(raw.output.suffix(400))")
   }
 
   @Test func configurationFromEnvironment() throws {
