@@ -254,26 +254,31 @@ func weight(_ lines: [String]) -> Int {
   @Test func traceLabelsAreTheSpansIDs() async throws {
     let tracer = InMemoryTracer()
     try await withExample(tracer: tracer) { app in
-      let profile = try await underLoad(app, routes: ["/a?ms=20"]) {
-        try await curl("http://localhost/profile?mode=cpu&duration=2&format=pprof", socket: app.socket, timeout: 60)
-      }
-      #expect(profile.status == 200)
-      let decoded = try PprofDecoder().decode([UInt8](profile.body))
-      var spans: Set<String> = []
-      for span in tracer.finishedSpans { spans.insert(span.traceID + "/" + span.spanID) }
+      // Up to three profiles: one that caught too little load (a starved
+      // machine: CI once served 11 requests in the 2 s) is taken again.
       var hot: Int64 = 0
       var traced: Int64 = 0
       var matching: Int64 = 0
-      for thread in decoded.threads {
-        for sample in thread.samples
-        where decoded.functionsOfStack(sample.stack).contains(where: { decoded.functions[$0].name.contains("fnA") }) {
-          hot += decoded.count(sample)
-          guard let trace = sample.labels["trace_id"], let span = sample.labels["span_id"] else { continue }
-          traced += decoded.count(sample)
-          if spans.contains(trace + "/" + span) { matching += decoded.count(sample) }
+      for _ in 0..<3 where hot < 100 {
+        let profile = try await underLoad(app, routes: ["/a?ms=20"]) {
+          try await curl("http://localhost/profile?mode=cpu&duration=2&format=pprof", socket: app.socket, timeout: 60)
         }
+        #expect(profile.status == 200)
+        let decoded = try PprofDecoder().decode([UInt8](profile.body))
+        var spans: Set<String> = []
+        for span in tracer.finishedSpans { spans.insert(span.traceID + "/" + span.spanID) }
+        (hot, traced, matching) = (0, 0, 0)
+        for thread in decoded.threads {
+          for sample in thread.samples
+          where decoded.functionsOfStack(sample.stack).contains(where: { decoded.functions[$0].name.contains("fnA") }) {
+            hot += decoded.count(sample)
+            guard let trace = sample.labels["trace_id"], let span = sample.labels["span_id"] else { continue }
+            traced += decoded.count(sample)
+            if spans.contains(trace + "/" + span) { matching += decoded.count(sample) }
+          }
+        }
+        print("trace labels: \(traced) of \(hot) fnA samples have trace_id/span_id, \(matching) of a recorded span; \(spans.count) spans")
       }
-      print("trace labels: \(traced) of \(hot) fnA samples have trace_id/span_id, \(matching) of a recorded span; \(spans.count) spans")
       #expect(hot >= 100)
       #expect(traced == hot && matching == hot)
     }
