@@ -272,8 +272,9 @@ public final class PyroscopeExporter: Service, Sendable {
       metadata: ["url": "\(configuration.serverURL)", "app": "\(configuration.applicationName)"])
   }
 
-  /// Ends the current window, tries to upload what is queued (for up to one
-  /// request timeout), and stops. Safe to call more than once.
+  /// Ends the current window, tries once more to upload what is queued
+  /// (each window one attempt of up to a request timeout; the rest is dropped,
+  /// counted, at the first failure), and stops. Safe to call more than once.
   public func stop() {
     guard state.withLock({ state in
       guard state.started, !state.stopping else { return false }

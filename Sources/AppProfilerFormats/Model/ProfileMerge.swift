@@ -8,11 +8,11 @@ extension Profile {
   public static func merged(_ profiles: [Profile]) -> Profile? {
     guard let first = profiles.first else { return nil }
     let last = profiles.max { $0.startTimeNanoseconds + $0.durationNanoseconds < $1.startTimeNanoseconds + $1.durationNanoseconds }!
+    let end = last.startTimeNanoseconds + last.durationNanoseconds
     var result = Profile(
       mode: first.mode, engine: first.engine, sampleTypes: first.sampleTypes, defaultSampleType: first.defaultSampleType,
       periodType: first.periodType, period: first.period, startTimeNanoseconds: first.startTimeNanoseconds,
-      durationNanoseconds: (last.startTimeNanoseconds + last.durationNanoseconds) - min(
-        first.startTimeNanoseconds, last.startTimeNanoseconds + last.durationNanoseconds),
+      durationNanoseconds: end > first.startTimeNanoseconds ? end - first.startTimeNanoseconds : 0,
       metadata: last.metadata)
     var mappingIndex: [Mapping: Int] = [:]
     var functionIndex: [Function: Int] = [:]
