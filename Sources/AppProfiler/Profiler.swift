@@ -66,7 +66,7 @@ public final class Profiler: Sendable {
     case flightCPU, flightWall
 
     init(_ mode: Profile.Mode) {
-      self = mode == .wall ? .wall : mode == .alloc ? .alloc : .cpu
+      self = mode == .wall ? .wall : mode.isAllocation ? .alloc : .cpu
     }
 
     /// The C session (cpu and wall kinds).
@@ -234,7 +234,7 @@ public final class Profiler: Sendable {
       case .success(.newRun(let id, let consumer)):
         do {
           let backend: any SessionBackend
-          if mode == .alloc {
+          if mode.isAllocation {
             backend = try AllocationBackend(
               options: options, startTimeNanoseconds: startTime, startMonotonicNanoseconds: startMonotonic)
           } else {
@@ -246,7 +246,7 @@ public final class Profiler: Sendable {
           // The first consumer reads everything the new sampler took. An
           // alloc window over continuous sampling is fresh too, but the
           // continuous sampler's counters run on: its mark holds them.
-          slot.marks[consumer] = mode == .alloc ? backend.mark() : SampleCollector.Mark()
+          slot.marks[consumer] = mode.isAllocation ? backend.mark() : SampleCollector.Mark()
           return (run, consumer)
         } catch {
           slot.machine.failed(id)
@@ -341,6 +341,19 @@ public final class Profiler: Sendable {
       recording, durationNanoseconds: now > recording.startMonotonicNanoseconds ? now - recording.startMonotonicNanoseconds : 0)
   }
 
+  /// What is alive now among the allocations sampled since continuous
+  /// sampling was enabled, with their totals: Go's heap profile
+  /// (alloc_objects, alloc_space, inuse_objects, inuse_space; estimates, as
+  /// Go's, unbiased by each sample's probability). nil when continuous
+  /// sampling is off. docs/heap.md says what is counted.
+  public func heapProfile() -> Profile? {
+    guard let recording = AllocationRecorder.shared.continuousSnapshot() else { return nil }
+    let now = ProfilingSession.clock(CLOCK_MONOTONIC)
+    return ProfilingSession.allocationProfile(
+      recording, durationNanoseconds: now > recording.startMonotonicNanoseconds ? now - recording.startMonotonicNanoseconds : 0,
+      mode: .heap)
+  }
+
   /// Function names (demangled) of code addresses in this process, for the
   /// addresses that have one; served by `/debug/pprof/symbol`.
   public func symbolNames(for addresses: [UInt64]) -> [UInt64: String] {
@@ -405,7 +418,7 @@ public final class Profiler: Sendable {
       throw ProfilerError.invalidParameter(
         name: "allocationSamplingRate", value: "\(options.allocationSamplingRate)", allowed: "1 ... 1073741824 bytes")
     }
-    guard mode == .alloc || SessionOptions.allowedIntervals.contains(interval) else {
+    guard mode.isAllocation || SessionOptions.allowedIntervals.contains(interval) else {
       throw ProfilerError.invalidParameter(
         name: "interval", value: "\(interval)", allowed: "100 µs ... 1 s (100 ... 1000000 µs)")
     }

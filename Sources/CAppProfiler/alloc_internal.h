@@ -28,6 +28,83 @@ typedef struct cap_hook {
 extern cap_hook cap_alloc_hooks[];
 extern const size_t cap_alloc_hook_count;
 
+// MARK: - The live-heap set (heap_set.c)
+
+enum {
+  CAP_HEAP_MIN_BITS = 12,
+  CAP_HEAP_MAX_BITS = 18,
+  CAP_HEAP_MAX_ENTRIES = 1 << CAP_HEAP_MAX_BITS,
+};
+/// A slot's key: 0 empty, CAP_HEAP_TOMB retired, else a sampled address.
+#define CAP_HEAP_TOMB ((uint64_t)1)
+
+typedef struct cap_heap_entry {
+  _Atomic uint64_t key;
+  _Atomic uint64_t id;  // the sample's heap id (0 while being written)
+} cap_heap_entry;
+
+typedef struct cap_heap_table {
+  cap_heap_entry *entries;
+  uint64_t mask;  // entries - 1
+  uint32_t shift; // 64 - log2(entries)
+  _Atomic uint64_t used;  // live + tombstones
+  _Atomic uint64_t live;
+} cap_heap_table;
+
+/// The table in use; 0 while in-use tracking is off.
+extern _Atomic(cap_heap_table *) cap_heap_current;
+extern _Atomic uint32_t cap_heap_writers;     // inserts and hits in flight
+extern _Atomic uint32_t cap_heap_rebuilding;  // inserts are refused meanwhile
+extern _Atomic uint64_t cap_heap_next_id;
+extern _Atomic uint64_t cap_heap_untracked;
+extern _Atomic uint64_t cap_heap_retired;
+/// Claims a slot of `t` for `address` (or updates its id); 0 when full.
+int cap_heap_put(cap_heap_table *t, uint64_t address, uint64_t id);
+/// Retires `address` from `t`; 1 when it was there.
+int cap_heap_take(cap_heap_table *t, uint64_t address);
+
+static inline uint64_t cap_heap_hash(const cap_heap_table *t, uint64_t address) {
+  return (address * 0x9E3779B97F4A7C15ull) >> t->shift;
+}
+
+/// Maps the table memory (once) and publishes an empty table sized for the
+/// sampling rate. -1 when mmap fails.
+int cap_heap_enable(uint64_t mean_bytes);
+/// Unpublishes the table and returns its pages; frees are no longer looked up.
+void cap_heap_disable(void);
+/// Records a sampled allocation; returns its heap id, 0 when not tracked
+/// (table full or being rebuilt: counted as untracked).
+uint64_t cap_heap_insert(uint64_t address);
+/// The slow half of cap_heap_forget: `address` was seen in `t`.
+void cap_heap_forget_hit(cap_heap_table *t, uint64_t address);
+
+/// Called for every freed address, before the memory is given back (once
+/// given back, another thread may get the same address from malloc and
+/// insert it). The common case, an address that was never sampled, costs a
+/// load of the table pointer and of one or two slots.
+static inline void cap_heap_forget(uint64_t address) {
+  cap_heap_table *t = __atomic_load_n((cap_heap_table **)&cap_heap_current, __ATOMIC_ACQUIRE);
+  if (t == 0) return;
+  uint64_t mask = t->mask;
+  uint64_t start = cap_heap_hash(t, address);
+  for (uint64_t n = 0; n <= mask; n++) {
+    uint64_t key = __atomic_load_n((uint64_t *)&t->entries[(start + n) & mask].key, __ATOMIC_RELAXED);
+    if (__builtin_expect(key == 0, 1)) return;
+    if (key == address) {
+      cap_heap_forget_hit(t, address);
+      return;
+    }
+  }
+}
+
+/// Picks the swift_allocObject wrapper (after the real functions are
+/// resolved, before the first redirection; once per process).
+void cap_alloc_choose_wrappers(void);
+/// The one-wrapper swift_allocObject hook (alloc_record.c).
+extern void *const cap_alloc_swift_object_direct;
+/// Load address of a shared libswiftCore, 0 when the runtime is linked in.
+extern uint64_t cap_alloc_swift_core_base;
+
 /// After fork(): the child's only thread has a new id.
 void cap_alloc_thread_forked(void);
 

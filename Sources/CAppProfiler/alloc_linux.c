@@ -56,6 +56,8 @@ static void cap_alloc_atfork_child(void) {
     atomic_store(&g_alloc_installed, 0);
   }
   atomic_store(&cap_alloc_session.active, 0);
+  // No waiting here: the parent's threads that were writing do not exist.
+  atomic_store(&cap_heap_current, (cap_heap_table *)0);
   cap_alloc_thread_forked();
 }
 
@@ -125,6 +127,13 @@ int cap_alloc_start(const cap_alloc_config *config, char *message, size_t messag
     cap_set_message(message, message_len, "cannot find malloc, calloc and realloc with dlsym", 0);
     return -ENOENT;
   }
+  cap_alloc_choose_wrappers();
+  if (cap_heap_enable(config->mean_bytes) != 0) {
+    cap_alloc_unmap();
+    atomic_store(&g_alloc_owned, 0);
+    cap_set_message(message, message_len, "mmap of the live-heap set failed", errno);
+    return -ENOMEM;
+  }
   atomic_store(&cap_alloc_mean, config->mean_bytes);
   uint32_t generation = atomic_load(&cap_alloc_generation) + 1;
   if (generation == 0) generation = 1;
@@ -183,6 +192,9 @@ void cap_alloc_stop(void) {
 void cap_alloc_release(void) {
   if (!atomic_load(&g_alloc_owned)) return;
   cap_alloc_stop();
+  // Frees are no longer seen: what is still in the set cannot be told in use
+  // (read it between stop and release).
+  cap_heap_disable();
   cap_alloc_unmap();
   atomic_store(&g_alloc_owned, 0);
 }

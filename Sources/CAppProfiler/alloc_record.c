@@ -45,6 +45,8 @@ typedef void *(*realloc_fn)(void *, size_t);
 typedef int (*posix_memalign_fn)(void **, size_t, size_t);
 typedef void *(*aligned_alloc_fn)(size_t, size_t);
 typedef void *(*swift_alloc_object_fn)(const void *, size_t, size_t);
+typedef void (*free_fn)(void *);
+typedef void *(*swift_slow_alloc_fn)(size_t, size_t);
 
 static malloc_fn real_malloc;
 static calloc_fn real_calloc;
@@ -53,6 +55,8 @@ static posix_memalign_fn real_posix_memalign;
 static aligned_alloc_fn real_aligned_alloc;
 static aligned_alloc_fn real_memalign;
 static swift_alloc_object_fn real_swift_alloc_object;
+static free_fn real_free;
+static swift_slow_alloc_fn real_swift_slow_alloc;
 // Written (release) once by cap_resolve_real_functions before any GOT entry
 // points at a wrapper; the wrappers read them with acquire, which is a plain
 // load on x86_64 and gives ThreadSanitizer the happens-before it checks.
@@ -162,7 +166,7 @@ static int cap_alloc_stack_bounds(cap_alloc_thread *t, cap_session *s, uint64_t 
 /// so that r14 (the Swift async context of a frameless partial function
 /// that allocates) is tracked through the wrapper's frames like everything
 /// else; the profiler's frames are then dropped up to that return address.
-static void cap_alloc_record(cap_alloc_thread *t, size_t size, uint64_t type, uint64_t frame) {
+static void cap_alloc_record(cap_alloc_thread *t, size_t size, uint64_t type, uint64_t address, uint64_t frame) {
   cap_session *s = &cap_alloc_session;
   atomic_fetch_add(&s->handlers_running, 1);
   if (!atomic_load(&s->active)) {
@@ -247,6 +251,9 @@ static void cap_alloc_record(cap_alloc_thread *t, size_t size, uint64_t type, ui
     slot->header.depth = (uint16_t)depth;
     slot->header.flags = flags;
     slot->header.object_type = type;
+    // Into the live-heap set before the sample is visible: a drained sample
+    // whose id is not in the set was freed.
+    slot->header.heap_id = cap_heap_insert(address);
     cap_slot_commit(slot);
     atomic_fetch_add_explicit(&s->samples_written, 1, memory_order_relaxed);
   }
@@ -255,7 +262,7 @@ static void cap_alloc_record(cap_alloc_thread *t, size_t size, uint64_t type, ui
 
 /// The countdown crossed zero (or belongs to an older session).
 __attribute__((noinline)) static void cap_alloc_slow(cap_alloc_thread *t, size_t size, uint64_t type,
-                                                     uint64_t frame) {
+                                                     uint64_t address, uint64_t frame) {
   if (t->ignored) {
     t->countdown = INT64_MAX;
     return;
@@ -276,67 +283,98 @@ __attribute__((noinline)) static void cap_alloc_slow(cap_alloc_thread *t, size_t
   }
   t->countdown = (int64_t)cap_alloc_draw(t);
   t->busy = 1;
-  cap_alloc_record(t, size, type, frame);
+  cap_alloc_record(t, size, type, address, frame);
   t->busy = 0;
 }
 
-/// Counts `size` against the thread's countdown; records on crossing zero.
-#define CAP_ALLOC_ACCOUNT(size, type)                                                         \
+/// Counts `size` against the thread's countdown; records the allocation at
+/// `result` on crossing zero.
+#define CAP_ALLOC_ACCOUNT(size, type, result)                                                 \
   do {                                                                                        \
     cap_alloc_thread *t = &t_alloc;                                                           \
     t->calls++;                                                                               \
     if (t->busy) break;                                                                       \
     t->countdown -= (int64_t)(size);                                                          \
     if (__builtin_expect(t->countdown > 0, 1)) break;                                         \
-    cap_alloc_slow(t, (size), (type), (uint64_t)(uintptr_t)__builtin_frame_address(0));       \
+    cap_alloc_slow(t, (size), (type), (uint64_t)(uintptr_t)(result),                          \
+                   (uint64_t)(uintptr_t)__builtin_frame_address(0));                          \
   } while (0)
 
 static void *cap_hook_malloc(size_t size) {
   void *result = CAP_REAL(real_malloc)(size);
-  if (result != 0) CAP_ALLOC_ACCOUNT(size, 0);
+  if (result != 0) CAP_ALLOC_ACCOUNT(size, 0, result);
   return result;
 }
 
 static void *cap_hook_calloc(size_t count, size_t size) {
   void *result = CAP_REAL(real_calloc)(count, size);
-  if (result != 0) CAP_ALLOC_ACCOUNT(count * size, 0);
+  if (result != 0) CAP_ALLOC_ACCOUNT(count * size, 0, result);
   return result;
 }
 
+/// The old block leaves the set before the call (afterwards its address may
+/// already be another thread's); the new one is a new allocation. A failed
+/// realloc keeps its block but it is no longer counted in use (rare).
 static void *cap_hook_realloc(void *pointer, size_t size) {
+  if (pointer != 0) cap_heap_forget((uint64_t)(uintptr_t)pointer);
   void *result = CAP_REAL(real_realloc)(pointer, size);
-  if (result != 0 && size != 0) CAP_ALLOC_ACCOUNT(size, 0);
+  if (result != 0 && size != 0) CAP_ALLOC_ACCOUNT(size, 0, result);
   return result;
 }
 
 static int cap_hook_posix_memalign(void **out, size_t alignment, size_t size) {
   int result = CAP_REAL(real_posix_memalign)(out, alignment, size);
-  if (result == 0) CAP_ALLOC_ACCOUNT(size, 0);
+  if (result == 0) CAP_ALLOC_ACCOUNT(size, 0, *out);
   return result;
 }
 
 static void *cap_hook_aligned_alloc(size_t alignment, size_t size) {
   void *result = CAP_REAL(real_aligned_alloc)(alignment, size);
-  if (result != 0) CAP_ALLOC_ACCOUNT(size, 0);
+  if (result != 0) CAP_ALLOC_ACCOUNT(size, 0, result);
   return result;
 }
 
 static void *cap_hook_memalign(size_t alignment, size_t size) {
   void *result = CAP_REAL(real_memalign)(alignment, size);
-  if (result != 0) CAP_ALLOC_ACCOUNT(size, 0);
+  if (result != 0) CAP_ALLOC_ACCOUNT(size, 0, result);
+  return result;
+}
+
+/// Every free: a sampled block leaves the live-heap set (before the memory
+/// is given back: see cap_heap_forget).
+static void cap_hook_free(void *pointer) {
+  if (pointer != 0) cap_heap_forget((uint64_t)(uintptr_t)pointer);
+  CAP_REAL(real_free)(pointer);
+}
+
+/// UnsafeMutablePointer.allocate & co. from compiled Swift code (the
+/// runtime's own malloc calls are not redirected: see below).
+static void *cap_hook_swift_slow_alloc(size_t size, size_t alignment_mask) {
+  void *result = CAP_REAL(real_swift_slow_alloc)(size, alignment_mask);
+  if (result != 0) CAP_ALLOC_ACCOUNT(size, 0, result);
   return result;
 }
 
 /// Swift class instances, array/string/dictionary storage, closure contexts
-/// allocated by compiled Swift code. The runtime's own malloc call inside is
-/// not counted again (busy).
+/// allocated by compiled Swift code: one wrapper per object. When the
+/// runtime is a shared library (libswiftCore.so), its own malloc calls are
+/// left alone (got_patch_linux.c redirects only its `free`), so the malloc
+/// inside swift_allocObject meets no second wrapper.
 static void *cap_hook_swift_alloc_object(const void *metadata, size_t size, size_t alignment_mask) {
+  void *result = CAP_REAL(real_swift_alloc_object)(metadata, size, alignment_mask);
+  CAP_ALLOC_ACCOUNT(size, (uint64_t)(uintptr_t)metadata, result);
+  return result;
+}
+
+/// The same when the runtime is linked into an image whose malloc calls are
+/// redirected (-static-stdlib): the inner malloc is not counted again (busy).
+static void *cap_hook_swift_alloc_object_nested(const void *metadata, size_t size, size_t alignment_mask) {
   cap_alloc_thread *t = &t_alloc;
   uint32_t was_busy = t->busy;
   t->busy = 1;
   void *result = CAP_REAL(real_swift_alloc_object)(metadata, size, alignment_mask);
   t->busy = was_busy;
-  CAP_ALLOC_ACCOUNT(size, (uint64_t)(uintptr_t)metadata);
+  CAP_ALLOC_ACCOUNT(size, (uint64_t)(uintptr_t)metadata, result);
   return result;
 }
 
@@ -347,9 +385,14 @@ cap_hook cap_alloc_hooks[] = {
     {"posix_memalign", (void *)cap_hook_posix_memalign, (void **)&real_posix_memalign},
     {"aligned_alloc", (void *)cap_hook_aligned_alloc, (void **)&real_aligned_alloc},
     {"memalign", (void *)cap_hook_memalign, (void **)&real_memalign},
-    {"swift_allocObject", (void *)cap_hook_swift_alloc_object, (void **)&real_swift_alloc_object},
+    {"swift_allocObject", (void *)cap_hook_swift_alloc_object_nested, (void **)&real_swift_alloc_object},
+    {"free", (void *)cap_hook_free, (void **)&real_free},
+    {"swift_slowAlloc", (void *)cap_hook_swift_slow_alloc, (void **)&real_swift_slow_alloc},
 };
 const size_t cap_alloc_hook_count = sizeof cap_alloc_hooks / sizeof cap_alloc_hooks[0];
+
+/// The one-wrapper swift_allocObject (cap_alloc_choose_wrappers).
+void *const cap_alloc_swift_object_direct = (void *)cap_hook_swift_alloc_object;
 
 // MARK: - The calling thread's state
 

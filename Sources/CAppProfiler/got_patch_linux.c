@@ -100,7 +100,7 @@ CAP_NO_INSTRUMENT static int cap_store_slot(uint64_t *slot, uint64_t value, uint
 
 CAP_NO_INSTRUMENT static void cap_walk_relocations(cap_walk *walk, uint64_t bias, const ElfW(Rela) *relocations, uint64_t bytes,
                                  const ElfW(Sym) *symbols, const char *strings, uint64_t string_bytes,
-                                 uint64_t relro_start, uint64_t relro_end, int *image_changed) {
+                                 uint64_t relro_start, uint64_t relro_end, int swift_core, int *image_changed) {
   if (relocations == 0 || symbols == 0 || strings == 0) return;
   uint64_t count = bytes / sizeof(ElfW(Rela));
   for (uint64_t i = 0; i < count; i++) {
@@ -113,6 +113,9 @@ CAP_NO_INSTRUMENT static void cap_walk_relocations(cap_walk *walk, uint64_t bias
     const char *name = strings + name_offset;
     for (size_t h = 0; h < cap_alloc_hook_count; h++) {
       if (!cap_text_equal(name, cap_alloc_hooks[h].name)) continue;
+      // The Swift runtime's own allocations stay direct (its swift_allocObject
+      // is wrapped where it is called); its frees are looked up.
+      if (swift_core && !cap_text_equal(name, "free")) break;
       uint64_t *slot = (uint64_t *)(uintptr_t)(bias + relocations[i].r_offset);
       uint64_t current = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
       uint64_t hook = (uint64_t)(uintptr_t)cap_alloc_hooks[h].hook;
@@ -190,15 +193,39 @@ CAP_NO_INSTRUMENT static int cap_walk_image(struct dl_phdr_info *info, size_t si
   const ElfW(Sym) *symbols = (const ElfW(Sym) *)(uintptr_t)CAP_ADJUST(symtab);
   const char *strings = (const char *)(uintptr_t)CAP_ADJUST(strtab);
   int changed = 0;
+  int swift_core = cap_alloc_swift_core_base != 0 && bias == cap_alloc_swift_core_base;
   cap_walk_relocations(walk, bias, (const ElfW(Rela) *)(uintptr_t)CAP_ADJUST(rela), relasz, symbols, strings,
-                       strsz, relro_start, relro_end, &changed);
+                       strsz, relro_start, relro_end, swift_core, &changed);
   if (pltrel == DT_RELA) {
     cap_walk_relocations(walk, bias, (const ElfW(Rela) *)(uintptr_t)CAP_ADJUST(jmprel), pltrelsz, symbols,
-                         strings, strsz, relro_start, relro_end, &changed);
+                         strings, strsz, relro_start, relro_end, swift_core, &changed);
   }
 #undef CAP_ADJUST
   if (changed) walk->images++;
   return 0;
+}
+
+uint64_t cap_alloc_swift_core_base;
+
+void cap_alloc_choose_wrappers(void) {
+  static int chosen;
+  if (chosen) return;
+  chosen = 1;
+  size_t index = cap_alloc_hook_count;
+  for (size_t h = 0; h < cap_alloc_hook_count; h++) {
+    if (cap_text_equal(cap_alloc_hooks[h].name, "swift_allocObject")) index = h;
+  }
+  if (index == cap_alloc_hook_count) return;
+  void *function = __atomic_load_n(cap_alloc_hooks[index].real, __ATOMIC_ACQUIRE);
+  Dl_info info;
+  if (function == 0 || dladdr(function, &info) == 0 || info.dli_fname == 0) return;
+  const char *base = info.dli_fname;
+  for (const char *c = info.dli_fname; *c != 0; c++) {
+    if (*c == '/') base = c + 1;
+  }
+  if (!cap_text_starts(base, "libswiftCore.so")) return;
+  cap_alloc_hooks[index].hook = cap_alloc_swift_object_direct;
+  cap_alloc_swift_core_base = (uint64_t)(uintptr_t)info.dli_fbase;
 }
 
 void cap_got_resolve_real_functions(void) {

@@ -21,7 +21,7 @@ import Testing
   /// allocation wrapper: the handler, the ring and the thread table it calls,
   /// and the allocation recording. Calls between them are allowed (each is
   /// checked itself).
-  static let objects = ["signal_handler.c.o", "sample_ring.c.o", "thread_table.c.o", "alloc_record.c.o"]
+  static let objects = ["signal_handler.c.o", "sample_ring.c.o", "thread_table.c.o", "alloc_record.c.o", "heap_set.c.o"]
 
   @Test(
     .disabled(

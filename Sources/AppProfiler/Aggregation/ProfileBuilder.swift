@@ -80,7 +80,7 @@ struct ProfileBuilder {
     // Only alloc samples carry type frames. In cpu and wall stacks a value
     // with the top bit set is a garbage return address (a frame the unwinder
     // misread), never metadata to dereference.
-    let hasTypes = mode == .alloc
+    let hasTypes = mode.isAllocation
     let real = addresses.filter { $0 >= 4096 && !(hasTypes && SampleCollector.isTypeFrame($0)) }
     let resolvedList = symbolizer.resolve(real, in: images, budget: symbolicationBudget, sourceLocations: sourceLocations)
     var resolved: [UInt64: ResolvedFrame] = [:]
@@ -170,6 +170,16 @@ struct ProfileBuilder {
       let name = tid == 0 ? "[dropped samples]" : (collector.threadNames[tid] ?? "thread-\(tid)")
       let samples = perThread[tid]!.map { raw in
         let timestamp = raw.timestamp > startMonotonicNanoseconds ? raw.timestamp - startMonotonicNanoseconds : 0
+        if mode == .heap {
+          // alloc_objects, alloc_space, inuse_objects, inuse_space (estimates).
+          return Profile.Sample(
+            stack: stackRemap[raw.stack]!, timestampNanoseconds: timestamp,
+            values: [
+              max(1, Int64(raw.objects.rounded())), Int64(raw.bytes.rounded()), Int64(raw.liveObjects.rounded()),
+              Int64(raw.liveBytes.rounded()),
+            ],
+            labels: collector.labels(of: raw.labels), numericLabels: Self.taskLabel(raw.task))
+        }
         if mode == .alloc {
           // alloc_objects, alloc_space (estimates), samples (raw).
           return Profile.Sample(
@@ -216,7 +226,7 @@ struct ProfileBuilder {
     profile.metadata["executable"] = ImageMap.executablePath()
     profile.metadata["pid"] = String(getpid())
     for (key, value) in report.metadata { profile.metadata[key] = value }
-    if excludesProfilerThreads && mode != .alloc {
+    if excludesProfilerThreads && !mode.isAllocation {
       // The profiler's own threads, left out of the samples above.
       profile.metadata["profiler_cpu_seconds"] = String(Double(profilerTime) / 1e9)
     }
@@ -231,6 +241,15 @@ struct ProfileBuilder {
   static func sampleTypes(of mode: Profile.Mode) -> (
     sampleTypes: [Profile.ValueType], defaultSampleType: Int, periodType: Profile.ValueType
   ) {
+    if mode == .heap {
+      // Go's heap profile: its four types in its order, in-use space shown.
+      return (
+        [
+          .init("alloc_objects", "count"), .init("alloc_space", "bytes"), .init("inuse_objects", "count"),
+          .init("inuse_space", "bytes"),
+        ], 3, .init("space", "bytes")
+      )
+    }
     if mode == .alloc {
       return (
         [.init("alloc_objects", "count"), .init("alloc_space", "bytes"), .init("samples", "count")], 1,

@@ -11,16 +11,18 @@ import Darwin
 /// Off the signal path: turns drained raw records into deduplicated stacks
 /// and per-thread sample lists.
 ///
-/// Record layout (cap_sample_header, 48 bytes, then `depth` × u64 frames, leaf first):
+/// Record layout (cap_sample_header, 56 bytes, then `depth` × u64 frames, leaf first):
 ///   timestamp_ns u64 @0, weight u64 @8, tid i32 @16, depth u16 @20, flags u16 @22,
-///   object_type u64 @24, task u64 @32, labels u64 @40
+///   object_type u64 @24, task u64 @32, labels u64 @40, heap_id u64 @48
 ///
 /// Allocation records (`CAP_SAMPLE_ALLOCATION`): weight is the allocation's
 /// size, every frame is a return address, and a Swift object's type
 /// metadata becomes a leaf frame of its own (``typeFrame(_:)``). Each record
 /// also carries the estimated objects and bytes it stands for: an allocation
 /// of s bytes is sampled with probability p = 1 − e^(−s / rate), so it
-/// counts as 1/p objects and s/p bytes (Go's scaling, per sample).
+/// counts as 1/p objects and s/p bytes (Go's scaling, per sample). Its
+/// `heap_id` names it in the live-heap set (heap_set.c): ``applyLive(_:)``
+/// marks the samples still alive as in use, with the same estimates.
 ///
 /// Caller frames are stored as return address − 1, so they fall inside the
 /// call instruction (the line of the call, not of the next statement).
@@ -93,6 +95,11 @@ struct SampleCollector: Sendable {
     /// Allocation records: estimated objects and bytes (see above).
     var objects: Double = 0
     var bytes: Double = 0
+    /// Allocation records: the part of `objects`/`bytes` still alive
+    /// (``applyLive(_:)``), and the sample's id in the live-heap set.
+    var liveObjects: Double = 0
+    var liveBytes: Double = 0
+    var heapID: UInt64 = 0
     /// The Swift task that was running (AsyncTask address), 0 for none.
     var task: UInt64 = 0
     /// Its label set: an index into ``labelSets`` (0 for none), with the
@@ -120,6 +127,14 @@ struct SampleCollector: Sendable {
     var labels: UInt64
   }
   private var aggregateIndex: [AggregateKey: Int] = [:]
+  /// Running totals: the tracked allocations not seen freed yet, by heap id
+  /// (bounded by the live-heap set's bound; see ``pruneLive(keeping:before:)``).
+  private struct LiveRecord {
+    var key: AggregateKey
+    var objects: Double
+    var bytes: Double
+  }
+  private var liveRecords: [UInt64: LiveRecord] = [:]
   /// Per thread, samples dropped from the front by ``trim(keeping:)``:
   /// marks count from the first sample ever collected.
   private var trimmed: [Int32: Int] = [:]
@@ -205,13 +220,14 @@ struct SampleCollector: Sendable {
       let objectType = buffer.loadUnaligned(fromByteOffset: offset + 24, as: UInt64.self)
       let task = buffer.loadUnaligned(fromByteOffset: offset + 32, as: UInt64.self)
       let labels = localLabels(buffer.loadUnaligned(fromByteOffset: offset + 40, as: UInt64.self), &labelCache)
+      let heapID = buffer.loadUnaligned(fromByteOffset: offset + 48, as: UInt64.self)
       offset += headerSize
       guard offset + depth * 8 <= buffer.count else { break }
       records += 1
       if flags & UInt16(CAP_SAMPLE_ALLOCATION) != 0 {
         ingestAllocation(buffer, offset: offset, depth: depth, tid: tid, timestamp: timestamp,
                          bytes: weight, flags: flags, objectType: objectType, task: task, labels: labels,
-                         frames: &frames)
+                         heapID: heapID, frames: &frames)
         offset += depth * 8
         continue
       }
@@ -247,7 +263,7 @@ struct SampleCollector: Sendable {
 
   private mutating func ingestAllocation(
     _ buffer: UnsafeRawBufferPointer, offset: Int, depth: Int, tid: Int32, timestamp: UInt64, bytes: UInt64,
-    flags: UInt16, objectType: UInt64, task: UInt64, labels: UInt64, frames: inout [UInt64]
+    flags: UInt16, objectType: UInt64, task: UInt64, labels: UInt64, heapID: UInt64, frames: inout [UInt64]
   ) {
     frames.removeAll(keepingCapacity: true)
     if objectType != 0 { frames.append(Self.typeFrame(objectType)) }
@@ -268,17 +284,57 @@ struct SampleCollector: Sendable {
     let objects = probability > 0 ? 1 / probability : 1
     addAllocation(
       tid: tid, timestamp: timestamp, stack: id, flags: flags, raw: 1, objects: objects, bytes: size * objects,
-      task: task, labels: labels)
+      task: task, labels: labels, heapID: heapID)
   }
+
+  /// Sets each allocation sample's in-use part: all of it when its heap id
+  /// is in `live`, none otherwise (running totals: the sum of their live
+  /// records in `live`).
+  mutating func applyLive(_ live: Set<UInt64>) {
+    if let group = aggregateThread {
+      guard var list = samples[group] else { return }
+      for index in list.indices {
+        list[index].liveObjects = 0
+        list[index].liveBytes = 0
+      }
+      for (id, record) in liveRecords where live.contains(id) {
+        guard let index = aggregateIndex[record.key] else { continue }
+        list[index].liveObjects += record.objects
+        list[index].liveBytes += record.bytes
+      }
+      samples[group] = list
+      return
+    }
+    for tid in samples.keys {
+      samples[tid] = samples[tid]!.map { sample in
+        var sample = sample
+        let alive = sample.heapID != 0 && live.contains(sample.heapID)
+        sample.liveObjects = alive ? sample.objects : 0
+        sample.liveBytes = alive ? sample.bytes : 0
+        return sample
+      }
+    }
+  }
+
+  /// Running totals: forgets live records freed since (not in `live`, taken
+  /// after they were drained). Records with ids from `boundary` on may have
+  /// been drained before their insertion was visible: kept for next time.
+  mutating func pruneLive(keeping live: Set<UInt64>, before boundary: UInt64) {
+    liveRecords = liveRecords.filter { live.contains($0.key) || $0.key >= boundary }
+  }
+
+  /// Live records held by running totals.
+  var liveRecordCount: Int { liveRecords.count }
 
   /// Adds one sampled allocation (or a total of several) to its thread, or
   /// to the running total of its stack when aggregating.
   mutating func addAllocation(
     tid: Int32, timestamp: UInt64, stack: Int32, flags: UInt16, raw: UInt64, objects: Double, bytes: Double,
-    task: UInt64 = 0, labels: UInt64 = 0
+    task: UInt64 = 0, labels: UInt64 = 0, heapID: UInt64 = 0
   ) {
     if let group = aggregateThread {
       let key = AggregateKey(stack: stack, labels: labels)
+      if heapID != 0 { liveRecords[heapID] = LiveRecord(key: key, objects: objects, bytes: bytes) }
       if let index = aggregateIndex[key] {
         samples[group]![index].count += raw
         samples[group]![index].objects += objects
@@ -296,8 +352,8 @@ struct SampleCollector: Sendable {
     if threadNames[tid] == nil { firstSeen(tid) }
     samples[tid, default: []].append(
       RawSample(
-        timestamp: timestamp, count: raw, stack: stack, flags: flags, objects: objects, bytes: bytes, task: task,
-        labels: labels))
+        timestamp: timestamp, count: raw, stack: stack, flags: flags, objects: objects, bytes: bytes, heapID: heapID,
+        task: task, labels: labels))
   }
 
   // MARK: Consumers of a shared session

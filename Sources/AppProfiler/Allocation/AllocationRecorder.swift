@@ -33,6 +33,8 @@ final class AllocationRecorder: Sendable {
     var cumulative: Bool
     /// The wrappers walked stacks with `.eh_frame` tables (else frame pointers).
     var callFrameInformation: Bool
+    /// The live-heap set when the recording was taken.
+    var heap = cap_heap_stats()
   }
 
   private struct State: @unchecked Sendable {
@@ -47,6 +49,8 @@ final class AllocationRecorder: Sendable {
     var window: SampleCollector?
     var windowOpen = false
     var lastImageCheck: UInt64 = 0
+    var lastLivePrune: UInt64 = 0
+    var liveBuffer: [UInt64] = []
   }
 
   private let state = Mutex(State())
@@ -95,12 +99,13 @@ final class AllocationRecorder: Sendable {
       drainLocked(&state, fullScan: false)
       var stats = cap_alloc_stats()
       cap_alloc_stats_get(&stats)
-      let collector = state.window ?? SampleCollector()
+      var collector = state.window ?? SampleCollector()
       state.window?.trim(keeping: marks)
+      collector.applyLive(liveLocked(&state).ids)
       return Recording(
         collector: collector, stats: stats, rate: state.installedRate, startTimeNanoseconds: startTimeNanoseconds,
         startMonotonicNanoseconds: startMonotonicNanoseconds, cumulative: false,
-        callFrameInformation: state.tables != nil)
+        callFrameInformation: state.tables != nil, heap: Self.heapStats())
     }
   }
 
@@ -113,22 +118,24 @@ final class AllocationRecorder: Sendable {
         drainLocked(&state, fullScan: false)
         var stats = cap_alloc_stats()
         cap_alloc_stats_get(&stats)
-        let window = state.window ?? SampleCollector()
+        var window = state.window ?? SampleCollector()
         state.window = nil
+        window.applyLive(liveLocked(&state).ids)
         return Recording(
           collector: window, stats: stats, rate: state.installedRate,
           startTimeNanoseconds: startTimeNanoseconds, startMonotonicNanoseconds: startMonotonicNanoseconds,
-          cumulative: false, callFrameInformation: state.tables != nil)
+          cumulative: false, callFrameInformation: state.tables != nil, heap: Self.heapStats())
       }
       let rate = state.installedRate
       let callFrameInformation = state.tables != nil
-      let stats = uninstallLocked(&state)
-      let collector = state.window ?? SampleCollector()
+      let (stats, live, heap) = uninstallLocked(&state)
+      var collector = state.window ?? SampleCollector()
       state.window = nil
+      collector.applyLive(live)
       return Recording(
         collector: collector, stats: stats, rate: rate, startTimeNanoseconds: startTimeNanoseconds,
         startMonotonicNanoseconds: startMonotonicNanoseconds, cumulative: false,
-        callFrameInformation: callFrameInformation)
+        callFrameInformation: callFrameInformation, heap: heap)
     }
   }
 
@@ -170,6 +177,7 @@ final class AllocationRecorder: Sendable {
       }
       _ = uninstallLocked(&state)
       state.continuous = nil
+      state.liveBuffer = []
     }
   }
 
@@ -180,11 +188,15 @@ final class AllocationRecorder: Sendable {
       drainLocked(&state, fullScan: false)
       var stats = cap_alloc_stats()
       cap_alloc_stats_get(&stats)
+      let live = liveLocked(&state)
+      state.continuous!.pruneLive(keeping: live.ids, before: live.boundary)
+      var collector = state.continuous!
+      collector.applyLive(live.ids)
       return Recording(
-        collector: state.continuous!, stats: stats, rate: state.installedRate,
+        collector: collector, stats: stats, rate: state.installedRate,
         startTimeNanoseconds: state.continuousStart.realtime,
         startMonotonicNanoseconds: state.continuousStart.monotonic, cumulative: true,
-        callFrameInformation: state.tables != nil)
+        callFrameInformation: state.tables != nil, heap: Self.heapStats())
     }
   }
 
@@ -219,16 +231,41 @@ final class AllocationRecorder: Sendable {
     startDrainThread(generation: state.generation)
   }
 
-  private func uninstallLocked(_ state: inout State) -> cap_alloc_stats {
+  /// Stops the wrappers; returns their counters and what was still alive
+  /// at that moment (the live-heap set is emptied by the release).
+  private func uninstallLocked(_ state: inout State) -> (cap_alloc_stats, Set<UInt64>, cap_heap_stats) {
     cap_alloc_stop()
     drainLocked(&state, fullScan: true)
     var stats = cap_alloc_stats()
     cap_alloc_stats_get(&stats)
+    let live = liveLocked(&state).ids
+    let heap = Self.heapStats()
     cap_alloc_release()
     state.installedRate = 0
     state.generation &+= 1  // the drain thread ends at its next wake-up
     state.tables = nil
-    return stats
+    return (stats, live, heap)
+  }
+
+  /// The heap ids of the tracked allocations alive now, and the first id
+  /// not yet handed out (call after a drain: a drained sample absent from
+  /// the ids was freed).
+  private func liveLocked(_ state: inout State) -> (ids: Set<UInt64>, boundary: UInt64) {
+    var heap = cap_heap_stats()
+    cap_heap_stats_get(&heap)
+    let capacity = Int(heap.capacity)
+    if state.liveBuffer.count < capacity { state.liveBuffer = [UInt64](repeating: 0, count: capacity) }
+    var boundary: UInt64 = 0
+    let count = state.liveBuffer.withUnsafeMutableBufferPointer { buffer in
+      cap_heap_live_ids(buffer.baseAddress, buffer.count, &boundary)
+    }
+    return (Set(state.liveBuffer[0..<count]), boundary)
+  }
+
+  static func heapStats() -> cap_heap_stats {
+    var heap = cap_heap_stats()
+    cap_heap_stats_get(&heap)
+    return heap
   }
 
   private func drainLocked(_ state: inout State, fullScan: Bool) {
@@ -255,11 +292,19 @@ final class AllocationRecorder: Sendable {
     state.withLock { state in
       guard state.generation == generation, state.installedRate > 0 else { return false }
       drainLocked(&state, fullScan: false)
+      // Retired slots piling up, or the live entries outgrowing the table.
+      _ = cap_heap_maintain()
       if state.continuous != nil {
         let now = ProfilingSession.clock(CLOCK_MONOTONIC)
         if now - state.lastImageCheck > 1_000_000_000 {
           state.lastImageCheck = now
           _ = cap_alloc_patch_new_images()
+        }
+        if now - state.lastLivePrune > 1_000_000_000 {
+          // The running totals' live records: only those still in the set.
+          state.lastLivePrune = now
+          let live = liveLocked(&state)
+          state.continuous!.pruneLive(keeping: live.ids, before: live.boundary)
         }
       }
       return true

@@ -145,11 +145,14 @@ public final class ProfilingSession: Sendable {
     ended.store(true, ordering: .releasing)
   }
 
-  /// Symbolizes the continuous allocation totals.
-  static func allocationProfile(_ recording: AllocationRecorder.Recording, durationNanoseconds: UInt64) -> Profile {
+  /// Symbolizes the continuous allocation totals (`.heap`: with what is
+  /// still alive).
+  static func allocationProfile(
+    _ recording: AllocationRecorder.Recording, durationNanoseconds: UInt64, mode: Profile.Mode = .alloc
+  ) -> Profile {
     var collector = recording.collector
     let builder = ProfileBuilder(
-      mode: .alloc, startTimeNanoseconds: recording.startTimeNanoseconds,
+      mode: mode, startTimeNanoseconds: recording.startTimeNanoseconds,
       startMonotonicNanoseconds: recording.startMonotonicNanoseconds, durationNanoseconds: durationNanoseconds,
       report: AllocationBackend.report(recording))
     return builder.build(from: &collector)

@@ -234,7 +234,9 @@ final class AllocationBackend: SessionBackend {
 
   static func report(_ recording: AllocationRecorder.Recording) -> SessionReport {
     var report = SessionReport(
-      engine: "got_redirect(malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign, swift_allocObject)")
+      engine:
+        "got_redirect(malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign, swift_allocObject, "
+        + "swift_slowAlloc; free)")
     // While continuous sampling runs, a window samples at its rate: the
     // recording says which rate ran.
     report.period = UInt64(recording.rate)
@@ -248,6 +250,11 @@ final class AllocationBackend: SessionBackend {
     report.metadata["async_stitched_samples"] = String(recording.stats.async_stitched)
     report.metadata["async_broken_chains"] = String(recording.stats.async_broken)
     report.metadata["unwinder"] = recording.callFrameInformation ? "cfi" : "frame-pointers"
+    // The live-heap set: in-use figures leave out untracked samples.
+    report.metadata["heap_tracked_live"] = String(recording.heap.live)
+    report.metadata["heap_untracked_samples"] = String(recording.heap.untracked)
+    report.metadata["heap_table_entries"] = String(recording.heap.capacity)
+    report.metadata["heap_max_live"] = String(recording.heap.max_live)
     return report
   }
 }

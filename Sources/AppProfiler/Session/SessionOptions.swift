@@ -34,7 +34,7 @@ public struct SessionOptions: Sendable, Hashable {
   /// microseconds for cpu and wall, mean bytes between samples for alloc;
   /// with its unit for messages. The one place these ranges are stated.
   public static func intervalParameterRange(for mode: Profile.Mode) -> (range: ClosedRange<Int>, unit: String) {
-    mode == .alloc ? (allowedAllocationSamplingRates, "bytes") : (100...1_000_000, "µs")
+    mode.isAllocation ? (allowedAllocationSamplingRates, "bytes") : (100...1_000_000, "µs")
   }
 
   /// Signal used to interrupt threads. Default `SIGPROF`, which nothing else
@@ -143,13 +143,14 @@ struct RunKey: Hashable, Sendable {
     sampler.recordsKernelState = false
     sampler.joinsRunningSampler = false
     sampler.sourceLocations = true
-    if mode == .alloc {
+    if mode.isAllocation {
       self.interval = .zero
     } else {
       sampler.allocationSamplingRate = 0
       self.interval = interval
     }
-    self.mode = mode
+    // heap and alloc sessions read the same wrappers.
+    self.mode = mode.isAllocation ? .alloc : mode
     self.options = sampler
   }
 }

@@ -38,8 +38,14 @@ public struct Profile: Sendable, Hashable {
     public static let wall = Mode(rawValue: "wall")
     /// Sampled allocations, weighted by bytes.
     public static let alloc = Mode(rawValue: "alloc")
+    /// Sampled allocations and which of them are still alive (Go's heap
+    /// profile: alloc_objects, alloc_space, inuse_objects, inuse_space).
+    public static let heap = Mode(rawValue: "heap")
     /// The kinds this library records.
-    public static let allCases: [Mode] = [.cpu, .wall, .alloc]
+    public static let allCases: [Mode] = [.cpu, .wall, .alloc, .heap]
+
+    /// alloc and heap: recorded by the allocation wrappers, sized in bytes.
+    public var isAllocation: Bool { self == .alloc || self == .heap }
   }
 
   /// A sample type or period type: what is measured and in which unit
@@ -264,7 +270,7 @@ extension Profile {
 
 extension Profile.Mode {
   /// The values `mode=` (server, middleware) and `--mode` (CLI) accept.
-  public static let parameterValues = "cpu, wall, alloc, object"
+  public static let parameterValues = "cpu, wall, alloc, object, heap"
 
   /// Parses `mode=`: `cpu`, `wall`, `alloc`, and `object` (the name Ruby
   /// app_profiler uses) for alloc. The one place the mode is parsed.
@@ -273,6 +279,7 @@ extension Profile.Mode {
     case "cpu": self = .cpu
     case "wall": self = .wall
     case "alloc", "object": self = .alloc
+    case "heap", "inuse": self = .heap
     default: return nil
     }
   }

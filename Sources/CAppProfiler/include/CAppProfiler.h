@@ -153,6 +153,7 @@ typedef struct cap_sample_header {
   uint64_t object_type;    // alloc: Swift metadata passed to swift_allocObject, else 0
   uint64_t task;           // the running Swift task (AsyncTask *), 0 when none or unknown
   uint64_t labels;         // label set id (Profiler.withLabels / setThreadLabels), 0 for none
+  uint64_t heap_id;        // alloc: the allocation's id in the live-heap set, 0 when not tracked
 } cap_sample_header;
 
 /// Counters of the current (or last) session.
@@ -369,7 +370,8 @@ int cap_alloc_patch_new_images(void);
 /// Samples stay readable with cap_alloc_drain.
 void cap_alloc_stop(void);
 
-/// Unmaps the buffer. After this, cap_alloc_start may run again.
+/// Unmaps the buffer and empties the live-heap set (read it with
+/// cap_heap_live_ids before). After this, cap_alloc_start may run again.
 void cap_alloc_release(void);
 
 /// Like cap_session_drain, for the allocation sampler. Also refreshes the
@@ -377,6 +379,30 @@ void cap_alloc_release(void);
 size_t cap_alloc_drain(void *out, size_t capacity, int full_scan);
 
 void cap_alloc_stats_get(cap_alloc_stats *out);
+
+/// The live-heap set (heap_set.c): sampled allocations not freed yet.
+typedef struct cap_heap_stats {
+  uint64_t capacity;        // entries of the current table (0: tracking off)
+  uint64_t live;            // sampled allocations alive now
+  uint64_t used;            // live + retired slots not yet reclaimed
+  uint64_t untracked;       // samples left out: table full or being rebuilt
+  uint64_t retired;         // sampled allocations seen freed
+  uint64_t rebuilds;
+  uint64_t max_live;        // the bound on live entries
+  uint64_t reserved_bytes;  // address space reserved for the tables (resident: touched pages only)
+} cap_heap_stats;
+
+void cap_heap_stats_get(cap_heap_stats *out);
+
+/// Drain thread: rebuilds the table when retired slots pile up or the live
+/// entries outgrow (or far undergrow) it. Returns 1 when it rebuilt.
+int cap_heap_maintain(void);
+
+/// Copies the ids of the live sampled allocations into `out` (at most
+/// `capacity`) and returns how many; `next_id` gets the id the next sample
+/// will take (ids are increasing). Ids of samples drained before this call
+/// and absent from the result were freed.
+size_t cap_heap_live_ids(uint64_t *out, size_t capacity, uint64_t *next_id);
 
 /// GOT entries of loaded images that point at a wrapper right now (0 once
 /// stopped). For tests.
