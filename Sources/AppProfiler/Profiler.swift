@@ -217,8 +217,8 @@ public final class Profiler: Sendable {
     try Self.validate(mode: mode, interval: interval, options: options)
     var key = RunKey(mode: mode, interval: interval, options: options)
     // The session's window starts here, arming included (as it always has).
-    let startTime = ProfilingSession.clock(CLOCK_REALTIME)
-    let startMonotonic = ProfilingSession.clock(CLOCK_MONOTONIC)
+    var startTime = ProfilingSession.clock(CLOCK_REALTIME)
+    var startMonotonic = ProfilingSession.clock(CLOCK_MONOTONIC)
     let kindSlot = slot(for: kind)
     let (run, consumer) = try kindSlot.state.withLock { slot throws -> (SamplingRun, UInt64) in
       // A scraper's session reads whatever sampler of its kind runs.
@@ -235,8 +235,14 @@ public final class Profiler: Sendable {
         do {
           let backend: any SessionBackend
           if mode.isAllocation {
-            backend = try AllocationBackend(
-              options: options, startTimeNanoseconds: startTime, startMonotonicNanoseconds: startMonotonic)
+            // The window of allocation sessions starts once the wrappers
+            // are in place (building unwind tables first may take 0.5 s):
+            // in-use growth is per second of that window.
+            let installed = try AllocationBackend(
+              options: options, startTimeNanoseconds: nil, startMonotonicNanoseconds: nil)
+            startTime = installed.startTimeNanoseconds
+            startMonotonic = installed.startMonotonicNanoseconds
+            backend = installed
           } else {
             backend = try SignalSamplingBackend(kind: kind, mode: mode, interval: interval, options: options)
           }

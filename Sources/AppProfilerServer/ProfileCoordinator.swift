@@ -153,6 +153,19 @@ final class ProfileCoordinator: Sendable {
     return Self.encode(profile, as: .pprof)
   }
 
+  /// `GET /debug/pprof/heap` without `seconds`: what is alive among the
+  /// allocations sampled since start, or 400 saying how to get it.
+  func heap() -> HTTPResponse {
+    guard let profile = Profiler.shared.heapProfile() else {
+      return .error(
+        .badRequest,
+        "the live heap is tracked only while allocations are sampled: start the process with APP_PROFILER_HEAP=1 "
+          + "(or ProfileServerConfiguration.continuousAllocationSampling = true), "
+          + "or ask for a window: /debug/pprof/heap?seconds=N (what it allocated and still holds at its end)")
+    }
+    return Self.encode(profile, as: .pprof)
+  }
+
   /// `GET /debug/pprof/profile`, `/debug/pprof/wall`, `/debug/pprof/allocs?seconds=N`:
   /// what scrapers ask for, every interval, for most of it. 100 Hz, like
   /// Go's: cheap enough to leave a scraper on (timers, no cost per context

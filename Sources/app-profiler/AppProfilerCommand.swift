@@ -12,7 +12,7 @@ struct AppProfilerCommand: AsyncParsableCommand {
       64 bad command line, 130 interrupted.
       """,
     subcommands: [
-      ListCommand.self, RecordCommand.self, TopCommand.self, ConvertCommand.self, ViewCommand.self,
+      ListCommand.self, RecordCommand.self, TopCommand.self, DiffCommand.self, ConvertCommand.self, ViewCommand.self,
       ThreadsCommand.self, DemoCommand.self, DemoWorkloadCommand.self,
     ]
   )

@@ -17,6 +17,8 @@ struct TopCommand: AsyncParsableCommand {
         app-profiler top 4242 --mode wall --duration 5 --idle exclude
         app-profiler top cpu.pb.gz --tag route=/users/:id
         app-profiler top cpu.pb.gz --names short
+        app-profiler top heap.pb.gz --inuse
+        app-profiler top 4242 --mode heap --duration 10 --sample-index alloc_space
       """)
 
   @Argument(help: "A profile file, or pid / socket / URL to record from.")
@@ -31,8 +33,16 @@ struct TopCommand: AsyncParsableCommand {
   @Option(help: "Wall samples of blocked threads: exclude or include.")
   var idle: String = "exclude"
 
-  @Option(help: "When recording: cpu, wall or alloc.")
+  @Option(help: "When recording: cpu, wall, alloc or heap.")
   var mode: String = "cpu"
+
+  @Flag(help: "Heap profiles: count what is still in use (inuse_space), the default of a heap profile.")
+  var inuse = false
+
+  @Option(
+    name: .customLong("sample-index"),
+    help: "The sample type to count (e.g. inuse_space, inuse_objects, alloc_space, alloc_objects); default: the profile's.")
+  var sampleIndex: String?
 
   @Option(help: "When recording: seconds.")
   var duration: Double = 5
@@ -61,7 +71,10 @@ struct TopCommand: AsyncParsableCommand {
     guard TopFunctions.IdleSamples(rawValue: idle) != nil else { throw ValidationError("--idle must be exclude or include") }
     guard TopFunctions.Names(rawValue: names) != nil else { throw ValidationError("--names must be full or short") }
     guard duration > 0, duration.isFinite else { throw ValidationError("--duration must be more than 0 seconds (the server states its maximum)") }
-    guard Profile.Mode(parameter: mode) != nil else { throw ValidationError("--mode must be cpu, wall or alloc") }
+    guard Profile.Mode(parameter: mode) != nil else { throw ValidationError("--mode must be cpu, wall, alloc or heap") }
+    if inuse && sampleIndex != nil && sampleIndex != "inuse_space" {
+      throw ValidationError("--inuse and --sample-index \(sampleIndex!) ask for different sample types")
+    }
     for pair in tag where pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).count != 2
       || pair.hasPrefix("=")
     {
@@ -86,9 +99,16 @@ struct TopCommand: AsyncParsableCommand {
         profile = try ProfileFiles.decode(answer.body, name: source)
       }
       let view = profile.filtered(labels: labelFilter)
-      let top = TopFunctions(view, thread: thread, idle: TopFunctions.IdleSamples(rawValue: idle)!)
+      let sampleType = inuse ? "inuse_space" : sampleIndex
+      if let sampleType, profile.sampleTypeIndex(sampleType) == nil {
+        throw CLIError.failure(
+          "\(source) has no sample type '\(sampleType)' (it has \(profile.sampleTypes.map(\.type).joined(separator: ", ")))"
+            + (inuse ? ": in-use figures come from heap profiles (/debug/pprof/heap, --mode heap)" : ""))
+      }
+      let top = TopFunctions(view, thread: thread, idle: TopFunctions.IdleSamples(rawValue: idle)!, sampleType: sampleType)
       let labels = tag.isEmpty ? "" : " with \(tag.joined(separator: ", "))"
-      print("\(profile.mode.rawValue) profile, \(top.total) \(top.unit)\(thread.map { " of thread \($0)" } ?? "")\(labels)")
+      let what = sampleType.map { " (\($0))" } ?? ""
+      print("\(profile.mode.rawValue) profile\(what), \(top.total) \(top.unit)\(thread.map { " of thread \($0)" } ?? "")\(labels)")
       print(top.render(limit: limit, names: TopFunctions.Names(rawValue: names)!))
     }
   }

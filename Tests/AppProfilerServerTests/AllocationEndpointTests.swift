@@ -164,3 +164,123 @@ extension ServerSuite {
     }
   }
 }
+
+extension ServerSuite {
+  /// Issue 19 over the socket: `/debug/pprof/heap` read by go tool pprof,
+  /// windows that measure a leak's rate, `mode=heap`, `top --inuse` and
+  /// `diff` naming the leak.
+  @Suite struct HeapEndpoints {
+    /// In-use and allocated bytes of samples whose stack holds `fragment`.
+    static func heap(_ profile: Profile, containing fragment: String) -> (inuse: Int64, alloc: Int64) {
+      var totals: (Int64, Int64) = (0, 0)
+      for thread in profile.threads {
+        for sample in thread.samples {
+          let names = profile.functionsOfStack(sample.stack).map { profile.functions[$0].name }
+          guard names.contains(where: { $0.contains(fragment) }) else { continue }
+          totals.0 += profile.value(sample, "inuse_space")
+          totals.1 += profile.value(sample, "alloc_space")
+        }
+      }
+      return totals
+    }
+
+    @Test func heapAnswers400WhenAllocationSamplingIsOff() throws {
+      try withTestee { testee in
+        let answer = try Curl.get(testee, "/debug/pprof/heap?gc=1")
+        #expect(answer.status == 400)
+        #expect(answer.text.contains("APP_PROFILER_HEAP=1"))
+        #expect(answer.text.contains("/debug/pprof/heap?seconds=N"))
+        let unknown = try Curl.get(testee, "/debug/pprof/heap?debug=1")
+        #expect(unknown.status == 400 && unknown.text.contains("allowed seconds, gc"), "\(unknown.text)")
+      }
+    }
+
+    /// A leak of 1 MB/s: two 2-second windows each report it within ±15 %.
+    @Test func heapWindowsMeasureTheLeakRate() throws {
+      let scratch = TemporaryDirectory()
+      defer { scratch.remove() }
+      let rate = 1_000_000.0
+      try withTestee(
+        arguments: ["--alloc-worker", "--leak-worker", String(Int(rate))],
+        environment: ["APP_PROFILER_ALLOC_RATE": "4096"]
+      ) { testee in
+        for round in 0..<2 {
+          let answer = try Curl.get(testee, "/debug/pprof/heap?seconds=2&gc=1")
+          #expect(answer.status == 200, "\(answer.text)")
+          let profile = try PprofDecoder().decode([UInt8](answer.body))
+          #expect(profile.mode == .heap)
+          let leak = Self.heap(profile, containing: "testeeLeak")
+          let seconds = Double(profile.durationNanoseconds) / 1e9
+          let measured = Double(leak.inuse) / seconds
+          print("heap window \(round): \(leak.inuse) bytes in use after \(seconds) s = \(Int(measured)) B/s (leak \(Int(rate)) B/s)")
+          #expect(abs(measured - rate) <= 0.15 * rate, "measured \(measured) B/s")
+          // The alloc worker's objects die young: allocated, hardly in use.
+          let churn = Self.heap(profile, containing: "testeeAllocate")
+          #expect(churn.alloc > 10 * max(1, churn.inuse), "\(churn)")
+          if round == 0 {
+            let file = scratch.path + "/heap-window.pb.gz"
+            try answer.body.write(to: URL(fileURLWithPath: file))
+            let top = try goPprof(["-sample_index=inuse_space", "-top", file], scratch: scratch.path)
+            #expect(top.status == 0, "\(top.error)")
+            #expect(top.output.contains("Type: inuse_space") && top.output.contains("testeeLeak"), "\(top.output)")
+          }
+        }
+        // mode=heap on /profile, any format.
+        let speedscope = try Curl.get(testee, "/profile?mode=heap&duration=0.5&interval=4096")
+        #expect(speedscope.status == 200, "\(speedscope.text)")
+        #expect(speedscope.text.contains("inuse_space") && speedscope.text.contains("TesteeLeak"))
+      }
+    }
+
+    /// Always on: `/debug/pprof/heap` since start, go tool pprof, the CLI's
+    /// `top --inuse`, and `diff` of two profiles 5 s apart naming the leak first.
+    @Test func alwaysOnHeapTopAndDiff() throws {
+      let scratch = TemporaryDirectory()
+      defer { scratch.remove() }
+      try withTestee(
+        arguments: ["--alloc-worker", "--leak-worker", "500000"],
+        environment: ["APP_PROFILER_HEAP": "1", "APP_PROFILER_ALLOC_RATE": "65536"]
+      ) { testee in
+        let base = scratch.path + "/base.pb.gz"
+        let first = try Curl.get(testee, "/debug/pprof/heap?gc=1")
+        #expect(first.status == 200, "\(first.text)")
+        try first.body.write(to: URL(fileURLWithPath: base))
+        usleep(5_000_000)
+        let second = try Curl.get(testee, "/debug/pprof/heap")
+        #expect(second.status == 200)
+        let new = scratch.path + "/new.pb.gz"
+        try second.body.write(to: URL(fileURLWithPath: new))
+
+        for index in ["inuse_space", "alloc_objects", "inuse_objects", "alloc_space"] {
+          let top = try goPprof(["-sample_index=\(index)", "-top", new], scratch: scratch.path)
+          #expect(top.status == 0, "\(top.error)")
+          #expect(top.output.contains("Type: \(index)"), "\(top.output)")
+        }
+        let inuse = try cli(["top", new, "--inuse", "--limit", "10"])
+        #expect(inuse.status == 0, "\(inuse.error)")
+        #expect(inuse.output.contains("heap profile (inuse_space)") && inuse.output.contains("testeeLeak"), "\(inuse.output)")
+        #expect(inuse.output.contains("TesteeLeak"), "\(inuse.output)")
+        let wrong = try cli(["top", scratch.path + "/base.pb.gz", "--sample-index", "nope"])
+        #expect(wrong.status != 0 && wrong.error.contains("no sample type 'nope'"), "\(wrong.error)")
+
+        let diffFile = scratch.path + "/diff.pb.gz"
+        let diff = try cli(["diff", base, new, "--limit", "5", "-o", diffFile])
+        #expect(diff.status == 0, "\(diff.error)")
+        // The first row under the header is the leaking allocation site:
+        // TesteeLeak's allocating initializer (called by testeeLeak).
+        let rows = diff.output.split(separator: "\n").map(String.init)
+        let firstRow = rows.first { $0.contains("+") && !$0.contains("self Δ") && !$0.contains("difference") } ?? ""
+        #expect(firstRow.contains("TesteeLeak") || firstRow.contains("testeeLeak"), "\(diff.output)")
+        #expect(diff.output.contains("TesteeLeak"), "\(diff.output)")
+        let read = try goPprof(["-sample_index=inuse_space", "-top", diffFile], scratch: scratch.path)
+        #expect(read.status == 0 && read.output.contains("testeeLeak"), "\(read.output)\(read.error)")
+        // Profiles of different kinds are refused with a reason.
+        let cpu = scratch.path + "/cpu.pb.gz"
+        let cpuAnswer = try Curl.get(testee, "/profile?mode=cpu&duration=0.3&format=pprof")
+        try cpuAnswer.body.write(to: URL(fileURLWithPath: cpu))
+        let mismatch = try cli(["diff", base, cpu])
+        #expect(mismatch.status == 1 && mismatch.error.contains("measure different things"), "\(mismatch.error)")
+      }
+    }
+  }
+}

@@ -203,13 +203,14 @@ final class SignalSamplingBackend: SessionBackend {
 
 /// alloc: a window of the allocation wrappers (AllocationRecorder).
 final class AllocationBackend: SessionBackend {
-  private let startTimeNanoseconds: UInt64
-  private let startMonotonicNanoseconds: UInt64
+  let startTimeNanoseconds: UInt64
+  let startMonotonicNanoseconds: UInt64
 
-  init(options: SessionOptions, startTimeNanoseconds: UInt64, startMonotonicNanoseconds: UInt64) throws {
+  /// Start times nil: now, once the wrappers are installed.
+  init(options: SessionOptions, startTimeNanoseconds: UInt64?, startMonotonicNanoseconds: UInt64?) throws {
     try AllocationRecorder.shared.beginWindow(rate: options.allocationSamplingRate, options: options)
-    self.startTimeNanoseconds = startTimeNanoseconds
-    self.startMonotonicNanoseconds = startMonotonicNanoseconds
+    self.startTimeNanoseconds = startTimeNanoseconds ?? ProfilingSession.clock(CLOCK_REALTIME)
+    self.startMonotonicNanoseconds = startMonotonicNanoseconds ?? ProfilingSession.clock(CLOCK_MONOTONIC)
   }
 
   func mark() -> SampleCollector.Mark {

@@ -79,3 +79,29 @@ extension Profile {
     return result
   }
 }
+
+extension Profile {
+  /// What changed from `base` to this profile: this profile's samples, and
+  /// `base`'s with every value negated, in one profile (as `go tool pprof
+  /// -diff_base` builds it). Summed per function or stack, a value is the
+  /// growth (positive) or shrinkage (negative) between the two: what a
+  /// leak added between two heap profiles, where time went in a cpu profile
+  /// that it did not before. Nil when the two measure different things
+  /// (other sample types).
+  public func difference(from base: Profile) -> Profile? {
+    guard base.sampleTypes == sampleTypes else { return nil }
+    var negated = base
+    for thread in negated.threads.indices {
+      for sample in negated.threads[thread].samples.indices {
+        negated.threads[thread].samples[sample].values = negated.threads[thread].samples[sample].values.map { 0 &- $0 }
+      }
+    }
+    negated.startTimeNanoseconds = startTimeNanoseconds
+    guard var result = Profile.merged([self, negated]) else { return nil }
+    result.durationNanoseconds = durationNanoseconds
+    result.metadata = metadata
+    result.metadata["diff_base_start_ns"] = String(base.startTimeNanoseconds)
+    result.statistics = statistics
+    return result
+  }
+}

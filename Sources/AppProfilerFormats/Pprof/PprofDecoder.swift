@@ -237,9 +237,14 @@ public struct PprofDecoder: Sendable {
     return profile
   }
 
-  /// The kind's name from the default sample type: ours are `cpu`, `wall`
-  /// and `alloc_space` (Go's); anything else keeps its own name.
+  /// The kind's name from the default sample type: ours are `cpu`, `wall`,
+  /// `alloc_space` and `inuse_space` (Go's allocs and heap); anything else
+  /// keeps its own name.
   static func mode(sampleType: String) -> Profile.Mode {
-    Profile.Mode(rawValue: sampleType == "alloc_space" ? "alloc" : sampleType)
+    switch sampleType {
+    case "alloc_space": .alloc
+    case "inuse_space", "inuse_objects": .heap
+    default: Profile.Mode(rawValue: sampleType)
+    }
   }
 }

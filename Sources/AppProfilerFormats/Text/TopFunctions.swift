@@ -40,7 +40,9 @@ public struct TopFunctions: Sendable {
   /// - Parameters:
   ///   - thread: only this thread id; nil for all threads.
   ///   - idle: wall profiles only; `.exclude` leaves out samples of blocked threads.
-  public init(_ profile: Profile, thread: Int32? = nil, idle: IdleSamples = .include) {
+  ///   - sampleType: the sample type to count (`inuse_space`, `alloc_objects`);
+  ///     nil for the default one. Must be one of the profile's.
+  public init(_ profile: Profile, thread: Int32? = nil, idle: IdleSamples = .include, sampleType: String? = nil) {
     var selfCounts: [String: (Int64, Int64)] = [:]
     var totalCounts: [String: (Int64, Int64)] = [:]
     var typeCounts: [String: (Int64, Int64)] = [:]
@@ -48,9 +50,15 @@ public struct TopFunctions: Sendable {
     var namesOfStack: [Int: (names: [String], type: String?)] = [:]
     let defaultIndex = profile.sampleTypes.indices.contains(profile.defaultSampleType) ? profile.defaultSampleType : 0
     let weightIndex =
-      profile.sampleTypes.indices.contains(defaultIndex) && profile.sampleTypes[defaultIndex].unit == "nanoseconds"
-      ? (profile.countSampleType ?? defaultIndex) : defaultIndex
-    let secondaryIndex = profile.countSampleType.flatMap { $0 == weightIndex ? nil : $0 }
+      sampleType.flatMap { profile.sampleTypeIndex($0) }
+      ?? (profile.sampleTypes.indices.contains(defaultIndex) && profile.sampleTypes[defaultIndex].unit == "nanoseconds"
+        ? (profile.countSampleType ?? defaultIndex) : defaultIndex)
+    // Objects alongside bytes: inuse_objects with inuse_space (Go's heap
+    // profile pairs them by name), else the first count.
+    let weightName = profile.sampleTypes.indices.contains(weightIndex) ? profile.sampleTypes[weightIndex].type : ""
+    let pairedIndex =
+      weightName.hasSuffix("_space") ? profile.sampleTypeIndex(String(weightName.dropLast(6)) + "_objects") : nil
+    let secondaryIndex = (pairedIndex ?? profile.countSampleType).flatMap { $0 == weightIndex ? nil : $0 }
     func value(_ sample: Profile.Sample, _ index: Int?) -> Int64 {
       guard let index, index < sample.values.count else { return 0 }
       return sample.values[index]
@@ -156,6 +164,40 @@ public struct TopFunctions: Sendable {
     var lines = ["  self%   total%   \(pad("self " + unit, 12))  function"]
     for entry in entries.prefix(limit) {
       lines.append("  \(percent(entry.selfCount))   \(percent(entry.totalCount))  \(pad(entry.selfCount, 13))  \(shown(entry.name))")
+    }
+    return lines.joined(separator: "\n")
+  }
+
+  /// A table of what changed, for a ``Profile/difference(from:)``: signed
+  /// values (growth first, then the largest shrinkage), no percentages.
+  public func renderDifference(limit: Int = 20, names: Names = .full) -> String {
+    func shown(_ name: String) -> String { names == .short ? ShortNames.short(name) : name }
+    func signed(_ value: Int64) -> String { value > 0 ? "+\(value)" : "\(value)" }
+    func signedBytes(_ value: Int64) -> String { value > 0 ? "+" + Self.bytes(value) : Self.bytes(value) }
+    func pad(_ text: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - text.count)) + text }
+    let changed = entries.filter { $0.selfCount != 0 || $0.totalCount != 0 }
+    let growing = changed.filter { $0.selfCount > 0 || ($0.selfCount == 0 && $0.totalCount > 0) }
+    let shrinking = changed.filter { !growing.contains($0) }.sorted { ($0.selfCount, $0.totalCount) < ($1.selfCount, $1.totalCount) }
+    let rows = Array(growing.prefix(limit)) + Array(shrinking.prefix(max(0, limit - min(limit, growing.count))))
+    if unit == "bytes" {
+      var lines = ["  self Δ bytes  self Δ objects  total Δ bytes  function (self: called the allocator)"]
+      for entry in rows {
+        lines.append(
+          "  \(pad(signedBytes(entry.selfCount), 12))  \(pad(signed(entry.selfObjects), 14))  \(pad(signedBytes(entry.totalCount), 13))  \(shown(entry.name))")
+      }
+      let changedTypes = types.filter { $0.bytes != 0 }
+      if !changedTypes.isEmpty {
+        lines.append("")
+        lines.append("       Δ bytes     Δ objects  allocated Swift type")
+        for type in changedTypes.prefix(limit) {
+          lines.append("  \(pad(signedBytes(type.bytes), 12))  \(pad(signed(type.objects), 12))  \(type.name)")
+        }
+      }
+      return lines.joined(separator: "\n")
+    }
+    var lines = ["  \(pad("self Δ " + unit, 14))  \(pad("total Δ", 12))  function"]
+    for entry in rows {
+      lines.append("  \(pad(signed(entry.selfCount), 14))  \(pad(signed(entry.totalCount), 12))  \(shown(entry.name))")
     }
     return lines.joined(separator: "\n")
   }

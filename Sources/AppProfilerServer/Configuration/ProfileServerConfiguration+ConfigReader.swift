@@ -26,6 +26,7 @@ extension ProfileServerConfiguration {
     ("APP_PROFILER_SIGNAL", "signal", .int),
     ("APP_PROFILER_CPU_ENGINE", "cpuEngine", .string),
     ("APP_PROFILER_ALLOC_ALWAYS_ON", "allocAlwaysOn", .bool),
+    ("APP_PROFILER_HEAP", "heap", .bool),
     ("APP_PROFILER_ALLOC_RATE", "allocRate", .int),
     ("APP_PROFILER_REQUEST_PROFILING", "requestProfiling", .bool),
     ("APP_PROFILER_PROFILE_STORE", "profileStore", .string),

@@ -19,6 +19,7 @@ import AppProfiler
 /// | `APP_PROFILER_SIGNAL` | signal number used for sampling (default 27, SIGPROF) |
 /// | `APP_PROFILER_CPU_ENGINE` | `auto`, `perf` (perf events only) or `timer` (POSIX CPU timers) |
 /// | `APP_PROFILER_ALLOC_ALWAYS_ON` | `1` samples allocations from start-up (`/debug/pprof/allocs`) |
+/// | `APP_PROFILER_HEAP` | `1`: the same, named for the live heap it tracks (`/debug/pprof/heap`) |
 /// | `APP_PROFILER_ALLOC_RATE` | mean bytes between allocation samples (default 524288) |
 /// | `APP_PROFILER_REQUEST_PROFILING` | `1` lets the middlewares profile requests that ask (`?profile=cpu`) |
 /// | `APP_PROFILER_PROFILE_STORE` | directory for per-request profiles (served at `/profiles/<name>`) |
@@ -96,6 +97,7 @@ extension ProfileServerConfiguration {
     case let other?: throw EnvironmentError(variable: "APP_PROFILER_CPU_ENGINE", value: other, allowed: "auto, perf or timer")
     }
     if let always = try bool("APP_PROFILER_ALLOC_ALWAYS_ON") { result.continuousAllocationSampling = always }
+    if let heap = try bool("APP_PROFILER_HEAP"), heap { result.continuousAllocationSampling = true }
     if let requests = try bool("APP_PROFILER_REQUEST_PROFILING") { result.requestProfiling.enabled = requests }
     if let store = environment["APP_PROFILER_PROFILE_STORE"] { result.requestProfiling.store = store.isEmpty ? nil : store }
     if let trace = try bool("APP_PROFILER_TRACE_LABELS") { result.requestProfiling.traceLabels = trace }

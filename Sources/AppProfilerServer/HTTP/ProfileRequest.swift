@@ -100,10 +100,10 @@ struct ProfileRequest: Sendable, Equatable {
     if let value = interval {
       let (range, unit) = SessionOptions.intervalParameterRange(for: request.mode)
       guard let number = Int(value), range.contains(number) else {
-        let what = request.mode == .alloc ? "bytes between allocation samples" : "microseconds"
+        let what = request.mode.isAllocation ? "bytes between allocation samples" : "microseconds"
         throw .badParameter("interval", value, allowed: "\(what), \(range.lowerBound) ... \(range.upperBound) \(unit)")
       }
-      if request.mode == .alloc { request.allocationRate = number } else { request.interval = .microseconds(number) }
+      if request.mode.isAllocation { request.allocationRate = number } else { request.interval = .microseconds(number) }
     }
     if let value = engine {
       guard request.mode == .cpu else {
@@ -134,11 +134,17 @@ enum PprofSeconds {
     try parseOptional(query, maxDuration: maxDuration) ?? min(.seconds(30), maxDuration)
   }
 
-  static func parseOptional(_ query: HTTPQuery, maxDuration: Duration) throws(RequestError) -> Duration? {
+  /// `ignored`: parameters accepted and ignored (`gc` of the heap profile:
+  /// scrapers send `gc=1`, which asks Go to collect garbage first).
+  static func parseOptional(
+    _ query: HTTPQuery, maxDuration: Duration, ignoring ignored: Set<String> = []
+  ) throws(RequestError) -> Duration? {
     var duration: Duration? = nil
     for (name, value) in query.parameters {
+      if ignored.contains(name) { continue }
       guard name == "seconds" else {
-        throw RequestError(status: .badRequest, message: "unknown parameter '\(name)': allowed seconds")
+        let allowed = (["seconds"] + ignored.sorted()).joined(separator: ", ")
+        throw RequestError(status: .badRequest, message: "unknown parameter '\(name)': allowed \(allowed)")
       }
       let maxSeconds = min(86_400, Double(maxDuration.components.seconds))
       guard let seconds = Double(value), seconds.isFinite, seconds > 0, seconds <= maxSeconds,

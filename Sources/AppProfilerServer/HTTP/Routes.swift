@@ -96,6 +96,22 @@ enum Routes {
         }
       }),
     Route(
+      path: "/debug/pprof/heap",
+      summary:
+        "live heap (alloc_objects, alloc_space, inuse_objects, inuse_space), gzipped pprof: since start with APP_PROFILER_HEAP=1; seconds=<N> for what a window allocated and kept; gc=1 ignored",
+      example: "/debug/pprof/heap",
+      handle: { request in
+        do throws(RequestError) {
+          guard
+            let window = try PprofSeconds.parseOptional(
+              request.query, maxDuration: request.coordinator.configuration.maxDuration, ignoring: ["gc"])
+          else { return .respond(request.coordinator.heap()) }
+          return .run { coordinator, cancel in coordinator.pprof(mode: .heap, duration: window, cancellation: cancel) }
+        } catch {
+          return .respond(.error(error.status, error.message))
+        }
+      }),
+    Route(
       path: "/debug/pprof/flight",
       summary:
         "the flight recorder's last seconds at once (APP_PROFILER_FLIGHT_RECORDER=N), gzipped pprof; seconds=<N> (default: all kept), mode=cpu|wall",

@@ -121,7 +121,7 @@ public struct RequestProfiler: Sendable {
       let (allowed, _) = SessionOptions.intervalParameterRange(for: mode)
       guard let number = Int(intervalText), allowed.contains(number) else {
         return .invalid(
-          "invalid \(configuration.intervalParameter)='\(intervalText)': allowed \(allowed.lowerBound) ... \(allowed.upperBound) \(mode == .alloc ? "bytes" : "µs")")
+          "invalid \(configuration.intervalParameter)='\(intervalText)': allowed \(allowed.lowerBound) ... \(allowed.upperBound) \(mode.isAllocation ? "bytes" : "µs")")
       }
       interval = number
     }
@@ -153,7 +153,7 @@ public struct RequestProfiler: Sendable {
     var options = sessionOptions
     var interval: Duration = .milliseconds(1)
     if let value = plan.interval {
-      if plan.mode == .alloc { options.allocationSamplingRate = value } else { interval = .microseconds(value) }
+      if plan.mode.isAllocation { options.allocationSamplingRate = value } else { interval = .microseconds(value) }
     }
     let session: ProfilingSession
     do {

@@ -2,6 +2,7 @@
 //
 //   AppProfilerTestee [--dir DIR] [--tcp] [--host H] [--port P] [--token T]
 //                     [--allow-remote] [--no-stop] [--fork-child] [--alloc-worker]
+//                     [--leak-worker BYTES_PER_SECOND]
 //                     [--head-timeout S] [--max-duration-ms MS] [--max-connections N]
 //                     [--failure-mode throw]
 //
@@ -13,7 +14,10 @@
 // READY; the child prints `CHILD <pid>` and exits normally at once (it must
 // leave the parent's socket and record alone). --alloc-worker adds a thread
 // that allocates TesteeObject instances (testeeAllocLoop → testeeAllocate),
-// ~50 MB/s with pauses, for the allocation-profile tests.
+// ~50 MB/s with pauses, for the allocation-profile tests. --leak-worker adds
+// a thread `testee-leak` that allocates TesteeLeak objects of 1 KiB
+// (testeeLeakLoop → testeeLeak) at BYTES_PER_SECOND and keeps every one: a
+// leak of a known rate, for the heap tests.
 //
 // Hostile conditions ("the profiler never takes the app down"):
 //   --sigprof-blocker     a thread `testee-sigblock` that blocks SIGPROF until
@@ -79,6 +83,35 @@ func testeeAllocate() {
   }
 }
 
+/// 16 bytes of header + 126 × 8: 1 KiB per object.
+final class TesteeLeak {
+  var payload = InlineArray<126, Int>(repeating: 0)
+}
+
+nonisolated(unsafe) var testeeLeaked: [TesteeLeak] = []
+
+@inline(never)
+func testeeLeak(_ count: Int) {
+  for _ in 0..<count { testeeLeaked.append(TesteeLeak()) }
+}
+
+/// Every 10 ms, 1/100 of the rate in 1 KiB objects, kept forever.
+@inline(never)
+func testeeLeakLoop(bytesPerSecond: Int) {
+  testeeLeaked.reserveCapacity(1 << 20)
+  let start = ContinuousClock.now
+  var leaked = 0
+  while true {
+    let elapsed = ContinuousClock.now - start
+    let due = Int(Double(bytesPerSecond) * (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)) / 1024
+    if due > leaked {
+      testeeLeak(due - leaked)
+      leaked = due
+    }
+    usleep(10_000)
+  }
+}
+
 @inline(never)
 func testeeAllocLoop() {
   while true {
@@ -134,6 +167,14 @@ if flag("--alloc-worker") {
     testeeAllocLoop()
   }
   allocating.start()
+}
+
+if let rate = option("--leak-worker").flatMap(Int.init) {
+  let leaking = Thread {
+    nameCurrentThread("testee-leak")
+    testeeLeakLoop(bytesPerSecond: rate)
+  }
+  leaking.start()
 }
 
 while named.load(ordering: .acquiring) < (flag("--alloc-worker") ? 3 : 2) { usleep(1_000) }
