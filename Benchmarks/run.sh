@@ -5,13 +5,13 @@
 #                            symbolize-10k encode unwind-cost tables completeness soak
 #                            idle overhead-http
 #                            alloc-overhead middleware-latency async-stacks labels
-#                            continuous
+#                            continuous heap-http
 # Installs what it needs from Debian's packages (linux-perf for attribution).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize symbolize-10k encode unwind-cost tables completeness soak idle overhead-http alloc-overhead middleware-latency async-stacks labels continuous)
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize symbolize-10k encode unwind-cost tables completeness soak idle overhead-http alloc-overhead middleware-latency async-stacks labels continuous heap-http)
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(uname -r), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 build_log=$(mktemp)
@@ -282,6 +282,37 @@ for scenario in "${scenarios[@]}"; do
         for (k = 1; k <= 4; k++) {
           v = order[k]; m = median(mal[v]); o = median(obj[v])
           printf "alloc-overhead variant=%s malloc_ops_median=%.0f malloc_ratio=%.3f object_ops_median=%.0f object_ratio=%.3f samples_median=%s\n", v, m, m / bm, o, o / bo, median(smp[v])
+        }
+      }' "$results"
+    rm -f "$results"
+    ;;
+  heap-http)
+    # The Hummingbird example app (release) under wrk on GET /: with the
+    # live heap tracked from start (APP_PROFILER_HEAP=1, 512 KiB) vs
+    # without; off/on × 5 rounds × 10 s, medians.
+    example=$(build_hummingbird_example)
+    results=$(mktemp)
+    dir=$(mktemp -d)
+    for round in 1 2 3 4 5; do
+      for variant in off on; do
+        heap=0; [ "$variant" = on ] && heap=1
+        APP_PROFILER_DIR="$dir" APP_PROFILER_HEAP=$heap "$example" 18089 >/dev/null 2>&1 &
+        app=$!
+        for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:18089/ && break; sleep 0.1; done
+        out=$(wrk -t2 -c4 -d10s --latency http://127.0.0.1:18089/ 2>&1)
+        kill -TERM "$app"; wait "$app" 2>/dev/null || true
+        echo "$variant $(wrk_summary "$out")" >>"$results"
+      done
+    done
+    rm -rf "$dir"
+    awk "$AWK_MEDIAN"'
+      { rps[$1] = rps[$1] " " $2; p99[$1] = p99[$1] " " $3 }
+      END {
+        b = median(rps["off"]); bp = median(p99["off"])
+        split("off on", order, " ")
+        for (k = 1; k <= 2; k++) {
+          v = order[k]; m = median(rps[v]); p = median(p99[v])
+          printf "heap-http variant=%s rps_median=%.0f ratio=%.3f p99_median=%.3fms p99_ratio=%.2f runs=%s\n", v, m, m / b, p, p / bp, rps[v]
         }
       }' "$results"
     rm -f "$results"

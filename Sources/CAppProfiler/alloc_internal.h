@@ -53,6 +53,12 @@ typedef struct cap_heap_table {
 
 /// The table in use; 0 while in-use tracking is off.
 extern _Atomic(cap_heap_table *) cap_heap_current;
+/// The same table for the `free` fast path, in one word: its entries'
+/// address (page-aligned) | log2 of its size. 0 while tracking is off.
+/// Published after cap_heap_current, cleared before it.
+extern _Atomic uint64_t cap_heap_word;
+/// The two sides' tables (heap_linux.c sets them up).
+extern cap_heap_table cap_heap_tables[2];
 extern _Atomic uint32_t cap_heap_writers;     // inserts and hits in flight
 extern _Atomic uint32_t cap_heap_rebuilding;  // inserts are refused meanwhile
 extern _Atomic uint64_t cap_heap_next_id;
@@ -75,26 +81,32 @@ void cap_heap_disable(void);
 /// Records a sampled allocation; returns its heap id, 0 when not tracked
 /// (table full or being rebuilt: counted as untracked).
 uint64_t cap_heap_insert(uint64_t address);
-/// The slow half of cap_heap_forget: `address` was seen in `t`.
-void cap_heap_forget_hit(cap_heap_table *t, uint64_t address);
+/// The slow half of cap_heap_forget: `address` was seen in the table of `word`.
+void cap_heap_forget_hit(uint64_t word, uint64_t address);
 
 /// Called for every freed address, before the memory is given back (once
 /// given back, another thread may get the same address from malloc and
 /// insert it). The common case, an address that was never sampled, costs a
 /// load of the table pointer and of one or two slots.
 static inline void cap_heap_forget(uint64_t address) {
-  cap_heap_table *t = __atomic_load_n((cap_heap_table **)&cap_heap_current, __ATOMIC_ACQUIRE);
-  if (t == 0) return;
-  uint64_t mask = t->mask;
-  uint64_t start = cap_heap_hash(t, address);
+  uint64_t word = __atomic_load_n((uint64_t *)&cap_heap_word, __ATOMIC_ACQUIRE);
+  if (word == 0) return;
+  const cap_heap_entry *entries = (const cap_heap_entry *)(uintptr_t)(word & ~(uint64_t)0xFFF);
+  uint32_t bits = (uint32_t)(word & 0x3F);
+  uint64_t mask = ((uint64_t)1 << bits) - 1;
+  uint64_t start = (address * 0x9E3779B97F4A7C15ull) >> (64 - bits);
   for (uint64_t n = 0; n <= mask; n++) {
-    uint64_t key = __atomic_load_n((uint64_t *)&t->entries[(start + n) & mask].key, __ATOMIC_RELAXED);
+    uint64_t key = __atomic_load_n((const uint64_t *)&entries[(start + n) & mask].key, __ATOMIC_RELAXED);
     if (__builtin_expect(key == 0, 1)) return;
     if (key == address) {
-      cap_heap_forget_hit(t, address);
+      cap_heap_forget_hit(word, address);
       return;
     }
   }
+}
+
+static inline uint64_t cap_heap_word_of(const cap_heap_table *t) {
+  return (uint64_t)(uintptr_t)t->entries | (uint64_t)(64 - t->shift);
 }
 
 /// Picks the swift_allocObject wrapper (after the real functions are
@@ -102,8 +114,10 @@ static inline void cap_heap_forget(uint64_t address) {
 void cap_alloc_choose_wrappers(void);
 /// The one-wrapper swift_allocObject hook (alloc_record.c).
 extern void *const cap_alloc_swift_object_direct;
-/// Load address of a shared libswiftCore, 0 when the runtime is linked in.
-extern uint64_t cap_alloc_swift_core_base;
+/// The executable segments of a shared libswiftCore ([start, end), 0 when
+/// the runtime is linked into the executable).
+extern uint64_t cap_alloc_swift_core_text_start;
+extern uint64_t cap_alloc_swift_core_text_end;
 
 /// After fork(): the child's only thread has a new id.
 void cap_alloc_thread_forked(void);

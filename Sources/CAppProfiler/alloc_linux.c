@@ -57,7 +57,10 @@ static void cap_alloc_atfork_child(void) {
   }
   atomic_store(&cap_alloc_session.active, 0);
   // No waiting here: the parent's threads that were writing do not exist.
+  atomic_store(&cap_heap_word, 0);
   atomic_store(&cap_heap_current, (cap_heap_table *)0);
+  atomic_store(&cap_heap_writers, 0);
+  atomic_store(&cap_heap_rebuilding, 0);
   cap_alloc_thread_forked();
 }
 

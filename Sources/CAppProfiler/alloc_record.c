@@ -30,6 +30,8 @@ typedef struct cap_alloc_thread {
   uint32_t generation;  // session the countdown was drawn for
   uint32_t busy;        // inside a wrapper's real call or recording
   uint32_t ignored;     // a profiler thread
+  uint64_t pending_type;  // swift_allocObject's metadata, for the malloc inside it
+  uint64_t pending_size;  // …and its size (0: none pending)
   uint64_t stack_start; // the mapping that held this thread's stack when last looked up
   uint64_t stack_end;
   int32_t tid;          // cached: a thread's id never changes (fork: see the atfork handler)
@@ -46,7 +48,6 @@ typedef int (*posix_memalign_fn)(void **, size_t, size_t);
 typedef void *(*aligned_alloc_fn)(size_t, size_t);
 typedef void *(*swift_alloc_object_fn)(const void *, size_t, size_t);
 typedef void (*free_fn)(void *);
-typedef void *(*swift_slow_alloc_fn)(size_t, size_t);
 
 static malloc_fn real_malloc;
 static calloc_fn real_calloc;
@@ -56,7 +57,6 @@ static aligned_alloc_fn real_aligned_alloc;
 static aligned_alloc_fn real_memalign;
 static swift_alloc_object_fn real_swift_alloc_object;
 static free_fn real_free;
-static swift_slow_alloc_fn real_swift_slow_alloc;
 // Written (release) once by cap_resolve_real_functions before any GOT entry
 // points at a wrapper; the wrappers read them with acquire, which is a plain
 // load on x86_64 and gives ThreadSanitizer the happens-before it checks.
@@ -200,6 +200,11 @@ static void cap_alloc_record(cap_alloc_thread *t, size_t size, uint64_t type, ui
         uint32_t skip = 0;
         while (skip < depth && skip < 8 && slot->frames[skip] != pc) skip++;
         if (skip < depth && slot->frames[skip] == pc) {
+          // A Swift object's allocation met inside the runtime: its frames
+          // (swift_slowAlloc, swift_allocObject) go, its caller is the leaf.
+          while (type != 0 && skip + 1 < depth && slot->frames[skip] >= cap_alloc_swift_core_text_start &&
+                 slot->frames[skip] < cap_alloc_swift_core_text_end)
+            skip++;
           for (uint32_t i = skip; i < depth; i++) slot->frames[i - skip] = slot->frames[i];
           depth -= skip;
           walked = 1;
@@ -287,29 +292,67 @@ __attribute__((noinline)) static void cap_alloc_slow(cap_alloc_thread *t, size_t
   t->busy = 0;
 }
 
-/// Counts `size` against the thread's countdown; records the allocation at
-/// `result` on crossing zero.
-#define CAP_ALLOC_ACCOUNT(size, type, result)                                                 \
-  do {                                                                                        \
-    cap_alloc_thread *t = &t_alloc;                                                           \
-    t->calls++;                                                                               \
-    if (t->busy) break;                                                                       \
-    t->countdown -= (int64_t)(size);                                                          \
-    if (__builtin_expect(t->countdown > 0, 1)) break;                                         \
-    cap_alloc_slow(t, (size), (type), (uint64_t)(uintptr_t)(result),                          \
-                   (uint64_t)(uintptr_t)__builtin_frame_address(0));                          \
+/// Counts `size` against the calling thread's countdown before the call:
+/// 1 when this allocation is to be recorded (the countdown crossed zero or
+/// belongs to an older session). Nested calls (busy) are not counted. The
+/// common case then tail-calls the real function: no frame of ours stays
+/// on the stack, no second return.
+#define CAP_ALLOC_DUE(t, size) \
+  ((t)->calls++, (t)->busy == 0 && ((t)->countdown -= (int64_t)(size)) <= 0)
+
+/// Records the allocation at `result` (the slow path, after the real call);
+/// `frame` is the wrapper's frame record (its return address: the caller's).
+#define CAP_ALLOC_RECORD_AT(t, size, type, result, frame)                                   \
+  do {                                                                                      \
+    if ((result) != 0) cap_alloc_slow((t), (size), (type), (uint64_t)(uintptr_t)(result), (frame)); \
+  } while (0)
+#define CAP_ALLOC_RECORD(t, size, type, result) \
+  CAP_ALLOC_RECORD_AT(t, size, type, result, (uint64_t)(uintptr_t)__builtin_frame_address(0))
+#define CAP_FRAME ((uint64_t)(uintptr_t)__builtin_frame_address(0))
+
+// The hottest wrappers: the common case tail-calls the real function; the
+// sampled case calls a function of its own with the wrapper's frame record
+// (whose return address is the caller's, where the recording starts).
+
+/// The type a swift_allocObject wrapper left for the allocation inside it
+/// (same thread, same size: swift_slowAlloc passes the size on), taken once.
+#define CAP_ALLOC_TAKE_TYPE(t, size, type)                                 \
+  do {                                                                     \
+    if (__builtin_expect((t)->pending_size != 0, 0)) {                     \
+      if ((t)->pending_size == (size)) (type) = (t)->pending_type;         \
+      (t)->pending_size = 0;                                               \
+    }                                                                      \
   } while (0)
 
-static void *cap_hook_malloc(size_t size) {
+__attribute__((noinline)) static void *cap_malloc_sampled(size_t size, uint64_t type, uint64_t frame) {
+  cap_alloc_thread *t = &t_alloc;
   void *result = CAP_REAL(real_malloc)(size);
-  if (result != 0) CAP_ALLOC_ACCOUNT(size, 0, result);
+  CAP_ALLOC_RECORD_AT(t, size, type, result, frame);
+  return result;
+}
+
+static void *cap_hook_malloc(size_t size) {
+  cap_alloc_thread *t = &t_alloc;
+  uint64_t type = 0;
+  CAP_ALLOC_TAKE_TYPE(t, size, type);
+  if (__builtin_expect(!CAP_ALLOC_DUE(t, size), 1)) {
+    malloc_fn real = CAP_REAL(real_malloc);
+    __attribute__((musttail)) return real(size);
+  }
+  return cap_malloc_sampled(size, type, CAP_FRAME);
+}
+
+__attribute__((noinline)) static void *cap_calloc_sampled(size_t count, size_t size, uint64_t frame) {
+  cap_alloc_thread *t = &t_alloc;
+  void *result = CAP_REAL(real_calloc)(count, size);
+  CAP_ALLOC_RECORD_AT(t, count * size, 0, result, frame);
   return result;
 }
 
 static void *cap_hook_calloc(size_t count, size_t size) {
-  void *result = CAP_REAL(real_calloc)(count, size);
-  if (result != 0) CAP_ALLOC_ACCOUNT(count * size, 0, result);
-  return result;
+  cap_alloc_thread *t = &t_alloc;
+  if (__builtin_expect(!CAP_ALLOC_DUE(t, count * size), 1)) return CAP_REAL(real_calloc)(count, size);
+  return cap_calloc_sampled(count, size, CAP_FRAME);
 }
 
 /// The old block leaves the set before the call (afterwards its address may
@@ -317,26 +360,40 @@ static void *cap_hook_calloc(size_t count, size_t size) {
 /// realloc keeps its block but it is no longer counted in use (rare).
 static void *cap_hook_realloc(void *pointer, size_t size) {
   if (pointer != 0) cap_heap_forget((uint64_t)(uintptr_t)pointer);
+  cap_alloc_thread *t = &t_alloc;
+  if (size == 0 || __builtin_expect(!CAP_ALLOC_DUE(t, size), 1)) return CAP_REAL(real_realloc)(pointer, size);
   void *result = CAP_REAL(real_realloc)(pointer, size);
-  if (result != 0 && size != 0) CAP_ALLOC_ACCOUNT(size, 0, result);
+  CAP_ALLOC_RECORD(t, size, 0, result);
   return result;
 }
 
 static int cap_hook_posix_memalign(void **out, size_t alignment, size_t size) {
+  cap_alloc_thread *t = &t_alloc;
+  uint64_t type = 0;
+  CAP_ALLOC_TAKE_TYPE(t, size, type);
+  if (__builtin_expect(!CAP_ALLOC_DUE(t, size), 1)) return CAP_REAL(real_posix_memalign)(out, alignment, size);
   int result = CAP_REAL(real_posix_memalign)(out, alignment, size);
-  if (result == 0) CAP_ALLOC_ACCOUNT(size, 0, *out);
+  if (result == 0) CAP_ALLOC_RECORD(t, size, type, *out);
   return result;
 }
 
 static void *cap_hook_aligned_alloc(size_t alignment, size_t size) {
+  cap_alloc_thread *t = &t_alloc;
+  uint64_t type = 0;
+  CAP_ALLOC_TAKE_TYPE(t, size, type);
+  if (__builtin_expect(!CAP_ALLOC_DUE(t, size), 1)) return CAP_REAL(real_aligned_alloc)(alignment, size);
   void *result = CAP_REAL(real_aligned_alloc)(alignment, size);
-  if (result != 0) CAP_ALLOC_ACCOUNT(size, 0, result);
+  CAP_ALLOC_RECORD(t, size, type, result);
   return result;
 }
 
 static void *cap_hook_memalign(size_t alignment, size_t size) {
+  cap_alloc_thread *t = &t_alloc;
+  uint64_t type = 0;
+  CAP_ALLOC_TAKE_TYPE(t, size, type);
+  if (__builtin_expect(!CAP_ALLOC_DUE(t, size), 1)) return CAP_REAL(real_memalign)(alignment, size);
   void *result = CAP_REAL(real_memalign)(alignment, size);
-  if (result != 0) CAP_ALLOC_ACCOUNT(size, 0, result);
+  CAP_ALLOC_RECORD(t, size, type, result);
   return result;
 }
 
@@ -344,26 +401,25 @@ static void *cap_hook_memalign(size_t alignment, size_t size) {
 /// is given back: see cap_heap_forget).
 static void cap_hook_free(void *pointer) {
   if (pointer != 0) cap_heap_forget((uint64_t)(uintptr_t)pointer);
-  CAP_REAL(real_free)(pointer);
-}
-
-/// UnsafeMutablePointer.allocate & co. from compiled Swift code (the
-/// runtime's own malloc calls are not redirected: see below).
-static void *cap_hook_swift_slow_alloc(size_t size, size_t alignment_mask) {
-  void *result = CAP_REAL(real_swift_slow_alloc)(size, alignment_mask);
-  if (result != 0) CAP_ALLOC_ACCOUNT(size, 0, result);
-  return result;
+  free_fn real = CAP_REAL(real_free);
+  __attribute__((musttail)) return real(pointer);
 }
 
 /// Swift class instances, array/string/dictionary storage, closure contexts
 /// allocated by compiled Swift code: one wrapper per object. When the
-/// runtime is a shared library (libswiftCore.so), its own malloc calls are
-/// left alone (got_patch_linux.c redirects only its `free`), so the malloc
-/// inside swift_allocObject meets no second wrapper.
+/// runtime is a shared library (libswiftCore.so, redirected like every
+/// image), this wrapper only leaves the type for the allocation inside
+/// swift_allocObject and tail-calls it; the malloc wrapper there counts and
+/// records it, with the type, and the recording drops the runtime's frames
+/// above the caller.
 static void *cap_hook_swift_alloc_object(const void *metadata, size_t size, size_t alignment_mask) {
-  void *result = CAP_REAL(real_swift_alloc_object)(metadata, size, alignment_mask);
-  CAP_ALLOC_ACCOUNT(size, (uint64_t)(uintptr_t)metadata, result);
-  return result;
+  cap_alloc_thread *t = &t_alloc;
+  t->pending_type = (uint64_t)(uintptr_t)metadata;
+  t->pending_size = size;
+  // A tail call in every build: no frame of ours between the runtime's and
+  // the caller's (the recording drops the runtime's).
+  swift_alloc_object_fn real = CAP_REAL(real_swift_alloc_object);
+  __attribute__((musttail)) return real(metadata, size, alignment_mask);
 }
 
 /// The same when the runtime is linked into an image whose malloc calls are
@@ -371,10 +427,11 @@ static void *cap_hook_swift_alloc_object(const void *metadata, size_t size, size
 static void *cap_hook_swift_alloc_object_nested(const void *metadata, size_t size, size_t alignment_mask) {
   cap_alloc_thread *t = &t_alloc;
   uint32_t was_busy = t->busy;
+  int due = CAP_ALLOC_DUE(t, size);
   t->busy = 1;
   void *result = CAP_REAL(real_swift_alloc_object)(metadata, size, alignment_mask);
   t->busy = was_busy;
-  CAP_ALLOC_ACCOUNT(size, (uint64_t)(uintptr_t)metadata, result);
+  if (due) CAP_ALLOC_RECORD(t, size, (uint64_t)(uintptr_t)metadata, result);
   return result;
 }
 
@@ -387,7 +444,6 @@ cap_hook cap_alloc_hooks[] = {
     {"memalign", (void *)cap_hook_memalign, (void **)&real_memalign},
     {"swift_allocObject", (void *)cap_hook_swift_alloc_object_nested, (void **)&real_swift_alloc_object},
     {"free", (void *)cap_hook_free, (void **)&real_free},
-    {"swift_slowAlloc", (void *)cap_hook_swift_slow_alloc, (void **)&real_swift_slow_alloc},
 };
 const size_t cap_alloc_hook_count = sizeof cap_alloc_hooks / sizeof cap_alloc_hooks[0];
 

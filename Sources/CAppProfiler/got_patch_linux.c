@@ -100,7 +100,7 @@ CAP_NO_INSTRUMENT static int cap_store_slot(uint64_t *slot, uint64_t value, uint
 
 CAP_NO_INSTRUMENT static void cap_walk_relocations(cap_walk *walk, uint64_t bias, const ElfW(Rela) *relocations, uint64_t bytes,
                                  const ElfW(Sym) *symbols, const char *strings, uint64_t string_bytes,
-                                 uint64_t relro_start, uint64_t relro_end, int swift_core, int *image_changed) {
+                                 uint64_t relro_start, uint64_t relro_end, int *image_changed) {
   if (relocations == 0 || symbols == 0 || strings == 0) return;
   uint64_t count = bytes / sizeof(ElfW(Rela));
   for (uint64_t i = 0; i < count; i++) {
@@ -113,9 +113,6 @@ CAP_NO_INSTRUMENT static void cap_walk_relocations(cap_walk *walk, uint64_t bias
     const char *name = strings + name_offset;
     for (size_t h = 0; h < cap_alloc_hook_count; h++) {
       if (!cap_text_equal(name, cap_alloc_hooks[h].name)) continue;
-      // The Swift runtime's own allocations stay direct (its swift_allocObject
-      // is wrapped where it is called); its frees are looked up.
-      if (swift_core && !cap_text_equal(name, "free")) break;
       uint64_t *slot = (uint64_t *)(uintptr_t)(bias + relocations[i].r_offset);
       uint64_t current = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
       uint64_t hook = (uint64_t)(uintptr_t)cap_alloc_hooks[h].hook;
@@ -193,20 +190,43 @@ CAP_NO_INSTRUMENT static int cap_walk_image(struct dl_phdr_info *info, size_t si
   const ElfW(Sym) *symbols = (const ElfW(Sym) *)(uintptr_t)CAP_ADJUST(symtab);
   const char *strings = (const char *)(uintptr_t)CAP_ADJUST(strtab);
   int changed = 0;
-  int swift_core = cap_alloc_swift_core_base != 0 && bias == cap_alloc_swift_core_base;
   cap_walk_relocations(walk, bias, (const ElfW(Rela) *)(uintptr_t)CAP_ADJUST(rela), relasz, symbols, strings,
-                       strsz, relro_start, relro_end, swift_core, &changed);
+                       strsz, relro_start, relro_end, &changed);
   if (pltrel == DT_RELA) {
     cap_walk_relocations(walk, bias, (const ElfW(Rela) *)(uintptr_t)CAP_ADJUST(jmprel), pltrelsz, symbols,
-                         strings, strsz, relro_start, relro_end, swift_core, &changed);
+                         strings, strsz, relro_start, relro_end, &changed);
   }
 #undef CAP_ADJUST
   if (changed) walk->images++;
   return 0;
 }
 
-uint64_t cap_alloc_swift_core_base;
+uint64_t cap_alloc_swift_core_text_start;
+uint64_t cap_alloc_swift_core_text_end;
 
+typedef struct cap_text_range {
+  uint64_t base, start, end;
+} cap_text_range;
+
+static int cap_find_text(struct dl_phdr_info *info, size_t size, void *context) {
+  (void)size;
+  cap_text_range *range = (cap_text_range *)context;
+  if (info->dlpi_addr != range->base) return 0;
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *header = &info->dlpi_phdr[i];
+    if (header->p_type != PT_LOAD || !(header->p_flags & PF_X)) continue;
+    uint64_t start = info->dlpi_addr + header->p_vaddr, end = start + header->p_memsz;
+    if (range->start == 0 || start < range->start) range->start = start;
+    if (end > range->end) range->end = end;
+  }
+  return 1;
+}
+
+/// Once, before the first redirection: when swift_allocObject lives in a
+/// shared libswiftCore (whose malloc calls are redirected like every
+/// image's), its wrapper only hands the type to the malloc inside it; the
+/// recording then needs that image's code range to drop its frames.
+/// Otherwise (-static-stdlib) the nested variant counts it itself.
 void cap_alloc_choose_wrappers(void) {
   static int chosen;
   if (chosen) return;
@@ -224,8 +244,13 @@ void cap_alloc_choose_wrappers(void) {
     if (*c == '/') base = c + 1;
   }
   if (!cap_text_starts(base, "libswiftCore.so")) return;
+  cap_text_range range = {(uint64_t)(uintptr_t)info.dli_fbase, 0, 0};
+  dl_iterate_phdr(cap_find_text, &range);
+  uint64_t address = (uint64_t)(uintptr_t)function;
+  if (!(address >= range.start && address < range.end)) return;
+  cap_alloc_swift_core_text_start = range.start;
+  cap_alloc_swift_core_text_end = range.end;
   cap_alloc_hooks[index].hook = cap_alloc_swift_object_direct;
-  cap_alloc_swift_core_base = (uint64_t)(uintptr_t)info.dli_fbase;
 }
 
 void cap_got_resolve_real_functions(void) {

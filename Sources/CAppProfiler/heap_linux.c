@@ -11,16 +11,20 @@
 
 #define CAP_HEAP_SIDE_BYTES ((size_t)CAP_HEAP_MAX_ENTRIES * sizeof(cap_heap_entry))
 
-static cap_heap_table g_tables[2];
 static int g_side;  // side of the current table (drain thread)
 static void *g_memory;
 static _Atomic uint64_t g_rebuilds;
 
-static void cap_heap_wait_writers(void) {
-  while (atomic_load(&cap_heap_writers) != 0) {
+/// Waits until no insert or retire is in flight, at most `limit_us`
+/// (a thread stopped in a debugger mid-retire must not hang the drain
+/// thread). Returns 1 when none is.
+static int cap_heap_wait_writers(uint64_t limit_us) {
+  for (uint64_t waited = 0; atomic_load(&cap_heap_writers) != 0; waited += 20) {
+    if (waited >= limit_us) return 0;
     struct timespec pause = {0, 20000};
     nanosleep(&pause, 0);
   }
+  return 1;
 }
 
 static void cap_heap_table_init(cap_heap_table *t, int side, uint32_t bits) {
@@ -48,15 +52,19 @@ int cap_heap_enable(uint64_t mean_bytes) {
   g_min_bits = CAP_HEAP_MIN_BITS;
   while (g_min_bits < CAP_HEAP_MAX_BITS && ((uint64_t)1 << g_min_bits) < burst) g_min_bits++;
   g_side = 0;
-  cap_heap_table_init(&g_tables[0], 0, g_min_bits);
-  atomic_store(&cap_heap_current, &g_tables[0]);
+  // Zero (a child after fork() inherits the parent's entries).
+  madvise(g_memory, CAP_HEAP_SIDE_BYTES, MADV_DONTNEED);
+  cap_heap_table_init(&cap_heap_tables[0], 0, g_min_bits);
+  atomic_store(&cap_heap_current, &cap_heap_tables[0]);
+  atomic_store(&cap_heap_word, cap_heap_word_of(&cap_heap_tables[0]));
   return 0;
 }
 
 void cap_heap_disable(void) {
   if (atomic_load(&cap_heap_current) == 0) return;
+  atomic_store(&cap_heap_word, 0);
   atomic_store(&cap_heap_current, (cap_heap_table *)0);
-  cap_heap_wait_writers();
+  cap_heap_wait_writers(1000000);
   // Probes still running read zeros: not found. The pages go back.
   madvise(g_memory, 2 * CAP_HEAP_SIDE_BYTES, MADV_DONTNEED);
 }
@@ -85,9 +93,13 @@ int cap_heap_maintain(void) {
   if (!crowded && bits < old_bits && bits + 2 > old_bits) return 0;
 
   atomic_store(&cap_heap_rebuilding, 1);
-  cap_heap_wait_writers();
+  if (!cap_heap_wait_writers(100000)) {
+    // A writer stuck (stopped thread): try again later.
+    atomic_store(&cap_heap_rebuilding, 0);
+    return 0;
+  }
   int side = 1 - g_side;
-  cap_heap_table *fresh = &g_tables[side];
+  cap_heap_table *fresh = &cap_heap_tables[side];
   char *side_memory = (char *)g_memory + (size_t)side * CAP_HEAP_SIDE_BYTES;
   madvise(side_memory, CAP_HEAP_SIDE_BYTES, MADV_DONTNEED);
   cap_heap_table_init(fresh, side, bits);
@@ -98,8 +110,11 @@ int cap_heap_maintain(void) {
     if (id != 0) cap_heap_put(fresh, key, id);
   }
   atomic_store(&cap_heap_current, fresh);
+  atomic_store(&cap_heap_word, cap_heap_word_of(fresh));
   g_side = side;
-  cap_heap_wait_writers();
+  // Retires in flight finish on the old table (reconciled below); after
+  // 1 s a straggler may leave one stale entry.
+  cap_heap_wait_writers(1000000);
   // Frees that retired an address from the old table only.
   for (uint64_t i = 0; i <= fresh->mask; i++) {
     uint64_t key = atomic_load(&fresh->entries[i].key);

@@ -36,6 +36,8 @@
 #include <time.h>
 
 _Atomic(cap_heap_table *) cap_heap_current;
+_Atomic uint64_t cap_heap_word;
+cap_heap_table cap_heap_tables[2];
 _Atomic uint32_t cap_heap_writers;
 _Atomic uint32_t cap_heap_rebuilding;
 _Atomic uint64_t cap_heap_next_id = 1;
@@ -126,8 +128,10 @@ uint64_t cap_heap_insert(uint64_t address) {
   return 0;
 }
 
-void cap_heap_forget_hit(cap_heap_table *t, uint64_t address) {
+void cap_heap_forget_hit(uint64_t word, uint64_t address) {
   atomic_fetch_add(&cap_heap_writers, 1);
+  cap_heap_entry *entries = (cap_heap_entry *)(uintptr_t)(word & ~(uint64_t)0xFFF);
+  cap_heap_table *t = cap_heap_tables[0].entries == entries ? &cap_heap_tables[0] : &cap_heap_tables[1];
   int taken = cap_heap_take(t, address);
   // A rebuild published another table since this thread looked: the
   // address may have been copied there.

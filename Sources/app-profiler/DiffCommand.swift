@@ -64,7 +64,9 @@ struct DiffCommand: AsyncParsableCommand {
           "the profiles have no sample type '\(sampleIndex)' (they have \(difference.sampleTypes.map(\.type).joined(separator: ", ")))")
       }
       let top = TopFunctions(difference, sampleType: sampleIndex)
-      let seconds = Double(Int64(after.startTimeNanoseconds) - Int64(before.startTimeNanoseconds)) / 1e9
+      // Cumulative profiles share their start: compare where they end.
+      let seconds =
+        Double(Int64(after.startTimeNanoseconds + after.durationNanoseconds) - Int64(before.startTimeNanoseconds + before.durationNanoseconds)) / 1e9
       let type = sampleIndex ?? difference.sampleTypes[difference.defaultSampleType].type
       print(
         "\(after.mode.rawValue) profile difference (\(type)), \(new) − \(base) (taken \(String(format: "%.1f", seconds)) s apart): "

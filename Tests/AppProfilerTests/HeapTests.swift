@@ -91,6 +91,26 @@ extension Profile {
   }
 }
 
+extension Profile {
+  /// The same for samples whose allocated type (the leaf) is `type` exactly
+  /// (module-qualified name ending in `.type`): not the arrays holding them.
+  func heap(ofType type: String) -> (inuseBytes: Int64, inuseObjects: Int64, allocBytes: Int64, allocObjects: Int64) {
+    var totals: (Int64, Int64, Int64, Int64) = (0, 0, 0, 0)
+    for thread in threads {
+      for sample in thread.samples {
+        guard let leaf = stacks[sample.stack].first, let line = locations[leaf].lines.first,
+          functions[line.function].isAllocatedType, functions[line.function].name.hasSuffix("." + type)
+        else { continue }
+        totals.0 += value(sample, "inuse_space")
+        totals.1 += value(sample, "inuse_objects")
+        totals.2 += value(sample, "alloc_space")
+        totals.3 += value(sample, "alloc_objects")
+      }
+    }
+    return totals
+  }
+}
+
 extension SamplingSuite {
   @Suite struct Heap {
     /// 4 KiB: enough samples of a 10 MB heap for ±10 % (about 2,200 of the
@@ -123,7 +143,7 @@ extension SamplingSuite {
       var kept = allocateLeakyEntries(1_000_000, keepEvery: 100)
       let size = 1024.0
       let profile = try #require(Profiler.shared.heapProfile())
-      let leaky = profile.heap(containing: "LeakyEntry")
+      let leaky = profile.heap(ofType: "LeakyEntry")
       let retained = Double(kept.count) * size
       print("heap continuous: inuse \(leaky.inuseBytes) of \(Int(retained)), alloc \(leaky.allocBytes) of \(Int(1e6 * size)); \(profile.metadata.filter { $0.key.hasPrefix("heap_") })")
       #expect(within(leaky.inuseBytes, of: retained))
@@ -134,7 +154,7 @@ extension SamplingSuite {
 
       kept.removeAll()
       let after = try #require(Profiler.shared.heapProfile())
-      let released = after.heap(containing: "LeakyEntry")
+      let released = after.heap(ofType: "LeakyEntry")
       print("heap continuous after release: inuse \(released.inuseBytes)")
       #expect(Double(released.inuseBytes) <= 0.05 * Double(leaky.inuseBytes))
       // Totals stay: allocations are not undone by frees.
@@ -147,7 +167,7 @@ extension SamplingSuite {
       let session = try Profiler.shared.start(mode: .heap, options: options())
       var kept = allocateLeakyEntries(1_000_000, keepEvery: 100)
       let profile = try session.stopSynchronously()
-      let leaky = profile.heap(containing: "LeakyEntry")
+      let leaky = profile.heap(ofType: "LeakyEntry")
       let retained = Double(kept.count) * 1024
       print("heap window: inuse \(leaky.inuseBytes) of \(Int(retained)), alloc \(leaky.allocBytes)")
       #expect(within(leaky.inuseBytes, of: retained))
@@ -248,7 +268,7 @@ extension SamplingSuite {
       control.stop.store(true, ordering: .relaxed)
       for thread in churners { pthread_join(thread, nil) }
       let profile = try session.stopSynchronously()
-      let payloads = profile.heap(containing: "KeptPayload")
+      let payloads = profile.heap(ofType: "KeptPayload")
       let keptCount = results.kept.reduce(0) { $0 + $1.count }
       print("heap threads: inuse \(payloads.inuseBytes) of \(keptCount * 64), alloc objects \(payloads.allocObjects) of 8000000; dropped \(profile.statistics.droppedSamples); \(profile.metadata.filter { $0.key.hasPrefix("heap_") })")
       #expect(control.done.load(ordering: .relaxed) == 16)

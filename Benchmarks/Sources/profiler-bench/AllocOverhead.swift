@@ -1,4 +1,5 @@
 import AppProfiler
+import Foundation
 
 #if canImport(Glibc)
 import Glibc
@@ -19,25 +20,37 @@ final class BenchNode {
   return Int(block.load(as: UInt8.self))
 }
 
-/// malloc-heavy: malloc of 16 … 1 KiB then free, in a loop.
+/// malloc-heavy: malloc of 16 … 1 KiB, replacing one of 64 blocks kept
+/// (one free per iteration; see objectLoop for why not free at once).
 @inline(never) func mallocLoop(_ iterations: Int) -> Int {
   var total = 0
+  var ring = [UnsafeMutableRawPointer?](repeating: nil, count: 64)
   for index in 0..<iterations {
     let size = 16 + (index & 63) * 16
     let block = malloc(size)!
     total &+= benchTouch(block, index)
-    free(block)
+    let slot = (index &* 7) & 63
+    free(ring[slot])
+    ring[slot] = block
   }
+  for block in ring { free(block) }
   return total
 }
 
-/// object-heavy: one class instance per iteration, released at once.
+/// object-heavy: one class instance per iteration, replacing one of 64 kept
+/// alive (so one is freed per iteration too). Not the same object released
+/// at once: that reuses one address forever, and whether that address
+/// 4K-aliases the stack (decided by ASLR per process) made the same loop run
+/// at 38 M or 22 M objects/s from one process to the next.
 @inline(never) func objectLoop(_ iterations: Int) -> Int {
   var total = 0
+  var ring: [BenchNode?] = Array(repeating: nil, count: 64)
   for index in 0..<iterations {
-    total &+= benchKeep(BenchNode(index))
+    let node = BenchNode(index)
+    total &+= benchKeep(node)
+    ring[index & 63] = node
   }
-  return total
+  return total &+ ring.count
 }
 
 /// Operations per second of `body` run in batches for `seconds`.
@@ -72,6 +85,12 @@ func benchAllocOverhead(variant: String, seconds: Double, rate: Int = 524_288) a
     let warm = try Profiler.shared.start(mode: .alloc, options: options)
     _ = mallocLoop(100_000) &+ objectLoop(100_000)
     _ = try await warm.stop()
+  case "touched":
+    // An alloc session started and stopped at once: no samples to speak
+    // of, nothing to symbolize; what installing and removing leaves behind.
+    var quiet = options
+    quiet.allocationSamplingRate = 1 << 30
+    _ = try await Profiler.shared.start(mode: .alloc, options: quiet).stop()
   case "during":
     session = try Profiler.shared.start(mode: .alloc, options: options)
   case "always":
@@ -90,4 +109,63 @@ func benchAllocOverhead(variant: String, seconds: Double, rate: Int = 524_288) a
     samples = profile.totalCount
   }
   print("alloc-overhead \(variant) malloc_ops_per_s=\(Int(mallocRate)) object_ops_per_s=\(Int(objectRate)) samples=\(samples)")
+}
+
+/// The same loops A/B in one process: `never` first (nothing installed yet),
+/// then rounds of always-on (continuous sampling with in-use tracking),
+/// off (after it was disabled), during (an alloc session), off again; each
+/// phase 0.5 s per loop. One process, one thread, one stack: the per-process
+/// layout effects that make separate processes differ (see objectLoop) are
+/// the same for every phase. Prints each phase's median and its ratio to
+/// the median of the off phases and to never.
+func benchAllocInterleaved(rounds: Int, rate: Int = 524_288) async throws {
+  var options = SessionOptions()
+  options.allocationSamplingRate = rate
+  var results: [String: [(Double, Double)]] = [:]
+  func measure(_ phase: String) {
+    let malloc = throughput(seconds: 0.5, mallocLoop)
+    let object = throughput(seconds: 0.5, objectLoop)
+    results[phase, default: []].append((malloc, object))
+  }
+  _ = mallocLoop(100_000) &+ objectLoop(100_000)
+  measure("never")
+  if ProcessInfo.processInfo.environment["ALLOC_AB_EXPERIMENT"] == "churn" {
+    var blocks: [UnsafeMutableRawPointer] = []
+    for index in 0..<100_000 { blocks.append(malloc(16 + (index % 977) * 64)!) }
+    for block in blocks { free(block) }
+    measure("never")
+    print("after churn", results["never"]!)
+  }
+  if ProcessInfo.processInfo.environment["ALLOC_AB_EXPERIMENT"] == "thread" {
+    let thread = Thread { sleep(1000) }
+    thread.start()
+    measure("never")
+    print("after thread", results["never"]!)
+  }
+  for _ in 0..<rounds {
+    try Profiler.shared.enableContinuousAllocationSampling(rate: rate, options: options)
+    measure("always")
+    _ = Profiler.shared.heapProfile()
+    Profiler.shared.disableContinuousAllocationSampling()
+    measure("after")
+    let session = try Profiler.shared.start(mode: .alloc, options: options)
+    measure("during")
+    _ = try await session.stop()
+    measure("after")
+  }
+  func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+  }
+  let off = results["after"]!
+  let offMalloc = median(off.map(\.0)), offObject = median(off.map(\.1))
+  let never = results["never"]!.first!
+  for phase in ["never", "after", "during", "always"] {
+    let list = results[phase]!
+    let m = median(list.map(\.0)), o = median(list.map(\.1))
+    print(
+      "alloc-ab phase=\(phase) phases=\(list.count) malloc_ops_median=\(Int(m)) malloc_vs_after=\(String(format: "%.3f", m / offMalloc)) "
+        + "malloc_vs_never=\(String(format: "%.3f", m / never.0)) object_ops_median=\(Int(o)) object_vs_after=\(String(format: "%.3f", o / offObject)) "
+        + "object_vs_never=\(String(format: "%.3f", o / never.1))")
+  }
 }

@@ -30,6 +30,8 @@ case "http-server":
   try await benchHTTPServer()
 case "idle-server":
   try await benchIdleServer()
+case "alloc-ab":
+  try await benchAllocInterleaved(rounds: Int(arguments.dropFirst(1).first ?? "7") ?? 7)
 case "alloc-overhead":
   try await benchAllocOverhead(
     variant: argument(1, "never"), seconds: Double(argument(2, "2"))!, rate: Int(argument(3, "524288"))!)
@@ -44,5 +46,5 @@ case "async-throughput":
 case "count-frames":
   try benchCountFrames(path: argument(1, ""))
 default:
-  print("usage: profiler-bench yield THREADS HZ SECONDS [auto|posix] | wall-cost THREADS HZ SECONDS | attribution SECONDS [READY_FILE] | symbolize SECONDS | frames-server LIBRARY CHAINS | count-frames SPEEDSCOPE_FILE | alloc-overhead never|after|during|always SECONDS [RATE] | encode | unwind-cost | tables | completeness | async-sample-cost DEPTH ROUNDS | async-throughput none|100-off|100-on|1000-off|1000-on SECONDS")
+  print("usage: profiler-bench yield THREADS HZ SECONDS [auto|posix] | wall-cost THREADS HZ SECONDS | attribution SECONDS [READY_FILE] | symbolize SECONDS | frames-server LIBRARY CHAINS | count-frames SPEEDSCOPE_FILE | alloc-overhead never|after|during|always|touched SECONDS [RATE] | alloc-ab [ROUNDS] | encode | unwind-cost | tables | completeness | async-sample-cost DEPTH ROUNDS | async-throughput none|100-off|100-on|1000-off|1000-on SECONDS")
 }

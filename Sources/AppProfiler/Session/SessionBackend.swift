@@ -236,8 +236,7 @@ final class AllocationBackend: SessionBackend {
   static func report(_ recording: AllocationRecorder.Recording) -> SessionReport {
     var report = SessionReport(
       engine:
-        "got_redirect(malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign, swift_allocObject, "
-        + "swift_slowAlloc; free)")
+        "got_redirect(malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign, swift_allocObject; free)")
     // While continuous sampling runs, a window samples at its rate: the
     // recording says which rate ran.
     report.period = UInt64(recording.rate)
