@@ -285,6 +285,11 @@ for scenario in "${scenarios[@]}"; do
         }
       }' "$results"
     rm -f "$results"
+    # The same loops A/B in one process (never, then rounds of always-on,
+    # off, during, off): separate processes differ by their heap's history
+    # (a fresh heap runs the object loop 1.6x faster than one that has been
+    # used, profiler or not), one process does not.
+    "$bench" alloc-ab 7
     ;;
   heap-http)
     # The Hummingbird example app (release) under wrk on GET /: with the

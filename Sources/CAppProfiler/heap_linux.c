@@ -12,6 +12,7 @@
 #define CAP_HEAP_SIDE_BYTES ((size_t)CAP_HEAP_MAX_ENTRIES * sizeof(cap_heap_entry))
 
 static int g_side;  // side of the current table (drain thread)
+static size_t g_side_bytes[2];  // bytes of each side written since its pages were last returned
 static void *g_memory;
 static _Atomic uint64_t g_rebuilds;
 
@@ -54,6 +55,7 @@ int cap_heap_enable(uint64_t mean_bytes) {
   g_side = 0;
   // Zero (a child after fork() inherits the parent's entries).
   madvise(g_memory, CAP_HEAP_SIDE_BYTES, MADV_DONTNEED);
+  g_side_bytes[0] = 0;
   cap_heap_table_init(&cap_heap_tables[0], 0, g_min_bits);
   atomic_store(&cap_heap_current, &cap_heap_tables[0]);
   atomic_store(&cap_heap_word, cap_heap_word_of(&cap_heap_tables[0]));
@@ -67,6 +69,7 @@ void cap_heap_disable(void) {
   cap_heap_wait_writers(1000000);
   // Probes still running read zeros: not found. The pages go back.
   madvise(g_memory, 2 * CAP_HEAP_SIDE_BYTES, MADV_DONTNEED);
+  g_side_bytes[0] = g_side_bytes[1] = 0;
 }
 
 static uint32_t cap_heap_bits_for(uint64_t live) {
@@ -101,7 +104,14 @@ int cap_heap_maintain(void) {
   int side = 1 - g_side;
   cap_heap_table *fresh = &cap_heap_tables[side];
   char *side_memory = (char *)g_memory + (size_t)side * CAP_HEAP_SIDE_BYTES;
-  madvise(side_memory, CAP_HEAP_SIDE_BYTES, MADV_DONTNEED);
+  // Zero what the new table uses (its pages stay: a rebuild is frequent
+  // under churn, page faults would make it slow); return what lies beyond.
+  size_t table_bytes = ((size_t)1 << bits) * sizeof(cap_heap_entry);
+  memset(side_memory, 0, table_bytes);
+  if (g_side_bytes[side] > table_bytes) {
+    madvise(side_memory + table_bytes, CAP_HEAP_SIDE_BYTES - table_bytes, MADV_DONTNEED);
+  }
+  g_side_bytes[side] = table_bytes;
   cap_heap_table_init(fresh, side, bits);
   for (uint64_t i = 0; i <= old->mask; i++) {
     uint64_t key = atomic_load(&old->entries[i].key);

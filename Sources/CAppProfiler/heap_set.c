@@ -104,9 +104,9 @@ int cap_heap_take(cap_heap_table *t, uint64_t address) {
 
 uint64_t cap_heap_insert(uint64_t address) {
   // A rebuild takes a few hundred microseconds to a few milliseconds: wait
-  // for it (outside the writers' count, which it waits for) up to 5 ms,
+  // for it (outside the writers' count, which it waits for) up to 20 ms,
   // then give up on this sample.
-  for (int attempt = 0; attempt < 50; attempt++) {
+  for (int attempt = 0; attempt < 200; attempt++) {
     atomic_fetch_add(&cap_heap_writers, 1);
     cap_heap_table *t = atomic_load(&cap_heap_current);
     if (t == 0) {

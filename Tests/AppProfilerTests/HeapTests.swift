@@ -40,7 +40,8 @@ final class KeptPayload {
   return kept
 }
 
-/// Blocks from malloc's relatives, every one of `size` bytes, all kept.
+/// Blocks from malloc's relatives, every one of `size` bytes (a multiple of
+/// 64: aligned_alloc wants one), all kept.
 @inline(never) func heapTestAlignedBlocks(_ count: Int, size: Int) -> [UnsafeMutableRawPointer] {
   var blocks: [UnsafeMutableRawPointer] = []
   blocks.reserveCapacity(count)
@@ -185,7 +186,7 @@ extension SamplingSuite {
       let shelves = (0..<4).map { _ in Shelf(allocateKeptPayloads(50_000, keepEvery: 1)) }
       onThreads(4) { index in shelves[index].items.removeAll() }
       // Aligned and reallocated blocks, kept: all in use.
-      let aligned = heapTestAlignedBlocks(30_000, size: 1000)
+      let aligned = heapTestAlignedBlocks(30_000, size: 1024)
       let grown = heapTestReallocatedBlocks(30_000, size: 2000)
       let profile = try session.stopSynchronously()
       let freedElsewhere = profile.heap(containing: "allocateKeptPayloads")
@@ -194,7 +195,7 @@ extension SamplingSuite {
       print("heap: freed elsewhere \(freedElsewhere), aligned \(alignedUse), realloc \(grownUse); \(profile.metadata.filter { $0.key.hasPrefix("heap_") || $0.key.contains("dropped") })")
       #expect(freedElsewhere.allocBytes > 0)
       #expect(Double(freedElsewhere.inuseBytes) <= 0.05 * Double(freedElsewhere.allocBytes))
-      #expect(within(alignedUse.inuseBytes, of: 30_000 * 1000))
+      #expect(within(alignedUse.inuseBytes, of: 30_000 * 1024))
       // realloc: the 500-byte blocks it moved from are not in use; the
       // 2000-byte blocks are.
       #expect(within(grownUse.inuseBytes, of: 30_000 * 2000))
@@ -209,17 +210,17 @@ extension SamplingSuite {
       let session = try Profiler.shared.start(mode: .heap, options: options())
       for block in before { free(block) }
       // Sampled during the session, freed after it ended.
-      let during = heapTestAlignedBlocks(20_000, size: 1000)
+      let during = heapTestAlignedBlocks(20_000, size: 1024)
       let profile = try session.stopSynchronously()
       #expect(profile.heap(containing: "heapTestBlocksBefore").allocBytes == 0)
-      #expect(within(profile.heap(containing: "heapTestAlignedBlocks").inuseBytes, of: 20_000 * 1000))
+      #expect(within(profile.heap(containing: "heapTestAlignedBlocks").inuseBytes, of: 20_000 * 1024))
       for block in during { free(block) }
       // A new session: those frees were not seen, and nothing of them is
       // in use there.
       let next = try Profiler.shared.start(mode: .heap, options: options())
-      let fresh = heapTestAlignedBlocks(3, size: 100)
+      let fresh = heapTestAlignedBlocks(3, size: 128)
       let second = try next.stopSynchronously()
-      #expect(second.heap(containing: "heapTestAlignedBlocks").inuseBytes < 20_000 * 1000 / 10)
+      #expect(second.heap(containing: "heapTestAlignedBlocks").inuseBytes < 20_000 * 1024 / 10)
       for block in fresh { free(block) }
     }
 
