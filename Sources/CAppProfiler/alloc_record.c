@@ -447,6 +447,10 @@ cap_hook cap_alloc_hooks[] = {
 };
 const size_t cap_alloc_hook_count = sizeof cap_alloc_hooks / sizeof cap_alloc_hooks[0];
 
+/// A shared libswiftCore's code (set by cap_alloc_choose_wrappers).
+uint64_t cap_alloc_swift_core_text_start;
+uint64_t cap_alloc_swift_core_text_end;
+
 /// The one-wrapper swift_allocObject (cap_alloc_choose_wrappers).
 void *const cap_alloc_swift_object_direct = (void *)cap_hook_swift_alloc_object;
 

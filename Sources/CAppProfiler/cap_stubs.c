@@ -129,6 +129,14 @@ size_t cap_alloc_drain(void *out, size_t capacity, int full_scan) {
 }
 void cap_alloc_stats_get(cap_alloc_stats *out) { memset(out, 0, sizeof *out); }
 int cap_alloc_redirected_entries(void) { return 0; }
+void cap_heap_stats_get(cap_heap_stats *out) { memset(out, 0, sizeof *out); }
+int cap_heap_maintain(void) { return 0; }
+size_t cap_heap_live_ids(uint64_t *out, size_t capacity, uint64_t *next_id) {
+  (void)out;
+  (void)capacity;
+  *next_id = 0;
+  return 0;
+}
 uint64_t cap_alloc_thread_calls(void) { return 0; }
 int cap_alloc_set_thread_ignored(int ignored) {
   (void)ignored;

@@ -201,9 +201,6 @@ CAP_NO_INSTRUMENT static int cap_walk_image(struct dl_phdr_info *info, size_t si
   return 0;
 }
 
-uint64_t cap_alloc_swift_core_text_start;
-uint64_t cap_alloc_swift_core_text_end;
-
 typedef struct cap_text_range {
   uint64_t base, start, end;
 } cap_text_range;

@@ -33,7 +33,9 @@
 #if CAP_HAVE_SAMPLER
 #include "alloc_internal.h"
 
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 _Atomic(cap_heap_table *) cap_heap_current;
 _Atomic uint64_t cap_heap_word;
@@ -122,7 +124,7 @@ uint64_t cap_heap_insert(uint64_t address) {
     }
     atomic_fetch_sub(&cap_heap_writers, 1);
     struct timespec pause = {0, 100000};
-    nanosleep(&pause, 0);
+    syscall(SYS_nanosleep, &pause, 0);  // the plain system call (signal-safe)
   }
   atomic_fetch_add_explicit(&cap_heap_untracked, 1, memory_order_relaxed);
   return 0;

@@ -16,7 +16,7 @@ extension ServerSuite {
       "APP_PROFILER_MAX_CONNECTIONS": "7", "APP_PROFILER_SIGNAL": "34", "APP_PROFILER_CPU_ENGINE": "timer",
       "APP_PROFILER_ALLOC_ALWAYS_ON": "yes", "APP_PROFILER_ALLOC_RATE": "65536", "APP_PROFILER_REQUEST_PROFILING": "1",
       "APP_PROFILER_PROFILE_STORE": "/tmp/app-profiler-store-test", "APP_PROFILER_TRACE_LABELS": "true",
-      "APP_PROFILER_FLIGHT_RECORDER": "30", "APP_PROFILER_SLOW_REQUEST_MS": "250",
+      "APP_PROFILER_FLIGHT_RECORDER": "30", "APP_PROFILER_SLOW_REQUEST_MS": "250", "APP_PROFILER_HEAP": "1",
     ]
 
     /// Through `EnvironmentVariablesProvider` scoped to `appProfiler`, every
@@ -32,11 +32,21 @@ extension ServerSuite {
         var one = Self.variables
         one.removeValue(forKey: variable)
         if variable == "APP_PROFILER_TRANSPORT" { one.removeValue(forKey: "APP_PROFILER_HOST"); one.removeValue(forKey: "APP_PROFILER_PORT") }
+        // Two names of one switch: each is checked alone below.
+        if variable == "APP_PROFILER_HEAP" || variable == "APP_PROFILER_ALLOC_ALWAYS_ON" {
+          one.removeValue(forKey: "APP_PROFILER_HEAP")
+          one.removeValue(forKey: "APP_PROFILER_ALLOC_ALWAYS_ON")
+        }
         let without = try ProfileServerConfiguration().applying(
           config: ConfigReader(provider: EnvironmentVariablesProvider(environmentVariables: one)).scoped(to: "appProfiler"))
         #expect(without != fromConfig, "\(variable) was not read")
       }
       #expect(fromConfig != defaults)
+      for variable in ["APP_PROFILER_HEAP", "APP_PROFILER_ALLOC_ALWAYS_ON"] {
+        let alone = try ProfileServerConfiguration().applying(
+          config: ConfigReader(provider: EnvironmentVariablesProvider(environmentVariables: [variable: "1"])).scoped(to: "appProfiler"))
+        #expect(alone.continuousAllocationSampling, "\(variable) was not read")
+      }
       // The socket path (not with tcp above).
       let socket = try ProfileServerConfiguration().applying(
         config: ConfigReader(provider: EnvironmentVariablesProvider(environmentVariables: ["APP_PROFILER_SOCKET": "/tmp/p.sock"]))
