@@ -251,6 +251,9 @@ final class AllocationRecorder: Sendable {
   /// not yet handed out (call after a drain: a drained sample absent from
   /// the ids was freed).
   private func liveLocked(_ state: inout State) -> (ids: Set<UInt64>, boundary: UInt64) {
+    // The set and buffer built here are the profiler's, not the app's.
+    let wasIgnored = cap_alloc_set_thread_ignored(1)
+    defer { _ = cap_alloc_set_thread_ignored(wasIgnored) }
     var heap = cap_heap_stats()
     cap_heap_stats_get(&heap)
     let capacity = Int(heap.capacity)
