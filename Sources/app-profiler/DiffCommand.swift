@@ -14,8 +14,10 @@ struct DiffCommand: AsyncParsableCommand {
       (the function that called the allocator) with the most growth. Any
       two profiles of the same kind work: cpu and wall compare samples.
 
-      With -o, also writes the difference as a profile (pprof: read it with
-      go tool pprof; negative values are what shrank).
+      With -o, also writes the difference, in the format the file name says:
+      .pb.gz the whole difference as pprof (go tool pprof reads it; negative
+      values are what shrank); .html, .json (speedscope) or .txt (collapsed)
+      a flame graph of what grew, per call path.
 
       Example:
         curl --unix-socket $SOCK -o base.pb.gz localhost/debug/pprof/heap
@@ -23,6 +25,7 @@ struct DiffCommand: AsyncParsableCommand {
         curl --unix-socket $SOCK -o new.pb.gz localhost/debug/pprof/heap
         app-profiler diff base.pb.gz new.pb.gz
         app-profiler diff before.pb.gz after.pb.gz --sample-index alloc_space -o growth.pb.gz
+        app-profiler diff base.pb.gz new.pb.gz -o growth.html
       """)
 
   @Argument(help: "The earlier profile (any format app-profiler writes).")
@@ -42,12 +45,17 @@ struct DiffCommand: AsyncParsableCommand {
   @Option(help: "Function names: full or short.")
   var names: String = "full"
 
-  @Option(name: .shortAndLong, help: "Also write the difference as a pprof profile to this file.")
+  @Option(
+    name: .shortAndLong,
+    help: "Also write the difference to this file: .pb.gz pprof (all of it), .html/.json/.txt a flame graph of what grew.")
   var output: String?
 
   func validate() throws {
     guard limit > 0 else { throw ValidationError("--limit must be positive") }
     guard TopFunctions.Names(rawValue: names) != nil else { throw ValidationError("--names must be full or short") }
+    if let output, ProfileFormat(fileName: output) == nil {
+      throw ValidationError("-o \(output): the name must end in .pb.gz, .html, .json or .txt (it picks the format)")
+    }
   }
 
   func run() async throws {
@@ -72,8 +80,10 @@ struct DiffCommand: AsyncParsableCommand {
         "\(after.mode.rawValue) profile difference (\(type)), \(new) − \(base) (taken \(String(format: "%.1f", seconds)) s apart): "
           + "\(top.total > 0 ? "+" : "")\(top.unit == "bytes" ? TopFunctions.bytes(top.total) : "\(top.total) \(top.unit)")")
       print(top.renderDifference(limit: limit, names: TopFunctions.Names(rawValue: names)!))
-      if let output {
-        try ProfileFiles.write(ProfileFormat.pprof.encode(difference, title: "difference"), to: output)
+      if let output, let format = ProfileFormat(fileName: output) {
+        // pprof carries negative values; flame graphs draw what grew.
+        let written = format == .pprof ? difference : difference.growth(sampleType: sampleIndex)
+        try ProfileFiles.write(format.encode(written, title: "what grew: \(new) − \(base)"), to: output)
         FileHandle.standardError.write(Data("wrote \(output)\n".utf8))
       }
     }

@@ -41,4 +41,31 @@ import Testing
     #expect(TopFunctions(decoded).entries.first { $0.name == "c" }?.selfCount == 5)
     #expect(Profile.merged([]) == nil)
   }
+
+  /// `difference`: per function, new minus base (growth first in the
+  /// table); `growth`: only the call paths that grew, netted per path.
+  @Test func differenceAndGrowth() throws {
+    let base = profile(start: 1_000_000_000, [("a", 1, 3), ("b", 2, 4)])
+    let new = profile(start: 2_000_000_000, [("a", 1, 10), ("b", 2, 1), ("c", 1, 2)])
+    let difference = try #require(new.difference(from: base))
+    let top = TopFunctions(difference)
+    func delta(_ name: String) -> Int64 { top.entries.first { $0.name == name }?.selfCount ?? 0 }
+    #expect(delta("a") == 7 && delta("b") == -3 && delta("c") == 2)
+    let table = top.renderDifference(limit: 10)
+    let rows = table.split(separator: "\n").dropFirst().map(String.init)
+    #expect(rows.first?.hasSuffix(" a") == true && rows.last?.hasSuffix(" b") == true, "\(table)")
+    #expect(table.contains("+7") && table.contains("-3"))
+    // pprof keeps the negative values.
+    let decoded = try PprofDecoder().decode(PprofEncoder().encode(difference))
+    #expect(TopFunctions(decoded).entries.first { $0.name == "b" }?.selfCount == -3)
+    // Growth: a and c, netted; b (shrank) left out.
+    let growth = difference.growth()
+    let grown = TopFunctions(growth)
+    #expect(grown.entries.map(\.name).sorted() == ["a", "c"])
+    #expect(grown.entries.first { $0.name == "a" }?.selfCount == 7)
+    // Other sample types: nil.
+    var other = base
+    other.sampleTypes = [.init("alloc_space", "bytes"), .init("x", "count")]
+    #expect(new.difference(from: other) == nil)
+  }
 }

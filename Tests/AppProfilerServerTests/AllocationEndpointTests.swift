@@ -274,6 +274,20 @@ extension ServerSuite {
         #expect(diff.output.contains("TesteeLeak"), "\(diff.output)")
         let read = try goPprof(["-sample_index=inuse_space", "-top", diffFile], scratch: scratch.path)
         #expect(read.status == 0 && read.output.contains("testeeLeak"), "\(read.output)\(read.error)")
+        // The growth as a flame graph: the HTML page in Chromium shows the
+        // leak's block, speedscope's format validates.
+        let page = scratch.path + "/growth.html"
+        let html = try cli(["diff", base, new, "-o", page])
+        #expect(html.status == 0, "\(html.error)")
+        let saved = try chromiumDump("file://" + page, scratch: scratch.path)
+        #expect(consoleErrors(saved.console).isEmpty, "\(consoleErrors(saved.console))")
+        #expect(saved.dom.contains("testeeLeak"), "no block for the leak")
+        let json = scratch.path + "/growth.speedscope.json"
+        #expect(try cli(["diff", base, new, "-o", json]).status == 0)
+        let check = try run("python3", [repositoryRoot + "/Tests/Support/validate_speedscope.py", json])
+        #expect(check.status == 0, "\(check.output)\(check.error)")
+        let badName = try cli(["diff", base, new, "-o", scratch.path + "/growth.bin"])
+        #expect(badName.status != 0 && badName.error.contains("must end in"), "\(badName.error)")
         // Profiles of different kinds are refused with a reason.
         let cpu = scratch.path + "/cpu.pb.gz"
         let cpuAnswer = try Curl.get(testee, "/profile?mode=cpu&duration=0.3&format=pprof")

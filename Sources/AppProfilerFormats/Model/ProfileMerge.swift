@@ -105,3 +105,37 @@ extension Profile {
     return result
   }
 }
+
+extension Profile {
+  /// The call paths whose value grew, for drawing a difference (from
+  /// ``difference(from:)``) as a flame graph: values summed per call path
+  /// (function names from the root, so two processes' profiles net out too),
+  /// and only the paths whose `sampleType` (default: the profile's) grew
+  /// kept, with their growth — one sample each, on one thread.
+  public func growth(sampleType: String? = nil) -> Profile {
+    let index = sampleType.flatMap { sampleTypeIndex($0) } ?? defaultSampleType
+    var result = self
+    result.threads = []
+    var totals: [[Int]: (stack: Int, values: [Int64])] = [:]
+    var order: [[Int]] = []
+    for thread in threads {
+      for sample in thread.samples {
+        let path = functionsOfStack(sample.stack)
+        if let existing = totals[path] {
+          totals[path] = (existing.stack, zip(existing.values, sample.values).map { $0 &+ $1 })
+        } else {
+          totals[path] = (sample.stack, sample.values)
+          order.append(path)
+        }
+      }
+    }
+    let samples = order.compactMap { path -> Sample? in
+      let total = totals[path]!
+      guard index < total.values.count, total.values[index] > 0 else { return nil }
+      return Sample(stack: total.stack, timestampNanoseconds: 0, values: total.values.map { max(0, $0) })
+    }
+    result.threads = [ThreadSamples(id: 0, name: "growth", samples: samples)]
+    result.metadata["difference"] = "growth only: call paths whose \(sampleTypes.indices.contains(index) ? sampleTypes[index].type : "value") grew"
+    return result
+  }
+}
