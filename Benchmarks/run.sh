@@ -54,6 +54,33 @@ AWK_MEDIAN='
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
   }'
 
+# Runs the app command (leading VAR=value words are its environment) on port
+# 18089, waits until it answers, puts wrk on GET / for 10 s, stops it, and
+# prints "requests/s p99-ms".
+wrk_once() {
+  env "$@" >/dev/null 2>&1 &
+  local app=$! out
+  for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:18089/ && break; sleep 0.1; done
+  out=$(wrk -t2 -c4 -d10s --latency http://127.0.0.1:18089/ 2>&1)
+  kill -TERM "$app"; wait "$app" 2>/dev/null || true
+  wrk_summary "$out"
+}
+
+# ab_summary SCENARIO "BASE OTHER…" FILE: per variant of FILE's
+# "variant requests/s p99-ms" lines, the medians and their ratios to BASE's.
+ab_summary() {
+  awk -v name="$1" -v variants="$2" "$AWK_MEDIAN"'
+    { rps[$1] = rps[$1] " " $2; p99[$1] = p99[$1] " " $3 }
+    END {
+      n = split(variants, order, " ")
+      b = median(rps[order[1]]); bp = median(p99[order[1]])
+      for (k = 1; k <= n; k++) {
+        v = order[k]; m = median(rps[v]); p = median(p99[v])
+        printf "%s variant=%s rps_median=%.0f ratio=%.3f p99_median=%.3fms p99_ratio=%.2f runs=%s\n", name, v, m, m / b, p, p / bp, rps[v]
+      }
+    }' "$3"
+}
+
 for scenario in "${scenarios[@]}"; do
   case "$scenario" in
   yield)
@@ -301,25 +328,11 @@ for scenario in "${scenarios[@]}"; do
     for round in 1 2 3 4 5; do
       for variant in off on; do
         heap=0; [ "$variant" = on ] && heap=1
-        APP_PROFILER_DIR="$dir" APP_PROFILER_HEAP=$heap "$example" 18089 >/dev/null 2>&1 &
-        app=$!
-        for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:18089/ && break; sleep 0.1; done
-        out=$(wrk -t2 -c4 -d10s --latency http://127.0.0.1:18089/ 2>&1)
-        kill -TERM "$app"; wait "$app" 2>/dev/null || true
-        echo "$variant $(wrk_summary "$out")" >>"$results"
+        echo "$variant $(wrk_once APP_PROFILER_DIR="$dir" APP_PROFILER_HEAP=$heap "$example" 18089)" >>"$results"
       done
     done
     rm -rf "$dir"
-    awk "$AWK_MEDIAN"'
-      { rps[$1] = rps[$1] " " $2; p99[$1] = p99[$1] " " $3 }
-      END {
-        b = median(rps["off"]); bp = median(p99["off"])
-        split("off on", order, " ")
-        for (k = 1; k <= 2; k++) {
-          v = order[k]; m = median(rps[v]); p = median(p99[v])
-          printf "heap-http variant=%s rps_median=%.0f ratio=%.3f p99_median=%.3fms p99_ratio=%.2f runs=%s\n", v, m, m / b, p, p / bp, rps[v]
-        }
-      }' "$results"
+    ab_summary heap-http "off on" "$results"
     rm -f "$results"
     ;;
   middleware-latency)
@@ -332,25 +345,11 @@ for scenario in "${scenarios[@]}"; do
     for round in 1 2 3 4 5; do
       for variant in without with; do
         flag=""; [ "$variant" = without ] && flag="--no-middleware"
-        APP_PROFILER_DIR="$dir" "$example" 18089 $flag >/dev/null 2>&1 &
-        app=$!
-        for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:18089/ && break; sleep 0.1; done
-        out=$(wrk -t2 -c4 -d10s --latency http://127.0.0.1:18089/ 2>&1)
-        kill -TERM "$app"; wait "$app" 2>/dev/null || true
-        echo "$variant $(wrk_summary "$out")" >>"$results"
+        echo "$variant $(wrk_once APP_PROFILER_DIR="$dir" "$example" 18089 $flag)" >>"$results"
       done
     done
     rm -rf "$dir"
-    awk "$AWK_MEDIAN"'
-      { rps[$1] = rps[$1] " " $2; p99[$1] = p99[$1] " " $3 }
-      END {
-        b = median(rps["without"]); bp = median(p99["without"])
-        split("without with", order, " ")
-        for (k = 1; k <= 2; k++) {
-          v = order[k]; m = median(rps[v]); p = median(p99[v])
-          printf "middleware-latency variant=%s rps_median=%.0f ratio=%.3f p99_median=%.3fms p99_ratio=%.2f runs=%s\n", v, m, m / b, p, p / bp, rps[v]
-        }
-      }' "$results"
+    ab_summary middleware-latency "without with" "$results"
     rm -f "$results"
     ;;
   labels)
