@@ -76,36 +76,31 @@ final class KeptPayload {
 }
 
 extension Profile {
+  typealias HeapTotals = (inuseBytes: Int64, inuseObjects: Int64, allocBytes: Int64, allocObjects: Int64)
+
   /// In-use and allocated estimates of samples whose stack holds a frame
   /// (function or allocated type) whose name contains `fragment`.
-  func heap(containing fragment: String) -> (inuseBytes: Int64, inuseObjects: Int64, allocBytes: Int64, allocObjects: Int64) {
-    var totals: (Int64, Int64, Int64, Int64) = (0, 0, 0, 0)
-    for thread in threads {
-      for sample in thread.samples where names(ofStack: sample.stack).contains(where: { $0.contains(fragment) }) {
-        totals.0 += value(sample, "inuse_space")
-        totals.1 += value(sample, "inuse_objects")
-        totals.2 += value(sample, "alloc_space")
-        totals.3 += value(sample, "alloc_objects")
-      }
-    }
-    return totals
+  func heap(containing fragment: String) -> HeapTotals {
+    heap { names(ofStack: $0.stack).contains { $0.contains(fragment) } }
   }
-}
 
-extension Profile {
   /// The same for samples whose allocated type (the leaf) is `type` exactly
   /// (module-qualified name ending in `.type`): not the arrays holding them.
-  func heap(ofType type: String) -> (inuseBytes: Int64, inuseObjects: Int64, allocBytes: Int64, allocObjects: Int64) {
-    var totals: (Int64, Int64, Int64, Int64) = (0, 0, 0, 0)
+  func heap(ofType type: String) -> HeapTotals {
+    heap { sample in
+      guard let leaf = stacks[sample.stack].first, let line = locations[leaf].lines.first else { return false }
+      return functions[line.function].isAllocatedType && functions[line.function].name.hasSuffix("." + type)
+    }
+  }
+
+  private func heap(where included: (Sample) -> Bool) -> HeapTotals {
+    var totals: HeapTotals = (0, 0, 0, 0)
     for thread in threads {
-      for sample in thread.samples {
-        guard let leaf = stacks[sample.stack].first, let line = locations[leaf].lines.first,
-          functions[line.function].isAllocatedType, functions[line.function].name.hasSuffix("." + type)
-        else { continue }
-        totals.0 += value(sample, "inuse_space")
-        totals.1 += value(sample, "inuse_objects")
-        totals.2 += value(sample, "alloc_space")
-        totals.3 += value(sample, "alloc_objects")
+      for sample in thread.samples where included(sample) {
+        totals.inuseBytes += value(sample, "inuse_space")
+        totals.inuseObjects += value(sample, "inuse_objects")
+        totals.allocBytes += value(sample, "alloc_space")
+        totals.allocObjects += value(sample, "alloc_objects")
       }
     }
     return totals
