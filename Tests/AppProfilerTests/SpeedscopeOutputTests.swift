@@ -2,15 +2,21 @@ import AppProfiler
 import Foundation
 import Testing
 
-/// Runs a command, returns (exit status, stdout + stderr).
-func runProcess(_ executable: String, _ arguments: [String]) throws -> (Int32, String) {
+/// Runs a command (with `input` on its stdin), returns (exit status, stdout + stderr).
+func runProcess(_ executable: String, _ arguments: [String], input: String? = nil) throws -> (Int32, String) {
   let process = Process()
   process.executableURL = URL(fileURLWithPath: executable)
   process.arguments = arguments
   let pipe = Pipe()
   process.standardOutput = pipe
   process.standardError = pipe
+  let stdin = Pipe()
+  if input != nil { process.standardInput = stdin }
   try process.run()
+  if let input {
+    stdin.fileHandleForWriting.write(Data(input.utf8))
+    try stdin.fileHandleForWriting.close()
+  }
   let data = pipe.fileHandleForReading.readDataToEndOfFile()
   process.waitUntilExit()
   return (process.terminationStatus, String(decoding: data, as: UTF8.self))

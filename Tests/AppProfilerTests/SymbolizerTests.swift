@@ -8,12 +8,12 @@ import Glibc
 
 /// A source symbolicator that knows nothing, to exercise the ELF fallback.
 struct SilentSourceSymbolicator: SourceSymbolicator {
-  func sourceFrames(for addresses: [UInt64], imageKeys: [String], deadline: ContinuousClock.Instant?) -> [[SourceFrame]?] {
+  func sourceFrames(for addresses: [UInt64], images: ImageMap, deadline: ContinuousClock.Instant?) -> [[SourceFrame]?] {
     addresses.map { _ in [] }
   }
 
   func sourceFramesLater(
-    for addresses: [UInt64], imageKeys: [String], deliver: @escaping @Sendable (Int, [[SourceFrame]]) -> Void
+    for addresses: [UInt64], images: ImageMap, deliver: @escaping @Sendable (Int, [[SourceFrame]]) -> Void
   ) {
     deliver(0, addresses.map { _ in [] })
   }
@@ -49,7 +49,7 @@ struct SilentSourceSymbolicator: SourceSymbolicator {
   /// mangled name, the source file and a line for an address of this binary.
   @Test func runtimeSymbolicatorGivesFileAndLine() throws {
     let address = try probeAddress()
-    let frames = RuntimeSourceSymbolicator().sourceFrames(for: [address], imageKeys: [])[0]
+    let frames = RuntimeSourceSymbolicator().sourceFrames(for: [address], images: ImageMap.current())[0]
     let outer = try #require(frames.last)
     #expect(outer.rawName.contains("symbolizerProbeTarget"))
     #expect(outer.file.hasSuffix("Tests/AppProfilerTests/SymbolizerTests.swift"))

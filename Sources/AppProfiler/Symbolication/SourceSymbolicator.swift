@@ -26,22 +26,21 @@ protocol SourceSymbolicator: Sendable {
   /// For each address (an instruction address: the interrupted PC, or a
   /// return address − 1), its frames innermost first — inlined callees,
   /// then the function that contains the address — or none when unknown.
-  /// `imageKeys` identifies the loaded images (path and load address of
-  /// each), so an implementation can keep per-image state while it holds.
+  /// `images` are the loaded images the addresses were looked up in.
   /// `deadline` is checked between small batches of addresses; the ones not
   /// reached by then are nil.
-  func sourceFrames(for addresses: [UInt64], imageKeys: [String], deadline: ContinuousClock.Instant?) -> [[SourceFrame]?]
+  func sourceFrames(for addresses: [UInt64], images: ImageMap, deadline: ContinuousClock.Instant?) -> [[SourceFrame]?]
 
   /// The same without a deadline and off the caller's path: small batches,
   /// each after any caller of `sourceFrames` that is waiting. `deliver`
   /// receives each batch: the index of its first address and its frames.
   func sourceFramesLater(
-    for addresses: [UInt64], imageKeys: [String], deliver: @escaping @Sendable (Int, [[SourceFrame]]) -> Void)
+    for addresses: [UInt64], images: ImageMap, deliver: @escaping @Sendable (Int, [[SourceFrame]]) -> Void)
 }
 
 extension SourceSymbolicator {
-  func sourceFrames(for addresses: [UInt64], imageKeys: [String]) -> [[SourceFrame]] {
-    sourceFrames(for: addresses, imageKeys: imageKeys, deadline: nil).map { $0 ?? [] }
+  func sourceFrames(for addresses: [UInt64], images: ImageMap) -> [[SourceFrame]] {
+    sourceFrames(for: addresses, images: images, deadline: nil).map { $0 ?? [] }
   }
 }
 
@@ -79,15 +78,17 @@ final class RuntimeSourceSymbolicator: SourceSymbolicator {
   /// every address, ~1.7 ms each in a 10,000-function library).
   static let batch = 64
 
-  func sourceFrames(for addresses: [UInt64], imageKeys: [String], deadline: ContinuousClock.Instant?) -> [[SourceFrame]?] {
+  func sourceFrames(for addresses: [UInt64], images: ImageMap, deadline: ContinuousClock.Instant?) -> [[SourceFrame]?] {
     guard !addresses.isEmpty else { return [] }
+    let imageKeys = images.images.map(\.key)
     // The symbolicator's image cache is per thread: always use the same one.
     return SymbolicationThread.shared.run { symbolicate(addresses, imageKeys: imageKeys, deadline: deadline) }
   }
 
   func sourceFramesLater(
-    for addresses: [UInt64], imageKeys: [String], deliver: @escaping @Sendable (Int, [[SourceFrame]]) -> Void
+    for addresses: [UInt64], images: ImageMap, deliver: @escaping @Sendable (Int, [[SourceFrame]]) -> Void
   ) {
+    let imageKeys = images.images.map(\.key)
     for start in stride(from: 0, to: addresses.count, by: Self.batch) {
       let slice = Array(addresses[start..<min(start + Self.batch, addresses.count)])
       SymbolicationThread.shared.runLater { [self] in

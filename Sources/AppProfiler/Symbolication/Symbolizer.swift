@@ -61,7 +61,7 @@ final class Symbolizer: Sendable {
   private let completed = Mutex<[(CacheKey, [SourceFrame])]>([])
   private let source: any SourceSymbolicator
 
-  init(source: any SourceSymbolicator = RuntimeSourceSymbolicator()) {
+  init(source: any SourceSymbolicator = DWARFSourceSymbolicator()) {
     self.source = source
   }
 
@@ -81,7 +81,7 @@ final class Symbolizer: Sendable {
     return state.withLock { state in
       for (key, frames) in completed.withLock({ done in defer { done = [] }; return done }) {
         state.pending.remove(key)
-        let functions = Self.functions(frames)
+        let functions = Self.functions(frames, elfName: { state.resolved[key]?.last })
         if !functions.isEmpty { state.resolved[key] = functions }
       }
       var results = [ResolvedFrame](repeating: ResolvedFrame(image: nil, functions: []), count: addresses.count)
@@ -112,15 +112,13 @@ final class Symbolizer: Sendable {
         }
         return results
       }
-      let imageKeys = images.images.map(\.key)
-      let sourceFrames = source.sourceFrames(
-        for: missing.map { addresses[$0] }, imageKeys: imageKeys, deadline: deadline)
+      let sourceFrames = source.sourceFrames(for: missing.map { addresses[$0] }, images: images, deadline: deadline)
       var later: [(CacheKey, UInt64)] = []
       for (position, frames) in zip(missing, sourceFrames) {
         let address = addresses[position]
         let image = images.images[results[position].image!]
         let key = CacheKey(image: image.key, address: address)
-        var functions = Self.functions(frames ?? [])
+        var functions = Self.functions(frames ?? [], elfName: { Self.elfFunctions(address, in: image, tables: &state.tables).last })
         if frames == nil {
           results[position].sourcePending = true
           if state.pending.insert(key).inserted { later.append((key, address)) }
@@ -131,7 +129,7 @@ final class Symbolizer: Sendable {
       }
       if !later.isEmpty {
         let keys = later.map(\.0)
-        source.sourceFramesLater(for: later.map(\.1), imageKeys: imageKeys) { [self] first, frames in
+        source.sourceFramesLater(for: later.map(\.1), images: images) { [self] first, frames in
           completed.withLock { $0.append(contentsOf: zip(keys[first..<first + frames.count], frames)) }
         }
       }
@@ -160,15 +158,36 @@ final class Symbolizer: Sendable {
     return max(0, state.withLock { $0.pending.count } - arrived)
   }
 
-  private static func functions(_ frames: [SourceFrame]) -> [ResolvedFrame.Function] {
-    frames.filter { !$0.rawName.isEmpty }.map {
+  /// Source frames as functions. `elfName` names the outermost frame,
+  /// which keeps its file:line; without an ELF symbol, the source frame's
+  /// name stays (and a nameless one — a line table without a function
+  /// entry — is dropped).
+  private static func functions(
+    _ frames: [SourceFrame], elfName: () -> ResolvedFrame.Function?
+  ) -> [ResolvedFrame.Function] {
+    var functions = frames.filter { !$0.rawName.isEmpty }.map {
       ResolvedFrame.Function(name: Demangler.demangle($0.rawName), systemName: $0.rawName, file: $0.file, line: $0.line)
     }
+    guard let outer = frames.last, !outer.file.isEmpty || !outer.rawName.isEmpty else { return functions }
+    // The containing function by its ELF symbol, as the names-only path and
+    // every other tool (perf, the toolchain) name it; DWARF's name when no
+    // symbol covers the address (local copies the linker left unnamed).
+    if var named = elfName() {
+      named.file = outer.file
+      named.line = outer.line
+      if outer.rawName.isEmpty {
+        functions.append(named)
+      } else {
+        functions[functions.count - 1] = named
+      }
+    }
+    return functions
   }
 
   /// Drops every cache (tests measure cold symbolization with it).
   func reset() {
     state.withLock { $0 = State() }
     completed.withLock { $0 = [] }
+    (source as? DWARFSourceSymbolicator)?.reset()
   }
 }

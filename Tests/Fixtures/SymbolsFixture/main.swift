@@ -1,6 +1,9 @@
 // Built in release mode with -g by SourceLocationTests: profiles itself and
-// prints, for every frame of this file, "function|file|line|inlined".
-import AppProfiler
+// prints, for every frame of this file, "function|file|line|inlined"; then
+// "check|compared|inlined frames|mismatches" for our DWARF reader against the
+// toolchain symbolicator on the profile's addresses and a sweep of this binary,
+// and each address where they differ.
+@_spi(Testing) import AppProfiler
 import Synchronization
 
 let fixtureSink = Atomic<UInt64>(0)
@@ -33,4 +36,15 @@ for location in profile.locations {
     let inlined = index < location.lines.count - 1
     print("\(function.name)|\(function.file)|\(line.line)|\(inlined)")
   }
+}
+
+// Our DWARF reader against the toolchain's, on optimized code with inlining.
+let sampled = Set(profile.locations.map(\.address)).filter { $0 != 0 }
+let check = SymbolicationCheck.compareWithToolchain(Array(sampled) + SymbolicationCheck.sweepOfExecutable(count: 1500))
+print("check|\(check.compared)|\(check.inlinedFrames)|\(check.mismatches.count)")
+// Where the two differ: "mismatch|file|0xADDRESS|name^file^line|…" (ours,
+// innermost first) for the test to ask llvm-symbolizer.
+for mismatch in check.mismatches {
+  let frames = mismatch.ours.map { "\($0.name)^\($0.file)^\($0.line)" }
+  print((["mismatch", mismatch.path, "0x" + String(mismatch.address, radix: 16)] + frames).joined(separator: "|"))
 }

@@ -1,0 +1,58 @@
+@_spi(Testing) @testable import AppProfiler
+import Testing
+
+/// Our DWARF reader (issue 22) against the toolchain's symbolicator. The
+/// release fixture with inlined code is compared in
+/// `SourceLocations.releaseBuildHasLinesAndInlinedFrames`.
+@Suite struct DWARFSymbolicatorTests {
+  /// 2,000 addresses spread over this debug test binary (the library, NIO,
+  /// the tests, C with DWARF 5, Swift with DWARF 4, macro expansions).
+  @Test func sameFramesAsTheToolchainAcrossTheTestBinary() {
+    let result = SymbolicationCheck.compareWithToolchain(SymbolicationCheck.sweepOfExecutable(count: 2000))
+    print("compared \(result.compared), outside functions \(result.outsideFunctions), inlined frames \(result.inlinedFrames), mismatches \(result.mismatches.count)")
+    for mismatch in result.mismatches.prefix(10) { print(mismatch.description) }
+    #expect(result.compared >= 1000)
+    #expect(result.mismatches.isEmpty)
+  }
+
+  /// Every address of a cpu profile of the workloads (their return addresses).
+  @Test func sameFramesForSampledAddresses() async throws {
+    let stop = StopFlag()
+    let worker = TestThread(name: "chain") { alphaWorkload(stop) }
+    _ = worker.waitForTID()
+    let profile = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(300))
+    stop.set()
+    worker.join()
+    let addresses = Set(profile.locations.map(\.address)).filter { $0 != 0 }
+    let result = SymbolicationCheck.compareWithToolchain(Array(addresses))
+    print("compared \(result.compared), mismatches \(result.mismatches.count)")
+    for mismatch in result.mismatches.prefix(10) { print(mismatch.description) }
+    #expect(result.compared >= 10)
+    #expect(result.mismatches.isEmpty)
+  }
+
+  /// Parsing never reads outside a section: every prefix of a real
+  /// `.debug_line` and `.debug_info` (truncated files) yields fewer rows, never a crash.
+  @Test func truncatedSectionsAreSafe() throws {
+    let file = try #require(ELFDebugFile(path: ImageMap.executablePath()))
+    let sections = try #require(DWARFSections(file))
+    let units = DWARFUnit.units(sections)
+    try #require(!units.isEmpty)
+    // A unit with code, from the middle of the file.
+    let unit = try #require(units[(units.count / 2)...].first { !$0.ranges.isEmpty && $0.stmtList != nil })
+    let offset = unit.stmtList!
+    let full = DWARFLineTable(at: offset, unit: unit, sections: sections)
+    #expect(!full.addresses.isEmpty)
+    for cut in stride(from: 0, to: 4000, by: 37) {
+      var truncated = sections
+      truncated.line = UnsafeRawBufferPointer(rebasing: sections.line[0..<min(sections.line.count, Int(offset) + cut)])
+      truncated.info = UnsafeRawBufferPointer(rebasing: sections.info[0..<min(sections.info.count, unit.diesOffset + cut)])
+      let table = DWARFLineTable(at: offset, unit: unit, sections: truncated)
+      #expect(table.addresses.count <= full.addresses.count)
+      var cutUnit = unit
+      cutUnit.end = min(unit.end, truncated.info.count)
+      _ = DWARFInlineTree(unit: cutUnit, sections: truncated)
+      _ = DWARFUnit.units(truncated)
+    }
+  }
+}
