@@ -222,7 +222,7 @@ func checkRouteLabelsAndTaskScopedProfiles(_ app: some ExampleUnderTest) async t
   defer { scratch.remove() }
   // 1. A 3 s process profile under load on both routes.
   let profile = try await underLoad(app, routes: ["/a", "/b"]) {
-    try await curl("http://localhost/profile?mode=cpu&duration=3&format=pprof", socket: app.socket, timeout: 60)
+    try await curl("http://localhost/profile?mode=cpu&interval=1000&duration=3&format=pprof", socket: app.socket, timeout: 60)
   }
   #expect(profile.status == 200, "\(profile.text.prefix(300))")
   let file = scratch.path + "/process.pb.gz"
@@ -247,7 +247,7 @@ func checkRouteLabelsAndTaskScopedProfiles(_ app: some ExampleUnderTest) async t
   // at once. Each holds only /a's work; together, what the process profile
   // restricted to route=/a saw of them.
   let (process, scoped) = try await underLoad(app, routes: ["/b"]) { () async throws -> (CurlAnswer, [CurlAnswer]) in
-    async let whole = curl("http://localhost/profile?mode=cpu&duration=3&format=pprof", socket: app.socket, timeout: 60)
+    async let whole = curl("http://localhost/profile?mode=cpu&interval=1000&duration=3&format=pprof", socket: app.socket, timeout: 60)
     try await Task.sleep(for: .milliseconds(500))
     async let first = curl(app.base + "/a?ms=300&profile=cpu&profile_format=pprof")
     async let second = curl(app.base + "/a?ms=300&profile=cpu&profile_format=pprof")

@@ -101,21 +101,32 @@ public final class Profiler: Sendable {
     slots.contains { slot in !slot.state.withLock { $0.machine.isIdle } }
   }
 
+  /// The sampling interval when none is given: 10 ms (100 Hz), as Go's
+  /// `runtime/pprof` and async-profiler's default. At 100 Hz a cpu profile
+  /// is sampled with POSIX CPU timers (one timer per process thread, exact
+  /// at intervals of a scheduler tick or more), which costs an HTTP server
+  /// under wrk nothing measurable; the 1 ms of earlier versions needs perf
+  /// events per thread, and each of a busy server's context switches then
+  /// pays for them: 0.70× throughput on the benchmark (BENCHMARKS.md,
+  /// `overhead-http`). 30 s at 100 Hz is 3,000 samples per busy thread,
+  /// enough for functions above ~1 % of the time; pass 1 ms for short
+  /// recordings of one hot path.
+  public static let defaultInterval: Duration = .milliseconds(10)
+
   /// Records a profile of every thread for `duration`.
   ///
   /// - Parameters:
   ///   - mode: `.cpu` (threads using CPU) or `.wall` (every thread, running or blocked).
   ///   - duration: how long to sample; more than 0 s and at most 24 h.
-  ///   - interval: time between samples, 100 µs … 1 s. Default 1 ms, a rate
-  ///     that resolves functions taking ~1 % of a second of CPU while costing
-  ///     one short interrupt per thread per millisecond.
+  ///   - interval: time between samples, 100 µs … 1 s. Default
+  ///     ``defaultInterval`` (10 ms, 100 Hz).
   ///   - options: engine, signal, buffer sizes.
   /// - Throws: ``ProfilerError/busy`` when another session runs,
   ///   ``ProfilerError/invalidParameter(name:value:allowed:)`` for a bad
   ///   argument, `CancellationError` when the task is cancelled (the session
   ///   is stopped and its samples discarded).
   public func record(
-    mode: Profile.Mode = .cpu, duration: Duration, interval: Duration = .milliseconds(1),
+    mode: Profile.Mode = .cpu, duration: Duration, interval: Duration = Profiler.defaultInterval,
     options: SessionOptions = SessionOptions()
   ) async throws -> Profile {
     try Self.validate(duration: duration)
@@ -136,7 +147,7 @@ public final class Profiler: Sendable {
   /// (checked every 20 ms): the session is stopped, its samples dropped, and
   /// `CancellationError` thrown.
   public func recordSynchronously(
-    mode: Profile.Mode = .cpu, duration: Duration, interval: Duration = .milliseconds(1),
+    mode: Profile.Mode = .cpu, duration: Duration, interval: Duration = Profiler.defaultInterval,
     options: SessionOptions = SessionOptions(), cancellation: RecordingCancellation? = nil
   ) throws -> Profile {
     try Self.validate(duration: duration)
@@ -190,7 +201,7 @@ public final class Profiler: Sendable {
   ///   interval or with other options runs
   ///   (or 16 sessions share it).
   public func start(
-    mode: Profile.Mode = .cpu, interval: Duration = .milliseconds(1),
+    mode: Profile.Mode = .cpu, interval: Duration = Profiler.defaultInterval,
     options: SessionOptions = SessionOptions()
   ) throws -> ProfilingSession {
     try attach(mode: mode, interval: interval, options: options, scope: nil)
@@ -203,7 +214,7 @@ public final class Profiler: Sendable {
   /// one sampler with each other and with whole-process sessions of the
   /// same sampling. docs/labels.md says what a scope sees.
   public func startTaskScoped(
-    mode: Profile.Mode = .cpu, interval: Duration = .milliseconds(1),
+    mode: Profile.Mode = .cpu, interval: Duration = Profiler.defaultInterval,
     options: SessionOptions = SessionOptions()
   ) throws -> ProfilingSession {
     try attach(mode: mode, interval: interval, options: options, scope: .make())

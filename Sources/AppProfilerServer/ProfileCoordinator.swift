@@ -112,7 +112,7 @@ final class ProfileCoordinator: Sendable {
     switch record(
       mode: request.mode, duration: request.duration, interval: request.interval, allocationRate: request.allocationRate,
       cpuEngine: request.cpuEngine, includeProfilerThreads: request.includeProfilerThreads,
-      asyncStacks: request.asyncStacks, cancellation: cancellation)
+      asyncStacks: request.asyncStacks, joinsRunningSampler: !request.intervalGiven, cancellation: cancellation)
     {
     case .failure(let box): return box.response
     case .success(let profile):

@@ -32,7 +32,7 @@ struct RecordCommand: AsyncParsableCommand {
   @Option(help: "Seconds to record (decimal).")
   var duration: Double = 10
 
-  @Option(help: "cpu/wall: microseconds between samples (100 … 1000000, default 1000). alloc: mean bytes between samples (1 … 1073741824, default: the server's, 524288).")
+  @Option(help: "cpu/wall: microseconds between samples (100 … 1000000, default 10000: 100 Hz). alloc: mean bytes between samples (1 … 1073741824, default: the server's, 524288).")
   var interval: Int?
 
   @Option(help: "speedscope, pprof, collapsed or html (default: from -o, else speedscope).")

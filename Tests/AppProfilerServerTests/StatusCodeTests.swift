@@ -67,6 +67,9 @@ extension ServerSuite {
         #expect((1...3).contains(retry), "Retry-After \(retry)")
         #expect(answer.headers["access-control-allow-origin"] == "*")
         #expect(answer.text.contains("already running"))
+        // Without an interval a request shares the running sampler, whatever its interval.
+        let joining = try Curl.get(testee, "/profile?duration=0.5&mode=wall&format=collapsed")
+        #expect(joining.status == 200, "\(joining.text.prefix(300))")
         // A thread dump has a sampler of its own.
         let threads = try Curl.get(testee, "/threads")
         #expect(threads.status == 200)

@@ -68,50 +68,51 @@ extension SamplingSuite {
       let mismatches = output.split(separator: "\n").filter { $0.hasPrefix("mismatch|") }
         .map { $0.split(separator: "|", omittingEmptySubsequences: false).map(String.init) }
       try #require(mismatches.count == check[2])
-      let verdicts = try llvmSymbolizerAgrees(mismatches)
+      let verdicts = try llvmSymbolizerAgrees(mismatches.map { ($0[1], $0[2], Array($0.dropFirst(3))) })
       print("release fixture: toolchain differs at \(check[2]) addresses; llvm-symbolizer agrees with ours at \(verdicts.agreed)")
       #expect(verdicts.disagreed.isEmpty, "\(verdicts.disagreed.prefix(10).joined(separator: "\n"))")
     }
+  }
+}
 
-    /// Asks llvm-symbolizer for each "mismatch|file|0xADDRESS|name^file^line|…"
-    /// line: the same files and lines for every frame, the same names for
-    /// inlined ones (the outermost is named by its ELF symbol, as the
-    /// toolchain and perf do).
-    func llvmSymbolizerAgrees(_ mismatches: [[String]]) throws -> (agreed: Int, disagreed: [String]) {
-      var agreed = 0
-      var disagreed: [String] = []
-      for (path, group) in Dictionary(grouping: mismatches, by: { $0[1] }) {
-        let input = group.map { $0[2] }.joined(separator: "\n") + "\n"
-        let (status, output) = try runProcess(
-          "/usr/bin/env", ["llvm-symbolizer", "--obj=" + path, "--functions=linkage", "--inlining", "--output-style=LLVM"],
-          input: input)
-        try #require(status == 0, "llvm-symbolizer failed (CI installs the llvm package): \(output.prefix(500))")
-        let blocks = output.components(separatedBy: "\n\n").map { $0.split(separator: "\n").map(String.init) }
-          .filter { !$0.isEmpty }
-        try #require(blocks.count == group.count, "\(output.prefix(2000))")
-        for (mismatch, block) in zip(group, blocks) {
-          let ours = mismatch.dropFirst(3).map { $0.split(separator: "^", omittingEmptySubsequences: false).map(String.init) }
-          var theirs: [(name: String, location: String)] = []
-          for index in stride(from: 0, to: block.count - 1, by: 2) { theirs.append((block[index], block[index + 1])) }
-          let same =
-            ours.count == theirs.count
-            && zip(ours, theirs).enumerated().allSatisfy { position, pair in
-              let (mine, reference) = pair
-              // "file:line:column"
-              let location = reference.location.split(separator: ":").map(String.init)
-              guard mine.count == 3, location.count >= 3 else { return false }
-              let file = location.dropLast(2).joined(separator: ":")
-              return file == mine[1] && location[location.count - 2] == mine[2]
-                && (position == ours.count - 1 || reference.name == mine[0])
-            }
-          if same {
-            agreed += 1
-          } else {
-            disagreed.append("\(mismatch[2]): ours \(ours) llvm \(theirs)")
-          }
+/// Where our DWARF reader and the toolchain's symbolicator differ, asks
+/// LLVM's: for each (file, "0xADDRESS", our frames as "name^file^line",
+/// innermost first), the same files and lines for every frame, the same
+/// names for inlined ones (the outermost is named by its ELF symbol, as the
+/// toolchain and perf do).
+func llvmSymbolizerAgrees(_ mismatches: [(path: String, address: String, frames: [String])]) throws -> (agreed: Int, disagreed: [String]) {
+  var agreed = 0
+  var disagreed: [String] = []
+  for (path, group) in Dictionary(grouping: mismatches, by: { $0.path }) {
+    let input = group.map { $0.address }.joined(separator: "\n") + "\n"
+    let (status, output) = try runProcess(
+      "/usr/bin/env", ["llvm-symbolizer", "--obj=" + path, "--functions=linkage", "--inlining", "--output-style=LLVM"],
+      input: input)
+    try #require(status == 0, "llvm-symbolizer failed (CI installs the llvm package): \(output.prefix(500))")
+    let blocks = output.components(separatedBy: "\n\n").map { $0.split(separator: "\n").map(String.init) }
+      .filter { !$0.isEmpty }
+    try #require(blocks.count == group.count, "\(output.prefix(2000))")
+    for (mismatch, block) in zip(group, blocks) {
+      let ours = mismatch.frames.map { $0.split(separator: "^", omittingEmptySubsequences: false).map(String.init) }
+      var theirs: [(name: String, location: String)] = []
+      for index in stride(from: 0, to: block.count - 1, by: 2) { theirs.append((block[index], block[index + 1])) }
+      let same =
+        ours.count == theirs.count
+        && zip(ours, theirs).enumerated().allSatisfy { position, pair in
+          let (mine, reference) = pair
+          // "file:line:column"
+          let location = reference.location.split(separator: ":").map(String.init)
+          guard mine.count == 3, location.count >= 3 else { return false }
+          let file = location.dropLast(2).joined(separator: ":")
+          return file == mine[1] && location[location.count - 2] == mine[2]
+            && (position == ours.count - 1 || reference.name == mine[0])
         }
+      if same {
+        agreed += 1
+      } else {
+        disagreed.append("\(mismatch.address): ours \(ours) llvm \(theirs)")
       }
-      return (agreed, disagreed)
     }
   }
+  return (agreed, disagreed)
 }

@@ -6,7 +6,7 @@ import AppProfiler
 /// |---|---|---|
 /// | `mode` | `cpu`, `wall`, `alloc` (`object`: the seed's name for it) | `cpu` |
 /// | `duration` | seconds, decimal, 0 < d ≤ max duration | 30 |
-/// | `interval` | cpu/wall: microseconds, 100 … 1000000; alloc: bytes, 1 … 1073741824 | 1000 µs / 524288 B |
+/// | `interval` | cpu/wall: microseconds, 100 … 1000000; alloc: bytes, 1 … 1073741824 | 10000 µs (100 Hz; joins a running sampler of the mode at any interval) / 524288 B |
 /// | `format` | `speedscope`, `pprof`, `collapsed`, `html` | `speedscope` |
 /// | `engine` | cpu only: `auto`, `perf` (perf events), `timer` (POSIX CPU timers) | the server's |
 /// | `include_profiler` | `1` keeps the profiler's own threads in the profile | `0` |
@@ -16,7 +16,10 @@ import AppProfiler
 struct ProfileRequest: Sendable, Equatable {
   var mode: Profile.Mode = .cpu
   var duration: Duration = .seconds(30)
-  var interval: Duration = .milliseconds(1)
+  var interval: Duration = Profiler.defaultInterval
+  /// No `interval` given: a sampler of the mode already running at another
+  /// interval (a per-request profile at 1 ms, say) is shared instead of 409.
+  var intervalGiven = false
   var format: ProfileFormat = .speedscope
   /// Alloc mode: mean bytes between samples; nil = the server's setting.
   var allocationRate: Int? = nil
@@ -98,6 +101,7 @@ struct ProfileRequest: Sendable, Equatable {
       }
     }
     if let value = interval {
+      request.intervalGiven = true
       let (range, unit) = SessionOptions.intervalParameterRange(for: request.mode)
       guard let number = Int(value), range.contains(number) else {
         let what = request.mode.isAllocation ? "bytes between allocation samples" : "microseconds"

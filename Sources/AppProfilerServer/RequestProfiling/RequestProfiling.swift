@@ -151,9 +151,15 @@ public struct RequestProfiler: Sendable {
     _ plan: Plan, _ handler: () async throws -> Result
   ) async throws -> (Result, Outcome) {
     var options = sessionOptions
+    // 1 ms unless asked otherwise: a request lasts milliseconds, and at
+    // the 100 Hz of whole-process profiles it would get a handful of
+    // samples. Without an explicit interval it shares a sampler of its
+    // mode that already runs (a `/profile` at 100 Hz) rather than 409.
     var interval: Duration = .milliseconds(1)
     if let value = plan.interval {
       if plan.mode.isAllocation { options.allocationSamplingRate = value } else { interval = .microseconds(value) }
+    } else {
+      options.joinsRunningSampler = true
     }
     let session: ProfilingSession
     do {
