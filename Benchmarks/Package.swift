@@ -5,7 +5,10 @@ import PackageDescription
 
 let package = Package(
   name: "swift-app-profiler-benchmarks",
-  dependencies: [.package(name: "swift-app-profiler", path: "..")],
+  dependencies: [
+    .package(name: "swift-app-profiler", path: ".."),
+    .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
+  ],
   targets: [
     .executableTarget(
       name: "profiler-bench",
@@ -16,6 +19,14 @@ let package = Package(
       ]
     ),
     .executableTarget(name: "idle-baseline"),
+    .executableTarget(
+      name: "idle-server",
+      dependencies: [
+        .product(name: "AppProfiler", package: "swift-app-profiler"),
+        .product(name: "AppProfilerServer", package: "swift-app-profiler"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+      ]
+    ),
   ],
   swiftLanguageModes: [.v6]
 )

@@ -2,8 +2,8 @@
 # Runs the benchmarks of swift-app-profiler on this machine.
 #   ./run.sh                 all scenarios
 #   ./run.sh yield wall-cost one or more of: yield wall-cost attribution symbolize
-#                            symbolize-10k encode unwind-cost tables completeness soak
-#                            idle overhead-http
+#                            symbolize-10k cold-first-profile encode unwind-cost tables
+#                            completeness soak idle retained overhead-http
 #                            alloc-overhead middleware-latency async-stacks labels
 #                            continuous heap-http
 # Installs what it needs from Debian's packages (linux-perf for attribution).
@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize symbolize-10k encode unwind-cost tables completeness soak idle overhead-http alloc-overhead middleware-latency async-stacks labels continuous heap-http)
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize symbolize-10k cold-first-profile encode unwind-cost tables completeness soak idle retained overhead-http alloc-overhead middleware-latency async-stacks labels continuous heap-http)
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(uname -r), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 build_log=$(mktemp)
@@ -182,40 +182,129 @@ for scenario in "${scenarios[@]}"; do
     "$bench" soak 1000
     ;;
   idle)
-    # CPU time, RSS and threads over 60 s: profile server started and idle
-    # vs. a process that does not link the library.
-    for kind in baseline server; do
-      fifo=$(mktemp -u)
-      mkfifo "$fifo"
-      if [ "$kind" = baseline ]; then
-        .build/release/idle-baseline <"$fifo" >"$fifo.out" &
-      else
-        "$bench" idle-server <"$fifo" >"$fifo.out" &
-      fi
-      pid=$!
-      exec 7>"$fifo"
-      sleep 5
-      ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
-      before=$(ticks)
-      sleep 60
-      after=$(ticks)
+    # RSS (and where it is: the smaps of each mapping), threads and CPU time
+    # over 60 s of three builds of one program (Sources/idle-*): without the
+    # library; with it linked and the server not started; with the server
+    # started and never asked. Run side by side.
+    # Each reads a fifo until it closes; the writers are opened once all
+    # three run, so no process inherits another's writer.
+    declare -A pids fifos
+    for kind in baseline linked server; do
+      fifos[$kind]=$(mktemp -u)
+      mkfifo "${fifos[$kind]}"
+      case "$kind" in
+        baseline) .build/release/idle-baseline <"${fifos[$kind]}" >/dev/null 2>&1 & ;;
+        linked) .build/release/idle-server linked <"${fifos[$kind]}" >/dev/null 2>&1 & ;;
+        server) .build/release/idle-server <"${fifos[$kind]}" >/dev/null 2>&1 & ;;
+      esac
+      pids[$kind]=$!
+    done
+    exec {fd_baseline}>"${fifos[baseline]}" {fd_linked}>"${fifos[linked]}" {fd_server}>"${fifos[server]}"
+    rm -f "${fifos[@]}"
+    sleep 5
+    ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+    declare -A before
+    for kind in baseline linked server; do before[$kind]=$(ticks "${pids[$kind]}"); done
+    sleep 60
+    for kind in baseline linked server; do
+      pid=${pids[$kind]}
       rss=$(awk '/VmRSS/ { print $2 }' "/proc/$pid/status")
-      threads=$(ls "/proc/$pid/task" | wc -l)
-      exec 7>&-
+      echo "idle kind=$kind cpu_ticks_60s=$(( $(ticks "$pid") - ${before[$kind]} )) (1 tick = 10 ms) rss=${rss}kB threads=$(ls "/proc/$pid/task" | wc -l) names=$(cat /proc/"$pid"/task/*/comm | tr '\n' ',')"
+      awk -v kind="$kind" '/^[0-9a-f]+-[0-9a-f]+ / { name = $6; if (name == "") name = "[anon]"; sub(/.*\//, "", name) }
+        /^Rss:/ { rss[name] += $2 }
+        END { for (n in rss) if (rss[n] >= 256) printf "idle kind=%s mapping=%s rss=%dkB\n", kind, n, rss[n] }' "/proc/$pid/smaps" | sort -t= -k4 -rn
+    done
+    exec {fd_baseline}>&- {fd_linked}>&- {fd_server}>&-
+    for kind in baseline linked server; do wait "${pids[$kind]}" || true; done
+    ;;
+  retained)
+    # RSS before the first profile, right after it and 30 s later: the
+    # demo's shape (idle-server work: 4 threads computing through a small
+    # call tree) and the Hummingbird example (release, wrk on GET / during
+    # the profile); the first profile is a 5 s cpu profile with file:line
+    # (speedscope). "held" is
+    # the figure 30 s after the profile minus the one before it.
+    example=$(build_hummingbird_example)
+    for target in work hummingbird; do
+      dir=$(mktemp -d)
+      if [ "$target" = work ]; then
+        fifo=$(mktemp -u); mkfifo "$fifo"
+        .build/release/idle-server work <"$fifo" >"$dir/out" 2>/dev/null &
+        pid=$!
+        exec 6>"$fifo"; rm -f "$fifo"
+        while ! grep -q READY "$dir/out" 2>/dev/null; do sleep 0.1; done
+        socket=$(awk '/READY/ { print $3 }' "$dir/out")
+      else
+        APP_PROFILER_DIR="$dir" "$example" 18089 >/dev/null 2>&1 &
+        pid=$!
+        for _ in $(seq 100); do [ -S "$dir/app-profiler-$pid.sock" ] && break; sleep 0.1; done
+        socket="$dir/app-profiler-$pid.sock"
+      fi
+      sleep 5
+      rss() { awk '/VmRSS/ { print $2 }' "/proc/$pid/status"; }
+      before=$(rss)
+      if [ "$target" = hummingbird ]; then
+        # Requests during the profile, so it has the app's code to symbolicate.
+        wrk -t1 -c2 -d5s http://127.0.0.1:18089/ >/dev/null 2>&1 &
+        load=$!
+      fi
+      curl -s --unix-socket "$socket" "http://localhost/profile?mode=cpu&duration=5" -o "$dir/profile.json"
+      [ "$target" = hummingbird ] && wait "$load"
+      after=$(rss)
+      sleep 30
+      later=$(rss)
+      echo "retained target=$target before=${before}kB after_profile=${after}kB after_30s=${later}kB held=$(( (later - before) / 1024 ))MiB profile_bytes=$(stat -c %s "$dir/profile.json") $("$bench" count-frames "$dir/profile.json")"
+      if [ "$target" = work ]; then exec 6>&-; else kill -TERM "$pid"; fi
+      wait "$pid" 2>/dev/null || true
+      rm -rf "$dir"
+    done
+    ;;
+  cold-first-profile)
+    # A NIO process at rest with 20 event-loop threads (idle-server nio 20),
+    # fresh each round: its first 1 s wall profile over the socket
+    # (speedscope with file:line), then a second one. Per profile: end of
+    # duration → last byte (the profile's own start + duration vs when curl
+    # returns) and the CPU time the process spent from request to answer
+    # (utime + stime, 10 ms ticks).
+    for round in 1 2 3 4 5; do
+      dir=$(mktemp -d)
+      fifo=$(mktemp -u); mkfifo "$fifo"
+      .build/release/idle-server nio 20 <"$fifo" >"$dir/out" 2>/dev/null &
+      pid=$!
+      exec 6>"$fifo"; rm -f "$fifo"
+      while ! grep -q READY "$dir/out" 2>/dev/null; do sleep 0.1; done
+      socket=$(awk '/READY/ { print $3 }' "$dir/out")
+      sleep 1
+      for which in first second; do
+        t0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+        curl -s --unix-socket "$socket" "http://localhost/profile?mode=wall&duration=1" -o "$dir/profile.json"
+        done_ns=$(date +%s%N)
+        t1=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+        begin=$(grep -o '"startTimeNanoseconds":[0-9]*' "$dir/profile.json" | head -1 | cut -d: -f2)
+        length=$(grep -o '"durationNanoseconds":[0-9]*' "$dir/profile.json" | head -1 | cut -d: -f2)
+        echo "cold-first-profile round=$round profile=$which end_of_duration_to_last_byte=$(( (done_ns - begin - length) / 1000000 ))ms cpu=$(( (t1 - t0) * 10 ))ms threads=$(ls "/proc/$pid/task" | wc -l) $("$bench" count-frames "$dir/profile.json")"
+      done
+      exec 6>&-
       wait "$pid" || true
-      rm -f "$fifo" "$fifo.out"
-      echo "idle kind=$kind cpu_ticks_60s=$((after - before)) (1 tick = 10 ms) rss=${rss}kB threads=$threads"
+      rm -rf "$dir"
     done
     ;;
   overhead-http)
     # wrk against GET /work (CPU-bound) of a small HTTP app; variants
-    # interleaved × OVERHEAD_ROUNDS (default 5) × 10 s; a profile is held
-    # over each run. The server is pinned to core 0 and wrk (one thread, 4
-    # connections) to core 1, so the two do not compete for a core: the
-    # unpinned runs of earlier versions spread ±10 % between rounds.
-    # cpu100 is the default engine choice at 100 Hz (POSIX timers where
-    # 10 ms ≥ one scheduler tick); cpu100-perf forces perf events.
+    # interleaved × OVERHEAD_ROUNDS (default 7) × 10 s; a profile (or perf)
+    # is held over each run. The server is pinned to core 0 and wrk (one
+    # thread, 4 connections) to core 1, so the two do not compete for a
+    # core: the unpinned runs of earlier versions spread ±10 % between rounds.
+    #   none, none2    no profile, twice per round: their ratio is the
+    #                  benchmark's noise floor
+    #   default        /profile?mode=cpu without interval (100 Hz: POSIX
+    #                  CPU timers on this CONFIG_HZ=250 kernel)
+    #   cpu1000        interval=1000 (1 kHz: perf events per thread)
+    #   wall100        mode=wall&interval=10000
+    #   perf99, perf999  `perf record -F 99|999 -g -p` on the same server,
+    #                  the anchors for the two cpu rates
     command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+    command -v perf >/dev/null || { apt-get update -qq && apt-get install -y -qq linux-perf >/dev/null; }
     fifo=$(mktemp -u)
     mkfifo "$fifo"
     taskset -c 0 "$bench" http-server <"$fifo" >"$fifo.out" &
@@ -224,13 +313,12 @@ for scenario in "${scenarios[@]}"; do
     while ! grep -q READY "$fifo.out" 2>/dev/null; do sleep 0.1; done
     read -r _ port socket <"$fifo.out"
     results=$(mktemp)
-    variants="none cpu100 cpu100-perf cpu1000 wall100"
-    for round in $(seq 1 "${OVERHEAD_ROUNDS:-5}"); do
+    variants="none none2 default cpu1000 wall100 perf99 perf999"
+    for round in $(seq 1 "${OVERHEAD_ROUNDS:-7}"); do
       for variant in $variants; do
+        query=""
         case "$variant" in
-          none) query="" ;;
-          cpu100) query="mode=cpu&interval=10000" ;;
-          cpu100-perf) query="mode=cpu&interval=10000&engine=perf" ;;
+          default) query="mode=cpu" ;;
           cpu1000) query="mode=cpu&interval=1000" ;;
           wall100) query="mode=wall&interval=10000" ;;
         esac
@@ -239,19 +327,24 @@ for scenario in "${scenarios[@]}"; do
           curl -s --unix-socket "$socket" "http://localhost/profile?$query&duration=11&format=speedscope" -o "$results.profile" &
           profiler=$!
           sleep 0.3
+        elif [ "${variant#perf}" != "$variant" ]; then
+          perf record -q -F "${variant#perf}" -g -p "$server" -o "$results.perf" -- sleep 10.6 >/dev/null 2>&1 &
+          profiler=$!
+          sleep 0.3
         fi
         out=$(taskset -c 1 wrk -t1 -c4 -d10s --latency "http://127.0.0.1:$port/work" 2>&1)
         engine="-"
         if [ -n "$profiler" ]; then
-          wait "$profiler"
-          engine=$({ grep -o '"engine":"[^"(]*' "$results.profile" || true; } | head -1 | cut -d'"' -f4)
+          wait "$profiler" || true
+          [ -n "$query" ] && engine=$({ grep -o '"engine":"[^"(]*' "$results.profile" || true; } | head -1 | cut -d'"' -f4)
+          [ -z "$query" ] && engine=perf
         fi
         echo "$variant $(wrk_summary "$out") ${engine:-?}" >>"$results"
       done
     done
     exec 8>&-
     wait "$server" || true
-    rm -f "$fifo" "$fifo.out" "$results.profile"
+    rm -f "$fifo" "$fifo.out" "$results.profile" "$results.perf"
     awk "$AWK_MEDIAN"'
       { rps[$1] = rps[$1] " " $2; p99[$1] = p99[$1] " " $3; engine[$1] = $4 }
       END {
@@ -261,6 +354,8 @@ for scenario in "${scenarios[@]}"; do
           v = order[k]; m = median(rps[v]); p = median(p99[v])
           printf "overhead-http variant=%s engine=%s rps_median=%.0f ratio=%.3f p99_median=%.2fms p99_ratio=%.2f runs=%s\n", v, engine[v], m, m / base, p, p / basep, rps[v]
         }
+        printf "overhead-http loss default=%.1f%% cpu1000=%.1f%% perf99=%.1f%% perf999=%.1f%% noise_floor(none2)=%.1f%%\n", (1 - median(rps["default"]) / base) * 100, (1 - median(rps["cpu1000"]) / base) * 100, (1 - median(rps["perf99"]) / base) * 100, (1 - median(rps["perf999"]) / base) * 100, (1 - median(rps["none2"]) / base) * 100
+        printf "overhead-http cpu1000_vs_perf999=%.1fpp default_vs_perf99=%.1fpp\n", (median(rps["perf999"]) - median(rps["cpu1000"])) / base * 100, (median(rps["perf99"]) - median(rps["default"])) / base * 100
       }' "$results"
     rm -f "$results"
     ;;

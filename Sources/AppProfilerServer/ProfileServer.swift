@@ -283,7 +283,7 @@ public final class ProfileServer: Service, Sendable {
       pid: pid, processStartTicks: ProcessIdentity.startTicks(of: pid), transport: address.transport,
       address: address.socketPath ?? "\(address.host!):\(address.port!)", url: address.url,
       executable: ImageMapPath.executable(), arguments: CommandLine.arguments,
-      startTime: ISO8601DateFormatter().string(from: Date()), version: AppProfilerVersion.current)
+      startTime: DiscoveryRecord.utcTimestamp(time(nil)), version: AppProfilerVersion.current)
     do {
       try record.write(to: recordPath)
       files.append(recordPath)

@@ -114,6 +114,7 @@ void *cap_image_pin(const char *path, uint64_t bias) {
 }
 void cap_image_unpin(void *handle) { (void)handle; }
 uint64_t cap_vdso_base(void) { return 0; }
+void cap_release_free_heap(void) {}
 uint64_t cap_image_load_count(void) { return 0; }
 int cap_alloc_start(const cap_alloc_config *config, char *message, size_t message_len) {
   (void)config;

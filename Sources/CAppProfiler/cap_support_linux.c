@@ -6,6 +6,7 @@
 #include "cap_sampler.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -42,6 +43,12 @@ int cap_read_thread_cpu(int32_t tid, uint64_t *out) {
   if (clock_gettime(cap_thread_cpu_clock(tid), &ts) != 0) return -1;
   *out = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
   return 0;
+}
+
+void cap_release_free_heap(void) {
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
 }
 
 #endif  // CAP_HAVE_SAMPLER

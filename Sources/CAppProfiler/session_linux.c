@@ -51,7 +51,8 @@ typedef struct cap_runtime {
   int ticker_running;
   _Atomic int ticker_stop;
   _Atomic int32_t ticker_tid;
-  int task_dir_fd;
+  int task_dir_fd;               // valid while task_dir_open
+  int task_dir_open;
   uint32_t generation;          // thread-scan generation
   uint32_t max_threads;
   uint32_t live_threads;
@@ -68,10 +69,9 @@ typedef struct cap_runtime {
   int32_t new_tids[CAP_SCAN_CAPACITY];
 } cap_runtime;
 
-static cap_runtime g_runtimes[CAP_KIND_COUNT] = {
-    [CAP_KIND_CPU] = {.task_dir_fd = -1},        [CAP_KIND_WALL] = {.task_dir_fd = -1},
-    [CAP_KIND_SNAPSHOT] = {.task_dir_fd = -1},   [CAP_KIND_FLIGHT_CPU] = {.task_dir_fd = -1},
-    [CAP_KIND_FLIGHT_WALL] = {.task_dir_fd = -1}};
+// Zero-initialized (.bss): 2.5 MiB of scan buffers that take neither file
+// space nor memory until a profile's ticker touches them.
+static cap_runtime g_runtimes[CAP_KIND_COUNT];
 /// Session generations are unique across kinds: a cookie names its session.
 static _Atomic uint32_t g_generations;
 
@@ -165,7 +165,7 @@ static uint32_t list_tasks(int task_dir_fd, int32_t *tids, uint32_t capacity) {
 /// Arms threads that appeared and disarms threads that are gone.
 static void scan_threads(cap_session *s) {
   cap_runtime *r = runtime_of(s);
-  uint32_t count = list_tasks(r->task_dir_fd, r->scan_tids, CAP_SCAN_CAPACITY);
+  uint32_t count = list_tasks(r->task_dir_open ? r->task_dir_fd : -1, r->scan_tids, CAP_SCAN_CAPACITY);
   uint32_t generation = ++r->generation;
   uint32_t new_count = 0;
   for (uint32_t i = 0; i < count; i++) {
@@ -416,12 +416,13 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
     cap_set_message(message, message_len, "cannot open /proc/self/task", error);
     return -error;
   }
+  r->task_dir_open = 1;
   refresh_ranges(s);
 
   int installed = cap_signal_install(s->signal_number);
   if (installed != 0) {
     close(r->task_dir_fd);
-    r->task_dir_fd = -1;
+    r->task_dir_open = 0;
     release_memory(s);
     atomic_store(&r->owned, 0);
     cap_set_message(message, message_len, "sigaction failed", -installed);
@@ -473,9 +474,9 @@ void cap_session_stop(int32_t mode) {
   // No waiting for pending signals and no restoring of the old disposition:
   // the handler stays installed and ignores what arrives late.
   if (s->engine == CAP_ENGINE_WALL_TICKER) cap_wall_account_undelivered(s, &r->sampler);
-  if (r->task_dir_fd >= 0) {
+  if (r->task_dir_open) {
     close(r->task_dir_fd);
-    r->task_dir_fd = -1;
+    r->task_dir_open = 0;
   }
   r->started = 0;
 }

@@ -198,6 +198,19 @@ extension ServerSuite {
         #expect(pprof.status == 0, "\(pprof.error)")
         let html = try String(contentsOfFile: "\(output)/\(mode).html", encoding: .utf8)
         #expect(html.contains("id=\"profile-data\""))
+        // Issue 22: the profiler's own threads (request, drain, ticker,
+        // symbolication, the server's loop) and code are not in the app's profile.
+        let data = try #require(FileManager.default.contents(atPath: "\(output)/\(mode).speedscope.json"))
+        let json = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let threads = (json["profiles"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+        #expect(!threads.isEmpty)
+        #expect(!threads.contains { $0.hasPrefix("app-prof") || $0.hasPrefix("NIO-ELT") }, "\(mode): \(threads)")
+        let frames = ((json["shared"] as? [String: Any])?["frames"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+        let ours = frames.filter {
+          $0.hasPrefix("AppProfiler.") || $0.hasPrefix("AppProfilerServer.") || $0.hasPrefix("cap_")
+            || $0.contains("DwarfLineNumberInfo")
+        }
+        #expect(ours.isEmpty, "\(mode) profile has the profiler's frames: \(ours.prefix(10))")
       }
       // The demo cleans up after itself: no discovery directory is left.
       let leftovers = try FileManager.default.contentsOfDirectory(atPath: "/tmp").filter { $0.hasPrefix("app-profiler-demo-") }

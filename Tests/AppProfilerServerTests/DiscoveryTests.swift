@@ -1,3 +1,4 @@
+@testable import AppProfilerServer
 import Foundation
 import Testing
 
@@ -12,6 +13,13 @@ extension ServerSuite {
       var info = stat()
       lstat(path, &info)
       return UInt32(info.st_mode) & 0o777
+    }
+
+    /// The record's start time, formatted without Foundation's date formatters.
+    @Test func startTimeIsISO8601UTC() {
+      #expect(DiscoveryRecord.utcTimestamp(0) == "1970-01-01T00:00:00Z")
+      #expect(DiscoveryRecord.utcTimestamp(1_795_446_000) == "2026-11-23T15:00:00Z")
+      #expect(DiscoveryRecord.utcTimestamp(1_795_446_000 + 86_399) == "2026-11-24T14:59:59Z")
     }
 
     @Test func permissionsRecordAndCleanup() throws {

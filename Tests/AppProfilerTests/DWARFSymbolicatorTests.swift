@@ -1,71 +1,90 @@
-@_spi(Testing) @testable import AppProfiler
 import Testing
+
+@_spi(Testing) @testable import AppProfiler
 
 /// Our DWARF reader (issue 22) against the toolchain's symbolicator. The
 /// release fixture with inlined code is compared in
 /// `SourceLocations.releaseBuildHasLinesAndInlinedFrames`.
-@Suite struct DWARFSymbolicatorTests {
-  /// 2,000 addresses spread over this debug test binary (the library, NIO,
-  /// the tests, C with DWARF 5, Swift with DWARF 4, macro expansions).
-  @Test func sameFramesAsTheToolchainAcrossTheTestBinary() throws {
-    let result = SymbolicationCheck.compareWithToolchain(SymbolicationCheck.sweepOfExecutable(count: 2000))
-    print("compared \(result.compared), outside functions \(result.outsideFunctions), inlined frames \(result.inlinedFrames), mismatches \(result.mismatches.count)")
-    for mismatch in result.mismatches.prefix(10) { print(mismatch.description) }
-    #expect(result.compared >= 1000)
-    try expectLLVMAgrees(result)
-  }
+extension SamplingSuite {
+  @Suite struct DWARFSymbolicatorTests {
+    /// 2,000 addresses spread over this debug test binary (the library, NIO,
+    /// the tests, C with DWARF 5, Swift with DWARF 4, macro expansions).
+    @Test func sameFramesAsTheToolchainAcrossTheTestBinary() throws {
+      let result = SymbolicationCheck.compareWithToolchain(
+        SymbolicationCheck.sweepOfExecutable(count: 2000))
+      print(
+        "compared \(result.compared), outside functions \(result.outsideFunctions), inlined frames \(result.inlinedFrames), mismatches \(result.mismatches.count)"
+      )
+      for mismatch in result.mismatches.prefix(10) { print(mismatch.description) }
+      #expect(result.compared >= 1000)
+      try expectLLVMAgrees(result)
+    }
 
-  /// Every address of a cpu profile of the workloads (their return addresses).
-  @Test func sameFramesForSampledAddresses() async throws {
-    let stop = StopFlag()
-    let worker = TestThread(name: "chain") { alphaWorkload(stop) }
-    _ = worker.waitForTID()
-    let profile = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(300), interval: .milliseconds(1))
-    stop.set()
-    worker.join()
-    let addresses = Set(profile.locations.map(\.address)).filter { $0 != 0 }
-    let result = SymbolicationCheck.compareWithToolchain(Array(addresses))
-    print("compared \(result.compared), mismatches \(result.mismatches.count)")
-    for mismatch in result.mismatches.prefix(10) { print(mismatch.description) }
-    #expect(result.compared >= 10)
-    try expectLLVMAgrees(result)
-  }
+    /// Every address of a cpu profile of the workloads (their return addresses).
+    @Test func sameFramesForSampledAddresses() async throws {
+      let stop = StopFlag()
+      let worker = TestThread(name: "chain") { alphaWorkload(stop) }
+      _ = worker.waitForTID()
+      let profile = try await Profiler.shared.record(
+        mode: .cpu, duration: .milliseconds(300), interval: .milliseconds(1))
+      stop.set()
+      worker.join()
+      let addresses = Set(profile.locations.map(\.address)).filter { $0 != 0 }
+      let result = SymbolicationCheck.compareWithToolchain(Array(addresses))
+      print("compared \(result.compared), mismatches \(result.mismatches.count)")
+      for mismatch in result.mismatches.prefix(10) { print(mismatch.description) }
+      #expect(result.compared >= 10)
+      try expectLLVMAgrees(result)
+    }
 
-  /// Where the toolchain differs from us (it is not consistent about the
-  /// pseudo frames of traps, "Swift runtime failure: …"), LLVM's
-  /// symbolizer must agree with us.
-  func expectLLVMAgrees(_ result: SymbolicationCheck.Result) throws {
-    guard !result.mismatches.isEmpty else { return }
-    let verdicts = try llvmSymbolizerAgrees(
-      result.mismatches.map { mismatch in
-        (mismatch.path, "0x" + String(mismatch.address, radix: 16), mismatch.ours.map { "\($0.name)^\($0.file)^\($0.line)" })
-      })
-    print("toolchain differs at \(result.mismatches.count); llvm-symbolizer agrees with ours at \(verdicts.agreed)")
-    #expect(verdicts.disagreed.isEmpty, "\(verdicts.disagreed.prefix(10).joined(separator: "\n"))")
-  }
+    /// Where the toolchain differs from us (it is not consistent about the
+    /// pseudo frames of traps, "Swift runtime failure: …"), LLVM's
+    /// symbolizer must agree with us.
+    func expectLLVMAgrees(_ result: SymbolicationCheck.Result) throws {
+      guard !result.mismatches.isEmpty else { return }
+      let verdicts = try llvmSymbolizerAgrees(
+        result.mismatches.map { mismatch in
+          (
+            mismatch.path, "0x" + String(mismatch.address, radix: 16),
+            mismatch.ours.map { "\($0.name)^\($0.file)^\($0.line)" }
+          )
+        })
+      print(
+        "toolchain differs at \(result.mismatches.count); llvm-symbolizer agrees with ours at \(verdicts.agreed)"
+      )
+      #expect(
+        verdicts.disagreed.isEmpty, "\(verdicts.disagreed.prefix(10).joined(separator: "\n"))")
+    }
 
-  /// Parsing never reads outside a section: every prefix of a real
-  /// `.debug_line` and `.debug_info` (truncated files) yields fewer rows, never a crash.
-  @Test func truncatedSectionsAreSafe() throws {
-    let file = try #require(ELFDebugFile(path: ImageMap.executablePath()))
-    let sections = try #require(DWARFSections(file))
-    let units = DWARFUnit.units(sections)
-    try #require(!units.isEmpty)
-    // A unit with code, from the middle of the file.
-    let unit = try #require(units[(units.count / 2)...].first { !$0.ranges.isEmpty && $0.stmtList != nil })
-    let offset = unit.stmtList!
-    let full = DWARFLineTable(at: offset, unit: unit, sections: sections)
-    #expect(!full.addresses.isEmpty)
-    for cut in stride(from: 0, to: 4000, by: 37) {
-      var truncated = sections
-      truncated.line = UnsafeRawBufferPointer(rebasing: sections.line[0..<min(sections.line.count, Int(offset) + cut)])
-      truncated.info = UnsafeRawBufferPointer(rebasing: sections.info[0..<min(sections.info.count, unit.diesOffset + cut)])
-      let table = DWARFLineTable(at: offset, unit: unit, sections: truncated)
-      #expect(table.addresses.count <= full.addresses.count)
-      var cutUnit = unit
-      cutUnit.end = min(unit.end, truncated.info.count)
-      _ = DWARFInlineTree(unit: cutUnit, sections: truncated)
-      _ = DWARFUnit.units(truncated)
+    /// Parsing never reads outside a section: every prefix of a real
+    /// `.debug_line` and `.debug_info` (truncated files) yields fewer rows, never a crash.
+    @Test func truncatedSectionsAreSafe() throws {
+      let file = try #require(ELFDebugFile(path: ImageMap.executablePath()))
+      let sections = try #require(DWARFSections(file))
+      let units = DWARFUnit.units(sections)
+      try #require(!units.isEmpty)
+      // A unit with code, from the middle of the file.
+      let unit = try #require(
+        units[(units.count / 2)...].first { !$0.ranges.isEmpty && $0.stmtList != nil })
+      let offset = unit.stmtList!
+      let full = DWARFLineTable(at: offset, unit: unit, sections: sections)
+      #expect(!full.addresses.isEmpty)
+      for cut in stride(from: 0, to: 4000, by: 37) {
+        var truncated = sections
+        truncated.line = UnsafeRawBufferPointer(
+          rebasing: sections.line[0..<min(sections.line.count, Int(offset) + cut)])
+        truncated.info = UnsafeRawBufferPointer(
+          rebasing: sections.info[0..<min(sections.info.count, unit.diesOffset + cut)])
+        let table = DWARFLineTable(at: offset, unit: unit, sections: truncated)
+        #expect(table.addresses.count <= full.addresses.count)
+        var cutUnit = unit
+        cutUnit.end = min(unit.end, truncated.info.count)
+        _ = DWARFInlineTree(
+          unit: cutUnit,
+          abbreviations: DWARFUnit.abbreviations(truncated.abbrev, at: unit.abbrevOffset),
+          sections: truncated)
+        _ = DWARFUnit.units(truncated)
+      }
     }
   }
 }

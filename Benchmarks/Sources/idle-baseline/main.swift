@@ -1,7 +1,9 @@
-// The baseline of the idle benchmark: a process that does not link
-// swift-app-profiler at all and sleeps, like the profiled one.
+// The baseline of the idle benchmark: the same program as idle-server
+// (Sources/idle-server/main.swift) without swift-app-profiler: an async
+// main (so the process has Swift concurrency's threads, as a server has)
+// that waits for stdin to close.
 import Foundation
 
 print("READY \(getpid())")
 fflush(nil)
-while readLine() != nil {}
+await Task.detached { while readLine() != nil {} }.value

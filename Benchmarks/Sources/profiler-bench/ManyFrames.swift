@@ -40,8 +40,9 @@ func benchCountFrames(path: String) throws {
   let profile = try SpeedscopeDecoder().decode([UInt8](data))
   let generated = profile.functions.filter { $0.name.contains("chain") && $0.name.contains("_f") }
   let withFile = generated.filter { !$0.file.isEmpty }.count
+  let anyWithFile = profile.functions.filter { !$0.file.isEmpty }.count
   print(
-    "functions=\(profile.functions.count) generated_functions=\(generated.count) with_file=\(withFile) locations=\(profile.locations.count)")
+    "functions=\(profile.functions.count) functions_with_file=\(anyWithFile) generated_functions=\(generated.count) with_file=\(withFile) locations=\(profile.locations.count)")
 }
 
 struct BenchError: Error, CustomStringConvertible {

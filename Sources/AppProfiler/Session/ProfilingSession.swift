@@ -88,7 +88,9 @@ public final class ProfilingSession: Sendable {
     }
     ended.store(true, ordering: .releasing)
     let start = window.withLock { $0 }
-    return profile(all, report, since: mark, start: start, end: Self.clock(CLOCK_MONOTONIC))
+    let built = profile(all, report, since: mark, start: start, end: Self.clock(CLOCK_MONOTONIC))
+    FreedMemory.release()
+    return built
   }
 
   /// The profile of the window so far, and sampling goes on in a new window

@@ -50,6 +50,9 @@ final class ELFSymbolTable: @unchecked Sendable {
     self.sizes = symbols.map(\.size)
     self.nameOffsets = symbols.map(\.nameOffset)
     self.ownsMapping = true
+    // Reading the tables touched every page of .symtab: clean file pages,
+    // returned now (names are read again, a page at a time, when asked).
+    madvise(mapped, length, MADV_DONTNEED)
   }
 
   /// The vDSO's symbols (`__vdso_clock_gettime`, …), read from the kernel's

@@ -172,6 +172,8 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
       eventLoop.execute {
         handler.value.send(context: bound.value, response, headOnly: headOnly)
       }
+      // What building the answer freed (the profile, symbolization).
+      FreedMemory.release()
     }
     guard thread.isRunning else {
       send(context: context, .error(.serviceUnavailable, "cannot start a thread for this request"), headOnly: headOnly)

@@ -323,6 +323,11 @@ void cap_iterate_images(cap_image_callback callback, void *context);
 void *cap_image_pin(const char *path, uint64_t bias);
 void cap_image_unpin(void *handle);
 
+/// Returns the heap's free pages to the kernel (glibc's malloc_trim(0));
+/// nothing elsewhere. Called once a profile is built: building unwind tables
+/// and symbolizing free tens of MB that malloc would otherwise keep.
+void cap_release_free_heap(void);
+
 /// Address of the vDSO's ELF header (getauxval(AT_SYSINFO_EHDR)), 0 if none.
 uint64_t cap_vdso_base(void);
 

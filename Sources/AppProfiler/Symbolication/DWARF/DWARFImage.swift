@@ -19,6 +19,9 @@ final class DWARFImage {
   }
   private(set) var parsed: [Int: Parsed] = [:]
   private var names: [UInt64: String] = [:]
+  /// Abbreviation tables of the units parsed, by `.debug_abbrev` offset.
+  private var abbreviationTables: [UInt64: [UInt64: DWARFAbbreviation]] = [:]
+  /// Bytes of parsed tables, plus the file's inflated sections.
   private(set) var footprint = 0
 
   init?(file: ELFDebugFile) {
@@ -34,6 +37,7 @@ final class DWARFImage {
     }
     ranges.sort { $0.start < $1.start }
     unitRanges = ranges
+    footprint = file.inflatedBytes + units.count * MemoryLayout<DWARFUnit>.stride
   }
 
   var unitCount: Int { units.count }
@@ -52,7 +56,7 @@ final class DWARFImage {
       let unit = units[unitIndex]
       entry = Parsed(
         lines: DWARFLineTable(at: unit.stmtList ?? .max, unit: unit, sections: sections),
-        tree: DWARFInlineTree(unit: unit, sections: sections), lastUse: tick)
+        tree: DWARFInlineTree(unit: unit, abbreviations: abbreviations(of: unit), sections: sections), lastUse: tick)
       footprint += entry.footprint
     }
     entry.lastUse = tick
@@ -101,6 +105,18 @@ final class DWARFImage {
     return nil
   }
 
+  private func abbreviations(of unit: DWARFUnit) -> [UInt64: DWARFAbbreviation] {
+    if let known = abbreviationTables[unit.abbrevOffset] { return known }
+    let table = DWARFUnit.abbreviations(sections.abbrev, at: unit.abbrevOffset)
+    abbreviationTables[unit.abbrevOffset] = table
+    footprint += Self.footprint(of: table)
+    return table
+  }
+
+  private static func footprint(of table: [UInt64: DWARFAbbreviation]) -> Int {
+    table.values.reduce(64) { $0 + 48 + $1.specs.count * MemoryLayout<DWARFAbbreviation.Spec>.stride }
+  }
+
   /// Drops the parsed tables of units not used since `tick`; returns the bytes freed.
   func evict(usedBefore tick: UInt64) -> Int {
     var freed = 0
@@ -108,7 +124,11 @@ final class DWARFImage {
       freed += entry.footprint
       parsed[index] = nil
     }
-    if parsed.isEmpty { names = [:] }
+    if parsed.isEmpty {
+      names = [:]
+      freed += abbreviationTables.values.reduce(0) { $0 + Self.footprint(of: $1) }
+      abbreviationTables = [:]
+    }
     footprint -= freed
     return freed
   }
@@ -147,7 +167,7 @@ final class DWARFImage {
     guard low > 0, Int(clamping: offset) < units[low - 1].end else { return nil }
     let unit = units[low - 1]
     var cursor = ByteCursor(UnsafeRawBufferPointer(rebasing: sections.info[0..<unit.end]), offset: Int(offset))
-    guard let abbreviation = unit.abbreviations[cursor.uleb()] else { return nil }
+    guard let abbreviation = abbreviations(of: unit)[cursor.uleb()] else { return nil }
     var result: (linkage: String?, plain: String?, next: UInt64?) = (nil, nil, nil)
     for spec in abbreviation.specs {
       switch spec.attribute {

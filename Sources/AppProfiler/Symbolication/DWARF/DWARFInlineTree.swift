@@ -29,7 +29,7 @@ struct DWARFInlineTree {
 
   init() {}
 
-  init(unit: DWARFUnit, sections: DWARFSections) {
+  init(unit: DWARFUnit, abbreviations: [UInt64: DWARFAbbreviation], sections: DWARFSections) {
     var cursor = ByteCursor(UnsafeRawBufferPointer(rebasing: sections.info[0..<unit.end]), offset: unit.diesOffset)
     // The enclosing node of each open DIE with children (-1: none).
     var enclosing: [Int32] = []
@@ -42,7 +42,7 @@ struct DWARFInlineTree {
         if enclosing.popLast() == nil { break }
         continue
       }
-      guard let abbreviation = unit.abbreviations[code] else { break }
+      guard let abbreviation = abbreviations[code] else { break }
       let tag = abbreviation.tag
       let parent = enclosing.last ?? -1
       var nodeIndex: Int32 = -1

@@ -110,7 +110,10 @@ final class DWARFSourceSymbolicator: SourceSymbolicator {
     return dwarf
   }
 
-  /// Evicts the least recently used units until at most half the budget is held.
+  /// Evicts the least recently used units until at most half the budget
+  /// is held; when that is not enough (the inflated sections of a
+  /// compressed debug file, 10 MB for glibc's), whole images are closed,
+  /// largest first, and opened again when next needed.
   private static func enforce(budget: Int, _ state: inout State) {
     let images = state.images.values.compactMap { $0 }
     var total = images.reduce(0) { $0 + $1.footprint }
@@ -119,6 +122,13 @@ final class DWARFSourceSymbolicator: SourceSymbolicator {
     for threshold in uses {
       for image in images { total -= image.evict(usedBefore: threshold + 1) }
       if total <= budget / 2 { return }
+    }
+    for (key, image) in state.images.compactMap({ key, image in image.map { (key, $0) } })
+      .sorted(by: { $0.1.footprint > $1.1.footprint })
+    {
+      guard total > budget / 2 else { return }
+      total -= image.footprint
+      state.images[key] = nil
     }
   }
 }

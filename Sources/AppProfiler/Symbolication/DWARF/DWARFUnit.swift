@@ -53,7 +53,10 @@ struct DWARFUnit {
   var version: Int
   var offsetSize: Int
   var addressSize: Int
-  var abbreviations: [UInt64: DWARFAbbreviation]
+  /// Offset of the unit's abbreviation table in `.debug_abbrev` (read when
+  /// the unit is parsed: kept for every unit, the tables of a large binary
+  /// took 40 MB).
+  var abbrevOffset: UInt64
   // From the unit DIE.
   var lowPC: UInt64 = 0
   var compDir = ""
@@ -68,7 +71,6 @@ struct DWARFUnit {
   /// Every compile unit of `sections.info`, its unit DIE read.
   static func units(_ sections: DWARFSections) -> [DWARFUnit] {
     var units: [DWARFUnit] = []
-    var abbreviationCache: [UInt64: [UInt64: DWARFAbbreviation]] = [:]
     var cursor = ByteCursor(sections.info)
     while !cursor.atEnd {
       let start = cursor.offset
@@ -93,23 +95,20 @@ struct DWARFUnit {
         continue
       }
       guard !cursor.failed, addressSize == 8 || addressSize == 4 else { continue }
-      let abbreviations: [UInt64: DWARFAbbreviation]
-      if let cached = abbreviationCache[abbrevOffset] {
-        abbreviations = cached
-      } else {
-        abbreviations = Self.abbreviations(sections.abbrev, at: abbrevOffset)
-        abbreviationCache[abbrevOffset] = abbreviations
-      }
       var unit = DWARFUnit(
         offset: start, diesOffset: cursor.offset, end: end, version: version, offsetSize: offsetSize,
-        addressSize: addressSize, abbreviations: abbreviations)
+        addressSize: addressSize, abbrevOffset: abbrevOffset)
       unit.readUnitDIE(sections)
       units.append(unit)
     }
     return units
   }
 
-  static func abbreviations(_ section: UnsafeRawBufferPointer, at offset: UInt64) -> [UInt64: DWARFAbbreviation] {
+  /// The unit's whole abbreviation table; with `only`, just that code's
+  /// entry (the unit DIE's, usually the first).
+  static func abbreviations(
+    _ section: UnsafeRawBufferPointer, at offset: UInt64, only: UInt64? = nil
+  ) -> [UInt64: DWARFAbbreviation] {
     var result: [UInt64: DWARFAbbreviation] = [:]
     guard offset < UInt64(section.count) else { return result }
     var cursor = ByteCursor(section, offset: Int(offset))
@@ -127,6 +126,7 @@ struct DWARFUnit {
         specs.append(.init(attribute: attribute, form: form, implicitConst: implicitConst))
       }
       result[code] = DWARFAbbreviation(tag: tag, hasChildren: hasChildren, specs: specs)
+      if let only, code == only { break }
     }
     return result
   }
@@ -134,7 +134,7 @@ struct DWARFUnit {
   private mutating func readUnitDIE(_ sections: DWARFSections) {
     var cursor = ByteCursor(sections.info, offset: diesOffset)
     let code = cursor.uleb()
-    guard let abbreviation = abbreviations[code] else { return }
+    guard let abbreviation = Self.abbreviations(sections.abbrev, at: abbrevOffset, only: code)[code] else { return }
     // Bases first: strx/addrx forms in the unit DIE itself depend on them.
     var values: [(UInt64, DWARFValue)] = []
     for spec in abbreviation.specs {

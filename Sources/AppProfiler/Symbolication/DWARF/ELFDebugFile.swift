@@ -61,6 +61,15 @@ final class ELFDebugFile: @unchecked Sendable {
     for buffer in inflated { buffer.deallocate() }
   }
 
+  /// Bytes of inflated sections this object holds.
+  var inflatedBytes: Int { inflated.reduce(0) { $0 + $1.count } }
+
+  /// The sections read (a compressed one is inflated only when listed).
+  static let used: Set<String> = [
+    ".debug_info", ".debug_abbrev", ".debug_line", ".debug_str", ".debug_line_str", ".debug_str_offsets",
+    ".debug_addr", ".debug_ranges", ".debug_rnglists",
+  ]
+
   /// Returns the mapped pages to the kernel (they are file-backed and clean:
   /// the next read faults them back in from the page cache). Inflated
   /// sections stay.
@@ -102,7 +111,7 @@ final class ELFDebugFile: @unchecked Sendable {
       if name == ".note.gnu.build-id", section.offset <= UInt64(file.count), section.size <= UInt64(file.count) - section.offset {
         buildID = Self.buildID(UnsafeRawBufferPointer(rebasing: file[Int(section.offset)..<Int(section.offset + section.size)]))
       }
-      guard name.hasPrefix(".debug_"), section.type != 8 /* SHT_NOBITS: stripped into a debug file */,
+      guard Self.used.contains(name), section.type != 8 /* SHT_NOBITS: stripped into a debug file */,
         section.offset <= UInt64(file.count), section.size <= UInt64(file.count) - section.offset
       else { continue }
       var bytes = UnsafeRawBufferPointer(rebasing: file[Int(section.offset)..<Int(section.offset + section.size)])
