@@ -216,6 +216,23 @@ for scenario in "${scenarios[@]}"; do
     done
     exec {fd_baseline}>&- {fd_linked}>&- {fd_server}>&-
     for kind in baseline linked server; do wait "${pids[$kind]}" || true; done
+    # In an app that has NIO already: the Hummingbird example (release) at
+    # rest with the profile server disabled (APP_PROFILER_ENABLED=0, the
+    # library linked) and enabled, side by side, after 60 s.
+    example=$(build_hummingbird_example)
+    dir=$(mktemp -d)
+    APP_PROFILER_ENABLED=0 APP_PROFILER_DIR="$dir" "$example" 18089 >/dev/null 2>&1 &
+    off=$!
+    APP_PROFILER_DIR="$dir" "$example" 18090 >/dev/null 2>&1 &
+    on=$!
+    sleep 60
+    for pid in $off $on; do
+      kind=hummingbird-server-off; [ "$pid" = "$on" ] && kind=hummingbird-server-on
+      echo "idle kind=$kind rss=$(awk '/VmRSS/ { print $2 }' "/proc/$pid/status")kB threads=$(ls "/proc/$pid/task" | wc -l)"
+    done
+    kill -TERM "$off" "$on"
+    wait "$off" "$on" 2>/dev/null || true
+    rm -rf "$dir"
     ;;
   retained)
     # RSS before the first profile, right after it and 30 s later: the

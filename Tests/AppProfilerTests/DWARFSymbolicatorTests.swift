@@ -86,5 +86,56 @@ extension SamplingSuite {
         _ = DWARFUnit.units(truncated)
       }
     }
+
+    /// Corrupt bytes never crash the parsers: 300 rounds of random bytes
+    /// written into a unit's line program and DIEs (copies of the sections).
+    @Test func corruptSectionsAreSafe() throws {
+      let file = try #require(ELFDebugFile(path: ImageMap.executablePath()))
+      let original = try #require(DWARFSections(file))
+      let units = DWARFUnit.units(original)
+      let unit = try #require(units[(units.count / 3)...].first { !$0.ranges.isEmpty && $0.stmtList != nil })
+      let line = UnsafeMutableRawBufferPointer.allocate(byteCount: original.line.count, alignment: 8)
+      let info = UnsafeMutableRawBufferPointer.allocate(byteCount: original.info.count, alignment: 8)
+      defer {
+        line.deallocate()
+        info.deallocate()
+      }
+      line.copyMemory(from: original.line)
+      info.copyMemory(from: original.info)
+      var sections = original
+      sections.line = UnsafeRawBufferPointer(line)
+      sections.info = UnsafeRawBufferPointer(info)
+      let lineStart = Int(unit.stmtList!)
+      var generator = SplitMix(seed: 22)
+      for _ in 0..<300 {
+        var saved: [(UnsafeMutableRawBufferPointer, Int, UInt8)] = []
+        for _ in 0..<8 {
+          let (buffer, start, length) =
+            generator.next() % 2 == 0
+            ? (line, lineStart, min(4096, line.count - lineStart))
+            : (info, unit.offset, unit.end - unit.offset)
+          let index = start + Int(generator.next() % UInt64(length))
+          saved.append((buffer, index, buffer[index]))
+          buffer[index] = UInt8(truncatingIfNeeded: generator.next())
+        }
+        _ = DWARFLineTable(at: unit.stmtList!, unit: unit, sections: sections)
+        _ = DWARFInlineTree(
+          unit: unit, abbreviations: DWARFUnit.abbreviations(sections.abbrev, at: unit.abbrevOffset), sections: sections)
+        for (buffer, index, byte) in saved.reversed() { buffer[index] = byte }
+      }
+    }
+  }
+}
+
+/// A small deterministic generator for the corruption test.
+struct SplitMix {
+  var state: UInt64
+  init(seed: UInt64) { state = seed }
+  mutating func next() -> UInt64 {
+    state &+= 0x9E37_79B9_7F4A_7C15
+    var z = state
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return z ^ (z >> 31)
   }
 }

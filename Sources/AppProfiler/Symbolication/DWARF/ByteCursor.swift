@@ -79,6 +79,13 @@ struct ByteCursor {
     return result
   }
 
+  /// The offset `length` bytes from here, nil when past the end (or when
+  /// the length does not fit an Int).
+  func offset(after length: UInt64) -> Int? {
+    guard !failed, length <= UInt64(bytes.count - offset) else { return nil }
+    return offset + Int(length)
+  }
+
   mutating func skip(_ count: Int) {
     guard !failed, count >= 0, count <= bytes.count - offset else {
       failed = true

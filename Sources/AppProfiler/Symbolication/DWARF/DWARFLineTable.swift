@@ -51,17 +51,15 @@ struct DWARFLineTable {
     guard offset < UInt64(sections.line.count) else { return }
     var cursor = ByteCursor(sections.line, offset: Int(offset))
     let (length, offsetSize) = cursor.initialLength()
-    let end = cursor.offset + Int(clamping: length)
-    guard !cursor.failed, end <= sections.line.count else { return }
+    guard !cursor.failed, let end = cursor.offset(after: length) else { return }
     let version = Int(cursor.u16())
     guard version >= 2 && version <= 5 else { return }
-    var addressSize = unit.addressSize
     if version >= 5 {
-      addressSize = Int(cursor.u8())
+      _ = cursor.u8()  // address_size: DW_LNE_set_address says its own
       _ = cursor.u8()
     }
     let headerLength = cursor.unsigned(size: offsetSize)
-    let programStart = cursor.offset + Int(clamping: headerLength)
+    guard let programStart = cursor.offset(after: headerLength) else { return }
     let minimumInstructionLength = UInt64(cursor.u8())
     if version >= 4 { _ = cursor.u8() }  // maximum_operations_per_instruction (VLIW only)
     let defaultIsStmt = cursor.u8() != 0
@@ -101,15 +99,17 @@ struct DWARFLineTable {
       if opcode >= opcodeBase {
         let adjusted = UInt64(opcode - opcodeBase)
         address &+= (adjusted / lineRange) &* minimumInstructionLength
-        line += lineBase + Int64(adjusted % lineRange)
+        line &+= lineBase &+ Int64(adjusted % lineRange)
         emit(end: false)
         continue
       }
       switch opcode {
       case 0:  // extended
         let size = cursor.uleb()
-        let next = cursor.offset + Int(clamping: size)
-        guard size > 0, !cursor.failed else { break }
+        guard size > 0, let next = cursor.offset(after: size) else {
+          cursor.fail()
+          break
+        }
         switch cursor.u8() {
         case 1:  // end_sequence
           emit(end: true)
@@ -123,13 +123,13 @@ struct DWARFLineTable {
           address = 0
           file = 1
           line = 1
-        case 2: address = cursor.unsigned(size: Int(size) - 1 == addressSize ? addressSize : Int(size) - 1)  // set_address
+        case 2: address = cursor.unsigned(size: Int(size - 1))  // set_address (size − 1 bytes)
         default: break  // define_file, set_discriminator, vendor extensions
         }
         cursor.offset = next
       case 1: emit(end: false)  // copy
       case 2: address &+= cursor.uleb() &* minimumInstructionLength  // advance_pc
-      case 3: line += cursor.sleb()  // advance_line
+      case 3: line &+= cursor.sleb()  // advance_line
       case 4: file = cursor.uleb()  // set_file
       case 8: address &+= ((255 - UInt64(opcodeBase)) / lineRange) &* minimumInstructionLength  // const_add_pc
       case 9: address &+= UInt64(cursor.u16())  // fixed_advance_pc

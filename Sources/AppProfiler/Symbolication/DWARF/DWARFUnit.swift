@@ -75,8 +75,7 @@ struct DWARFUnit {
     while !cursor.atEnd {
       let start = cursor.offset
       let (length, offsetSize) = cursor.initialLength()
-      let end = cursor.offset + Int(clamping: length)
-      guard !cursor.failed, length > 0, end <= sections.info.count else { break }
+      guard !cursor.failed, length > 0, let end = cursor.offset(after: length) else { break }
       defer { cursor.offset = end }
       let version = Int(cursor.u16())
       var unitType: UInt8 = 1

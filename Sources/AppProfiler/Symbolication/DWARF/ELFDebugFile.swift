@@ -151,7 +151,7 @@ final class ELFDebugFile: @unchecked Sendable {
     let type = header.u32()
     header.skip(4)
     let size = header.u64()
-    guard !header.failed, type == 1, size > 0, size < 1 << 31,
+    guard !header.failed, section.count > 24, type == 1, size > 0, size < 1 << 31,
       let output = try? Gzip.decompress(Array(section[24...]), limit: Int(size)), output.count == Int(size)
     else { return nil }
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: output.count, alignment: 8)
