@@ -1,4 +1,4 @@
-import AppProfilerFormats
+import CZlib
 
 #if canImport(Glibc)
 import Glibc
@@ -58,7 +58,7 @@ final class ELFDebugFile: @unchecked Sendable {
 
   deinit {
     munmap(UnsafeMutableRawPointer(mutating: mapping.baseAddress), mapping.count)
-    for buffer in inflated { buffer.deallocate() }
+    for buffer in inflated { munmap(buffer.baseAddress, buffer.count) }
   }
 
   /// Bytes of inflated sections this object holds.
@@ -145,18 +145,35 @@ final class ELFDebugFile: @unchecked Sendable {
   }
 
   /// Inflates a compressed section (`Elf64_Chdr`: ch_type u32, reserved
-  /// u32, ch_size u64, ch_addralign u64; ch_type 1 is zlib).
+  /// u32, ch_size u64, ch_addralign u64; ch_type 1 is zlib) straight into
+  /// pages of its own (mmap: given back whole when the file is closed,
+  /// never holes in the app's heap).
   private func inflate(_ section: UnsafeRawBufferPointer) -> UnsafeMutableRawBufferPointer? {
     var header = ByteCursor(section)
     let type = header.u32()
     header.skip(4)
     let size = header.u64()
     guard !header.failed, section.count > 24, type == 1, size > 0, size < 1 << 31,
-      let output = try? Gzip.decompress(Array(section[24...]), limit: Int(size)), output.count == Int(size)
+      let pages = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), pages != MAP_FAILED
     else { return nil }
-    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: output.count, alignment: 8)
-    output.withUnsafeBytes { buffer.copyMemory(from: $0) }
-    inflated.append(buffer)
-    return buffer
+    let output = UnsafeMutableRawBufferPointer(start: pages, count: Int(size))
+    var stream = z_stream()
+    guard inflateInit_(&stream, zlibVersion(), Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+      munmap(pages, Int(size))
+      return nil
+    }
+    stream.next_in = UnsafeMutablePointer(mutating: section.baseAddress!.advanced(by: 24).assumingMemoryBound(to: UInt8.self))
+    stream.avail_in = uInt(section.count - 24)
+    stream.next_out = output.baseAddress!.assumingMemoryBound(to: UInt8.self)
+    stream.avail_out = uInt(size)
+    let status = CZlib.inflate(&stream, Z_FINISH)
+    let written = Int(size) - Int(stream.avail_out)
+    inflateEnd(&stream)
+    guard status == Z_STREAM_END, written == Int(size) else {
+      munmap(pages, Int(size))
+      return nil
+    }
+    inflated.append(output)
+    return output
   }
 }
