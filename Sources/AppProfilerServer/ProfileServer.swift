@@ -227,8 +227,9 @@ public final class ProfileServer: Service, Sendable {
     let decoderLimits = limits
     let maxHeadBytes = configuration.maxRequestHeadBytes
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    // The server's loop is the profiler's own: left out of the app's profiles.
-    _ = try? await group.next().submit { ProfilerThreads.registerCurrent() }.get()
+    // The server's loop is the profiler's own: left out of the app's profiles,
+    // its allocations (symbol lookups, answers) not sampled.
+    _ = try? await group.next().submit { ProfilerThreads.registerCurrentIgnoringAllocations() }.get()
     let bootstrap = ServerBootstrap(group: group)
       .serverChannelOption(.backlog, value: 32)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)

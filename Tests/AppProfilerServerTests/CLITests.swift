@@ -160,9 +160,12 @@ extension ServerSuite {
         let long = try RawConnection(testee)
         long.send("GET /profile?duration=3&mode=cpu&interval=2000 HTTP/1.1\r\nHost: x\r\n\r\n")
         usleep(300_000)
-        let busy = try cli(["record", testee.address, "--duration", "1", "-o", scratch.path + "/x.json"])
+        let busy = try cli(["record", testee.address, "--duration", "1", "--interval", "1000", "-o", scratch.path + "/x.json"])
         #expect(busy.status == 3)
         #expect(busy.error.contains("already being profiled; retry in"), "\(busy.error)")
+        // Without --interval the recording shares the running sampler.
+        let shared = try cli(["record", testee.address, "--duration", "0.5", "-o", scratch.path + "/shared.json"])
+        #expect(shared.status == 0, "\(shared.error)")
         _ = long.readAll(timeout: 10)
         // A parameter the server rejects.
         let rejected = try cli(["record", testee.address, "--duration", "1", "--interval", "5", "-o", scratch.path + "/x.json"])

@@ -16,12 +16,14 @@ import Testing
     let defaults = try ProfileRequest.parse(HTTPQuery(target: "/profile"), maxDuration: .seconds(300))
     #expect(defaults.mode == .cpu)
     #expect(defaults.duration == .seconds(30))
-    #expect(defaults.interval == .milliseconds(1))
+    #expect(defaults.interval == .milliseconds(10))
+    #expect(!defaults.intervalGiven)
     let custom = try ProfileRequest.parse(
       HTTPQuery(target: "/profile?mode=wall&duration=1.5&interval=250"), maxDuration: .seconds(300))
     #expect(custom.mode == .wall)
     #expect(custom.duration == .milliseconds(1500))
     #expect(custom.interval == .microseconds(250))
+    #expect(custom.intervalGiven)
     // Alloc mode: `object` is the seed's name; the interval is in bytes.
     let object = try ProfileRequest.parse(
       HTTPQuery(target: "/profile?interval=65536&mode=object"), maxDuration: .seconds(300))

@@ -165,7 +165,7 @@ extension SamplingSuite {
       let stop = StopFlag()
       let task = Task.detached { await work(stop) }
       try await Task.sleep(for: .milliseconds(100))
-      let session = try Profiler.shared.start(mode: mode, options: options)
+      let session = try Profiler.shared.start(mode: mode, interval: .milliseconds(1), options: options)
       try await Task.sleep(for: .seconds(seconds))
       let profile = try await session.stop()
       stop.set()
@@ -267,7 +267,7 @@ extension SamplingSuite {
         return asyncBurnLoop(stop)
       }
       try await Task.sleep(for: .milliseconds(100))
-      let session = try Profiler.shared.start(mode: .cpu)
+      let session = try Profiler.shared.start(mode: .cpu, interval: .milliseconds(1))
       try await Task.sleep(for: .seconds(1))
       let profile = try await session.stop()
       stop.set()
@@ -340,7 +340,7 @@ extension SamplingSuite.AsyncStacks {
     var broken: Int64 = 0
     var stitched: Int64 = 0
     for _ in 0..<count {
-      let profile = try Profiler.shared.recordSynchronously(mode: .cpu, duration: .milliseconds(20))
+      let profile = try Profiler.shared.recordSynchronously(mode: .cpu, duration: .milliseconds(20), interval: .milliseconds(1))
       samples += profile.totalCount
       truncated += profile.count(containing: "[truncated]")
       broken += profile.count(containing: "[async chain unreadable]")

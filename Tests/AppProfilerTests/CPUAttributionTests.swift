@@ -23,7 +23,7 @@ extension SamplingSuite {
       // The CPU clocks are read when sampling starts and stops: symbolization
       // after stop() takes time in which the workers keep running unsampled.
       // (start() returns once sampling is armed: unwind tables are built first.)
-      let session = try Profiler.shared.start(mode: .cpu)
+      let session = try Profiler.shared.start(mode: .cpu, interval: .milliseconds(1))
       let cpuBefore = cpuNanoseconds(ofThread: heavyTID) + cpuNanoseconds(ofThread: lightTID)
       try await Task.sleep(for: .seconds(2))
       let cpuAfter = cpuNanoseconds(ofThread: heavyTID) + cpuNanoseconds(ofThread: lightTID)

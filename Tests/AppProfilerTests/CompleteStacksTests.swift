@@ -75,7 +75,7 @@ extension SamplingSuite {
         ("read", reader.waitForTID()), ("epoll_wait", poller.waitForTID()),
       ]
       usleep(50_000)
-      let profile = try await Profiler.shared.record(mode: .wall, duration: .seconds(1))
+      let profile = try await Profiler.shared.record(mode: .wall, duration: .seconds(1), interval: .milliseconds(1))
       stop.store(true, ordering: .relaxed)
       waiter.release()
       close(writeEnd)
@@ -111,7 +111,7 @@ extension SamplingSuite {
       let stop = StopFlag()
       let worker = TestThread(name: "copier") { deltaCopy(stop) }
       let tid = worker.waitForTID()
-      let profile = try await Profiler.shared.record(mode: .cpu, duration: .seconds(1))
+      let profile = try await Profiler.shared.record(mode: .cpu, duration: .seconds(1), interval: .milliseconds(1))
       stop.set()
       worker.join()
       let thread = try #require(profile.thread(tid))
@@ -134,8 +134,8 @@ extension SamplingSuite {
     @Test func tablesAreBuiltOnceAndReported() async throws {
       // This process has loaded libswiftCore, Foundation and NIO (the test
       // bundle links the server module).
-      _ = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(20))
-      let second = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(20))
+      _ = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(20), interval: .milliseconds(1))
+      let second = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(20), interval: .milliseconds(1))
       print("unwind tables:", second.metadata.filter { $0.key.hasPrefix("unwind") })
       #expect(second.metadata["unwinder"] == "cfi")
       #expect(second.metadata["unwind_tables_built"] == "0", "second session rebuilt tables")
@@ -150,7 +150,7 @@ extension SamplingSuite {
       usleep(20_000)
       var options = SessionOptions()
       options.unwinder = .framePointers
-      let profile = try await Profiler.shared.record(mode: .wall, duration: .milliseconds(300), options: options)
+      let profile = try await Profiler.shared.record(mode: .wall, duration: .milliseconds(300), interval: .milliseconds(1), options: options)
       waiter.release()
       #expect(profile.metadata["unwinder"] == "frame-pointers")
       let thread = try #require(profile.thread(tid))

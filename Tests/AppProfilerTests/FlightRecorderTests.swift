@@ -27,7 +27,7 @@ extension SamplingSuite {
       let burstStop = StopFlag()
       let burst = TestThread(name: "flight-burst") { while !burstStop.isSet { _ = flightBurst(burstStop) } }
       let burstTID = burst.waitForTID()
-      let onDemand = try Profiler.shared.start(mode: .cpu)  // 1 ms, next to the recorder's 19 Hz
+      let onDemand = try Profiler.shared.start(mode: .cpu, interval: .milliseconds(1))  // 1 ms, next to the recorder's 19 Hz
       var deadline = monotonicNanoseconds() + 3_000_000_000
       while monotonicNanoseconds() < deadline { usleep(10_000) }
       let burstCPU = cpuNanoseconds(ofThread: burstTID)

@@ -26,7 +26,7 @@ extension SamplingSuite {
       _ = sleeper.waitForTID()
       while !sleeping.load(ordering: .acquiring) { usleep(100) }
       usleep(20_000)
-      let profile = try await Profiler.shared.record(mode: mode, duration: .seconds(1))
+      let profile = try await Profiler.shared.record(mode: mode, duration: .seconds(1), interval: .milliseconds(1))
       sleeper.join()
       let count = interruptions.load(ordering: .relaxed)
       print("\(mode): nanosleep interrupted \(count) times; \(profile.totalCount) samples")

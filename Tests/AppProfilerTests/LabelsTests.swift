@@ -83,7 +83,7 @@ extension SamplingSuite {
         }
       }
       try await Task.sleep(for: .milliseconds(100))
-      let profile = try await Profiler.shared.record(mode: .cpu, duration: .seconds(1))
+      let profile = try await Profiler.shared.record(mode: .cpu, duration: .seconds(1), interval: .milliseconds(1))
       stop.set()
       _ = await (a.value, b.value)
       #expect(TaskLabels.isCalibrated)
@@ -132,7 +132,7 @@ extension SamplingSuite {
         }
       }
       try await Task.sleep(for: .milliseconds(100))
-      let profile = try await Profiler.shared.record(mode: .cpu, duration: .seconds(1))
+      let profile = try await Profiler.shared.record(mode: .cpu, duration: .seconds(1), interval: .milliseconds(1))
       stop.set()
       _ = await parent.value
       expectLabelled(profile, "labelledBurnA", ["scope": "parent"])
@@ -158,7 +158,7 @@ extension SamplingSuite {
       _ = plain.waitForTID()
       _ = scoped.waitForTID()
       usleep(50_000)
-      let profile = try await Profiler.shared.record(mode: .cpu, duration: .seconds(1))
+      let profile = try await Profiler.shared.record(mode: .cpu, duration: .seconds(1), interval: .milliseconds(1))
       stop.set()
       plain.join()
       scoped.join()

@@ -22,7 +22,7 @@ extension SamplingSuite {
       let stop = StopFlag()
       let worker = TestThread(name: "deep") { deepRecursion(400, stop) }
       let tid = worker.waitForTID()
-      let profile = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(300))
+      let profile = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(300), interval: .milliseconds(1))
       stop.set()
       worker.join()
       let thread = try #require(profile.thread(tid))

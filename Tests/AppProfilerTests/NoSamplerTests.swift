@@ -8,8 +8,8 @@ import Testing
 /// that has the sampler.
 @Suite(.enabled(if: !Profiler.isSupported, "this build has the sampler")) struct NoSamplerFallbackUnit {
   @Test func sessionsThrowUnsupportedPlatform() async throws {
-    #expect(throws: ProfilerError.unsupportedPlatform) { _ = try Profiler.shared.start(mode: .cpu) }
-    #expect(throws: ProfilerError.unsupportedPlatform) { _ = try Profiler.shared.startTaskScoped(mode: .wall) }
+    #expect(throws: ProfilerError.unsupportedPlatform) { _ = try Profiler.shared.start(mode: .cpu, interval: .milliseconds(1)) }
+    #expect(throws: ProfilerError.unsupportedPlatform) { _ = try Profiler.shared.startTaskScoped(mode: .wall, interval: .milliseconds(1)) }
     await #expect(throws: ProfilerError.unsupportedPlatform) {
       _ = try await Profiler.shared.record(mode: .alloc, duration: .milliseconds(10))
     }

@@ -26,13 +26,13 @@ extension SamplingSuite {
 
       var options = SessionOptions()
       // Warm up: the first session creates the drain task's threads.
-      _ = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(20))
+      _ = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(20), interval: .milliseconds(1))
       let fdsBefore = countEntries("/proc/self/fd")
       let threadsBefore = countEntries("/proc/self/task")
       for index in 0..<200 {
         let mode: Profile.Mode = index % 3 == 2 ? .wall : .cpu
         options.cpuEngine = index % 3 == 1 ? .posixTimers : .automatic
-        _ = try await Profiler.shared.record(mode: mode, duration: .milliseconds(20), options: options)
+        _ = try await Profiler.shared.record(mode: mode, duration: .milliseconds(20), interval: .milliseconds(1), options: options)
       }
       let fdsAfter = countEntries("/proc/self/fd")
       let threadsAfter = countEntries("/proc/self/task")
@@ -66,7 +66,7 @@ extension SamplingSuite {
       var previous = sigaction()
       sigaction(SIGPROF, &ignore, &previous)
       defer { sigaction(SIGPROF, &previous, nil) }
-      _ = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(20))  // ours on top, chaining to SIG_IGN
+      _ = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(20), interval: .milliseconds(1))  // ours on top, chaining to SIG_IGN
       var chained: UInt64 = 0, ignoredBefore: UInt64 = 0, stale: UInt64 = 0
       cap_signal_counters(&chained, &ignoredBefore, &stale)
       kill(getpid(), SIGPROF)
@@ -82,21 +82,21 @@ extension SamplingSuite {
     /// Other sampling of a running kind is busy at once; the same sampling
     /// shares; another kind runs next to it.
     @Test func otherSamplingOfTheKindIsBusyAtOnce() async throws {
-      let session = try Profiler.shared.start(mode: .cpu)
-      let wall = try await Profiler.shared.record(mode: .wall, duration: .milliseconds(100))
+      let session = try Profiler.shared.start(mode: .cpu, interval: .milliseconds(1))
+      let wall = try await Profiler.shared.record(mode: .wall, duration: .milliseconds(100), interval: .milliseconds(1))
       #expect(wall.mode == .wall && !wall.threads.isEmpty)
       let started = monotonicNanoseconds()
       #expect(throws: ProfilerError.busy) { _ = try Profiler.shared.start(mode: .cpu, interval: .milliseconds(2)) }
       var kernel = SessionOptions()
       kernel.includeKernelTime = false
-      #expect(throws: ProfilerError.busy) { _ = try Profiler.shared.start(mode: .cpu, options: kernel) }
+      #expect(throws: ProfilerError.busy) { _ = try Profiler.shared.start(mode: .cpu, interval: .milliseconds(1), options: kernel) }
       #expect(monotonicNanoseconds() - started < 100_000_000)
-      let sharing = try Profiler.shared.start(mode: .cpu)
+      let sharing = try Profiler.shared.start(mode: .cpu, interval: .milliseconds(1))
       _ = try await session.stop()
       #expect(Profiler.shared.isBusy)
       _ = try await sharing.stop()
       #expect(!Profiler.shared.isBusy)
-      let next = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(50))
+      let next = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(50), interval: .milliseconds(1))
       #expect(next.mode == .cpu)
     }
 
@@ -116,7 +116,7 @@ extension SamplingSuite {
         _ = try await Profiler.shared.record(mode: .alloc, duration: .seconds(1), options: badRate)
       }
       #expect(!Profiler.shared.isBusy)
-      let profile = try await Profiler.shared.record(mode: .wall, duration: .milliseconds(50))
+      let profile = try await Profiler.shared.record(mode: .wall, duration: .milliseconds(50), interval: .milliseconds(1))
       #expect(profile.mode == .wall)
     }
 
@@ -132,7 +132,7 @@ extension SamplingSuite {
     }
 
     @Test func cancellationStopsTheSession() async throws {
-      let task = Task { try await Profiler.shared.record(mode: .wall, duration: .seconds(10)) }
+      let task = Task { try await Profiler.shared.record(mode: .wall, duration: .seconds(10), interval: .milliseconds(1)) }
       try await Task.sleep(for: .milliseconds(100))
       let started = monotonicNanoseconds()
       task.cancel()
@@ -160,10 +160,10 @@ extension SamplingSuite {
 
     @Test func droppedSessionReleasesTheSlot() async throws {
       do {
-        _ = try Profiler.shared.start(mode: .cpu)
+        _ = try Profiler.shared.start(mode: .cpu, interval: .milliseconds(1))
       }
       #expect(!Profiler.shared.isBusy)
-      _ = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(20))
+      _ = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(20), interval: .milliseconds(1))
     }
 
     @Test func posixTimerEngineWorks() async throws {
@@ -171,7 +171,7 @@ extension SamplingSuite {
       let worker = TestThread(name: "timer-burn") { gammaWorkload(stop) }
       var options = SessionOptions()
       options.cpuEngine = .posixTimers
-      let profile = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(500), options: options)
+      let profile = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(500), interval: .milliseconds(1), options: options)
       stop.set()
       worker.join()
       #expect(profile.engine.hasPrefix("posix_timer"))
@@ -200,7 +200,7 @@ extension SamplingSuite {
       do {
         var options = SessionOptions()
         options.cpuEngine = .perfEvents
-        _ = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(20), options: options)
+        _ = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(20), interval: .milliseconds(1), options: options)
         perfAllowed = true
       } catch {
         perfAllowed = false

@@ -23,9 +23,9 @@ extension SamplingSuite {
       let stop = StopFlag()
       let burner = TestThread(name: "burner") { while !stop.isSet { _ = outsideBurn(stop) } }
       _ = burner.waitForTID()
-      let a = try Profiler.shared.start(mode: .cpu)
+      let a = try Profiler.shared.start(mode: .cpu, interval: .milliseconds(1))
       usleep(400_000)
-      let b = try Profiler.shared.start(mode: .cpu)
+      let b = try Profiler.shared.start(mode: .cpu, interval: .milliseconds(1))
       usleep(400_000)
       let first = try a.stopSynchronously()
       #expect(Profiler.shared.isBusy)
@@ -67,8 +67,8 @@ extension SamplingSuite {
       let stop = StopFlag()
       let burner = TestThread(name: "burner") { while !stop.isSet { _ = outsideBurn(stop) } }
       _ = burner.waitForTID()
-      let whole = try Profiler.shared.start(mode: .cpu)
-      let rotating = try Profiler.shared.start(mode: .cpu)
+      let whole = try Profiler.shared.start(mode: .cpu, interval: .milliseconds(1))
+      let rotating = try Profiler.shared.start(mode: .cpu, interval: .milliseconds(1))
       var windows: [Profile] = []
       for _ in 0..<4 {
         let deadline = monotonicNanoseconds() + 300_000_000
@@ -104,8 +104,8 @@ extension SamplingSuite {
     @Test func taskScopedSessionKeepsItsTaskTree() async throws {
       let stop = StopFlag()
       let other = Task.detached { await burnInSlices(stop, outsideBurn) }
-      let whole = try Profiler.shared.start(mode: .cpu)
-      let scoped = try Profiler.shared.startTaskScoped(mode: .cpu)
+      let whole = try Profiler.shared.start(mode: .cpu, interval: .milliseconds(1))
+      let scoped = try Profiler.shared.startTaskScoped(mode: .cpu, interval: .milliseconds(1))
       #expect(scoped.isTaskScoped)
       let scopedStop = StopFlag()
       let work = Task.detached {

@@ -17,7 +17,7 @@ extension SamplingSuite {
       let stop = StopFlag()
       let worker = TestThread(name: "chain") { alphaWorkload(stop) }
       _ = worker.waitForTID()
-      let profile = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(300))
+      let profile = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(300), interval: .milliseconds(1))
       stop.set()
       worker.join()
       // betaWorkload's frame is at its call of gammaWorkload.

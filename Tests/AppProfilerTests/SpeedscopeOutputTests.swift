@@ -36,7 +36,7 @@ extension SamplingSuite {
       let worker = TestThread(name: "chain") { alphaWorkload(stop) }
       let waiter = ConditionWaiter()
       _ = waiter.tid
-      let profile = try await Profiler.shared.record(mode: mode, duration: .milliseconds(500))
+      let profile = try await Profiler.shared.record(mode: mode, duration: .milliseconds(500), interval: .milliseconds(1))
       stop.set()
       worker.join()
       waiter.release()

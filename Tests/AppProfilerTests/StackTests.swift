@@ -18,7 +18,7 @@ extension SamplingSuite {
       let waiter = ConditionWaiter()
       let waiterTID = waiter.tid
       usleep(20_000)
-      let profile = try await Profiler.shared.record(mode: mode, duration: .seconds(1))
+      let profile = try await Profiler.shared.record(mode: mode, duration: .seconds(1), interval: .milliseconds(1))
       stop.set()
       worker.join()
       waiter.release()
@@ -71,7 +71,7 @@ extension SamplingSuite {
         while !stop.isSet { usleep(500) }
       }
       let tid = napper.waitForTID()
-      let profile = try await Profiler.shared.record(mode: .wall, duration: .milliseconds(500))
+      let profile = try await Profiler.shared.record(mode: .wall, duration: .milliseconds(500), interval: .milliseconds(1))
       stop.set()
       napper.join()
       let thread = try #require(profile.thread(tid))

@@ -108,7 +108,7 @@ struct SilentSourceSymbolicator: SourceSymbolicator {
     let readerTID = worker.waitForTID()
     for _ in 0..<3 where vdso.isEmpty {
       let cpuBefore = cpuNanoseconds(ofThread: readerTID)
-      let profile = try Profiler.shared.recordSynchronously(mode: .cpu, duration: .milliseconds(500))
+      let profile = try Profiler.shared.recordSynchronously(mode: .cpu, duration: .milliseconds(500), interval: .milliseconds(1))
       let cpuUsed = cpuNanoseconds(ofThread: readerTID) - cpuBefore
       // A reader that ran must have been sampled (starved is not a failure).
       #expect(

@@ -22,7 +22,7 @@ extension SamplingSuite {
           }
         }
       }
-      let profile = try await Profiler.shared.record(mode: mode, duration: .seconds(3))
+      let profile = try await Profiler.shared.record(mode: mode, duration: .seconds(3), interval: .milliseconds(1))
       stop.set()
       creators.forEach { $0.join() }
       let total = created.load(ordering: .relaxed)

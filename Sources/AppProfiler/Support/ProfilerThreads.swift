@@ -34,6 +34,14 @@ import Synchronization
     registerCurrent()
   }
 
+  /// ``registerCurrent()`` and the thread's allocations are not sampled
+  /// either, its name kept: for the profile server's event loop, whose
+  /// work (symbol lookups, answers) is the profiler's, not the app's.
+  public static func registerCurrentIgnoringAllocations() {
+    _ = cap_alloc_set_thread_ignored(1)
+    registerCurrent()
+  }
+
   /// Whether `tid` is a live thread of the profiler's.
   static func contains(_ tid: Int32) -> Bool { live.withLock { $0.contains(tid) } }
 }

@@ -15,13 +15,13 @@ struct SourceFrame: Sendable, Hashable {
 /// File:line and inlined frames for code addresses of this process.
 ///
 /// One small seam, so the implementation can change without touching the
-/// rest of symbolization: today the toolchain's `Runtime` module (the
-/// symbolicator of Swift's own backtracer: ELF symbols, DWARF line tables and
-/// inline information, compressed debug sections, separate debug files by
-/// build-id), through its `@_spi(Internal)` initializer that accepts addresses
-/// we supply. SPI can change between toolchains: `SymbolizerTests` and `SourceLocations`
-/// pins what we rely on, and the ELF symbol tables remain the fallback for
-/// every address this returns nothing for.
+/// rest of symbolization: `DWARFSourceSymbolicator` (our own line tables and
+/// inline trees) by default; `RuntimeSourceSymbolicator` (the toolchain's
+/// `Runtime` module, Swift's backtracer, through its `@_spi(Internal)`
+/// initializer that accepts addresses we supply) for DWARF ours declines.
+/// SPI can change between toolchains: `SymbolizerTests` and
+/// `DWARFSymbolicatorTests` pin what we rely on, and the ELF symbol tables
+/// remain the fallback for every address this returns nothing for.
 protocol SourceSymbolicator: Sendable {
   /// For each address (an instruction address: the interrupted PC, or a
   /// return address − 1), its frames innermost first — inlined callees,

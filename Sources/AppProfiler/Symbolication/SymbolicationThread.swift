@@ -6,15 +6,17 @@ import Glibc
 import Darwin
 #endif
 
-/// One long-lived thread for the Runtime symbolicator.
+/// One long-lived thread for background symbolication (source frames that
+/// did not fit a profile's budget) and for the Runtime symbolicator.
 ///
 /// The toolchain's symbolicator keeps its parsed ELF images and DWARF in a
 /// per-thread cache. Run on whatever thread the caller happens to be on, a
 /// profile that meets new addresses re-reads the images (measured: ~0.5 s
 /// per profile for a NIO process). On one dedicated thread the cache stays
-/// warm. The thread is created on the first symbolication (never in an idle
-/// process) and then waits on a condition variable; after `fork()` the
-/// child starts its own.
+/// warm. The thread is created when first needed (never in an idle
+/// process, and not by a profile whose source frames fit its budget) and
+/// then waits on a condition variable; after `fork()` the child starts its
+/// own.
 final class SymbolicationThread: @unchecked Sendable {
   static let shared = SymbolicationThread()
 

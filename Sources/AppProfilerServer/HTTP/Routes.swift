@@ -89,7 +89,7 @@ enum Routes {
       handle: { request in
         do throws(RequestError) {
           guard let window = try PprofSeconds.parseOptional(request.query, maxDuration: request.coordinator.configuration.maxDuration)
-          else { return .respond(request.coordinator.cumulativeAllocations()) }
+          else { return .run { coordinator, _ in coordinator.cumulativeAllocations() } }
           return .run { coordinator, cancel in coordinator.pprof(mode: .alloc, duration: window, cancellation: cancel) }
         } catch {
           return .respond(.error(error.status, error.message))
@@ -105,7 +105,7 @@ enum Routes {
           guard
             let window = try PprofSeconds.parseOptional(
               request.query, maxDuration: request.coordinator.configuration.maxDuration, ignoring: ["gc"])
-          else { return .respond(request.coordinator.heap()) }
+          else { return .run { coordinator, _ in coordinator.heap() } }
           return .run { coordinator, cancel in coordinator.pprof(mode: .heap, duration: window, cancellation: cancel) }
         } catch {
           return .respond(.error(error.status, error.message))
@@ -158,7 +158,9 @@ enum Routes {
       summary: "net/http/pprof's symbol protocol: GET says symbols are available; POST 0xADDR+0xADDR… answers '0xADDR name' lines",
       example: "/debug/pprof/symbol", acceptsPost: true,
       handle: { request in
-        .respond(request.coordinator.symbol(body: request.method == .POST ? request.body : nil))
+        // Off the event loop: the first lookup of an image reads its symbol tables.
+        let body = request.method == .POST ? request.body : nil
+        return .run { coordinator, _ in coordinator.symbol(body: body) }
       }),
   ]
 
