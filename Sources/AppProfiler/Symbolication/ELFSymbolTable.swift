@@ -105,12 +105,7 @@ final class ELFSymbolTable: @unchecked Sendable {
   /// The function containing `address` (an ELF virtual address, i.e. runtime
   /// address minus the load bias) and the offset into it.
   func lookup(_ address: UInt64) -> (name: String, offset: UInt64)? {
-    var low = 0
-    var high = addresses.count
-    while low < high {
-      let mid = (low + high) / 2
-      if addresses[mid] <= address { low = mid + 1 } else { high = mid }
-    }
+    let low = addresses.countNotAfter(address) { $0 }
     guard low > 0 else { return nil }
     let index = low - 1
     let offset = address - addresses[index]

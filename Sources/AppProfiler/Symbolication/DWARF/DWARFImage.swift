@@ -40,8 +40,6 @@ final class DWARFImage {
     footprint = file.inflatedBytes + units.count * MemoryLayout<DWARFUnit>.stride
   }
 
-  var unitCount: Int { units.count }
-
   static let macroExpansion = "__unknown_macro__"
 
   /// The frames at `address` (an ELF virtual address), innermost first, as
@@ -89,12 +87,7 @@ final class DWARFImage {
   }
 
   private func unit(containing address: UInt64) -> Int? {
-    var low = 0
-    var high = unitRanges.count
-    while low < high {
-      let mid = (low + high) / 2
-      if unitRanges[mid].start <= address { low = mid + 1 } else { high = mid }
-    }
+    let low = unitRanges.countNotAfter(address) { $0.start }
     var index = low - 1
     // Unit ranges can nest or overlap (a unit's single low/high range
     // spanning another's code); look back a few entries.
@@ -158,12 +151,7 @@ final class DWARFImage {
 
   private func readName(at offset: UInt64) -> (linkage: String?, plain: String?, next: UInt64?)? {
     // The unit holding the DIE.
-    var low = 0
-    var high = units.count
-    while low < high {
-      let mid = (low + high) / 2
-      if units[mid].offset <= Int(clamping: offset) { low = mid + 1 } else { high = mid }
-    }
+    let low = units.countNotAfter(Int(clamping: offset)) { $0.offset }
     guard low > 0, Int(clamping: offset) < units[low - 1].end else { return nil }
     let unit = units[low - 1]
     var cursor = ByteCursor(UnsafeRawBufferPointer(rebasing: sections.info[0..<unit.end]), offset: Int(offset))

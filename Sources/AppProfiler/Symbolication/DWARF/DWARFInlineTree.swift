@@ -110,12 +110,7 @@ struct DWARFInlineTree {
   /// The chain of nodes containing `address`: the function first, then each
   /// inlined call inside it; empty when no function of this unit has it.
   func chain(at address: UInt64) -> [Int32] {
-    var low = 0
-    var high = functions.count
-    while low < high {
-      let mid = (low + high) / 2
-      if functions[mid].start <= address { low = mid + 1 } else { high = mid }
-    }
+    let low = functions.countNotAfter(address) { $0.start }
     // Ranges of different functions do not overlap, but look back a little
     // in case a zero-length or odd entry precedes the right one.
     var index = low - 1

@@ -28,12 +28,7 @@ struct DWARFLineTable {
 
   /// The file and line of `address`, nil when no sequence covers it.
   func location(of address: UInt64) -> (file: String, line: Int)? {
-    var low = 0
-    var high = addresses.count
-    while low < high {
-      let mid = (low + high) / 2
-      if addresses[mid] <= address { low = mid + 1 } else { high = mid }
-    }
+    let low = addresses.countNotAfter(address) { $0 }
     guard low > 0 else { return nil }
     let file = files[low - 1]
     guard file != Self.endOfSequence else { return nil }

@@ -59,7 +59,7 @@ final class DWARFSourceSymbolicator: SourceSymbolicator {
         } else {
           dwarf = Self.open(image)
           state.images[key] = dwarf
-          if dwarf == nil, !image.isVDSO, let file = ELFDebugFile.open(path: image.path, buildID: image.buildID),
+          if dwarf == nil, !image.isVDSO, let file = ELFDebugFile.find(path: image.path, buildID: image.buildID),
             file.declined != nil
           {
             state.declined.insert(key)
@@ -102,7 +102,7 @@ final class DWARFSourceSymbolicator: SourceSymbolicator {
   }
 
   private static func open(_ image: LoadedImage) -> DWARFImage? {
-    guard !image.isVDSO, let file = ELFDebugFile.open(path: image.path, buildID: image.buildID) else { return nil }
+    guard !image.isVDSO, let file = ELFDebugFile.find(path: image.path, buildID: image.buildID) else { return nil }
     // A file replaced on disk since it was loaded describes other code.
     if !image.buildID.isEmpty, let onDisk = file.buildID, onDisk != image.buildID { return nil }
     let dwarf = DWARFImage(file: file)

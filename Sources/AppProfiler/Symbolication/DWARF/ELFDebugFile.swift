@@ -37,7 +37,7 @@ final class ELFDebugFile: @unchecked Sendable {
   func section(_ name: String) -> UnsafeRawBufferPointer { sections[name] ?? Self.empty }
 
   /// The file at `path`, or its separate debug file when `path` has no DWARF.
-  static func open(path: String, buildID: String) -> ELFDebugFile? {
+  static func find(path: String, buildID: String) -> ELFDebugFile? {
     if let file = ELFDebugFile(path: path), file.debugInfo != nil || file.declined != nil { return file }
     guard buildID.count > 2 else { return nil }
     let separate = "/usr/lib/debug/.build-id/\(buildID.prefix(2))/\(buildID.dropFirst(2)).debug"
@@ -45,7 +45,7 @@ final class ELFDebugFile: @unchecked Sendable {
   }
 
   init?(path: String) {
-    let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
     var info = stat()
