@@ -50,6 +50,7 @@ final class ELFSymbolTable: @unchecked Sendable {
     self.sizes = symbols.map(\.size)
     self.nameOffsets = symbols.map(\.nameOffset)
     self.ownsMapping = true
+    FreedMemory.noteTransientWork()
     // Reading the tables touched every page of .symtab: clean file pages,
     // returned now (names are read again, a page at a time, when asked).
     madvise(mapped, length, MADV_DONTNEED)

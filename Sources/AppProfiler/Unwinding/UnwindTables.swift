@@ -115,6 +115,7 @@ final class UnwindTables: Sendable {
         guard let table = image.whileLoaded({ UnwindTable.build(for: image) }) else { continue }
         cache[image.key] = table
         built += 1
+        FreedMemory.noteTransientWork()
         if let table { tables.append(table) }
       }
       // Images that were unloaded: drop their tables (a running session

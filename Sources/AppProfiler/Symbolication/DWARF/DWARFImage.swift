@@ -56,6 +56,7 @@ final class DWARFImage {
         lines: DWARFLineTable(at: unit.stmtList ?? .max, unit: unit, sections: sections),
         tree: DWARFInlineTree(unit: unit, abbreviations: abbreviations(of: unit), sections: sections), lastUse: tick)
       footprint += entry.footprint
+      FreedMemory.noteTransientWork()
     }
     entry.lastUse = tick
     parsed[unitIndex] = entry

@@ -106,6 +106,7 @@ final class DWARFSourceSymbolicator: SourceSymbolicator {
     // A file replaced on disk since it was loaded describes other code.
     if !image.buildID.isEmpty, let onDisk = file.buildID, onDisk != image.buildID { return nil }
     let dwarf = DWARFImage(file: file)
+    FreedMemory.noteTransientWork()
     file.releasePages()
     return dwarf
   }
