@@ -37,6 +37,28 @@ extension SamplingSuite {
       try expectLLVMAgrees(result)
     }
 
+    /// The parsed tables stay within the budget: units used least recently
+    /// are dropped (and parsed again when met), with the same answers.
+    @Test func tablesStayWithinTheBudget() {
+      let images = ImageMap.current()
+      let addresses = SymbolicationCheck.sweepOfExecutable(count: 400)
+      let unbounded = DWARFSourceSymbolicator(budget: 1 << 30, fallback: NoSourceFrames())
+      let reference = unbounded.sourceFrames(for: addresses, images: images, deadline: nil)
+      let budget = 4 << 20
+      let bounded = DWARFSourceSymbolicator(budget: budget, fallback: NoSourceFrames())
+      var answers: [[SourceFrame]?] = []
+      for start in stride(from: 0, to: addresses.count, by: 20) {
+        answers += bounded.sourceFrames(
+          for: Array(addresses[start..<min(start + 20, addresses.count)]), images: images, deadline: nil)
+        #expect(bounded.footprint <= budget, "\(bounded.footprint) bytes held")
+      }
+      print("tables: \(unbounded.footprint) bytes unbounded, \(bounded.footprint) within \(budget)")
+      #expect(unbounded.footprint > budget, "the sweep should need more than the budget")
+      // Units were dropped, the image kept (its unit index is far below the budget).
+      #expect(bounded.footprint > 0)
+      #expect(answers == reference)
+    }
+
     /// Where the toolchain differs from us (it is not consistent about the
     /// pseudo frames of traps, "Swift runtime failure: …"), LLVM's
     /// symbolizer must agree with us.
