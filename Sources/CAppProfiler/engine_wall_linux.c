@@ -54,10 +54,17 @@ void cap_wall_flush(cap_session *s, cap_sampler *sampler, cap_thread *t, int32_t
 /// Longest run of unchanged ticks kept in one record, so the timeline keeps
 /// a resolution of at least 100 intervals.
 #define CAP_MAX_RUN 100
+/// A thread that blocks the signal is shown in the kernel state the drain
+/// reads when its record arrives (SampleCollector): its runs end after
+/// 100 ms, so that state is read about ten times a second, not once for a
+/// whole profile.
+#define CAP_SIGNAL_BLOCKED_RUN_NS 100000000ull
 
 static void add_repeat(cap_session *s, cap_sampler *sampler, cap_thread *t, int32_t tid, uint64_t now,
                        uint32_t flags) {
-  if (t->repeat_count > 0 && (t->repeat_flags != flags || t->repeat_count >= CAP_MAX_RUN)) {
+  if (t->repeat_count > 0 &&
+      (t->repeat_flags != flags || t->repeat_count >= CAP_MAX_RUN ||
+       ((flags & CAP_SAMPLE_SIGNAL_BLOCKED) && now - t->repeat_first_ns >= CAP_SIGNAL_BLOCKED_RUN_NS))) {
     cap_wall_flush(s, sampler, t, tid);
   }
   if (t->repeat_count == 0) {
