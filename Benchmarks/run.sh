@@ -203,13 +203,21 @@ for scenario in "${scenarios[@]}"; do
     rm -f "${fifos[@]}"
     sleep 5
     ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+    # RSS is the process's own (anonymous) pages plus the file pages it
+    # maps: clean code and data of the executable and its libraries, shared
+    # with the page cache and every other process mapping them, and
+    # reclaimable (on a fault the kernel also maps the cached pages around
+    # the faulting one: fault_around_bytes, 64 KiB by default).
+    rss_split() {
+      awk '/^RssAnon:/ { a = $2 } /^RssFile:/ { f = $2 } END { printf "anon=%dkB file=%dkB", a, f }' "/proc/$1/status"
+    }
     declare -A before
     for kind in baseline linked server; do before[$kind]=$(ticks "${pids[$kind]}"); done
     sleep 60
     for kind in baseline linked server; do
       pid=${pids[$kind]}
       rss=$(awk '/VmRSS/ { print $2 }' "/proc/$pid/status")
-      echo "idle kind=$kind cpu_ticks_60s=$(( $(ticks "$pid") - ${before[$kind]} )) (1 tick = 10 ms) rss=${rss}kB threads=$(ls "/proc/$pid/task" | wc -l) names=$(cat /proc/"$pid"/task/*/comm | tr '\n' ',')"
+      echo "idle kind=$kind cpu_ticks_60s=$(( $(ticks "$pid") - ${before[$kind]} )) (1 tick = 10 ms) rss=${rss}kB $(rss_split "$pid") threads=$(ls "/proc/$pid/task" | wc -l) names=$(cat /proc/"$pid"/task/*/comm | tr '\n' ',')"
       awk -v kind="$kind" '/^[0-9a-f]+-[0-9a-f]+ / { name = $6; if (name == "") name = "[anon]"; sub(/.*\//, "", name) }
         /^Rss:/ { rss[name] += $2 }
         END { for (n in rss) if (rss[n] >= 256) printf "idle kind=%s mapping=%s rss=%dkB\n", kind, n, rss[n] }' "/proc/$pid/smaps" | sort -t= -k4 -rn
@@ -228,7 +236,7 @@ for scenario in "${scenarios[@]}"; do
     sleep 60
     for pid in $off $on; do
       kind=hummingbird-server-off; [ "$pid" = "$on" ] && kind=hummingbird-server-on
-      echo "idle kind=$kind rss=$(awk '/VmRSS/ { print $2 }' "/proc/$pid/status")kB threads=$(ls "/proc/$pid/task" | wc -l)"
+      echo "idle kind=$kind rss=$(awk '/VmRSS/ { print $2 }' "/proc/$pid/status")kB $(rss_split "$pid") threads=$(ls "/proc/$pid/task" | wc -l)"
     done
     kill -TERM "$off" "$on"
     wait "$off" "$on" 2>/dev/null || true
