@@ -168,12 +168,14 @@ static void scan_threads(cap_session *s) {
   uint32_t count = list_tasks(r->task_dir_open ? r->task_dir_fd : -1, r->scan_tids, CAP_SCAN_CAPACITY);
   uint32_t generation = ++r->generation;
   uint32_t new_count = 0;
+  uint32_t known = 0;
   for (uint32_t i = 0; i < count; i++) {
     int32_t tid = r->scan_tids[i];
     if (is_ticker(tid)) continue;
     cap_thread *t = cap_thread_find(s, tid);
     if (t != 0) {
       t->seen_generation = generation;
+      known++;
     } else {
       r->new_tids[new_count++] = tid;
     }
@@ -181,6 +183,10 @@ static void scan_threads(cap_session *s) {
   // A new thread's stack was mapped before the thread existed: take a fresh
   // snapshot before the first signal can reach it.
   if (new_count > 0 || atomic_load(&s->ranges_stale)) refresh_ranges(s);
+  // Every entry was listed again and none is new: nothing to disarm or add.
+  // (The walks below read the whole table, 8192 entries by default: every
+  // 10 ms on a busy server, that evicted its data from the caches.)
+  if (new_count == 0 && known == r->live_threads) return;
 
   for (uint32_t i = 0; i < s->thread_capacity; i++) {
     cap_thread *t = &s->threads[i];
