@@ -184,8 +184,8 @@ static void scan_threads(cap_session *s) {
   // snapshot before the first signal can reach it.
   if (new_count > 0 || atomic_load(&s->ranges_stale)) refresh_ranges(s);
   // Every entry was listed again and none is new: nothing to disarm or add.
-  // (The walks below read the whole table, 8192 entries by default: every
-  // 10 ms on a busy server, that evicted its data from the caches.)
+  // (The walks below read the whole table, 8192 entries of 96 bytes by
+  // default; every 10 ms, that was most of the ticker's CPU.)
   if (new_count == 0 && known == r->live_threads) return;
 
   for (uint32_t i = 0; i < s->thread_capacity; i++) {
