@@ -58,7 +58,7 @@ let package = Package(
     // Stages 2-4: sessions, aggregation, symbolization.
     .target(
       name: "AppProfiler",
-      dependencies: ["CAppProfiler", "AppProfilerFormats", "CZlib"]
+      dependencies: ["CAppProfiler", "AppProfilerFormats"]
     ),
     // Stage 6: the profile server (HTTP/1.1 over a Unix socket or loopback).
     .target(

@@ -97,4 +97,20 @@ import Testing
     #expect(compressed.count < input.count / 10)
     #expect(try Gzip.decompress(compressed) == input)
   }
+
+  @Test func gzipIntoABufferOfTheExactSize() {
+    let input = Array((0..<100_000).map { UInt8(truncatingIfNeeded: $0 * 7 % 13) })
+    let compressed = Gzip.compress(input)
+    for size in [input.count, input.count - 1, input.count + 1] {
+      var output = [UInt8](repeating: 0, count: size)
+      let done = compressed.withUnsafeBytes { source in
+        output.withUnsafeMutableBytes { Gzip.decompress(source, exactlyInto: $0) }
+      }
+      #expect(done == (size == input.count), "\(size) bytes")
+      if size == input.count { #expect(output == input) }
+    }
+    var output = [UInt8](repeating: 0, count: input.count)
+    let corrupt = Array(compressed.prefix(compressed.count / 2))
+    #expect(!corrupt.withUnsafeBytes { source in output.withUnsafeMutableBytes { Gzip.decompress(source, exactlyInto: $0) } })
+  }
 }

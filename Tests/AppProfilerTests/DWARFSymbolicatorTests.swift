@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @_spi(Testing) @testable import AppProfiler
@@ -76,6 +77,41 @@ extension SamplingSuite {
       )
       #expect(
         verdicts.disagreed.isEmpty, "\(verdicts.disagreed.prefix(10).joined(separator: "\n"))")
+    }
+
+    /// A file whose debug sections are zlib-compressed (`SHF_COMPRESSED`,
+    /// as some distributions ship debug files) gives the same frames as the
+    /// same code built with plain sections.
+    @Test func compressedSectionsGiveTheSameFrames() throws {
+      let directory = FileManager.default.temporaryDirectory.appendingPathComponent("dwarf-gz-\(getpid())").path
+      try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+      defer { try? FileManager.default.removeItem(atPath: directory) }
+      let source = "\(directory)/chain.c"
+      try """
+        static int leaf(int x) { return x * 3 + 1; }
+        static inline __attribute__((always_inline)) int step(int x) { return leaf(x) + leaf(x + 1); }
+        int chain(int x) { int sum = 0; for (int i = 0; i < x; i++) sum += step(i); return sum; }
+        """.write(toFile: source, atomically: true, encoding: .utf8)
+      var images: [DWARFImage] = []
+      for (name, flags) in [("plain", ["-g"]), ("compressed", ["-g", "-gz=zlib"])] {
+        let output = "\(directory)/\(name).so"
+        let (status, text) = try runProcess("/usr/bin/env", ["clang", "-O1", "-shared", "-fPIC"] + flags + ["-o", output, source])
+        try #require(status == 0, "clang: \(text)")
+        let file = try #require(ELFDebugFile(path: output))
+        #expect((file.inflatedBytes > 0) == (name == "compressed"), "\(name): \(file.inflatedBytes) bytes inflated")
+        images.append(try #require(DWARFImage(file: file), "\(name): no DWARF"))
+      }
+      let file = try #require(ELFDebugFile(path: "\(directory)/plain.so"))
+      let ranges = DWARFUnit.units(try #require(DWARFSections(file))).flatMap(\.ranges)
+      var compared = 0
+      for range in ranges {
+        for address in range {
+          let plain = images[0].frames(at: address, tick: 1)
+          #expect(plain == images[1].frames(at: address, tick: 1), "at 0x\(String(address, radix: 16))")
+          if plain?.isEmpty == false { compared += 1 }
+        }
+      }
+      #expect(compared > 20, "\(compared) addresses with frames")
     }
 
     /// Parsing never reads outside a section: every prefix of a real

@@ -35,6 +35,25 @@ public enum Gzip {
     return output
   }
 
+  /// Inflates zlib (or gzip) data straight into `output`, which it must fill
+  /// exactly (the size is known beforehand, as for ELF compressed sections).
+  /// False when the data is invalid or of another size, or a buffer is
+  /// larger than zlib's 32-bit counts.
+  public static func decompress(_ input: UnsafeRawBufferPointer, exactlyInto output: UnsafeMutableRawBufferPointer) -> Bool {
+    guard let inputBase = input.baseAddress, let outputBase = output.baseAddress,
+      input.count <= Int(UInt32.max), output.count <= Int(UInt32.max)
+    else { return false }
+    var stream = z_stream()
+    // windowBits 15 + 32: detect gzip or zlib headers.
+    guard inflateInit2_(&stream, 15 + 32, zlibVersion(), Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return false }
+    defer { inflateEnd(&stream) }
+    stream.next_in = UnsafeMutablePointer(mutating: inputBase.assumingMemoryBound(to: UInt8.self))
+    stream.avail_in = uInt(input.count)
+    stream.next_out = outputBase.assumingMemoryBound(to: UInt8.self)
+    stream.avail_out = uInt(output.count)
+    return inflate(&stream, Z_FINISH) == Z_STREAM_END && stream.avail_out == 0
+  }
+
   /// Decompresses gzip (or zlib) data; at most `limit` bytes of output.
   public static func decompress(_ input: [UInt8], limit: Int = 1 << 30) throws(Failure) -> [UInt8] {
     var stream = z_stream()

@@ -1,4 +1,4 @@
-import CZlib
+import AppProfilerFormats
 
 #if canImport(Glibc)
 import Glibc
@@ -157,19 +157,7 @@ final class ELFDebugFile: @unchecked Sendable {
       let pages = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), pages != MAP_FAILED
     else { return nil }
     let output = UnsafeMutableRawBufferPointer(start: pages, count: Int(size))
-    var stream = z_stream()
-    guard inflateInit_(&stream, zlibVersion(), Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
-      munmap(pages, Int(size))
-      return nil
-    }
-    stream.next_in = UnsafeMutablePointer(mutating: section.baseAddress!.advanced(by: 24).assumingMemoryBound(to: UInt8.self))
-    stream.avail_in = uInt(section.count - 24)
-    stream.next_out = output.baseAddress!.assumingMemoryBound(to: UInt8.self)
-    stream.avail_out = uInt(size)
-    let status = CZlib.inflate(&stream, Z_FINISH)
-    let written = Int(size) - Int(stream.avail_out)
-    inflateEnd(&stream)
-    guard status == Z_STREAM_END, written == Int(size) else {
+    guard Gzip.decompress(UnsafeRawBufferPointer(rebasing: section[24...]), exactlyInto: output) else {
       munmap(pages, Int(size))
       return nil
     }
