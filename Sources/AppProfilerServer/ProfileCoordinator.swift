@@ -27,8 +27,12 @@ final class ProfileCoordinator: Sendable {
   private let runningUntil = Mutex<[UInt64: ContinuousClock.Instant]>([:])
   private let recordings = Atomic<UInt64>(0)
 
+  /// Which web pages may use the server (Host and Origin checks).
+  let browserPolicy: BrowserPolicy
+
   init(configuration: ProfileServerConfiguration, logger: Logger) {
     self.configuration = configuration
+    self.browserPolicy = BrowserPolicy(configuration: configuration)
     self.logger = logger
   }
 

@@ -136,10 +136,10 @@ extension ServerSuite {
       try withTestee(arguments: ["--host", "0.0.0.0", "--allow-remote", "--token", "s3cret"]) { testee in
         let port = URL(string: testee.address)!.port!
         let url = "http://127.0.0.1:\(port)/profile?duration=0.1"
-        let missing = try Curl.request(url: url)
+        let missing = try Curl.request(url: url, headers: ["Origin: https://www.speedscope.app"])
         #expect(missing.status == 401)
         #expect(missing.headers["www-authenticate"] == "Bearer")
-        #expect(missing.headers["access-control-allow-origin"] == "*")
+        #expect(missing.headers["access-control-allow-origin"] == "https://www.speedscope.app")
         let wrong = try Curl.request(url: url, headers: ["Authorization: Bearer s3creT"])
         #expect(wrong.status == 401)
         let right = try Curl.request(url: url, headers: ["Authorization: Bearer s3cret"])

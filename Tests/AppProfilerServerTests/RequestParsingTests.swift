@@ -65,7 +65,7 @@ import Testing
     }
     #expect(configuration.bearerToken == "t")
     #expect(configuration.maxDuration == .seconds(60))
-    #expect(configuration.corsOrigin == nil)
+    #expect(configuration.corsOrigins.isEmpty)
     #expect(configuration.enabled == false)
     #expect(configuration.directory == "/run/x")
     #expect(configuration.maxConnections == 4)

@@ -27,10 +27,10 @@ extension ServerSuite {
           ("/threads?format=xml", "format"),
         ]
         for (target, fragment) in cases {
-          let answer = try Curl.get(testee, target)
+          let answer = try Curl.get(testee, target, headers: ["Origin: https://www.speedscope.app"])
           #expect(answer.status == 400, "\(target): \(answer.status)")
           #expect(answer.text.contains(fragment), "\(target): \(answer.text)")
-          #expect(answer.headers["access-control-allow-origin"] == "*", "\(target) lacks CORS")
+          #expect(answer.headers["access-control-allow-origin"] == "https://www.speedscope.app", "\(target) lacks CORS")
           #expect(answer.headers["content-type"] == "text/plain; charset=utf-8")
         }
       }
@@ -38,18 +38,18 @@ extension ServerSuite {
 
     @Test func notFoundMethodNotAllowedAndPreflight() throws {
       try withTestee { testee in
-        let missing = try Curl.get(testee, "/nope")
+        let missing = try Curl.get(testee, "/nope", headers: ["Origin: https://www.speedscope.app"])
         #expect(missing.status == 404)
         #expect(missing.text.contains("/nope"))
-        #expect(missing.headers["access-control-allow-origin"] == "*")
-        let post = try Curl.get(testee, "/profile", method: "POST")
+        #expect(missing.headers["access-control-allow-origin"] == "https://www.speedscope.app")
+        let post = try Curl.get(testee, "/profile", method: "POST", headers: ["Origin: https://www.speedscope.app"])
         #expect(post.status == 405)
         #expect(post.headers["allow"] == "GET, HEAD, OPTIONS")
-        #expect(post.headers["access-control-allow-origin"] == "*")
-        let preflight = try Curl.get(testee, "/profile", method: "OPTIONS")
+        #expect(post.headers["access-control-allow-origin"] == "https://www.speedscope.app")
+        let preflight = try Curl.get(testee, "/profile", method: "OPTIONS", headers: ["Origin: https://www.speedscope.app"])
         #expect(preflight.status == 204)
         #expect(preflight.headers["access-control-allow-methods"]?.contains("GET") == true)
-        #expect(preflight.headers["access-control-allow-origin"] == "*")
+        #expect(preflight.headers["access-control-allow-origin"] == "https://www.speedscope.app")
       }
     }
 
@@ -61,11 +61,11 @@ extension ServerSuite {
         usleep(300_000)
         // wall at another interval while wall runs: the kind is taken (the
         // same interval would share; cpu runs next to it).
-        let answer = try Curl.get(testee, "/profile?duration=1&mode=wall&interval=2000")
+        let answer = try Curl.get(testee, "/profile?duration=1&mode=wall&interval=2000", headers: ["Origin: https://www.speedscope.app"])
         #expect(answer.status == 409)
         let retry = Int(answer.headers["retry-after"] ?? "") ?? 0
         #expect((1...3).contains(retry), "Retry-After \(retry)")
-        #expect(answer.headers["access-control-allow-origin"] == "*")
+        #expect(answer.headers["access-control-allow-origin"] == "https://www.speedscope.app")
         #expect(answer.text.contains("already running"))
         // Without an interval a request shares the running sampler, whatever its interval.
         let joining = try Curl.get(testee, "/profile?duration=0.5&mode=wall&format=collapsed")

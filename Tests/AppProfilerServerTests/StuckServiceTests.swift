@@ -128,9 +128,11 @@ extension ServerSuite {
         let top = try cli(["top", file, "--limit", "60"])
         #expect(top.status == 0 && top.output.contains("testeeAsyncOuter"), "\(top.output.prefix(2000))")
         // The thread dump: the worker's thread, stitched (one of a few dumps:
-        // a dump is one tick, and the worker may be between slices).
+        // a dump is one tick, and the worker may be between slices: 5 tries
+        // missed it once in a local run, so up to 20, 50 ms apart).
         var dumped = false
-        for _ in 0..<5 where !dumped {
+        for attempt in 0..<20 where !dumped {
+          if attempt > 0 { usleep(50_000) }
           let dump = try Curl.get(testee, "/debug/pprof/threads?debug=2")
           dumped = dump.text.components(separatedBy: "\n\n").contains {
             $0.contains("testeeAsyncBurn") && $0.contains("[async]") && $0.contains("testeeAsyncOuter")

@@ -22,6 +22,7 @@ extension ProfileServerConfiguration {
     ("APP_PROFILER_ALLOW_REMOTE", "allowRemote", .bool),
     ("APP_PROFILER_MAX_DURATION", "maxDuration", .int),
     ("APP_PROFILER_CORS_ORIGIN", "corsOrigin", .string),
+    ("APP_PROFILER_ALLOWED_HOSTS", "allowedHosts", .string),
     ("APP_PROFILER_MAX_CONNECTIONS", "maxConnections", .int),
     ("APP_PROFILER_SIGNAL", "signal", .int),
     ("APP_PROFILER_CPU_ENGINE", "cpuEngine", .string),
@@ -79,7 +80,7 @@ extension ProfileServer {
   /// Keys, relative to `config` (each is the `APP_PROFILER_*` variable of the
   /// same name; the README lists their meaning): `enabled`, `transport`,
   /// `socket`, `dir`, `host`, `port`, `token` (read as a secret),
-  /// `allowRemote`, `maxDuration`, `corsOrigin`, `maxConnections`, `signal`,
+  /// `allowRemote`, `maxDuration`, `corsOrigin`, `allowedHosts`, `maxConnections`, `signal`,
   /// `cpuEngine`, `allocAlwaysOn`, `allocRate`, `requestProfiling`,
   /// `profileStore`, `traceLabels`, `flightRecorder`, `slowRequestMs`.
   ///

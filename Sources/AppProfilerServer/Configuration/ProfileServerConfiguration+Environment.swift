@@ -14,7 +14,8 @@ import AppProfiler
 /// | `APP_PROFILER_TOKEN` | bearer token |
 /// | `APP_PROFILER_ALLOW_REMOTE` | `1` to allow a non-loopback host (needs a token) |
 /// | `APP_PROFILER_MAX_DURATION` | longest profile, seconds |
-/// | `APP_PROFILER_CORS_ORIGIN` | `Access-Control-Allow-Origin` value; empty turns CORS off |
+/// | `APP_PROFILER_CORS_ORIGIN` | origins whose pages may use the server (list; `*` any; empty: own pages only) |
+/// | `APP_PROFILER_ALLOWED_HOSTS` | host names the TCP transport answers to besides loopback (list; `*` any) |
 /// | `APP_PROFILER_MAX_CONNECTIONS` | connections served at once |
 /// | `APP_PROFILER_SIGNAL` | signal number used for sampling (default 27, SIGPROF) |
 /// | `APP_PROFILER_CPU_ENGINE` | `auto`, `perf` (perf events only) or `timer` (POSIX CPU timers) |
@@ -87,7 +88,21 @@ extension ProfileServerConfiguration {
     if let token = environment["APP_PROFILER_TOKEN"] { result.bearerToken = token.isEmpty ? nil : token }
     if let remote = try bool("APP_PROFILER_ALLOW_REMOTE") { result.allowRemoteAccess = remote }
     if let seconds = try int("APP_PROFILER_MAX_DURATION", 1...86_400) { result.maxDuration = .seconds(seconds) }
-    if let origin = environment["APP_PROFILER_CORS_ORIGIN"] { result.corsOrigin = origin.isEmpty ? nil : origin }
+    if let origins = environment["APP_PROFILER_CORS_ORIGIN"] {
+      result.corsOrigins = Self.list(origins)
+      for origin in result.corsOrigins where !Self.isOrigin(origin) {
+        throw EnvironmentError(
+          variable: "APP_PROFILER_CORS_ORIGIN", value: origins,
+          allowed: "a list of origins (scheme://host[:port], no path), * for any, or empty")
+      }
+    }
+    if let hosts = environment["APP_PROFILER_ALLOWED_HOSTS"] {
+      result.allowedHosts = Self.list(hosts)
+      for host in result.allowedHosts where host != "*" && BrowserPolicy.hostName(fromHostHeader: host) == nil {
+        throw EnvironmentError(
+          variable: "APP_PROFILER_ALLOWED_HOSTS", value: hosts, allowed: "a list of host names (name or [v6 address]), * for any, or empty")
+      }
+    }
     if let connections = try int("APP_PROFILER_MAX_CONNECTIONS", 1...1024) { result.maxConnections = connections }
     if let signal = try int("APP_PROFILER_SIGNAL", 1...64) { result.sessionOptions.signal = Int32(signal) }
     switch environment["APP_PROFILER_CPU_ENGINE"]?.lowercased() {
@@ -109,5 +124,16 @@ extension ProfileServerConfiguration {
       result.sessionOptions.allocationSamplingRate = rate
     }
     return result
+  }
+
+  /// `*`, `null`, or `scheme://host[:port]` without a path.
+  static func isOrigin(_ text: String) -> Bool {
+    if text == "*" || text == "null" { return true }
+    guard let separator = text.range(of: "://") else { return false }
+    let scheme = text[..<separator.lowerBound]
+    var authority = text[separator.upperBound...]
+    while authority.hasSuffix("/") { authority = authority.dropLast() }
+    return !scheme.isEmpty && scheme.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "+" || $0 == "-" || $0 == "." })
+      && !authority.contains("/") && BrowserPolicy.hostName(fromHostHeader: String(authority)) != nil
   }
 }

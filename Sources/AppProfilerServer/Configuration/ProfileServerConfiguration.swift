@@ -17,10 +17,29 @@ public struct ProfileServerConfiguration: Sendable, Hashable {
   /// Longest profile a request may ask for. Default 300 s: long enough for
   /// any investigation, short enough that a forgotten request ends.
   public var maxDuration: Duration = .seconds(300)
-  /// `Access-Control-Allow-Origin` on every answer, so speedscope
-  /// (`https://www.speedscope.app/#profileURL=…`) can fetch profiles from the
-  /// TCP transport. Default `*` (the server is loopback-only); nil turns CORS off.
-  public var corsOrigin: String? = "*"
+  /// Web origins whose pages may use the server (CORS): their requests are
+  /// served with their origin echoed in `Access-Control-Allow-Origin`; a
+  /// request from any other page is refused (403) before it starts work. The
+  /// server's own pages are always allowed. Default speedscope's origin, so
+  /// `https://www.speedscope.app/#profileURL=…` loads a profile from the TCP
+  /// transport: any other page open in the developer's browser could
+  /// otherwise start profiles (a DoS vector) and read them (function, thread
+  /// and route names, trace ids). `["*"]` allows every origin (only when
+  /// written out); `[]` allows only the server's own pages. See
+  /// docs/http-api.md, "Browsers".
+  public var corsOrigins: [String] = ["https://www.speedscope.app"]
+  /// Host names, besides `localhost`, `127.0.0.1`, `[::1]` and the bind
+  /// address, that the TCP transport answers to (a name in `/etc/hosts`, a
+  /// proxy's name). Default none: a request naming another host is refused
+  /// (421), which defeats DNS rebinding. `["*"]` turns the check off.
+  public var allowedHosts: [String] = []
+  /// The allowed origins as one value (`corsOrigins` joined by ", "); nil
+  /// when none. Setting it splits a list on commas and spaces.
+  @available(*, deprecated, renamed: "corsOrigins")
+  public var corsOrigin: String? {
+    get { corsOrigins.isEmpty ? nil : corsOrigins.joined(separator: ", ") }
+    set { corsOrigins = newValue.map(Self.list) ?? [] }
+  }
   /// Bearer token required in `Authorization: Bearer <token>`; nil: none.
   public var bearerToken: String? = nil
   /// Allow a non-loopback bind address. Also requires ``bearerToken``.
@@ -71,6 +90,11 @@ public struct ProfileServerConfiguration: Sendable, Hashable {
   }
 
   public init() {}
+
+  /// The items of a comma- or space-separated list.
+  static func list(_ text: String) -> [String] {
+    text.split(whereSeparator: { $0 == "," || $0 == " " || $0 == "\t" }).map(String.init)
+  }
 
   /// The directory the server uses: ``directory`` or the default, without
   /// trailing slashes (`link/` would make lstat follow the link).

@@ -34,6 +34,8 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
   private var responded = false
   /// Errors on /debug/pprof/* carry `X-Go-Pprof: 1`, so go tool pprof prints them.
   private var pprofPath = false
+  /// What the browser policy said of this request (none before its head).
+  private var browser: BrowserPolicy.Decision?
 
   init(coordinator: ProfileCoordinator) {
     self.coordinator = coordinator
@@ -54,6 +56,7 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
     switch unwrapInboundIn(data) {
     case .head(let head):
       self.head = head
+      browser = coordinator.browserPolicy.decide(head.headers)
       if head.uri.utf8.count > Self.maxRequestLine {
         send(context: context, .error(.uriTooLong, "request target longer than \(Self.maxRequestLine) bytes"), headOnly: false)
       }
@@ -115,18 +118,28 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
       send(context: context, .error(.badRequest, "malformed request target: \(head.uri)"), headOnly: false)
       return
     }
+    // Pages the server was not opened for are refused before any work
+    // (BrowserPolicy): a foreign Host (DNS rebinding), a foreign Origin.
+    if let refusal = browser?.refusal {
+      pprofPath = Routes.match(query.path)?.isPprof ?? false  // go tool pprof prints the reason
+      send(context: context, .error(refusal.status, refusal.message), headOnly: head.method == .HEAD)
+      return
+    }
     if head.method == .OPTIONS {
-      // CORS preflight: browsers send it before a cross-origin GET with headers.
-      send(
-        context: context,
-        HTTPResponse(
-          status: .noContent,
-          headers: [
-            ("Allow", "GET, HEAD, OPTIONS"),
-            ("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS"),
-            ("Access-Control-Allow-Headers", "Authorization, Content-Type"),
-            ("Access-Control-Max-Age", "600"),
-          ]), headOnly: true)
+      // CORS preflight: browsers send it before a cross-origin GET with headers,
+      // and (Private Network Access) before a public page's request to loopback.
+      var headers = [
+        ("Allow", "GET, HEAD, OPTIONS"),
+        ("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS"),
+        ("Access-Control-Allow-Headers", "Authorization, Content-Type"),
+        ("Access-Control-Max-Age", "600"),
+      ]
+      if browser?.allowedOrigin == true,
+        head.headers.first(name: "Access-Control-Request-Private-Network")?.lowercased() == "true"
+      {
+        headers.append(("Access-Control-Allow-Private-Network", "true"))
+      }
+      send(context: context, HTTPResponse(status: .noContent, headers: headers), headOnly: true)
       return
     }
     guard coordinator.isAuthorized(head.headers) else {
@@ -198,8 +211,8 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
     headers.replaceOrAdd(name: "X-Content-Type-Options", value: "nosniff")
     headers.replaceOrAdd(name: "Cache-Control", value: "no-store")
     headers.replaceOrAdd(name: "Server", value: "swift-app-profiler/\(AppProfilerVersion.current)")
-    if let origin = coordinator.configuration.corsOrigin {
-      headers.replaceOrAdd(name: "Access-Control-Allow-Origin", value: origin)
+    for (name, value) in browser?.corsHeaders ?? [] { headers.replaceOrAdd(name: name, value: value) }
+    if browser?.allowedOrigin == true || headers.contains(name: "Access-Control-Allow-Origin") {
       headers.replaceOrAdd(name: "Access-Control-Expose-Headers", value: "Retry-After, Content-Disposition")
     }
     context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: response.status, headers: headers))), promise: nil)
