@@ -122,6 +122,11 @@ extension ServerSuite {
         let page = try Curl.request(url: url)
         #expect(page.status == 200)
         #expect(page.text.contains("id=\"profile-data\"") && page.text.contains("testeeHotInner"))
+        // A page reaching it under another name (DNS rebinding) is refused.
+        let rebound = try Curl.request(url: url, headers: ["Host: evil.example"])
+        #expect(rebound.status == 421 && !rebound.text.contains("testeeHotInner"), "\(rebound.status)")
+        let local = try Curl.request(url: url, headers: ["Host: localhost:1234"])
+        #expect(local.status == 200)
       }
     }
 

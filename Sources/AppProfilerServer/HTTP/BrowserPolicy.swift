@@ -161,6 +161,13 @@ struct BrowserPolicy: Sendable {
   }
 }
 
+/// True when a `Host` header names loopback (`localhost`, `127.0.0.1`,
+/// `[::1]`, any port): the CLI's own page server (`app-profiler view`)
+/// refuses other names as the profile server does (DNS rebinding).
+@_spi(CLI) public func hostHeaderNamesLoopback(_ value: String) -> Bool {
+  BrowserPolicy.hostName(fromHostHeader: value).map(BrowserPolicy.loopbackNames.contains) ?? false
+}
+
 extension String {
   func trimmingSpaces() -> String {
     var slice = self[...]
