@@ -2,7 +2,7 @@
 //
 //   CAP_HAVE_SAMPLER  the sampler (signals, engines, unwinding, allocation
 //                     wrappers): Linux, unless the build defines
-//                     APP_PROFILER_NO_SAMPLER (-Xcc -DAPP_PROFILER_NO_SAMPLER),
+//                     APP_PROFILER_NO_SAMPLER (`APP_PROFILER_NO_SAMPLER=1 swift build`: Package.swift defines it for this target),
 //                     which CI uses to compile and test the fallback that
 //                     every other platform gets.
 //

@@ -49,7 +49,9 @@ typedef struct cap_thread {
   uint32_t pending_ticks;           // wall: ticks seen with `pending` still set
   uint32_t signal_blocked;          // wall: the thread blocks the signal (SigBlk), checked once
   uint64_t pending_since_ns;        // wall: when the pending signal was sent
-  timer_t timer;                    // posix-timer engine
+  timer_t timer;                    // (h) posix-timer engine
+  uint64_t jitter_state;            // (h) cpu engines: random state of the next interval (cap_jitter.h)
+  uint64_t next_cpu_ns;             // (h) posix-timer engine: CPU time (absolute) of the next sample
 } cap_thread;
 
 /// One readable+writable mapping, [start, end).

@@ -1,13 +1,16 @@
 // Engine: perf events. perf_event_open(PERF_COUNT_SW_TASK_CLOCK, pid = tid)
 // per thread, O_ASYNC + F_SETSIG + F_SETOWN_EX(F_OWNER_TID): the kernel
 // signals the thread itself when its CPU time crosses the period, and the
-// handler re-arms with PERF_EVENT_IOC_REFRESH(1). ~98 % of the expected
+// handler sets a randomized next period (PERF_EVENT_IOC_PERIOD, cap_jitter.h:
+// the same mean, every phase of periodic work) and re-arms with
+// PERF_EVENT_IOC_REFRESH(1). ~98 % of the expected
 // samples at 1 kHz here. Kernel time is included where allowed
 // (perf_event_paranoid < 2), else excluded (said in the profile).
 #define _GNU_SOURCE
 #include "cap_platform.h"
 #if CAP_HAVE_SAMPLER
 #include "cap_sampler.h"
+#include "cap_jitter.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -56,7 +59,8 @@ int cap_perf_probe(cap_sampler *sampler, uint64_t interval_ns) {
 }
 
 int cap_perf_arm(cap_session *s, cap_sampler *sampler, cap_thread *t, int32_t tid) {
-  int fd = cap_perf_open(sampler, s->interval_ns, tid);
+  t->jitter_state = cap_jitter_seed((uint64_t)tid ^ cap_clock_ns(CLOCK_MONOTONIC));
+  int fd = cap_perf_open(sampler, cap_jittered_interval(&t->jitter_state, s->interval_ns), tid);
   if (fd < 0) return fd;
   // From now on a SIGPOLL-coded signal with si_fd is ours (see signal_handler.c).
   atomic_store(&cap_perf_events_used, 1);

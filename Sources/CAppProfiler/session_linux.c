@@ -23,6 +23,7 @@
 #include "cap_platform.h"
 #if CAP_HAVE_SAMPLER
 #include "cap_sampler.h"
+#include "cap_jitter.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -117,9 +118,9 @@ static void disarm_thread(cap_session *s, cap_thread *t, int32_t tid) {
     ioctl(fd, PERF_EVENT_IOC_DISABLE, 0);
     close(fd);
   }
-  if (t->has_timer) {
+  if (__atomic_load_n(&t->has_timer, __ATOMIC_ACQUIRE)) {
+    __atomic_store_n(&t->has_timer, 0, __ATOMIC_RELEASE);
     timer_delete(t->timer);
-    t->has_timer = 0;
   }
   if (s->engine == CAP_ENGINE_WALL_TICKER) cap_wall_flush(s, &runtime_of(s)->sampler, t, tid);
 }
@@ -242,9 +243,11 @@ static void *ticker_main(void *argument) {
                                                                    : s->interval_ns;
   uint64_t period = wall ? s->interval_ns : scan_period;
   uint64_t deadline = cap_clock_ns(CLOCK_MONOTONIC);
+  // Wall ticks at randomized intervals of the same mean (cap_jitter.h).
+  uint64_t jitter = cap_jitter_seed(deadline ^ (uint64_t)(uintptr_t)s);
   uint64_t last_scan = deadline;
   while (!atomic_load(&r->ticker_stop)) {
-    deadline += period;
+    deadline += wall ? cap_jittered_interval(&jitter, period) : period;
     struct timespec until = {(time_t)(deadline / 1000000000ull),
                              (long)(deadline % 1000000000ull)};
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, 0) == EINTR) {

@@ -22,6 +22,7 @@
 #define _GNU_SOURCE
 #include "cap_platform.h"
 #if CAP_HAVE_SAMPLER
+#include "cap_jitter.h"
 #include "cap_session.h"
 #include "cap_stack.h"
 #include "registers.h"
@@ -200,25 +201,49 @@ static void cap_signal_chain(int signal_number, siginfo_t *info, void *ucontext)
   }
 }
 
-/// A cpu sample (perf event or POSIX timer).
+/// Most targets one POSIX timer expiry may stand for (a thread stopped for
+/// long, or a very short interval): past it the schedule restarts from now.
+#define CAP_MAX_TARGETS_PER_EXPIRY 4096
+
+/// A cpu sample (perf event or POSIX timer). Each engine then arms the next
+/// one a randomized interval later (cap_jitter.h).
 static void cap_sample_cpu(cap_session *s, const siginfo_t *info, const ucontext_t *uc, int32_t tid) {
+  cap_thread *thread = cap_thread_find(s, tid);
   if (s->engine == CAP_ENGINE_PERF_EVENT) {
     cap_record(s, uc, tid, 1, 0);
     // Re-arm for one more overflow, but only an fd this session owns for this
     // thread (the ticker sets perf_fd to -1 before it closes the fd).
-    cap_thread *thread = cap_thread_find(s, tid);
     if (thread != 0 && info->si_fd >= 0 &&
         atomic_load_explicit(&thread->perf_fd, memory_order_acquire) == info->si_fd) {
+      uint64_t period = cap_jittered_interval(&thread->jitter_state, s->interval_ns);
+      ioctl(info->si_fd, PERF_EVENT_IOC_PERIOD, &period);
       ioctl(info->si_fd, PERF_EVENT_IOC_REFRESH, 1);
     }
     return;
   }
-  uint64_t weight = 1;
-  if (info->si_code == SI_TIMER) {
-    int overrun = info->si_overrun;
-    if (overrun > 0) weight += (uint64_t)overrun;
+  if (thread == 0 || !__atomic_load_n(&thread->has_timer, __ATOMIC_ACQUIRE) || info->si_code != SI_TIMER) {
+    cap_record(s, uc, tid, 1, 0);
+    return;
   }
+  // Every target this expiry passed is one sample's worth of CPU time (the
+  // timer fires on the first scheduler tick after its target).
+  uint64_t now = cap_now_ns(CLOCK_THREAD_CPUTIME_ID);
+  uint64_t target = thread->next_cpu_ns;
+  uint64_t weight = 0;
+  while (target <= now && weight < CAP_MAX_TARGETS_PER_EXPIRY) {
+    weight++;
+    target += cap_jittered_interval(&thread->jitter_state, s->interval_ns);
+  }
+  if (weight == 0) weight = 1;  // fired early (a clock step): still one sample
+  if (target <= now) target = now + cap_jittered_interval(&thread->jitter_state, s->interval_ns);
+  thread->next_cpu_ns = target;
   cap_record(s, uc, tid, weight, 0);
+  struct itimerspec next;  // the same periodic backstop as at arming
+  next.it_interval.tv_sec = (time_t)(s->interval_ns / 1000000000ull);
+  next.it_interval.tv_nsec = (long)(s->interval_ns % 1000000000ull);
+  next.it_value.tv_sec = (time_t)(target / 1000000000ull);
+  next.it_value.tv_nsec = (long)(target % 1000000000ull);
+  timer_settime(thread->timer, TIMER_ABSTIME, &next, 0);
 }
 
 /// A wall sample for the tick this thread was signalled for. `merged`: this

@@ -10,7 +10,8 @@ import Testing
     "__errno_location",  // errno: thread-local, read and restored by the handler
     "clock_gettime",  // POSIX async-signal-safe
     "syscall",  // raw system call (gettid, rt_tgsigqueueinfo); no locks, no allocation
-    "ioctl",  // PERF_EVENT_IOC_REFRESH: a plain system call wrapper
+    "ioctl",  // PERF_EVENT_IOC_PERIOD and _REFRESH: a plain system call wrapper
+    "timer_settime",  // POSIX async-signal-safe: the timer engine's next (randomized) expiry
     "open", "read", "close",  // POSIX async-signal-safe: the allocation wrappers read /proc/self/maps once per new thread
     "log",  // the allocation wrappers' exponential draw: a pure function, no locks, no allocation
     "memcpy", "memset", "memmove",  // may be emitted by the compiler for copies
