@@ -8,6 +8,13 @@ import PackageDescription
 // IntegrationPackagesTests.swift` checks both with the consumer packages in
 // `Examples/`.
 
+// `APP_PROFILER_NO_SAMPLER=1 swift build`: the C target without its sampler,
+// as every platform but Linux compiles it (stubs that answer "unsupported").
+// A define of our target only, so the dependencies' builds stay the same and
+// a build folder shared with other builds (the tests' `.build-nested`) keeps
+// them.
+let noSampler = Context.environment["APP_PROFILER_NO_SAMPLER"] == "1"
+
 let package = Package(
   name: "swift-app-profiler",
   // Synchronization's Mutex and Atomic (the core); Hummingbird 2 needs 14.
@@ -49,7 +56,9 @@ let package = Package(
   ],
   targets: [
     // Stage 1: the signal path (C). Sampling engines, handler, unwinder, buffer.
-    .target(name: "CAppProfiler", linkerSettings: [.linkedLibrary("m"), .linkedLibrary("dl")]),
+    .target(
+      name: "CAppProfiler", cSettings: noSampler ? [.define("APP_PROFILER_NO_SAMPLER")] : [],
+      linkerSettings: [.linkedLibrary("m"), .linkedLibrary("dl")]),
     // Stage 5: the profile model and its encoders. No dependency on the
     // sampler, so converting and reading profiles works anywhere.
     .target(name: "AppProfilerFormats", dependencies: ["CZlib"]),

@@ -7,14 +7,21 @@ import Testing
 /// `Examples/HummingbirdExample` and `Examples/VaporExample` are consumer
 /// packages that depend on the root by path with one trait each, as a user's
 /// app does by URL; their own tests (in-process apps over real sockets) run
-/// here, each with its own build folder (`.build-integration-*`, kept between
-/// runs). `APP_PROFILER_SKIP_INTEGRATIONS=1` skips them for a quick local run.
+/// here, in one build folder shared with the other nested builds
+/// (`.build-nested`, kept between runs: what the examples have in common —
+/// NIO, async-http-client, BoringSSL, this package — is compiled once).
+/// `APP_PROFILER_SKIP_INTEGRATIONS=1` skips them for a quick local run.
 @Suite(.serialized) struct IntegrationPackages {
   static var skip: Bool { ProcessInfo.processInfo.environment["APP_PROFILER_SKIP_INTEGRATIONS"] == "1" }
 
   static func path(_ example: String) -> String { repositoryRoot + "/Examples/" + example }
 
-  static func scratch(_ example: String) -> String {
+  /// Where the examples build: one folder for every nested build.
+  static var scratch: String { nestedBuildFolder }
+
+  /// Where an example's graph is resolved alone (no build), so its
+  /// checkouts show what it pulls and nothing another example pulled.
+  static func resolution(_ example: String) -> String {
     repositoryRoot + "/.build-integration-" + (example == "VaporExample" ? "vapor" : "hummingbird")
   }
 
@@ -23,7 +30,7 @@ import Testing
     // Serial: a test that samples (the Pyroscope exporter's) must not run
     // next to one that expects the sampler free.
     let result = try run(
-      "swift", ["test", "--no-parallel", "--package-path", Self.path(example), "--scratch-path", Self.scratch(example)],
+      "swift", ["test", "--no-parallel", "--package-path", Self.path(example), "--scratch-path", Self.scratch],
       timeout: 3600)
     // The tests' own lines (stdout) first: the build log is on stderr.
     let failures = result.output.split(separator: "\n").filter { $0.contains("✘") }.prefix(20).joined(separator: "\n")
@@ -38,13 +45,13 @@ import Testing
   /// built) for the Hummingbird app.
   @Test(.disabled(if: skip, "APP_PROFILER_SKIP_INTEGRATIONS=1"))
   func eachTraitResolvesOnlyItsFramework() throws {
-    let hummingbird = try Self.graph(Self.path("HummingbirdExample"), scratch: Self.scratch("HummingbirdExample"))
+    let hummingbird = try Self.graph(Self.path("HummingbirdExample"), scratch: Self.resolution("HummingbirdExample"))
     #expect(hummingbird.contains("hummingbird"))
     #expect(!hummingbird.contains("vapor"), "\(hummingbird)")
-    let vapor = try Self.graph(Self.path("VaporExample"), scratch: Self.scratch("VaporExample"))
+    let vapor = try Self.graph(Self.path("VaporExample"), scratch: Self.resolution("VaporExample"))
     #expect(vapor.contains("vapor"))
     #expect(!vapor.contains("hummingbird"), "\(vapor)")
-    let checkouts = Self.checkouts(Self.scratch("HummingbirdExample"))
+    let checkouts = Self.checkouts(Self.resolution("HummingbirdExample"))
     #expect(!checkouts.isEmpty && !checkouts.contains { $0.contains("vapor") }, "\(checkouts)")
     let pins = (try? String(contentsOfFile: Self.path("HummingbirdExample") + "/Package.resolved", encoding: .utf8)) ?? ""
     #expect(pins.contains("hummingbird") && !pins.lowercased().contains("vapor"), "\(pins)")

@@ -11,15 +11,17 @@ import Testing
   /// scratch directory) and runs the fallback's tests there — the unit
   /// tests, the formats, and `NoSamplerServer` below against a testee built
   /// without the sampler. With `--disable-default-traits`, so the build
-  /// without swift-configuration (`traits: []`) compiles too.
+  /// without swift-configuration (`traits: []`) compiles too. The switch is
+  /// `APP_PROFILER_NO_SAMPLER=1` in the manifest's environment (a define of
+  /// the C target only), so this build shares `.build-nested` with the
+  /// example packages' builds without recompiling their dependencies.
   @Test(.enabled(if: Profiler.isSupported, "this is the fallback build"))
   func fallbackBuildsAndPasses() throws {
-    let flags = ["-Xswiftc", "-DAPP_PROFILER_NO_SAMPLER", "-Xcc", "-DAPP_PROFILER_NO_SAMPLER"]
     let result = try run(
       "swift",
-      ["test", "--package-path", repositoryRoot, "--scratch-path", repositoryRoot + "/.build-nosampler", "--no-parallel",
-       "--disable-default-traits", "--filter", "NoSamplerFallbackUnit|NoSamplerServer|AppProfilerFormatsTests"] + flags,
-      timeout: 3600)
+      ["test", "--package-path", repositoryRoot, "--scratch-path", nestedBuildFolder, "--no-parallel",
+       "--disable-default-traits", "--filter", "NoSamplerFallbackUnit|NoSamplerServer|AppProfilerFormatsTests"],
+      environment: ["APP_PROFILER_NO_SAMPLER": "1"], timeout: 3600)
     let summary = result.output.split(separator: "\n").filter { $0.contains("Test run with") || $0.contains("✘") }
     print("no-sampler build: \(summary.joined(separator: "; "))")
     #expect(result.status == 0, "\(result.output.suffix(3000))\n\(result.error.suffix(3000))")

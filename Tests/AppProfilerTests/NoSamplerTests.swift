@@ -2,7 +2,7 @@ import AppProfiler
 import Testing
 
 /// The fallback every platform but Linux gets (and a Linux build with
-/// `-Xswiftc -DAPP_PROFILER_NO_SAMPLER -Xcc -DAPP_PROFILER_NO_SAMPLER`,
+/// `APP_PROFILER_NO_SAMPLER=1` in the environment of `swift build`,
 /// which `NoSamplerBuild` in the server tests runs): sessions throw
 /// `unsupportedPlatform`, the rest of the API works. Skipped in a build
 /// that has the sampler.

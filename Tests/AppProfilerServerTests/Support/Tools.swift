@@ -61,6 +61,11 @@ func artifactDirectory() -> String {
   return path
 }
 
+/// The build folder of the builds the tests start themselves (the example
+/// packages, the build without sampler): one folder, so what they share is
+/// compiled once. Nested builds run one at a time (the suites are serial).
+let nestedBuildFolder = repositoryRoot + "/.build-nested"
+
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
   .deletingLastPathComponent().deletingLastPathComponent().path
 
