@@ -103,9 +103,43 @@ func within(_ value: Int64, of truth: Double, _ tolerance: Double = 0.10) -> Boo
   abs(Double(value) - truth) <= truth * tolerance
 }
 
+/// Raw memory through the runtime (`swift_slowAlloc` → malloc).
+@inline(never) func makeRawBlocks(_ count: Int) {
+  for index in 0..<count {
+    let block = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 16)
+    block.storeBytes(of: index, as: Int.self)
+    consume(block.load(as: Int.self))
+    block.deallocate()
+  }
+}
+
 extension SamplingSuite {
   @Suite struct Allocations {
     static let rate = 65_536
+
+    /// Issue 30: the allocating function is the leaf, not the runtime's
+    /// allocator entry (`swift_slowAlloc` was the leaf, with all the bytes
+    /// as self, and the leaking function only in the total column).
+    @Test func rawAllocationsAreChargedToTheCallerNotTheRuntime() async throws {
+      let session = try Profiler.shared.start(mode: .alloc, options: options())
+      makeRawBlocks(20_000)
+      let profile = try await session.stop()
+      var leaves: [String: Int64] = [:]
+      for thread in profile.threads {
+        for sample in thread.samples {
+          let names = profile.names(ofStack: sample.stack)  // root first
+          guard names.contains(where: { $0.contains("makeRawBlocks") }) else { continue }
+          let frames = profile.functionsOfStack(sample.stack).map { profile.functions[$0] }.filter { !$0.isAllocatedType }
+          leaves[frames.last?.name ?? "?", default: 0] += sample.values[1]
+        }
+      }
+      print("raw allocations by leaf: \(leaves)")
+      let total = leaves.values.reduce(0, +)
+      #expect(total > 20_000 * 4096 / 2, "\(total) bytes under makeRawBlocks")
+      #expect(!leaves.keys.contains { $0.contains("swift_slowAlloc") }, "\(leaves)")
+      let own = leaves.filter { $0.key.contains("makeRawBlocks") }.values.reduce(0, +)
+      #expect(own * 10 >= total * 9, "\(leaves)")
+    }
 
     func options() -> SessionOptions {
       var options = SessionOptions()

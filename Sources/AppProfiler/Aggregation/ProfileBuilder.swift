@@ -22,6 +22,39 @@ struct ProfileBuilder {
   var excludesProfilerThreads = false
 
   /// glibc functions in which a thread waits in the kernel.
+  /// The Swift runtime's allocation entry points: an allocation sampled
+  /// inside one is charged to its caller, the code that allocated
+  /// (`UnsafeMutableRawPointer.allocate` reaches malloc through
+  /// `swift_slowAlloc`; objects through `swift_allocObject`, whose frames the
+  /// recorder already drops when it knows the type).
+  static let allocatorEntries: Set<String> = [
+    "swift_slowAlloc", "swift_slowAllocTyped", "swift_allocObject", "_swift_allocObject_", "swift_allocBox",
+    "swift_allocEmptyBox", "swift_coroFrameAlloc",
+  ]
+
+  /// Removes allocator entry frames at the leaf end of each stack (after the
+  /// allocated type's frame), keeping at least one frame: the leaf is then
+  /// the function that allocated, in every format.
+  static func dropAllocatorEntries(from profile: inout Profile) {
+    let entries = Set(
+      profile.locations.indices.filter { index in
+        guard let outer = profile.locations[index].lines.last else { return false }
+        return allocatorEntries.contains(profile.functions[outer.function].systemName)
+      })
+    guard !entries.isEmpty else { return }
+    for index in profile.stacks.indices {
+      var stack = profile.stacks[index]
+      var leaf = 0
+      if let first = stack.first, let line = profile.locations[first].lines.last,
+        profile.functions[line.function].isAllocatedType
+      {
+        leaf = 1
+      }
+      while leaf + 1 < stack.count && entries.contains(stack[leaf]) { stack.remove(at: leaf) }
+      profile.stacks[index] = stack
+    }
+  }
+
   static let blockingFunctions: Set<String> = [
     "__futex_abstimed_wait_common", "futex_wait", "__lll_lock_wait", "__lll_lock_wait_private",
     "epoll_wait", "epoll_pwait", "epoll_pwait2", "poll", "__poll", "ppoll", "select", "__select", "pselect",
@@ -132,6 +165,7 @@ struct ProfileBuilder {
       profile.locations.append(.init(address: address, mapping: mapping, lines: lines))
     }
     profile.stacks = usedStacks.map { $0.map { addressIndex[$0]! } }
+    if hasTypes { Self.dropAllocatorEntries(from: &profile) }
     // A function's start line: the lowest line of it this profile saw (its
     // first sampled statement, at or after the declaration; DWARF's
     // decl_line would need a second symbolication pass). speedscope shows
