@@ -103,7 +103,7 @@ public struct ProfilingMiddleware<Context: RequestContext>: RouterMiddleware {
         // Produce the body now, inside the session, so streamed work is in
         // the profile too; kept for the case the profile could not be taken
         // (busy, failed) and the normal answer goes out after all.
-        var collector = CollectingBodyWriter()
+        let collector = CollectingBodyWriter()
         try await response.body.write(collector.reference)
         return Response(status: response.status, headers: response.headers, body: ResponseBody(byteBuffer: collector.buffer))
       }

@@ -1,6 +1,6 @@
 // Built only with the `Pyroscope` trait: `.package(url: …, traits: [.defaults, "Pyroscope"])`.
 #if Pyroscope
-@_spi(Support) import AppProfiler
+@_spi(Support) @_spi(Configuration) import AppProfiler
 import AsyncHTTPClient
 import Foundation
 import Logging
@@ -57,13 +57,9 @@ public struct PyroscopeConfiguration: Sendable {
     self.applicationName = applicationName
   }
 
-  /// An invalid `APP_PROFILER_PYROSCOPE_*` variable.
-  public struct EnvironmentError: Error, CustomStringConvertible, Sendable {
-    public var variable: String
-    public var value: String
-    public var allowed: String
-    public var description: String { "invalid \(variable)='\(value)': allowed \(allowed)" }
-  }
+  /// An invalid `APP_PROFILER_PYROSCOPE_*` variable (the package's one
+  /// ``AppProfiler/EnvironmentError``).
+  public typealias EnvironmentError = AppProfiler.EnvironmentError
 
   /// From `APP_PROFILER_PYROSCOPE_*` variables; nil when
   /// `APP_PROFILER_PYROSCOPE_URL` is unset or empty.
@@ -81,15 +77,16 @@ public struct PyroscopeConfiguration: Sendable {
   public static func fromEnvironment(
     _ environment: [String: String] = ProcessInfo.processInfo.environment
   ) throws -> PyroscopeConfiguration? {
-    guard let url = environment["APP_PROFILER_PYROSCOPE_URL"], !url.isEmpty else { return nil }
+    let reader = EnvironmentReader(environment)
+    guard let url = reader.nonEmpty("APP_PROFILER_PYROSCOPE_URL") else { return nil }
     guard let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host != nil else {
       throw EnvironmentError(variable: "APP_PROFILER_PYROSCOPE_URL", value: url, allowed: "an http:// or https:// URL")
     }
     let name =
-      environment["APP_PROFILER_PYROSCOPE_APP_NAME"].flatMap { $0.isEmpty ? nil : $0 }
+      reader.nonEmpty("APP_PROFILER_PYROSCOPE_APP_NAME")
       ?? URL(fileURLWithPath: CommandLine.arguments.first ?? "swift-app").lastPathComponent
     var configuration = PyroscopeConfiguration(serverURL: url, applicationName: name)
-    if let tags = environment["APP_PROFILER_PYROSCOPE_TAGS"], !tags.isEmpty {
+    if let tags = reader.nonEmpty("APP_PROFILER_PYROSCOPE_TAGS") {
       for pair in tags.split(separator: ",") {
         let parts = pair.split(separator: "=", maxSplits: 1)
         guard parts.count == 2, !parts[0].isEmpty else {
@@ -99,25 +96,15 @@ public struct PyroscopeConfiguration: Sendable {
           String(parts[1]).trimmingCharacters(in: .whitespaces)
       }
     }
-    if let user = environment["APP_PROFILER_PYROSCOPE_USER"], !user.isEmpty {
-      configuration.basicAuth = BasicAuth(user: user, password: environment["APP_PROFILER_PYROSCOPE_PASSWORD"] ?? "")
+    if let user = reader.nonEmpty("APP_PROFILER_PYROSCOPE_USER") {
+      configuration.basicAuth = BasicAuth(user: user, password: reader.string("APP_PROFILER_PYROSCOPE_PASSWORD") ?? "")
     }
-    if let token = environment["APP_PROFILER_PYROSCOPE_TOKEN"], !token.isEmpty { configuration.bearerToken = token }
-    if let tenant = environment["APP_PROFILER_PYROSCOPE_TENANT"], !tenant.isEmpty { configuration.tenantID = tenant }
-    if let interval = environment["APP_PROFILER_PYROSCOPE_INTERVAL"] {
-      guard let seconds = Int(interval), (1...3600).contains(seconds) else {
-        throw EnvironmentError(variable: "APP_PROFILER_PYROSCOPE_INTERVAL", value: interval, allowed: "1 ... 3600 seconds")
-      }
+    if let token = reader.nonEmpty("APP_PROFILER_PYROSCOPE_TOKEN") { configuration.bearerToken = token }
+    if let tenant = reader.nonEmpty("APP_PROFILER_PYROSCOPE_TENANT") { configuration.tenantID = tenant }
+    if let seconds = try reader.int("APP_PROFILER_PYROSCOPE_INTERVAL", 1...3600, unit: "seconds") {
       configuration.uploadInterval = .seconds(seconds)
     }
-    if let allocations = environment["APP_PROFILER_PYROSCOPE_ALLOCATIONS"] {
-      switch allocations.lowercased() {
-      case "1", "true", "yes", "on": configuration.allocations = true
-      case "0", "false", "no", "off", "": configuration.allocations = false
-      default:
-        throw EnvironmentError(variable: "APP_PROFILER_PYROSCOPE_ALLOCATIONS", value: allocations, allowed: "1 or 0")
-      }
-    }
+    if let allocations = try reader.bool("APP_PROFILER_PYROSCOPE_ALLOCATIONS") { configuration.allocations = allocations }
     return configuration
   }
 }

@@ -1,4 +1,4 @@
-import AppProfiler
+@_spi(Configuration) import AppProfiler
 
 /// Environment variables, so an operator can turn the server on or move it
 /// without a rebuild. Listed in the README; each overrides the value set in code.
@@ -28,32 +28,16 @@ import AppProfiler
 /// | `APP_PROFILER_FLIGHT_RECORDER` | seconds the flight recorder keeps (1 … 3600; 0: off) |
 /// | `APP_PROFILER_SLOW_REQUEST_MS` | requests slower than this get the flight recorder's profile stored |
 extension ProfileServerConfiguration {
-  /// A configuration error in the environment, naming the variable.
-  public struct EnvironmentError: Error, CustomStringConvertible, Sendable, Equatable {
-    public var variable: String
-    public var value: String
-    public var allowed: String
-    public var description: String { "invalid \(variable)='\(value)': allowed \(allowed)" }
-  }
+  /// A configuration error in the environment, naming the variable (the
+  /// package's one ``AppProfiler/EnvironmentError``).
+  public typealias EnvironmentError = AppProfiler.EnvironmentError
 
   /// This configuration with the `APP_PROFILER_*` variables applied.
   public func applyingEnvironment(_ environment: [String: String]) throws -> ProfileServerConfiguration {
     var result = self
-    func bool(_ name: String) throws -> Bool? {
-      guard let value = environment[name] else { return nil }
-      switch value.lowercased() {
-      case "1", "true", "yes", "on": return true
-      case "0", "false", "no", "off", "": return false
-      default: throw EnvironmentError(variable: name, value: value, allowed: "1, true, 0 or false")
-      }
-    }
-    func int(_ name: String, _ range: ClosedRange<Int>) throws -> Int? {
-      guard let value = environment[name] else { return nil }
-      guard let number = Int(value), range.contains(number) else {
-        throw EnvironmentError(variable: name, value: value, allowed: "an integer \(range.lowerBound) ... \(range.upperBound)")
-      }
-      return number
-    }
+    let reader = EnvironmentReader(environment)
+    func bool(_ name: String) throws -> Bool? { try reader.bool(name) }
+    func int(_ name: String, _ range: ClosedRange<Int>) throws -> Int? { try reader.int(name, range) }
     if let enabled = try bool("APP_PROFILER_ENABLED") { result.enabled = enabled }
     if let directory = environment["APP_PROFILER_DIR"], !directory.isEmpty { result.directory = directory }
     let transport = environment["APP_PROFILER_TRANSPORT"]?.lowercased()
@@ -89,7 +73,7 @@ extension ProfileServerConfiguration {
     if let remote = try bool("APP_PROFILER_ALLOW_REMOTE") { result.allowRemoteAccess = remote }
     if let seconds = try int("APP_PROFILER_MAX_DURATION", 1...86_400) { result.maxDuration = .seconds(seconds) }
     if let origins = environment["APP_PROFILER_CORS_ORIGIN"] {
-      result.corsOrigins = Self.list(origins)
+      result.corsOrigins = EnvironmentReader.items(origins)
       for origin in result.corsOrigins where !Self.isOrigin(origin) {
         throw EnvironmentError(
           variable: "APP_PROFILER_CORS_ORIGIN", value: origins,
@@ -97,7 +81,7 @@ extension ProfileServerConfiguration {
       }
     }
     if let hosts = environment["APP_PROFILER_ALLOWED_HOSTS"] {
-      result.allowedHosts = Self.list(hosts)
+      result.allowedHosts = EnvironmentReader.items(hosts)
       for host in result.allowedHosts where host != "*" && BrowserPolicy.hostName(fromHostHeader: host) == nil {
         throw EnvironmentError(
           variable: "APP_PROFILER_ALLOWED_HOSTS", value: hosts, allowed: "a list of host names (name or [v6 address]), * for any, or empty")

@@ -1,4 +1,4 @@
-import AppProfiler
+@_spi(Configuration) import AppProfiler
 
 /// Configuration of the profile server. Every default says why it is what it
 /// is; every field can also come from an environment variable (see
@@ -38,7 +38,7 @@ public struct ProfileServerConfiguration: Sendable, Hashable {
   @available(*, deprecated, renamed: "corsOrigins")
   public var corsOrigin: String? {
     get { corsOrigins.isEmpty ? nil : corsOrigins.joined(separator: ", ") }
-    set { corsOrigins = newValue.map(Self.list) ?? [] }
+    set { corsOrigins = newValue.map(EnvironmentReader.items) ?? [] }
   }
   /// Bearer token required in `Authorization: Bearer <token>`; nil: none.
   public var bearerToken: String? = nil
@@ -90,11 +90,6 @@ public struct ProfileServerConfiguration: Sendable, Hashable {
   }
 
   public init() {}
-
-  /// The items of a comma- or space-separated list.
-  static func list(_ text: String) -> [String] {
-    text.split(whereSeparator: { $0 == "," || $0 == " " || $0 == "\t" }).map(String.init)
-  }
 
   /// The directory the server uses: ``directory`` or the default, without
   /// trailing slashes (`link/` would make lstat follow the link).
