@@ -255,11 +255,13 @@ func weight(_ lines: [String]) -> Int {
     let tracer = InMemoryTracer()
     try await withExample(tracer: tracer) { app in
       // Up to three profiles: one that caught too little load (a starved
-      // machine: CI once served 11 requests in the 2 s) is taken again.
+      // machine: CI once served 11 requests in the 2 s, and once gave 82,
+      // 32 and 38 fnA samples where a quiet run gives 109–123) is taken
+      // again. 50 samples are plenty to check that every one is labelled.
       var hot: Int64 = 0
       var traced: Int64 = 0
       var matching: Int64 = 0
-      for _ in 0..<3 where hot < 100 {
+      for _ in 0..<3 where hot < 50 {
         let profile = try await underLoad(app, routes: ["/a?ms=20"]) {
           try await curl("http://localhost/profile?mode=cpu&duration=2&format=pprof", socket: app.socket, timeout: 60)
         }
@@ -279,7 +281,7 @@ func weight(_ lines: [String]) -> Int {
         }
         print("trace labels: \(traced) of \(hot) fnA samples have trace_id/span_id, \(matching) of a recorded span; \(spans.count) spans")
       }
-      #expect(hot >= 100)
+      #expect(hot >= 50)
       #expect(traced == hot && matching == hot)
     }
   }
