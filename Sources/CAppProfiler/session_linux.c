@@ -243,11 +243,13 @@ static void *ticker_main(void *argument) {
                                                                    : s->interval_ns;
   uint64_t period = wall ? s->interval_ns : scan_period;
   uint64_t deadline = cap_clock_ns(CLOCK_MONOTONIC);
-  // Wall ticks at randomized intervals of the same mean (cap_jitter.h).
+  // Wall ticks at randomized intervals of the same mean (cap_jitter.h); a
+  // thread dump's one tick stays at its fixed time (the caller waits for it).
+  int jittered = wall && s->mode != CAP_MODE_SNAPSHOT;
   uint64_t jitter = cap_jitter_seed(deadline ^ (uint64_t)(uintptr_t)s);
   uint64_t last_scan = deadline;
   while (!atomic_load(&r->ticker_stop)) {
-    deadline += wall ? cap_jittered_interval(&jitter, period) : period;
+    deadline += jittered ? cap_jittered_interval(&jitter, period) : period;
     struct timespec until = {(time_t)(deadline / 1000000000ull),
                              (long)(deadline % 1000000000ull)};
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, 0) == EINTR) {
