@@ -27,7 +27,7 @@ import Glibc
 extension SamplingSuite {
   @Suite struct SamplingBias {
     /// Default interval (10 ms) for the engines without a scheduler tick:
-    /// within ±10 pp of the truth (75 %). Binomial noise at ~200 samples is
+    /// within ±10 pp of the truth (75 %) at the ~200 samples of a quiet run. Binomial noise at ~200 samples is
     /// ~3 pp; a fixed period is off by 25 to 75 pp on this workload. The
     /// POSIX timer engine is not held to it: its expiries are tick-bound
     /// (docs/sampling.md, "Randomized intervals"); measured here 58–86 %
@@ -61,8 +61,13 @@ extension SamplingSuite {
       let minor = profile.count(containing: "periodicMinorPhase")
       let share = Double(major) / Double(max(1, major + minor))
       print("periodic 3:1 at 10 ms, \(mode) engine=\(profile.engine): major \(major), minor \(minor), share \(share)")
-      #expect(major + minor >= 120, "\(major + minor) samples")
-      #expect(abs(share - 0.75) <= 0.10, "\(mode)/\(profile.engine): \(share) of samples in the 75 % phase")
+      // The bound: 10 pp, or 3.5 binomial standard deviations when a loaded
+      // machine gave the worker fewer samples (a fixed period is 25 pp off
+      // or more, still outside it at the 60 samples required).
+      let samples = Double(major + minor)
+      let bound = max(0.10, 3.5 * (0.75 * 0.25 / max(1, samples)).squareRoot())
+      #expect(major + minor >= 60, "\(major + minor) samples")
+      #expect(abs(share - 0.75) <= bound, "\(mode)/\(profile.engine): \(share) of samples in the 75 % phase (bound \(bound))")
     }
   }
 }
