@@ -1,13 +1,14 @@
 // Engine: POSIX CPU timers. timer_create on each thread's CPU clock with
 // SIGEV_THREAD_ID; the signal carries our cookie in sigev_value. One-shot
-// and absolute (with a periodic backstop): the handler arms the next expiry at the previous target
-// plus a randomized interval (cap_jitter.h), so the targets keep the mean
+// and absolute (with a periodic backstop): the handler arms the next expiry
+// at the previous target plus a randomized interval (cap_jitter.h), so the targets keep the mean
 // rate exactly and fall at every phase of periodic work. They fire on
 // scheduler ticks only (CONFIG_HZ), so a sample at an interval below the
 // tick stands for every target it passed (the handler's weight), and work
 // whose period divides the tick (4 ms at CONFIG_HZ=250) is still seen at
-// one phase: that is why perf events are the default where allowed. No
-// cost per context switch.
+// one phase (perf events and the wall ticker have no tick; docs/sampling.md).
+// No cost per context switch, which is why `auto` takes them at intervals of
+// a tick or more.
 #define _GNU_SOURCE
 #include "cap_platform.h"
 #if CAP_HAVE_SAMPLER

@@ -21,7 +21,6 @@ struct ProfileBuilder {
   /// Leave the profiler's own threads out (their time goes to the metadata).
   var excludesProfilerThreads = false
 
-  /// glibc functions in which a thread waits in the kernel.
   /// The Swift runtime's allocation entry points: an allocation sampled
   /// inside one is charged to its caller, the code that allocated
   /// (`UnsafeMutableRawPointer.allocate` reaches malloc through
@@ -55,6 +54,7 @@ struct ProfileBuilder {
     }
   }
 
+  /// glibc functions in which a thread waits in the kernel.
   static let blockingFunctions: Set<String> = [
     "__futex_abstimed_wait_common", "futex_wait", "__lll_lock_wait", "__lll_lock_wait_private",
     "epoll_wait", "epoll_pwait", "epoll_pwait2", "poll", "__poll", "ppoll", "select", "__select", "pselect",

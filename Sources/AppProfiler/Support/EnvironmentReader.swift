@@ -55,11 +55,6 @@ public struct EnvironmentError: Error, CustomStringConvertible, Sendable, Equata
     return number
   }
 
-  /// The items of a comma- or space-separated list (empty value: none).
-  public func list(_ name: String) -> [String]? {
-    environment[name].map(Self.items)
-  }
-
   /// The items of a comma- or space-separated list.
   public static func items(_ text: String) -> [String] {
     text.split(whereSeparator: { $0 == "," || $0 == " " || $0 == "\t" }).map(String.init)
