@@ -135,5 +135,9 @@ void cap_got_set_table(void *memory);
 /// Walks every loaded image's relocations (dl_iterate_phdr) for `action`.
 cap_got_result cap_got_walk(int action);
 void cap_got_resolve_real_functions(void);
+/// For a GOT entry of `name` holding the task registry's wrapper
+/// (`current`): the registry's pointer to where it goes on, which an
+/// allocation profile redirects instead of the entry. NULL otherwise.
+uint64_t *cap_task_chain_slot(const char *name, uint64_t current);
 
 #endif

@@ -146,4 +146,18 @@ int cap_alloc_set_thread_ignored(int ignored) {
 void cap_signal_handler(int signal_number, void *info, void *ucontext) {
   (void)signal_number, (void)info, (void)ucontext;
 }
+void cap_task_registry_install(void) {}
+void cap_task_registry_status(cap_task_registry_info *out) {
+  memset(out, 0, sizeof *out);
+  const char reason[] = "the task registry is built for Linux only";
+  memcpy(out->reason, reason, sizeof reason);
+}
+uint64_t cap_task_registry_copy(cap_task_entry *out, uint64_t capacity) {
+  (void)out, (void)capacity;
+  return 0;
+}
+int cap_read_memory(uint64_t address, void *buffer, uint64_t bytes) {
+  (void)address, (void)buffer, (void)bytes;
+  return 0;
+}
 #endif  // !CAP_HAVE_SAMPLER

@@ -115,6 +115,15 @@ CAP_NO_INSTRUMENT static void cap_walk_relocations(cap_walk *walk, uint64_t bias
       if (!cap_text_equal(name, cap_alloc_hooks[h].name)) continue;
       uint64_t *slot = (uint64_t *)(uintptr_t)(bias + relocations[i].r_offset);
       uint64_t current = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+      // The task registry's entry (libswift_Concurrency's malloc, free):
+      // its onward pointer is redirected instead, so it sees every task.
+      uint64_t *chained = cap_task_chain_slot(name, current);
+      uint64_t slot_relro_start = relro_start, slot_relro_end = relro_end;
+      if (chained != 0) {
+        slot = chained;
+        current = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+        slot_relro_start = slot_relro_end = 0;
+      }
       uint64_t hook = (uint64_t)(uintptr_t)cap_alloc_hooks[h].hook;
       if (walk->action == CAP_WALK_COUNT) {
         if (current == hook) walk->changed++;
@@ -124,7 +133,7 @@ CAP_NO_INSTRUMENT static void cap_walk_relocations(cap_walk *walk, uint64_t bias
           walk->error = -ENOSPC;
           break;
         }
-        int stored = cap_store_slot(slot, hook, relro_start, relro_end, walk->page_size);
+        int stored = cap_store_slot(slot, hook, slot_relro_start, slot_relro_end, walk->page_size);
         if (stored != 0) {
           walk->error = stored;
           break;
@@ -143,7 +152,7 @@ CAP_NO_INSTRUMENT static void cap_walk_relocations(cap_walk *walk, uint64_t bias
             break;
           }
         }
-        if (cap_store_slot(slot, original, relro_start, relro_end, walk->page_size) == 0) {
+        if (cap_store_slot(slot, original, slot_relro_start, slot_relro_end, walk->page_size) == 0) {
           walk->changed++;
           *image_changed = 1;
         }

@@ -29,6 +29,8 @@ struct ProfileBuilder {
   static let allocatorEntries: Set<String> = [
     "swift_slowAlloc", "swift_slowAllocTyped", "swift_allocObject", "_swift_allocObject_", "swift_allocBox",
     "swift_allocEmptyBox", "swift_coroFrameAlloc",
+    // The task registry's malloc wrapper (task_registry_linux.c), under a task's allocation.
+    "cap_task_malloc",
   ]
 
   /// Removes allocator entry frames at the leaf end of each stack (after the
@@ -100,82 +102,21 @@ struct ProfileBuilder {
     }
 
     // Distinct addresses, symbolized in one batch.
-    var addressIndex: [UInt64: Int] = [:]
     var addresses: [UInt64] = []
+    var seen = Set<UInt64>()
     for stack in usedStacks {
-      for address in stack where addressIndex[address] == nil {
-        addressIndex[address] = addresses.count
-        addresses.append(address)
-      }
+      for address in stack where seen.insert(address).inserted { addresses.append(address) }
     }
-    // Images unloaded since the samples were taken are kept by the history.
-    let images = ImageHistory.shared.symbolicationMap()
-    // Only alloc samples carry type frames. In cpu and wall stacks a value
-    // with the top bit set is a garbage return address (a frame the unwinder
-    // misread), never metadata to dereference.
-    let hasTypes = mode.isAllocation
-    let real = addresses.filter { $0 >= 4096 && !(hasTypes && SampleCollector.isTypeFrame($0)) }
-    let resolvedList = symbolizer.resolve(real, in: images, budget: symbolicationBudget, sourceLocations: sourceLocations)
-    var resolved: [UInt64: ResolvedFrame] = [:]
-    for (address, frame) in zip(real, resolvedList) { resolved[address] = frame }
-
     let description = Self.sampleTypes(of: mode)
     var profile = Profile(
       mode: mode, engine: report.engine, sampleTypes: description.sampleTypes,
       defaultSampleType: description.defaultSampleType, periodType: description.periodType,
       period: Int64(clamping: period), startTimeNanoseconds: startTimeNanoseconds, durationNanoseconds: durationNanoseconds)
-    var mappingIndex: [Int: Int] = [:]
-    var functionIndex: [String: Int] = [:]
-    func function(_ name: String, _ systemName: String, _ file: String = "") -> Int {
-      let key = name + "\u{0}" + systemName + "\u{0}" + file
-      if let existing = functionIndex[key] { return existing }
-      profile.functions.append(.init(name: name, systemName: systemName, file: file))
-      functionIndex[key] = profile.functions.count - 1
-      return profile.functions.count - 1
-    }
-    for address in addresses {
-      if address < 4096 {
-        let name = collector.syntheticName(address)
-        profile.locations.append(.init(address: 0, mapping: nil, lines: [.init(function: function(name, ""))]))
-        continue
-      }
-      if hasTypes && SampleCollector.isTypeFrame(address) {
-        let name = Self.typeName(metadata: address & ~SampleCollector.typeFrameTag)
-        profile.locations.append(
-          .init(address: 0, mapping: nil, lines: [.init(function: function(name, Profile.Function.allocatedTypeMarker))]))
-        continue
-      }
-      let frame = resolved[address] ?? ResolvedFrame(image: nil, functions: [])
-      var mapping: Int? = nil
-      if let image = frame.image {
-        if let existing = mappingIndex[image] {
-          mapping = existing
-        } else {
-          let loaded = images.images[image]
-          let start = loaded.executableSegments.map(\.start).min() ?? 0
-          let end = loaded.executableSegments.map(\.end).max() ?? 0
-          let offset = loaded.executableSegments.first { $0.start == start }?.fileOffset ?? 0
-          profile.mappings.append(
-            .init(start: start, end: end, fileOffset: offset, path: loaded.path, buildID: loaded.buildID))
-          mappingIndex[image] = profile.mappings.count - 1
-          mapping = profile.mappings.count - 1
-        }
-      }
-      let lines = frame.functions.map { Profile.Line(function: function($0.name, $0.systemName, $0.file), line: $0.line) }
-      profile.locations.append(.init(address: address, mapping: mapping, lines: lines))
-    }
-    profile.stacks = usedStacks.map { $0.map { addressIndex[$0]! } }
-    if hasTypes { Self.dropAllocatorEntries(from: &profile) }
-    // A function's start line: the lowest line of it this profile saw (its
-    // first sampled statement, at or after the declaration; DWARF's
-    // decl_line would need a second symbolication pass). speedscope shows
-    // it as the frame's line, pprof as start_line.
-    for location in profile.locations {
-      for line in location.lines where line.line > 0 {
-        let current = profile.functions[line.function].startLine
-        if current == 0 || line.line < current { profile.functions[line.function].startLine = line.line }
-      }
-    }
+    let located = Self.addLocations(
+      addresses, to: &profile, symbolizer: symbolizer, budget: symbolicationBudget, sourceLocations: sourceLocations,
+      hasTypes: mode.isAllocation, syntheticName: collector.syntheticName)
+    profile.stacks = usedStacks.map { $0.map { located.index[$0]! } }
+    if mode.isAllocation { Self.dropAllocatorEntries(from: &profile) }
 
     // Wall mode: a thread whose leaf is a blocking system call wrapper was
     // waiting in the kernel at that moment, even if it ran earlier in the
@@ -251,7 +192,7 @@ struct ProfileBuilder {
       profile.metadata["threads_not_sampled"] = unreachable.map { "\(collector.threadNames[$0] ?? "thread") (\($0)): signal blocked" }
         .joined(separator: ", ")
     }
-    let pending = resolvedList.count { $0.sourcePending }
+    let pending = located.sourcePending
     if pending > 0 {
       // Named by their ELF symbols; file:line and inlined frames were still
       // being computed when the budget ran out (ready for the next profile).
@@ -266,6 +207,81 @@ struct ProfileBuilder {
     }
     profile.metadata["library_version"] = AppProfilerVersion.current
     return profile
+  }
+
+  /// Adds the locations of `addresses` (symbolized in one batch; their
+  /// functions and mappings) to `profile`, which has none yet. Returns each
+  /// address's location index and how many frames still wait for file:line.
+  /// Addresses below 4096 are synthetic frames (`syntheticName`); with
+  /// `hasTypes`, top-bit addresses are allocated types.
+  static func addLocations(
+    _ addresses: [UInt64], to profile: inout Profile, symbolizer: Symbolizer, budget: Duration?, sourceLocations: Bool,
+    hasTypes: Bool, syntheticName: (UInt64) -> String
+  ) -> (index: [UInt64: Int], sourcePending: Int) {
+    var addressIndex: [UInt64: Int] = [:]
+    for (index, address) in addresses.enumerated() { addressIndex[address] = index }
+    // Images unloaded since the samples were taken are kept by the history.
+    let images = ImageHistory.shared.symbolicationMap()
+    // Only alloc samples carry type frames. In cpu and wall stacks a value
+    // with the top bit set is a garbage return address (a frame the unwinder
+    // misread), never metadata to dereference.
+    let real = addresses.filter { $0 >= 4096 && !(hasTypes && SampleCollector.isTypeFrame($0)) }
+    let resolvedList = symbolizer.resolve(real, in: images, budget: budget, sourceLocations: sourceLocations)
+    var resolved: [UInt64: ResolvedFrame] = [:]
+    for (address, frame) in zip(real, resolvedList) { resolved[address] = frame }
+
+    var mappingIndex: [Int: Int] = [:]
+    var functionIndex: [String: Int] = [:]
+    func function(_ name: String, _ systemName: String, _ file: String = "") -> Int {
+      let key = name + "\u{0}" + systemName + "\u{0}" + file
+      if let existing = functionIndex[key] { return existing }
+      profile.functions.append(.init(name: name, systemName: systemName, file: file))
+      functionIndex[key] = profile.functions.count - 1
+      return profile.functions.count - 1
+    }
+    for address in addresses {
+      if address < 4096 {
+        let name = syntheticName(address)
+        profile.locations.append(.init(address: 0, mapping: nil, lines: [.init(function: function(name, ""))]))
+        continue
+      }
+      if hasTypes && SampleCollector.isTypeFrame(address) {
+        let name = Self.typeName(metadata: address & ~SampleCollector.typeFrameTag)
+        profile.locations.append(
+          .init(address: 0, mapping: nil, lines: [.init(function: function(name, Profile.Function.allocatedTypeMarker))]))
+        continue
+      }
+      let frame = resolved[address] ?? ResolvedFrame(image: nil, functions: [])
+      var mapping: Int? = nil
+      if let image = frame.image {
+        if let existing = mappingIndex[image] {
+          mapping = existing
+        } else {
+          let loaded = images.images[image]
+          let start = loaded.executableSegments.map(\.start).min() ?? 0
+          let end = loaded.executableSegments.map(\.end).max() ?? 0
+          let offset = loaded.executableSegments.first { $0.start == start }?.fileOffset ?? 0
+          profile.mappings.append(
+            .init(start: start, end: end, fileOffset: offset, path: loaded.path, buildID: loaded.buildID))
+          mappingIndex[image] = profile.mappings.count - 1
+          mapping = profile.mappings.count - 1
+        }
+      }
+      let lines = frame.functions.map { Profile.Line(function: function($0.name, $0.systemName, $0.file), line: $0.line) }
+      profile.locations.append(.init(address: address, mapping: mapping, lines: lines))
+    }
+    // A function's start line: the lowest line of it this profile saw (its
+    // first sampled statement, at or after the declaration; DWARF's
+    // decl_line would need a second symbolication pass). speedscope shows
+    // it as the frame's line, pprof as start_line.
+    for location in profile.locations {
+      for line in location.lines where line.line > 0 {
+        let current = profile.functions[line.function].startLine
+        if current == 0 || line.line < current { profile.functions[line.function].startLine = line.line }
+      }
+    }
+
+    return (addressIndex, resolvedList.count { $0.sourcePending })
   }
 
   /// What the samples of each kind this library records measure: the

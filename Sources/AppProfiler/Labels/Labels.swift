@@ -185,6 +185,11 @@ enum TaskLabels {
     if result > 0 { cap_labels_configure(key, UInt32(result)) }
   }
 
+  /// The key the labels are bound to in a task's task-local chain.
+  static var key: UInt64? {
+    UInt64(UInt(bitPattern: Unmanaged.passUnretained($current).toOpaque()))
+  }
+
   /// The chain head's offset in a task, once calibrated.
   static var headOffset: Int32? {
     let value = calibration.load(ordering: .acquiring)

@@ -420,6 +420,38 @@ uint64_t cap_alloc_thread_calls(void);
 /// (the profiler's own threads). Returns the previous value.
 int cap_alloc_set_thread_ignored(int ignored);
 
+// MARK: - Task registry (task_registry_linux.c, docs/tasks.md)
+
+/// One live task: its address and when it was created (CLOCK_MONOTONIC ns).
+typedef struct cap_task_entry {
+  uint64_t task;
+  uint64_t created_ns;
+} cap_task_entry;
+
+enum cap_task_registry_state { CAP_TASKS_UNSUPPORTED = 0, CAP_TASKS_ON = 1, CAP_TASKS_OFF = 2 };
+
+typedef struct cap_task_registry_info {
+  int state;              // cap_task_registry_state
+  uint64_t live;          // tasks registered now
+  uint64_t seen;          // tasks created since installation
+  uint64_t unrecorded;    // created but not recorded (the table could not grow)
+  uint64_t capacity;      // table entries
+  uint64_t table_bytes;
+  uint64_t installed_ns;  // CLOCK_MONOTONIC
+  uint64_t create_start, create_end;  // swift_task_create_common
+  char reason[160];       // why not on
+} cap_task_registry_info;
+
+/// Installs the registry (done by a constructor at load; idempotent).
+void cap_task_registry_install(void);
+void cap_task_registry_status(cap_task_registry_info *out);
+/// Copies the live entries into `out` when they fit in `capacity`; returns
+/// how many are live (call again with more room when larger).
+uint64_t cap_task_registry_copy(cap_task_entry *out, uint64_t capacity);
+/// Copies `bytes` at `address` when all of them are readable (a system
+/// call reads them: an unmapped page is 0, never a fault). 1 on success.
+int cap_read_memory(uint64_t address, void *buffer, uint64_t bytes);
+
 // MARK: - Callable from the signal handler (signal_handler.c)
 
 /// The handler installed with SA_SIGINFO | SA_RESTART.

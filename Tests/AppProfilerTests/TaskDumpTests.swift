@@ -1,0 +1,154 @@
+import AppProfiler
+import AppProfilerFormats
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Continuations the parked tasks wait on, resumed at the end of a test.
+final class Parking: Sendable {
+  private let waiting = Mutex<[CheckedContinuation<Void, Never>]>([])
+  private let released = Atomic<Bool>(false)
+
+  var count: Int { waiting.withLock { $0.count } }
+
+  func park() async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      let now = waiting.withLock { list -> Bool in
+        if released.load(ordering: .acquiring) { return true }
+        list.append(continuation)
+        return false
+      }
+      if now { continuation.resume() }
+    }
+  }
+
+  func releaseAll() {
+    released.store(true, ordering: .releasing)
+    for continuation in waiting.withLock({ list in defer { list = [] }; return list }) { continuation.resume() }
+  }
+}
+
+actor ParkingGate {
+  @inline(never) func enterAndPark(_ parking: Parking) async {
+    await parking.park()
+  }
+}
+
+@inline(never) func taskDumpUnstructuredLeaf(_ parking: Parking) async { await parking.park() }
+@inline(never) func taskDumpUnstructuredCaller(_ parking: Parking) async {
+  await taskDumpUnstructuredLeaf(parking)
+  _ = getpid()
+}
+@inline(never) func taskDumpDetachedSleeper() async { try? await Task.sleep(for: .seconds(60)) }
+@inline(never) func taskDumpAsyncLetChild(_ parking: Parking) async { await parking.park() }
+@inline(never) func taskDumpAsyncLetParent(_ parking: Parking) async {
+  async let child: Void = taskDumpAsyncLetChild(parking)
+  await child
+}
+@inline(never) func taskDumpGroupChild(_ parking: Parking) async { await parking.park() }
+@inline(never) func taskDumpGroupParent(_ parking: Parking) async {
+  await withTaskGroup(of: Void.self) { group in
+    for _ in 0..<3 { group.addTask { await taskDumpGroupChild(parking) } }
+    await group.waitForAll()
+  }
+}
+@inline(never) func taskDumpActorCaller(_ gate: ParkingGate, _ parking: Parking) async {
+  await gate.enterAndPark(parking)
+}
+
+@Suite(.serialized) struct TaskDumpTests {
+  /// Names of a sample's stack, leaf first.
+  static func chain(_ profile: Profile, _ sample: Profile.Sample) -> [String] {
+    profile.functionsOfStack(sample.stack).reversed().map { profile.functions[$0].name }
+  }
+
+  static func samples(_ profile: Profile) -> [Profile.Sample] { profile.threads.flatMap(\.samples) }
+
+  @Test func everyCreationPathIsListedWithItsChain() async throws {
+    Profiler.shared.prepareTaskDump()
+    let parking = Parking()
+    let gate = ParkingGate()
+    let unstructured = Task { await taskDumpUnstructuredCaller(parking) }
+    let detached = Task.detached { await taskDumpDetachedSleeper() }
+    let asyncLet = Task { await taskDumpAsyncLetParent(parking) }
+    let group = Task { await taskDumpGroupParent(parking) }
+    let actorCall = Task { await taskDumpActorCaller(gate, parking) }
+    defer { detached.cancel() }
+    // 1 + 1 (async let) + 3 (group) + 1 (actor) continuations.
+    for _ in 0..<500 where parking.count < 6 { try await Task.sleep(for: .milliseconds(10)) }
+    #expect(parking.count == 6)
+    try await Task.sleep(for: .milliseconds(50))
+    let profile = try Profiler.shared.taskDumpSynchronously()
+    let samples = Self.samples(profile)
+    let chains = samples.map { (Self.chain(profile, $0), $0) }
+    // Chains hold the function itself (named with its module), leaf first.
+    func find(_ function: String) -> [(names: [String], sample: Profile.Sample)] {
+      chains.filter { $0.0.contains { $0.hasPrefix("AppProfilerTests." + function) } }.map { ($0.0, $0.1) }
+    }
+    func check(_ function: String, callers: [String] = [], waiting: String, count: Int = 1) {
+      let found = find(function)
+      #expect(found.count == count, "\(function): \(found.count) of \(chains.map { $0.0.prefix(3) })")
+      for (names, sample) in found {
+        // The callers follow, in order, down to the task's entry.
+        var rest = names.drop { !$0.hasPrefix("AppProfilerTests." + function) }.dropFirst()
+        for caller in callers {
+          guard let at = rest.firstIndex(where: { $0.contains(caller) }) else {
+            Issue.record("\(function): no \(caller) after it in \(names)")
+            break
+          }
+          rest = rest[(at + 1)...]
+        }
+        #expect(sample.labels["state"] == "suspended", "\(function): \(sample.labels)")
+        #expect(sample.labels["waiting_on"] == waiting, "\(function): \(sample.labels) \(names)")
+        #expect(sample.labels["task_id"].flatMap(UInt64.init) != nil)
+      }
+    }
+    check("Parking.park", waiting: "continuation", count: 6)
+    check("taskDumpUnstructuredLeaf", callers: ["taskDumpUnstructuredCaller", "closure #1"], waiting: "continuation")
+    check("taskDumpAsyncLetChild", waiting: "continuation")
+    check("taskDumpGroupChild", callers: ["closure #1"], waiting: "continuation", count: 3)
+    check("ParkingGate.enterAndPark", callers: ["taskDumpActorCaller"], waiting: "continuation")
+    check("taskDumpDetachedSleeper", waiting: "sleep")
+    check("taskDumpAsyncLetParent", callers: ["closure #3"], waiting: "task")
+    check("taskDumpGroupParent", callers: ["closure #4"], waiting: "group")
+    // Children name their parent.
+    let parentID = find("taskDumpAsyncLetParent").first?.sample.labels["task_id"]
+    let child = find("taskDumpAsyncLetChild").first?.sample
+    #expect(parentID != nil && child?.labels["parent_id"] == parentID, "\(String(describing: child?.labels))")
+    let groupID = find("taskDumpGroupParent").first?.sample.labels["task_id"]
+    let groupChildren = find("taskDumpGroupChild").map(\.sample)
+    #expect(groupChildren.count == 3 && groupChildren.allSatisfy { $0.labels["parent_id"] == groupID }, "\(groupID ?? "-") \(groupChildren.map(\.labels))")
+    // The pprof encoding keeps the labels and a single sample type.
+    let decoded = try PprofDecoder().decode(PprofEncoder().encode(profile))
+    #expect(decoded.sampleTypes.map(\.type) == ["tasks"])
+    #expect(Self.samples(decoded).count == samples.count)
+
+    // suspended_for keeps only those parked long enough (the clock started
+    // with the first dump: nothing has waited 1 h).
+    #expect(Self.samples(try Profiler.shared.taskDumpSynchronously(suspendedFor: .seconds(3600))).isEmpty)
+
+    parking.releaseAll()
+    detached.cancel()
+    for task in [unstructured, asyncLet, group, actorCall] { await task.value }
+    // Gone from the next dump.
+    let after = try Profiler.shared.taskDumpSynchronously()
+    #expect(!Self.samples(after).contains { Self.chain(after, $0).contains { $0.hasPrefix("AppProfilerTests.Parking.park") } })
+  }
+
+  @Test func waitsAreMeasuredAcrossDumps() async throws {
+    let parking = Parking()
+    let parked = Task { await taskDumpUnstructuredCaller(parking) }
+    for _ in 0..<500 where parking.count < 1 { try await Task.sleep(for: .milliseconds(10)) }
+    _ = try Profiler.shared.taskDumpSynchronously()
+    for _ in 0..<25 { try await Task.sleep(for: .milliseconds(100)) }
+    let later = try Profiler.shared.taskDumpSynchronously(suspendedFor: .seconds(2))
+    let found = Self.samples(later).filter { Self.chain(later, $0).contains { $0.contains("taskDumpUnstructuredLeaf") } }
+    #expect(found.count == 1)
+    #expect((found.first?.numericLabels["suspended_seconds"] ?? 0) >= 2)
+    parking.releaseAll()
+    await parked.value
+  }
+}
