@@ -250,6 +250,28 @@ final class ProfileCoordinator: Sendable {
     }
   }
 
+  /// `/debug/pprof/tasks`: a task dump, on the request's own thread (no
+  /// cooperative pool). A runtime whose task layout is unknown gets 501
+  /// with the reason.
+  func tasks(format: ThreadsFormat, suspendedFor: Duration?) -> HTTPResponse {
+    do {
+      let dump = try Profiler.shared.taskDumpSynchronously(suspendedFor: suspendedFor)
+      switch format {
+      case .text: return .text(TaskDumpEncoder().text(dump))
+      case .grouped, .json: return .text(TaskDumpEncoder().groupedText(dump))
+      case .pprof:
+        return HTTPResponse(
+          status: .ok,
+          headers: [("Content-Type", "application/octet-stream"), ("Content-Disposition", "attachment; filename=\"tasks.pb.gz\"")],
+          body: PprofEncoder().encode(dump))
+      }
+    } catch ProfilerError.unsupported(let reason) {
+      return .error(.notImplemented, reason)
+    } catch {
+      return response(for: error)
+    }
+  }
+
   enum ThreadsFormat {
     case text, grouped, json, pprof
   }

@@ -172,6 +172,9 @@ public final class ProfileServer: Service, Sendable {
           logger.error("app-profiler cannot start the flight recorder", metadata: ["error": "\(error)"])
         }
       }
+      // The task dump's layout check parks a probe task once: now, while
+      // the pool is healthy, not when a stuck app is asked for its tasks.
+      Profiler.shared.prepareTaskDump()
       state.withLock { $0 = .running(running) }
       logger.info(
         "app-profiler listening", metadata: ["address": "\(running.address)", "pid": "\(getpid())"])

@@ -81,7 +81,9 @@ actor ParkingGate {
     for _ in 0..<500 where parking.count < 6 { try await Task.sleep(for: .milliseconds(10)) }
     #expect(parking.count == 6)
     try await Task.sleep(for: .milliseconds(50))
+    let dumpStart = ContinuousClock.now
     let profile = try Profiler.shared.taskDumpSynchronously()
+    print("task dump: \(ContinuousClock.now - dumpStart), \(profile.metadata["tasks_live"] ?? "?") tasks")
     let samples = Self.samples(profile)
     let chains = samples.map { (Self.chain(profile, $0), $0) }
     // Chains hold the function itself (named with its module), leaf first.

@@ -57,8 +57,23 @@ extension Profiler {
     let syntheticNames: [UInt64: String] = [
       runningFrame: "[running on a thread: see /debug/pprof/threads]", brokenFrame: "[await chain unreadable]",
     ]
+    // Running tasks: their thread's stack now, with async callers (one
+    // wall tick of every thread; skipped when a dump is already running).
+    var threadStacks: [UInt64: (stack: [UInt64], thread: String)] = [:]
+    if entries.contains(where: { $0.state == "running" }), let threads = try? threadSnapshotSynchronously() {
+      for thread in threads.threads {
+        for sample in thread.samples {
+          guard let task = sample.numericLabels["task"] else { continue }
+          let addresses = threads.stacks[sample.stack].map { threads.locations[$0].address }.filter { $0 >= 4096 }
+          threadStacks[UInt64(bitPattern: task)] = (addresses, thread.name)
+        }
+      }
+    }
     func stack(of entry: TaskDump.Entry) -> [UInt64] {
-      if entry.state == "running" { return [runningFrame] }
+      if entry.state == "running" {
+        if let onThread = threadStacks[entry.address], !onThread.stack.isEmpty { return onThread.stack }
+        return [runningFrame]
+      }
       var frames = entry.frames
       if entry.chainBroken || frames.isEmpty { frames.append(brokenFrame) }
       return frames
@@ -97,6 +112,7 @@ extension Profiler {
       labels["waiting_on"] = entry.waitingOn
       labels["task_id"] = String(entry.id)
       if entry.parent != 0 { labels["parent_id"] = String(entry.parent) }
+      if let thread = threadStacks[entry.address]?.thread { labels["thread"] = thread }
       var numeric: [String: Int64] = ["suspended_seconds": Int64(entry.suspendedNanoseconds / 1_000_000_000)]
       if let created = entry.createdNanoseconds { numeric["age_seconds"] = Int64((now &- created) / 1_000_000_000) }
       samples.append(.init(stack: index, timestampNanoseconds: 0, values: [1], labels: labels, numericLabels: numeric))

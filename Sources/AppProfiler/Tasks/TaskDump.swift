@@ -59,7 +59,14 @@ enum TaskDump {
       guard context & 15 == 0, seen.insert(context).inserted,
         let parent = TaskMemory.word(context), let resumeParent = TaskMemory.word(context + 8)
       else { return (frames, true) }
-      if parent == 0 { break }
+      if parent == 0 {
+        // A task that has not run yet resumes in the runtime's adapter with
+        // its first context, whose prefix names the entry function.
+        if frames.isEmpty, layout.entryAdapters.contains(resume), let entry = TaskMemory.word(context &- 24), entry != 0 {
+          frames.append(entry &+ 1)
+        }
+        break
+      }
       if !layout.adapters.contains(resumeParent) { frames.append(resumeParent &+ 1) }
       context = parent
     }
@@ -89,7 +96,9 @@ enum TaskDump {
     var completed = 0
     var byAddress: [UInt64: UInt64] = [:]  // task → id, for parent ids
     var parents: [UInt64: UInt64] = [:]    // child → parent task
+    let hidden = TaskRuntime.probeTasks
     while let (task, created) = pending.popLast() {
+      if hidden.contains(task) { continue }
       guard let bytes = TaskMemory.bytes(task, count: layout.taskSize + 16), bytes.word(at: 0) == layout.metadata else {
         unreadable += 1
         continue
@@ -122,7 +131,12 @@ enum TaskDump {
       if bytes.word32(at: TaskLayout.jobFlags) & TaskLayout.childTask != 0 {
         parents[task] = bytes.word(at: layout.taskSize)
       }
-      let state = flags & TaskLayout.running != 0 ? "running" : flags & TaskLayout.enqueued != 0 ? "enqueued" : "suspended"
+      // A task that has not run yet (it resumes in the runtime's entry
+      // adapter) waits for its first turn: enqueued, or delayed (a sleep's timer).
+      let notStarted = layout.entryAdapters.contains(bytes.word(at: TaskLayout.resumeFunction))
+      let state =
+        flags & TaskLayout.running != 0
+        ? "running" : flags & TaskLayout.enqueued != 0 || notStarted ? "enqueued" : "suspended"
       var entry = Entry(address: task, id: id, state: state, waitingOn: "unknown", frames: [])
       entry.createdNanoseconds = created
       entry.resumePoint = (bytes.word(at: TaskLayout.resumeFunction), bytes.word(at: TaskLayout.resumeContext))

@@ -40,8 +40,10 @@ struct TaskLayout: Sendable {
   let metadata: UInt64
   /// Runtime resume functions that are no caller of the task's code.
   let adapters: Set<UInt64>
+  /// Of those, where a task that has not run yet resumes (its entry).
+  let entryAdapters: Set<UInt64>
   /// The status record kind that lists async-let children (calibrated).
-  let childRecordKind: UInt64
+  var childRecordKind: UInt64
 }
 
 /// The task dump's state on this runtime: known by calibration, or
@@ -55,6 +57,11 @@ enum TaskRuntime {
 
   private static let state = Mutex<Support>(.pending)
   private static let started = Atomic<Bool>(false)
+
+  /// The calibration probe's tasks: left out of dumps (they wait for a
+  /// pool thread to finish when the pool is blocked after the check).
+  static var probeTasks: Set<UInt64> { probe.withLock { $0?.tasks ?? [] } }
+  private static let probe = Mutex<TaskProbe?>(nil)
 
   /// What the dump can do now.
   static var support: Support { state.withLock { $0 } }
@@ -73,6 +80,7 @@ enum TaskRuntime {
       return
     }
     let probe = TaskProbe()
+    Self.probe.withLock { $0 = probe }
     Task.detached { await probe.parent() }
     // A thread of its own: the pool may be busy with the app.
     let thread = ProfilerThread(name: "ap-task-probe") {
@@ -119,16 +127,19 @@ enum TaskRuntime {
     guard size >= TaskLayout.headerBytes, size <= 4096 else {
       return .unsupported("unexpected task size \(size)")
     }
-    var adapters = Set<UInt64>()
-    for name in [
+    func addresses(_ names: [String]) -> Set<UInt64> {
+      Set(names.compactMap { dlsym(nil, $0).map { UInt64($0.load(as: UInt.self)) } })
+    }
+    let entryAdapters = addresses([
       "_swift_concurrency_debug_non_future_adapter", "_swift_concurrency_debug_future_adapter",
+    ])
+    let adapters = entryAdapters.union(addresses([
       "_swift_concurrency_debug_task_wait_throwing_resume_adapter",
       "_swift_concurrency_debug_task_future_wait_resume_adapter",
-    ] {
-      if let symbol = dlsym(nil, name) { adapters.insert(UInt64(symbol.load(as: UInt.self))) }
-    }
+    ]))
     let metadata = UInt64(metadataSymbol.load(as: UInt.self))
-    return .supported(TaskLayout(taskSize: size, metadata: metadata, adapters: adapters, childRecordKind: 0))
+    return .supported(
+      TaskLayout(taskSize: size, metadata: metadata, adapters: adapters, entryAdapters: entryAdapters, childRecordKind: 0))
   }
 
   typealias GetJobTaskID = @convention(c) (UnsafeRawPointer) -> UInt64
@@ -168,6 +179,8 @@ final class TaskProbe: Sendable {
     var released = false
   }
   private let state = Mutex(State())
+
+  var tasks: Set<UInt64> { state.withLock { [$0.parentTask, $0.childTask] } }
 
   func parent() async {
     state.withLock { $0.parentTask = AsyncRuntime.currentTask() ?? 0 }
@@ -259,8 +272,8 @@ final class TaskProbe: Sendable {
     }
     guard let kind else { return fail("the parent's status records do not list its async-let child") }
     // The chains resume in this probe's functions.
-    let calibrated = TaskLayout(
-      taskSize: layout.taskSize, metadata: layout.metadata, adapters: layout.adapters, childRecordKind: kind)
+    var calibrated = layout
+    calibrated.childRecordKind = kind
     let childChain = TaskDump.chain(of: parked.child, layout: calibrated)
     let parentChain = TaskDump.chain(of: parked.parent, layout: calibrated)
     let names = Symbolizer.shared.resolve(childChain + parentChain, in: ImageMap.current(), sourceLocations: false)

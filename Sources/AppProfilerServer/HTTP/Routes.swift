@@ -142,6 +142,11 @@ enum Routes {
       summary: "every thread's stack now; debug=0 pprof, debug=1 grouped text, debug=2 one entry per thread",
       example: "/debug/pprof/threads?debug=2", handle: threadDump),
     Route(
+      path: "/debug/pprof/tasks",
+      summary:
+        "every live Swift task and its await chain, suspended ones included (docs/tasks.md); debug=0 pprof (tasks/count), debug=1 grouped text, debug=2 one entry per task; suspended_for=<seconds> keeps tasks waiting at least that long at the same await",
+      example: "/debug/pprof/tasks?debug=1", handle: taskDump),
+    Route(
       path: "/debug/pprof/goroutine",
       summary: "Go's name for the thread dump (what Alloy's and Parca's goroutine block scrape): every thread's stack now, as /debug/pprof/threads",
       example: "/debug/pprof/goroutine", handle: threadDump),
@@ -175,6 +180,41 @@ enum Routes {
       return .respond(.error(.badRequest, "invalid parameter debug='\(debug)': allowed 0, 1, 2"))
     }
     return .run { coordinator, _ in coordinator.threads(format: format) }
+  }
+
+  /// `/debug/pprof/tasks`: `debug=0|1|2` as for threads, `suspended_for`
+  /// in seconds (a number, or a duration with a unit: 30s, 2m).
+  private static func taskDump(_ request: RouteRequest) -> RouteAction {
+    let debug = request.query.value("debug") ?? "0"
+    if let unknown = request.query.parameters.first(where: { !["debug", "suspended_for"].contains($0.name) }) {
+      return .respond(.error(.badRequest, "unknown parameter '\(unknown.name)': allowed debug, suspended_for"))
+    }
+    guard let format = ["0": ProfileCoordinator.ThreadsFormat.pprof, "1": .grouped, "2": .text][debug] else {
+      return .respond(.error(.badRequest, "invalid parameter debug='\(debug)': allowed 0, 1, 2"))
+    }
+    var minimum: Duration? = nil
+    if let text = request.query.value("suspended_for") {
+      guard let seconds = parseSeconds(text) else {
+        return .respond(.error(.badRequest, "invalid parameter suspended_for='\(text)': allowed seconds ≥ 0 (30, 30s, 2m, 1h)"))
+      }
+      minimum = seconds
+    }
+    let suspendedFor = minimum
+    return .run { coordinator, _ in coordinator.tasks(format: format, suspendedFor: suspendedFor) }
+  }
+
+  /// `30`, `30s`, `1.5s`, `2m`, `1h` → a duration; nil when not one.
+  static func parseSeconds(_ text: String) -> Duration? {
+    let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+    var number = Substring(text)
+    var scale = 1.0
+    for (suffix, factor) in units where text.hasSuffix(suffix) {
+      number = text.dropLast(suffix.count)
+      scale = factor
+      break
+    }
+    guard let value = Double(number), value.isFinite, value >= 0, value * scale <= 365 * 86400 else { return nil }
+    return .milliseconds(Int64((value * scale * 1000).rounded()))
   }
 
   /// `/debug/pprof/block` and `/mutex`: Go's parameters are accepted

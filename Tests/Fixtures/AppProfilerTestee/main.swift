@@ -41,6 +41,12 @@
 //                         testeePoolWait → DispatchSemaphore.wait) and prints
 //                         `POOL-BLOCKED n` (n tasks running); at the end it
 //                         exits without stopping the server (stop needs the pool)
+//   --park-tasks N        after READY (before --block-pool), parks N tasks in
+//                         a continuation (testeeParkedRequest →
+//                         testeeParkedWait), 4 in Task.sleep (testeeSleeper),
+//                         a task group of 3 (testeeGroupParent/Child), an
+//                         async let (testeeAsyncLetParent/Child) and an actor
+//                         call (TesteeGate.hold); prints `PARKED n` (n tasks)
 // Commands on stdin (one line each; answers on stdout):
 //   UNBLOCK      the blocker thread unblocks SIGPROF; answers UNBLOCKED
 //   HANDLER n    installs SIGPROF handler n (1...3); answers HANDLER n
@@ -378,6 +384,49 @@ let poolTasksWaiting = Atomic<Int>(0)
   let semaphore = DispatchSemaphore(value: 0)
   poolTasksWaiting.add(1, ordering: .releasing)
   semaphore.wait()  // forever: this pool thread is gone
+}
+
+/// Continuations of --park-tasks (never resumed: the tasks stay parked).
+let parkedContinuations = Mutex<[CheckedContinuation<Void, Never>]>([])
+
+@inline(never) func testeeParkedWait() async {
+  await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+    parkedContinuations.withLock { $0.append(continuation) }
+  }
+}
+@inline(never) func testeeParkedRequest(_ index: Int) async {
+  await testeeParkedWait()
+  testeeSink.wrappingAdd(UInt64(index), ordering: .relaxed)
+}
+@inline(never) func testeeSleeper() async { try? await Task.sleep(for: .seconds(3600)) }
+@inline(never) func testeeGroupChild() async { await testeeParkedWait() }
+@inline(never) func testeeGroupParent() async {
+  await withTaskGroup(of: Void.self) { group in
+    for _ in 0..<3 { group.addTask { await testeeGroupChild() } }
+  }
+}
+@inline(never) func testeeAsyncLetChild() async { await testeeParkedWait() }
+@inline(never) func testeeAsyncLetParent() async {
+  async let child: Void = testeeAsyncLetChild()
+  await child
+}
+actor TesteeGate {
+  @inline(never) func hold() async { await testeeParkedWait() }
+}
+let testeeGate = TesteeGate()
+
+if let count = option("--park-tasks").flatMap(Int.init) {
+  // Detached: top-level code is on the main actor, whose thread waits below.
+  for index in 0..<count { Task.detached { await testeeParkedRequest(index) } }
+  for _ in 0..<4 { Task.detached { await testeeSleeper() } }
+  Task.detached { await testeeGroupParent() }
+  Task.detached { await testeeAsyncLetParent() }
+  Task.detached { await testeeGate.hold() }
+  // count + 3 group children + async-let child + actor call wait on a continuation.
+  while parkedContinuations.withLock({ $0.count }) < count + 5 { usleep(1_000) }
+  usleep(100_000)
+  print("PARKED \(count + 4 + 1 + 3 + 1 + 1 + 1)")
+  fflush(nil)
 }
 
 if flag("--block-pool") {
