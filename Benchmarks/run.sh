@@ -5,13 +5,13 @@
 #                            symbolize-10k cold-first-profile encode unwind-cost tables
 #                            completeness soak idle retained overhead-http
 #                            alloc-overhead middleware-latency async-stacks labels
-#                            continuous heap-http
+#                            continuous heap-http tasks
 # Installs what it needs from Debian's packages (linux-perf for attribution).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize symbolize-10k cold-first-profile encode unwind-cost tables completeness soak idle retained overhead-http alloc-overhead middleware-latency async-stacks labels continuous heap-http)
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize symbolize-10k cold-first-profile encode unwind-cost tables completeness soak idle retained overhead-http alloc-overhead middleware-latency async-stacks labels continuous heap-http tasks)
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(uname -r), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 build_log=$(mktemp)
@@ -600,6 +600,39 @@ PY
       echo "continuous-memory variant=$variant threads=$threads rss_kb=$rss"
     done
     rm -rf "$dir"
+    ;;
+  tasks)
+    # The task registry and dump (docs/tasks.md). 1: a dump of 10,000 tasks
+    # parked in a continuation (first and warm). 2: task churn (two task
+    # groups adding and awaiting 64 children at a time) with the registry
+    # on vs off (APP_PROFILER_TASKS=0), 11 interleaved 2 s runs, medians of
+    # tasks/s and of tasks per CPU-second. 3: 1,000 dumps back to back
+    # during that churn (a crash or hang fails the run). 4: the Hummingbird
+    # example under wrk (GET /), registry on vs off, 5 interleaved rounds.
+    "$bench" task-dump 10000
+    results=$(mktemp)
+    for _ in $(seq 11); do
+      "$bench" task-churn 2 >>"$results"
+      APP_PROFILER_TASKS=0 "$bench" task-churn 2 >>"$results"
+    done
+    awk "$AWK_MEDIAN"'
+      { split($2, a, "="); split($3, b, "="); split($4, c, "="); wall[a[2]] = wall[a[2]] " " b[2]; cpu[a[2]] = cpu[a[2]] " " c[2] }
+      END {
+        printf "task-churn tasks_per_s off=%.0f on=%.0f ratio=%.3f; per_cpu_s off=%.0f on=%.0f ratio=%.3f\n",
+          median(wall["off"]), median(wall["on"]), median(wall["on"]) / median(wall["off"]),
+          median(cpu["off"]), median(cpu["on"]), median(cpu["on"]) / median(cpu["off"])
+      }' "$results"
+    rm -f "$results"
+    "$bench" task-dump-churn 1000
+    example=$(build_hummingbird_example)
+    results=$(mktemp)
+    dir=$(mktemp -d)
+    for _ in 1 2 3 4 5; do
+      echo "on $(wrk_once APP_PROFILER_DIR="$dir" "$example" 18089)" >>"$results"
+      echo "off $(wrk_once APP_PROFILER_DIR="$dir" APP_PROFILER_TASKS=0 "$example" 18089)" >>"$results"
+    done
+    ab_summary tasks-http "off on" "$results"
+    rm -rf "$results" "$dir"
     ;;
   *)
     echo "unknown scenario: $scenario" >&2

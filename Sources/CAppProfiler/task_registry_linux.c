@@ -31,6 +31,7 @@
 #include <fcntl.h>
 #include <link.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -48,34 +49,75 @@ uint64_t cap_task_next_malloc;
 uint64_t cap_task_next_free;
 
 static uint64_t g_create_start, g_create_end;  // swift_task_create_common
-static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
-static cap_task_entry *g_table;  // capacity entries; task 0 = empty
-static uint64_t g_capacity, g_live, g_seen, g_unrecorded, g_grow_failures;
 static int g_state;  // cap_task_registry_state
 static uint64_t g_installed_ns;
 static char g_reason[160];
 
-#define CAP_TASK_INITIAL_CAPACITY 4096u
-#define CAP_TASK_MAX_CAPACITY (1u << 24)  // 16 Mi entries: 8 Mi live tasks at half load
+/// The table is split in shards by hash, each with its own lock, so that
+/// threads creating tasks at once rarely meet.
+#define CAP_TASK_SHARDS 64u
+#define CAP_TASK_INITIAL_CAPACITY 256u
+#define CAP_TASK_MAX_CAPACITY (1u << 18)  // per shard: 8 Mi live tasks in all at half load
+
+typedef struct __attribute__((aligned(64))) cap_task_shard {
+  int lock;  // a spinlock: held for one probe sequence, never across a call out
+  cap_task_entry *table;  // capacity entries; task 0 = empty
+  uint64_t capacity, live, seen, unrecorded;
+} cap_task_shard;
+
+static cap_task_shard g_shards[CAP_TASK_SHARDS];
+
+/// One bit per hash value: set before a task is added, never cleared. A
+/// `free` whose bit is clear cannot be of a task (the bit was set before the
+/// pointer left the malloc wrapper, which happens before any free of it), so
+/// most frees of the runtime's other memory skip the shard lock. 128 KiB,
+/// resident only where touched.
+#define CAP_TASK_FILTER_BITS (1u << 20)
+static uint64_t g_maybe_task[CAP_TASK_FILTER_BITS / 64];
+
+static inline uint64_t cap_task_filter_bit(uint64_t hash) { return (hash >> 40) & (CAP_TASK_FILTER_BITS - 1); }
+
+static inline void cap_task_pause(void) {
+#if defined(__x86_64__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ volatile("yield");
+#endif
+}
+
+static inline void cap_task_lock(cap_task_shard *shard) {
+  for (uint32_t spins = 0; __atomic_exchange_n(&shard->lock, 1, __ATOMIC_ACQUIRE) != 0;) {
+    while (__atomic_load_n(&shard->lock, __ATOMIC_RELAXED) != 0) {
+      // The holder was preempted: let it run.
+      if (++spins > 64) sched_yield();
+      else cap_task_pause();
+    }
+  }
+}
+
+static inline void cap_task_unlock(cap_task_shard *shard) { __atomic_store_n(&shard->lock, 0, __ATOMIC_RELEASE); }
 
 static uint64_t cap_task_now(void) {
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static inline uint64_t cap_task_slot(uint64_t task, uint64_t mask) {
+static inline uint64_t cap_task_hash(uint64_t task) {
   uint64_t x = task >> 4;  // tasks are 16-byte aligned
   x ^= x >> 33;
   x *= 0xff51afd7ed558ccdULL;
   x ^= x >> 33;
-  return x & mask;
+  return x;
 }
+
+static inline cap_task_shard *cap_task_shard_of(uint64_t hash) { return &g_shards[hash & (CAP_TASK_SHARDS - 1)]; }
+static inline uint64_t cap_task_slot(uint64_t hash, uint64_t mask) { return (hash >> 6) & mask; }
 
 /// Inserts into `table` (no duplicates: a pointer is malloc'ed once until freed).
 static void cap_task_place(cap_task_entry *table, uint64_t capacity, cap_task_entry entry) {
   uint64_t mask = capacity - 1;
-  for (uint64_t i = cap_task_slot(entry.task, mask);; i = (i + 1) & mask) {
+  for (uint64_t i = cap_task_slot(cap_task_hash(entry.task), mask);; i = (i + 1) & mask) {
     if (table[i].task == 0) {
       table[i] = entry;
       return;
@@ -83,63 +125,68 @@ static void cap_task_place(cap_task_entry *table, uint64_t capacity, cap_task_en
   }
 }
 
-/// Doubles the table (under the lock). 0 when memory could not be had.
-static int cap_task_grow(void) {
-  uint64_t capacity = g_capacity == 0 ? CAP_TASK_INITIAL_CAPACITY : g_capacity * 2;
+/// Doubles a shard's table (under its lock). 0 when memory could not be had.
+static int cap_task_grow(cap_task_shard *shard) {
+  uint64_t capacity = shard->capacity == 0 ? CAP_TASK_INITIAL_CAPACITY : shard->capacity * 2;
   if (capacity > CAP_TASK_MAX_CAPACITY) return 0;
   void *memory = mmap(0, capacity * sizeof(cap_task_entry), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (memory == MAP_FAILED) {
-    g_grow_failures++;
-    return 0;
-  }
+  if (memory == MAP_FAILED) return 0;
   cap_task_entry *table = (cap_task_entry *)memory;
-  for (uint64_t i = 0; i < g_capacity; i++) {
-    if (g_table[i].task != 0) cap_task_place(table, capacity, g_table[i]);
+  for (uint64_t i = 0; i < shard->capacity; i++) {
+    if (shard->table[i].task != 0) cap_task_place(table, capacity, shard->table[i]);
   }
-  if (g_table != 0) munmap(g_table, g_capacity * sizeof(cap_task_entry));
-  g_table = table;
-  g_capacity = capacity;
+  if (shard->table != 0) munmap(shard->table, shard->capacity * sizeof(cap_task_entry));
+  shard->table = table;
+  shard->capacity = capacity;
   return 1;
 }
 
 static void cap_task_add(uint64_t task) {
   cap_task_entry entry = {task, cap_task_now()};
-  pthread_mutex_lock(&g_lock);
-  g_seen++;
-  if ((g_live + 1) * 2 > g_capacity && !cap_task_grow()) {
-    g_unrecorded++;
+  uint64_t hash = cap_task_hash(task), bit = cap_task_filter_bit(hash);
+  uint64_t *word = &g_maybe_task[bit / 64], mask = 1ull << (bit % 64);
+  if ((__atomic_load_n(word, __ATOMIC_RELAXED) & mask) == 0) __atomic_fetch_or(word, mask, __ATOMIC_RELAXED);
+  cap_task_shard *shard = cap_task_shard_of(hash);
+  cap_task_lock(shard);
+  shard->seen++;
+  if ((shard->live + 1) * 2 > shard->capacity && !cap_task_grow(shard)) {
+    shard->unrecorded++;
   } else {
-    cap_task_place(g_table, g_capacity, entry);
-    g_live++;
+    cap_task_place(shard->table, shard->capacity, entry);
+    shard->live++;
   }
-  pthread_mutex_unlock(&g_lock);
+  cap_task_unlock(shard);
 }
 
 /// Removes `task` if registered (linear probing with backward-shift
 /// deletion: no tombstones, so churn never fills the table).
 static void cap_task_remove(uint64_t task) {
-  pthread_mutex_lock(&g_lock);
-  if (g_capacity != 0) {
-    uint64_t mask = g_capacity - 1;
-    uint64_t i = cap_task_slot(task, mask);
-    while (g_table[i].task != 0 && g_table[i].task != task) i = (i + 1) & mask;
-    if (g_table[i].task == task) {
-      g_live--;
+  uint64_t hash = cap_task_hash(task), bit = cap_task_filter_bit(hash);
+  if ((__atomic_load_n(&g_maybe_task[bit / 64], __ATOMIC_RELAXED) & (1ull << (bit % 64))) == 0) return;
+  cap_task_shard *shard = cap_task_shard_of(hash);
+  cap_task_lock(shard);
+  if (shard->live != 0) {
+    cap_task_entry *table = shard->table;
+    uint64_t mask = shard->capacity - 1;
+    uint64_t i = cap_task_slot(hash, mask);
+    while (table[i].task != 0 && table[i].task != task) i = (i + 1) & mask;
+    if (table[i].task == task) {
+      shard->live--;
       uint64_t hole = i;
-      for (uint64_t j = (i + 1) & mask; g_table[j].task != 0; j = (j + 1) & mask) {
-        uint64_t home = cap_task_slot(g_table[j].task, mask);
+      for (uint64_t j = (i + 1) & mask; table[j].task != 0; j = (j + 1) & mask) {
+        uint64_t home = cap_task_slot(cap_task_hash(table[j].task), mask);
         // Move j into the hole unless its home lies cyclically in (hole, j].
         int stays = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
         if (!stays) {
-          g_table[hole] = g_table[j];
+          table[hole] = table[j];
           hole = j;
         }
       }
-      g_table[hole].task = 0;
-      g_table[hole].created_ns = 0;
+      table[hole].task = 0;
+      table[hole].created_ns = 0;
     }
   }
-  pthread_mutex_unlock(&g_lock);
+  cap_task_unlock(shard);
 }
 
 static void *cap_task_malloc(size_t size) {
@@ -150,7 +197,7 @@ static void *cap_task_malloc(size_t size) {
 }
 
 static void cap_task_free(void *pointer) {
-  if (pointer != 0 && __atomic_load_n(&g_live, __ATOMIC_RELAXED) != 0) cap_task_remove((uint64_t)(uintptr_t)pointer);
+  if (pointer != 0) cap_task_remove((uint64_t)(uintptr_t)pointer);
   ((cap_free_fn)(uintptr_t)__atomic_load_n(&cap_task_next_free, __ATOMIC_ACQUIRE))(pointer);
 }
 
@@ -243,8 +290,12 @@ static void cap_task_fail(int state, const char *reason) {
   g_reason[n] = 0;
 }
 
-static void cap_task_atfork_prepare(void) { pthread_mutex_lock(&g_lock); }
-static void cap_task_atfork_release(void) { pthread_mutex_unlock(&g_lock); }
+static void cap_task_atfork_prepare(void) {
+  for (uint32_t i = 0; i < CAP_TASK_SHARDS; i++) cap_task_lock(&g_shards[i]);
+}
+static void cap_task_atfork_release(void) {
+  for (uint32_t i = CAP_TASK_SHARDS; i > 0; i--) cap_task_unlock(&g_shards[i - 1]);
+}
 
 void cap_task_registry_install(void) {
   static int once;
@@ -279,9 +330,10 @@ void cap_task_registry_install(void) {
     cap_task_fail(CAP_TASKS_UNSUPPORTED, "libswift_Concurrency.so calls malloc and free not through its GOT");
     return;
   }
-  pthread_mutex_lock(&g_lock);
-  int grown = cap_task_grow();
-  pthread_mutex_unlock(&g_lock);
+  int grown = 1;
+  for (uint32_t i = 0; i < CAP_TASK_SHARDS && grown; i++) {
+    grown = cap_task_grow(&g_shards[i]);
+  }
   if (!grown) {
     cap_task_fail(CAP_TASKS_UNSUPPORTED, "no memory for the task table");
     return;
@@ -305,36 +357,48 @@ void cap_task_registry_install(void) {
     return;
   }
   g_installed_ns = cap_task_now();
-  g_state = CAP_TASKS_ON;
+  __atomic_store_n(&g_state, CAP_TASKS_ON, __ATOMIC_RELEASE);
 }
 
 __attribute__((constructor)) static void cap_task_registry_constructor(void) { cap_task_registry_install(); }
 
 void cap_task_registry_status(cap_task_registry_info *out) {
-  pthread_mutex_lock(&g_lock);
-  out->state = g_state;
-  out->live = g_live;
-  out->seen = g_seen;
-  out->unrecorded = g_unrecorded;
-  out->capacity = g_capacity;
-  out->table_bytes = g_capacity * sizeof(cap_task_entry);
+  memset(out, 0, sizeof *out);
+  int state = __atomic_load_n(&g_state, __ATOMIC_ACQUIRE);
+  out->state = state;
+  if (state == CAP_TASKS_ON) {
+    for (uint32_t i = 0; i < CAP_TASK_SHARDS; i++) {
+      cap_task_shard *shard = &g_shards[i];
+      cap_task_lock(shard);
+      out->live += shard->live;
+      out->seen += shard->seen;
+      out->unrecorded += shard->unrecorded;
+      out->capacity += shard->capacity;
+      cap_task_unlock(shard);
+    }
+  }
+  out->table_bytes = out->capacity * sizeof(cap_task_entry);
   out->installed_ns = g_installed_ns;
   out->create_start = g_create_start;
   out->create_end = g_create_end;
-  pthread_mutex_unlock(&g_lock);
   memcpy(out->reason, g_reason, sizeof g_reason);
 }
 
 uint64_t cap_task_registry_copy(cap_task_entry *out, uint64_t capacity) {
-  pthread_mutex_lock(&g_lock);
-  uint64_t live = g_live, n = 0;
-  if (live <= capacity) {
-    for (uint64_t i = 0; i < g_capacity && n < live; i++) {
-      if (g_table[i].task != 0) out[n++] = g_table[i];
+  if (__atomic_load_n(&g_state, __ATOMIC_ACQUIRE) != CAP_TASKS_ON) return 0;
+  // Shard by shard: a task created meanwhile in a shard already copied is
+  // missed by this copy, as it would be by a copy a moment earlier.
+  uint64_t n = 0, live = 0;
+  for (uint32_t s = 0; s < CAP_TASK_SHARDS; s++) {
+    cap_task_shard *shard = &g_shards[s];
+    cap_task_lock(shard);
+    live += shard->live;
+    for (uint64_t i = 0; i < shard->capacity && n < capacity; i++) {
+      if (shard->table[i].task != 0) out[n++] = shard->table[i];
     }
+    cap_task_unlock(shard);
   }
-  pthread_mutex_unlock(&g_lock);
-  return live;
+  return live > n ? live : n;
 }
 
 // --- reading memory that may have been freed meanwhile --------------------

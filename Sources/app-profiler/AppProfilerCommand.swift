@@ -13,7 +13,7 @@ struct AppProfilerCommand: AsyncParsableCommand {
       """,
     subcommands: [
       ListCommand.self, RecordCommand.self, TopCommand.self, DiffCommand.self, ConvertCommand.self, ViewCommand.self,
-      ThreadsCommand.self, DemoCommand.self, DemoWorkloadCommand.self,
+      ThreadsCommand.self, TasksCommand.self, DemoCommand.self, DemoWorkloadCommand.self,
     ]
   )
 }

@@ -100,6 +100,37 @@ extension ServerSuite {
       }
     }
 
+    /// `tasks`: grouped by chain, `--each` one entry per task,
+    /// `--suspended-for` passed on; a bad duration is a usage error (64);
+    /// the pprof dump works with `top` and converts to the HTML viewer.
+    @Test func tasksListsParkedTasks() throws {
+      let scratch = TemporaryDirectory()
+      defer { scratch.remove() }
+      try withTestee(arguments: ["--park-tasks", "12"]) { testee in
+        #expect(try testee.readLine(timeout: 20).hasPrefix("PARKED "))
+        let pid = String(testee.pid)
+        let env = ["APP_PROFILER_DIR": testee.directory]
+        let grouped = try cli(["tasks", pid], environment: env)
+        #expect(grouped.status == 0, "\(grouped.error)")
+        #expect(grouped.output.contains("12 tasks: suspended, waiting on continuation"), "\(grouped.output.prefix(1500))")
+        #expect(grouped.output.contains("testeeParkedRequest"))
+        let each = try cli(["tasks", testee.address, "--each", "--suspended-for", "0s"])
+        #expect(each.status == 0, "\(each.error)")
+        #expect(each.output.components(separatedBy: "testeeParkedRequest").count - 1 == 12, "\(each.output.prefix(1500))")
+        let bad = try cli(["tasks", pid, "--suspended-for", "soon"], environment: env)
+        #expect(bad.status == 64 && bad.error.contains("--suspended-for"), "\(bad.error)")
+
+        let file = scratch.path + "/tasks.pb.gz"
+        let pprof = try Curl.get(testee, "/debug/pprof/tasks")
+        try pprof.body.write(to: URL(fileURLWithPath: file))
+        let top = try cli(["top", file, "--limit", "5"])
+        #expect(top.status == 0 && top.output.contains("tasks"), "\(top.output) \(top.error)")
+        #expect(try cli(["convert", file, "-o", scratch.path + "/tasks.html"]).status == 0)
+        let html = (try? String(contentsOfFile: scratch.path + "/tasks.html", encoding: .utf8)) ?? ""
+        #expect(html.contains("testeeParkedRequest"))
+      }
+    }
+
     @Test func viewServesThePage() throws {
       let scratch = TemporaryDirectory()
       defer { scratch.remove() }
@@ -180,7 +211,7 @@ extension ServerSuite {
     }
 
     @Test func everySubcommandHelpHasAnExample() throws {
-      for subcommand in ["list", "record", "top", "convert", "view", "threads", "demo"] {
+      for subcommand in ["list", "record", "top", "convert", "view", "threads", "tasks", "demo"] {
         let help = try cli([subcommand, "--help"])
         #expect(help.status == 0)
         #expect(help.output.contains("Example:") && help.output.contains("app-profiler \(subcommand)"), "\(subcommand)")

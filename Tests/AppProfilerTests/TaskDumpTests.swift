@@ -1,4 +1,4 @@
-import AppProfiler
+@_spi(Testing) import AppProfiler
 import AppProfilerFormats
 import Synchronization
 import Testing
@@ -138,6 +138,15 @@ actor ParkingGate {
     // Gone from the next dump.
     let after = try Profiler.shared.taskDumpSynchronously()
     #expect(!Self.samples(after).contains { Self.chain(after, $0).contains { $0.hasPrefix("AppProfilerTests.Parking.park") } })
+  }
+
+  /// Only the known layout is read: another version or task size is
+  /// "unsupported" with the reason, before any task memory is touched.
+  @Test func unknownLayoutsAreUnsupported() {
+    #expect(Profiler.shared.taskLayoutCheck(runtimeVersion: 1, taskSize: 208) == nil)
+    #expect(Profiler.shared.taskLayoutCheck(runtimeVersion: 2, taskSize: 208) == "unknown task layout version 2 (known: 1)")
+    #expect(Profiler.shared.taskLayoutCheck(runtimeVersion: 0, taskSize: 208)?.contains("unknown task layout version 0") == true)
+    #expect(Profiler.shared.taskLayoutCheck(runtimeVersion: 1, taskSize: 96) == "unexpected task size 96")
   }
 
   @Test func waitsAreMeasuredAcrossDumps() async throws {

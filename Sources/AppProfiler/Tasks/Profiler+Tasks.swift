@@ -5,6 +5,8 @@ import CAppProfiler
 import Glibc
 #elseif canImport(Musl)
 import Musl
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 extension Profile.Mode {
@@ -38,7 +40,7 @@ extension Profiler {
     }
     let startRealtime = ProfilingSession.clock(CLOCK_REALTIME)
     let start = ProfilingSession.clock(CLOCK_MONOTONIC)
-    TaskWatch.start(layout: layout)
+    TaskWatch.start()
     var (entries, registry, unreadable, completed) = TaskDump.collect(layout: layout)
     let now = ProfilingSession.clock(CLOCK_MONOTONIC)
     let since = TaskWatch.observe(
@@ -88,7 +90,11 @@ extension Profiler {
       syntheticName: { syntheticNames[$0] ?? "[unknown]" })
     var stackIndex: [[Int]: Int] = [:]
     var samples: [Profile.Sample] = []
-    let minimum = suspendedFor.map { UInt64($0.components.seconds) * 1_000_000_000 + UInt64($0.components.attoseconds / 1_000_000_000) }
+    let minimum: UInt64? = suspendedFor.map { duration in
+      duration <= .zero
+        ? 0 : UInt64(clamping: duration.components.seconds) &* 1_000_000_000
+          &+ UInt64(clamping: duration.components.attoseconds / 1_000_000_000)
+    }
     for var entry in entries {
       let locations = stack(of: entry).map { located.index[$0]! }
       // Task.sleep waits on a continuation of its own: name it.
@@ -113,8 +119,8 @@ extension Profiler {
       labels["task_id"] = String(entry.id)
       if entry.parent != 0 { labels["parent_id"] = String(entry.parent) }
       if let thread = threadStacks[entry.address]?.thread { labels["thread"] = thread }
-      var numeric: [String: Int64] = ["suspended_seconds": Int64(entry.suspendedNanoseconds / 1_000_000_000)]
-      if let created = entry.createdNanoseconds { numeric["age_seconds"] = Int64((now &- created) / 1_000_000_000) }
+      var numeric: [String: Int64] = ["suspended_seconds": Int64(clamping: entry.suspendedNanoseconds / 1_000_000_000)]
+      if let created = entry.createdNanoseconds { numeric["age_seconds"] = Int64(clamping: (now &- created) / 1_000_000_000) }
       samples.append(.init(stack: index, timestampNanoseconds: 0, values: [1], labels: labels, numericLabels: numeric))
     }
     profile.threads = [Profile.ThreadSamples(id: 0, name: "tasks", samples: samples)]
@@ -135,6 +141,13 @@ extension Profiler {
     profile.metadata["pid"] = String(getpid())
     profile.metadata["library_version"] = AppProfilerVersion.current
     return profile
+  }
+
+  /// What the task dump would answer on a runtime exporting this layout
+  /// version and task size: nil when supported, else the reason. For tests.
+  @_spi(Testing) public func taskLayoutCheck(runtimeVersion: UInt32, taskSize: Int) -> String? {
+    if case .unsupported(let reason) = TaskRuntime.gate(runtime: (runtimeVersion, taskSize)) { return reason }
+    return nil
   }
 
   static func isSleep(_ name: String) -> Bool {

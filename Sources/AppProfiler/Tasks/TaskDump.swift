@@ -6,6 +6,8 @@ import Synchronization
 import Glibc
 #elseif canImport(Musl)
 import Musl
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// Every live Swift task with its await chain (docs/tasks.md): the tasks
@@ -57,7 +59,7 @@ enum TaskDump {
     var seen = Set<UInt64>()
     while context != 0 && frames.count < maxChain {
       guard context & 15 == 0, seen.insert(context).inserted,
-        let parent = TaskMemory.word(context), let resumeParent = TaskMemory.word(context + 8)
+        let parent = TaskMemory.word(context), let resumeParent = TaskMemory.word(context &+ 8)
       else { return (frames, true) }
       if parent == 0 {
         // A task that has not run yet resumes in the runtime's adapter with
@@ -107,15 +109,15 @@ enum TaskDump {
       // Async-let children: listed by the parent's child records.
       var record = bytes.word(at: TaskLayout.statusRecord)
       for _ in 0..<maxStatusRecords where record != 0 {
-        guard let recordFlags = TaskMemory.word(record), let next = TaskMemory.word(record + 8) else { break }
-        if recordFlags & 0xFF == layout.childRecordKind, var child = TaskMemory.word(record + 16) {
+        guard let recordFlags = TaskMemory.word(record), let next = TaskMemory.word(record &+ 8) else { break }
+        if recordFlags & 0xFF == layout.childRecordKind, var child = TaskMemory.word(record &+ 16) {
           var hops = 0
           while child != 0 && hops < maxChildren && known.count < maxChildren * 10 {
             if known.insert(child).inserted {
               pending.append((child, nil))
               parents[child] = task
             }
-            guard let sibling = TaskMemory.word(child + UInt64(layout.taskSize) + 8) else { break }
+            guard let sibling = TaskMemory.word(child &+ UInt64(layout.taskSize) &+ 8) else { break }
             child = sibling
             hops += 1
           }
@@ -164,14 +166,14 @@ enum TaskDump {
   private static func waitingOn(_ bytes: [UInt8], flags: UInt32) -> String {
     guard flags & TaskLayout.hasDependency != 0 else { return "unknown" }
     let record = bytes.word(at: TaskLayout.dependencyRecord)
-    guard record != 0, let kindWord = TaskMemory.word(record + 32) else { return "unknown" }
+    guard record != 0, let kindWord = TaskMemory.word(record &+ 32) else { return "unknown" }
     switch UInt32(truncatingIfNeeded: kindWord) {
     case WaitingOn.taskKind: return "task"
     case WaitingOn.continuationKind: return "continuation"
     case WaitingOn.groupKind: return "group"
     case WaitingOn.executorKind:
       // The generic executor's identity is null; an actor's is the actor.
-      let identity = TaskMemory.word(record + 16) ?? 0
+      let identity = TaskMemory.word(record &+ 16) ?? 0
       return identity == 0 ? "executor" : "actor"
     default: return "unknown"
     }
@@ -180,12 +182,12 @@ enum TaskDump {
   /// The label-set id bound to the labels' task-local in `task`'s chain
   /// (its own bindings, then its parents'), 0 for none.
   private static func taskLabelID(_ task: UInt64, key: UInt64, headOffset: UInt64) -> UInt64 {
-    guard var item = TaskMemory.word(task + headOffset) else { return 0 }
+    guard var item = TaskMemory.word(task &+ headOffset) else { return 0 }
     for _ in 0..<64 {
       item &= ~7
-      guard item != 0, let itemKey = TaskMemory.word(item + 8), let valueType = TaskMemory.word(item + 16) else { return 0 }
+      guard item != 0, let itemKey = TaskMemory.word(item &+ 8), let valueType = TaskMemory.word(item &+ 16) else { return 0 }
       if itemKey == key && valueType != 0 {
-        guard let box = TaskMemory.word(item + 24), box != 0, let id = TaskMemory.word(box + 16) else { return 0 }
+        guard let box = TaskMemory.word(item &+ 24), box != 0, let id = TaskMemory.word(box &+ 16) else { return 0 }
         return id
       }
       guard let next = TaskMemory.word(item) else { return 0 }
@@ -231,7 +233,7 @@ enum TaskWatch {
   }
 
   /// Starts the once-a-second pass (once).
-  static func start(layout: TaskLayout) {
+  static func start() {
     guard startedAt.compareExchange(expected: 0, desired: ProfilingSession.clock(CLOCK_MONOTONIC), ordering: .relaxed).exchanged
     else { return }
     let thread = ProfilerThread(name: "ap-task-watch") {
@@ -246,7 +248,7 @@ enum TaskWatch {
         }
         var points: [(task: UInt64, function: UInt64, context: UInt64)] = []
         for entry in buffer.prefix(Int(live)) {
-          guard let words = TaskMemory.bytes(entry.task + UInt64(TaskLayout.resumeFunction), count: 16) else { continue }
+          guard let words = TaskMemory.bytes(entry.task &+ UInt64(TaskLayout.resumeFunction), count: 16) else { continue }
           points.append((entry.task, words.word(at: 0), words.word(at: 8)))
         }
         // Async-let children are seen by dumps only.
@@ -261,7 +263,6 @@ enum TaskWatch {
             table = table.filter { alive.contains($0.key) }
           }
         }
-        _ = layout
       }
     }
     _ = thread

@@ -5,6 +5,8 @@ import Synchronization
 import Glibc
 #elseif canImport(Musl)
 import Musl
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// Where a task keeps what a dump reads, on the one runtime layout this
@@ -107,7 +109,9 @@ enum TaskRuntime {
   }
 
   /// Version gate: the registry runs and the runtime says its layout is the known one.
-  private static func gate() -> Support {
+  /// `runtime` replaces what the runtime exports (tests: a runtime this
+  /// library does not know).
+  static func gate(runtime: (version: UInt32, taskSize: Int)? = nil) -> Support {
     var info = cap_task_registry_info()
     cap_task_registry_status(&info)
     guard info.state == Int32(CAP_TASKS_ON.rawValue) else {
@@ -119,11 +123,11 @@ enum TaskRuntime {
     else {
       return .unsupported("the concurrency runtime exports no debug layout description")
     }
-    let version = versionSymbol.load(as: UInt32.self)
+    let version = runtime?.version ?? versionSymbol.load(as: UInt32.self)
     guard version == TaskLayout.knownVersion else {
       return .unsupported("unknown task layout version \(version) (known: \(TaskLayout.knownVersion))")
     }
-    let size = Int(sizeSymbol.load(as: UInt.self))
+    let size = runtime?.taskSize ?? Int(sizeSymbol.load(as: UInt.self))
     guard size >= TaskLayout.headerBytes, size <= 4096 else {
       return .unsupported("unexpected task size \(size)")
     }
@@ -252,7 +256,7 @@ final class TaskProbe: Sendable {
     }
     // Waiting: the child on its continuation, the parent on the child.
     guard parked.child.word32(at: TaskLayout.statusFlags) & TaskLayout.hasDependency != 0,
-      let childDependency = TaskMemory.word(parked.child.word(at: TaskLayout.dependencyRecord) + 32),
+      let childDependency = TaskMemory.word(parked.child.word(at: TaskLayout.dependencyRecord) &+ 32),
       UInt32(truncatingIfNeeded: childDependency) == TaskDump.WaitingOn.continuationKind
     else {
       return fail("the child's dependency record does not say continuation")
@@ -261,8 +265,8 @@ final class TaskProbe: Sendable {
     var record = parked.parent.word(at: TaskLayout.statusRecord)
     var kind: UInt64? = nil
     for _ in 0..<32 where record != 0 {
-      guard let flags = TaskMemory.word(record), let next = TaskMemory.word(record + 8),
-        let first = TaskMemory.word(record + 16)
+      guard let flags = TaskMemory.word(record), let next = TaskMemory.word(record &+ 8),
+        let first = TaskMemory.word(record &+ 16)
       else { break }
       if first == parked.childTask {
         kind = flags & 0xFF
