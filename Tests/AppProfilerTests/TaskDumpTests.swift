@@ -59,107 +59,155 @@ actor ParkingGate {
   await gate.enterAndPark(parking)
 }
 
-@Suite(.serialized) struct TaskDumpTests {
-  /// Names of a sample's stack, leaf first.
-  static func chain(_ profile: Profile, _ sample: Profile.Sample) -> [String] {
-    profile.functionsOfStack(sample.stack).reversed().map { profile.functions[$0].name }
-  }
-
-  static func samples(_ profile: Profile) -> [Profile.Sample] { profile.threads.flatMap(\.samples) }
-
-  @Test func everyCreationPathIsListedWithItsChain() async throws {
-    Profiler.shared.prepareTaskDump()
-    let parking = Parking()
-    let gate = ParkingGate()
-    let unstructured = Task { await taskDumpUnstructuredCaller(parking) }
-    let detached = Task.detached { await taskDumpDetachedSleeper() }
-    let asyncLet = Task { await taskDumpAsyncLetParent(parking) }
-    let group = Task { await taskDumpGroupParent(parking) }
-    let actorCall = Task { await taskDumpActorCaller(gate, parking) }
-    defer { detached.cancel() }
-    // 1 + 1 (async let) + 3 (group) + 1 (actor) continuations.
-    for _ in 0..<500 where parking.count < 6 { try await Task.sleep(for: .milliseconds(10)) }
-    #expect(parking.count == 6)
-    try await Task.sleep(for: .milliseconds(50))
-    let dumpStart = ContinuousClock.now
-    let profile = try Profiler.shared.taskDumpSynchronously()
-    print("task dump: \(ContinuousClock.now - dumpStart), \(profile.metadata["tasks_live"] ?? "?") tasks")
-    let samples = Self.samples(profile)
-    let chains = samples.map { (Self.chain(profile, $0), $0) }
-    // Chains hold the function itself (named with its module), leaf first.
-    func find(_ function: String) -> [(names: [String], sample: Profile.Sample)] {
-      chains.filter { $0.0.contains { $0.hasPrefix("AppProfilerTests." + function) } }.map { ($0.0, $0.1) }
+extension SamplingSuite {
+  /// Task dumps (docs/tasks.md) run a thread snapshot for running tasks: a
+  /// session, hence in SamplingSuite.
+  @Suite struct TaskDumps {
+    /// Names of a sample's stack, leaf first.
+    static func chain(_ profile: Profile, _ sample: Profile.Sample) -> [String] {
+      profile.functionsOfStack(sample.stack).reversed().map { profile.functions[$0].name }
     }
-    func check(_ function: String, callers: [String] = [], waiting: String, count: Int = 1) {
-      let found = find(function)
-      #expect(found.count == count, "\(function): \(found.count) of \(chains.map { $0.0.prefix(3) })")
-      for (names, sample) in found {
-        // The callers follow, in order, down to the task's entry.
-        var rest = names.drop { !$0.hasPrefix("AppProfilerTests." + function) }.dropFirst()
-        for caller in callers {
-          guard let at = rest.firstIndex(where: { $0.contains(caller) }) else {
-            Issue.record("\(function): no \(caller) after it in \(names)")
-            break
-          }
-          rest = rest[(at + 1)...]
-        }
-        #expect(sample.labels["state"] == "suspended", "\(function): \(sample.labels)")
-        #expect(sample.labels["waiting_on"] == waiting, "\(function): \(sample.labels) \(names)")
-        #expect(sample.labels["task_id"].flatMap(UInt64.init) != nil)
+
+    static func samples(_ profile: Profile) -> [Profile.Sample] { profile.threads.flatMap(\.samples) }
+
+    @Test func everyCreationPathIsListedWithItsChain() async throws {
+      Profiler.shared.prepareTaskDump()
+      let parking = Parking()
+      let gate = ParkingGate()
+      let unstructured = Task { await taskDumpUnstructuredCaller(parking) }
+      let detached = Task.detached { await taskDumpDetachedSleeper() }
+      let asyncLet = Task { await taskDumpAsyncLetParent(parking) }
+      let group = Task { await taskDumpGroupParent(parking) }
+      let actorCall = Task { await taskDumpActorCaller(gate, parking) }
+      defer { detached.cancel() }
+      // 1 + 1 (async let) + 3 (group) + 1 (actor) continuations.
+      for _ in 0..<500 where parking.count < 6 { try await Task.sleep(for: .milliseconds(10)) }
+      #expect(parking.count == 6)
+      try await Task.sleep(for: .milliseconds(50))
+      let dumpStart = ContinuousClock.now
+      let profile = try Profiler.shared.taskDumpSynchronously()
+      print("task dump: \(ContinuousClock.now - dumpStart), \(profile.metadata["tasks_live"] ?? "?") tasks")
+      let samples = Self.samples(profile)
+      let chains = samples.map { (Self.chain(profile, $0), $0) }
+      // Chains hold the function itself (named with its module), leaf first.
+      func find(_ function: String) -> [(names: [String], sample: Profile.Sample)] {
+        chains.filter { $0.0.contains { $0.hasPrefix("AppProfilerTests." + function) } }.map { ($0.0, $0.1) }
       }
+      func check(_ function: String, callers: [String] = [], waiting: String, count: Int = 1) {
+        let found = find(function)
+        #expect(found.count == count, "\(function): \(found.count) of \(chains.map { $0.0.prefix(3) })")
+        for (names, sample) in found {
+          // The callers follow, in order, down to the task's entry.
+          var rest = names.drop { !$0.hasPrefix("AppProfilerTests." + function) }.dropFirst()
+          for caller in callers {
+            guard let at = rest.firstIndex(where: { $0.contains(caller) }) else {
+              Issue.record("\(function): no \(caller) after it in \(names)")
+              break
+            }
+            rest = rest[(at + 1)...]
+          }
+          #expect(sample.labels["state"] == "suspended", "\(function): \(sample.labels)")
+          #expect(sample.labels["waiting_on"] == waiting, "\(function): \(sample.labels) \(names)")
+          #expect(sample.labels["task_id"].flatMap(UInt64.init) != nil)
+        }
+      }
+      check("Parking.park", waiting: "continuation", count: 6)
+      check("taskDumpUnstructuredLeaf", callers: ["taskDumpUnstructuredCaller", "closure #1"], waiting: "continuation")
+      check("taskDumpAsyncLetChild", waiting: "continuation")
+      check("taskDumpGroupChild", callers: ["closure #1"], waiting: "continuation", count: 3)
+      check("ParkingGate.enterAndPark", callers: ["taskDumpActorCaller"], waiting: "continuation")
+      check("taskDumpDetachedSleeper", waiting: "sleep")
+      check("taskDumpAsyncLetParent", callers: ["closure #3"], waiting: "task")
+      check("taskDumpGroupParent", callers: ["closure #4"], waiting: "group")
+      // Children name their parent.
+      let parentID = find("taskDumpAsyncLetParent").first?.sample.labels["task_id"]
+      let child = find("taskDumpAsyncLetChild").first?.sample
+      #expect(parentID != nil && child?.labels["parent_id"] == parentID, "\(String(describing: child?.labels))")
+      let groupID = find("taskDumpGroupParent").first?.sample.labels["task_id"]
+      let groupChildren = find("taskDumpGroupChild").map(\.sample)
+      #expect(groupChildren.count == 3 && groupChildren.allSatisfy { $0.labels["parent_id"] == groupID }, "\(groupID ?? "-") \(groupChildren.map(\.labels))")
+      // The pprof encoding keeps the labels and a single sample type.
+      let decoded = try PprofDecoder().decode(PprofEncoder().encode(profile))
+      #expect(decoded.sampleTypes.map(\.type) == ["tasks"])
+      #expect(Self.samples(decoded).count == samples.count)
+
+      // suspended_for keeps only those parked long enough (the clock started
+      // with the first dump: nothing has waited 1 h).
+      #expect(Self.samples(try Profiler.shared.taskDumpSynchronously(suspendedFor: .seconds(3600))).isEmpty)
+
+      parking.releaseAll()
+      detached.cancel()
+      for task in [unstructured, asyncLet, group, actorCall] { await task.value }
+      // Gone from the next dump.
+      let after = try Profiler.shared.taskDumpSynchronously()
+      #expect(!Self.samples(after).contains { Self.chain(after, $0).contains { $0.hasPrefix("AppProfilerTests.Parking.park") } })
     }
-    check("Parking.park", waiting: "continuation", count: 6)
-    check("taskDumpUnstructuredLeaf", callers: ["taskDumpUnstructuredCaller", "closure #1"], waiting: "continuation")
-    check("taskDumpAsyncLetChild", waiting: "continuation")
-    check("taskDumpGroupChild", callers: ["closure #1"], waiting: "continuation", count: 3)
-    check("ParkingGate.enterAndPark", callers: ["taskDumpActorCaller"], waiting: "continuation")
-    check("taskDumpDetachedSleeper", waiting: "sleep")
-    check("taskDumpAsyncLetParent", callers: ["closure #3"], waiting: "task")
-    check("taskDumpGroupParent", callers: ["closure #4"], waiting: "group")
-    // Children name their parent.
-    let parentID = find("taskDumpAsyncLetParent").first?.sample.labels["task_id"]
-    let child = find("taskDumpAsyncLetChild").first?.sample
-    #expect(parentID != nil && child?.labels["parent_id"] == parentID, "\(String(describing: child?.labels))")
-    let groupID = find("taskDumpGroupParent").first?.sample.labels["task_id"]
-    let groupChildren = find("taskDumpGroupChild").map(\.sample)
-    #expect(groupChildren.count == 3 && groupChildren.allSatisfy { $0.labels["parent_id"] == groupID }, "\(groupID ?? "-") \(groupChildren.map(\.labels))")
-    // The pprof encoding keeps the labels and a single sample type.
-    let decoded = try PprofDecoder().decode(PprofEncoder().encode(profile))
-    #expect(decoded.sampleTypes.map(\.type) == ["tasks"])
-    #expect(Self.samples(decoded).count == samples.count)
 
-    // suspended_for keeps only those parked long enough (the clock started
-    // with the first dump: nothing has waited 1 h).
-    #expect(Self.samples(try Profiler.shared.taskDumpSynchronously(suspendedFor: .seconds(3600))).isEmpty)
+    /// Only the known layout is read: another version or task size is
+    /// "unsupported" with the reason, before any task memory is touched.
+    @Test func unknownLayoutsAreUnsupported() {
+      #expect(Profiler.shared.taskLayoutCheck(runtimeVersion: 1, taskSize: 208) == nil)
+      #expect(Profiler.shared.taskLayoutCheck(runtimeVersion: 2, taskSize: 208) == "unknown task layout version 2 (known: 1)")
+      #expect(Profiler.shared.taskLayoutCheck(runtimeVersion: 0, taskSize: 208)?.contains("unknown task layout version 0") == true)
+      #expect(Profiler.shared.taskLayoutCheck(runtimeVersion: 1, taskSize: 96) == "unexpected task size 96")
+    }
 
-    parking.releaseAll()
-    detached.cancel()
-    for task in [unstructured, asyncLet, group, actorCall] { await task.value }
-    // Gone from the next dump.
-    let after = try Profiler.shared.taskDumpSynchronously()
-    #expect(!Self.samples(after).contains { Self.chain(after, $0).contains { $0.hasPrefix("AppProfilerTests.Parking.park") } })
-  }
+    @Test func waitsAreMeasuredAcrossDumps() async throws {
+      let parking = Parking()
+      let parked = Task { await taskDumpUnstructuredCaller(parking) }
+      for _ in 0..<500 where parking.count < 1 { try await Task.sleep(for: .milliseconds(10)) }
+      try await Task.sleep(for: .milliseconds(50))
+      _ = try Profiler.shared.taskDumpSynchronously()
+      for _ in 0..<25 { try await Task.sleep(for: .milliseconds(100)) }
+      let later = try Profiler.shared.taskDumpSynchronously(suspendedFor: .seconds(2))
+      let found = Self.samples(later).filter { Self.chain(later, $0).contains { $0.contains("taskDumpUnstructuredLeaf") } }
+      #expect(found.count == 1)
+      #expect((found.first?.numericLabels["suspended_seconds"] ?? 0) >= 2)
+      parking.releaseAll()
+      await parked.value
+    }
+  
 
-  /// Only the known layout is read: another version or task size is
-  /// "unsupported" with the reason, before any task memory is touched.
-  @Test func unknownLayoutsAreUnsupported() {
-    #expect(Profiler.shared.taskLayoutCheck(runtimeVersion: 1, taskSize: 208) == nil)
-    #expect(Profiler.shared.taskLayoutCheck(runtimeVersion: 2, taskSize: 208) == "unknown task layout version 2 (known: 1)")
-    #expect(Profiler.shared.taskLayoutCheck(runtimeVersion: 0, taskSize: 208)?.contains("unknown task layout version 0") == true)
-    #expect(Profiler.shared.taskLayoutCheck(runtimeVersion: 1, taskSize: 96) == "unexpected task size 96")
-  }
-
-  @Test func waitsAreMeasuredAcrossDumps() async throws {
-    let parking = Parking()
-    let parked = Task { await taskDumpUnstructuredCaller(parking) }
-    for _ in 0..<500 where parking.count < 1 { try await Task.sleep(for: .milliseconds(10)) }
-    _ = try Profiler.shared.taskDumpSynchronously()
-    for _ in 0..<25 { try await Task.sleep(for: .milliseconds(100)) }
-    let later = try Profiler.shared.taskDumpSynchronously(suspendedFor: .seconds(2))
-    let found = Self.samples(later).filter { Self.chain(later, $0).contains { $0.contains("taskDumpUnstructuredLeaf") } }
-    #expect(found.count == 1)
-    #expect((found.first?.numericLabels["suspended_seconds"] ?? 0) >= 2)
-    parking.releaseAll()
-    await parked.value
+    /// An allocation profile redirects malloc and free everywhere; for the
+    /// registry's two entries it redirects the registry's onward pointers,
+    /// so tasks created and ended during it are still known, and after it.
+    /// The tasks' allocations are charged to their creator, not the wrapper.
+    @Test func tasksAreKnownDuringAndAfterAnAllocationProfile() async throws {
+      var options = SessionOptions()
+      options.allocationSamplingRate = 1
+      let session = try Profiler.shared.start(mode: .alloc, options: options)
+      let parking = Parking()
+      let during = (0..<5).map { _ in Task { await taskDumpUnstructuredCaller(parking) } }
+      for _ in 0..<500 where parking.count < 5 { try await Task.sleep(for: .milliseconds(10)) }
+      // A task that has just handed its continuation over may still be
+      // running (on its way to suspend) for a moment.
+      try await Task.sleep(for: .milliseconds(50))
+      let dump = try Profiler.shared.taskDumpSynchronously()
+      let listed = Self.samples(dump).filter { Self.chain(dump, $0).contains { $0.hasPrefix("AppProfilerTests.taskDumpUnstructuredLeaf") } }
+      #expect(listed.count == 5)
+      let profile = try await session.stop()
+      var leaves: [String] = []
+      for thread in profile.threads {
+        for sample in thread.samples {
+          let names = profile.functionsOfStack(sample.stack).map { profile.functions[$0] }.filter { !$0.isAllocatedType }.map(\.name)
+          if names.contains(where: { $0.contains("swift_task_create_common") }), let leaf = names.last { leaves.append(leaf) }
+        }
+      }
+      #expect(!leaves.isEmpty)
+      #expect(!leaves.contains { $0.contains("cap_task_malloc") }, "\(Set(leaves))")
+      parking.releaseAll()
+      for task in during { await task.value }
+      let after = try Profiler.shared.taskDumpSynchronously()
+      #expect(!Self.samples(after).contains { Self.chain(after, $0).contains { $0.hasPrefix("AppProfilerTests.taskDumpUnstructuredLeaf") } })
+      // New tasks after the profile: listed again.
+      let parkingAgain = Parking()
+      let again = Task { await taskDumpUnstructuredCaller(parkingAgain) }
+      for _ in 0..<500 where parkingAgain.count < 1 { try await Task.sleep(for: .milliseconds(10)) }
+      try await Task.sleep(for: .milliseconds(50))
+      let third = try Profiler.shared.taskDumpSynchronously()
+      #expect(Self.samples(third).filter { Self.chain(third, $0).contains { $0.hasPrefix("AppProfilerTests.taskDumpUnstructuredLeaf") } }.count == 1)
+      parkingAgain.releaseAll()
+      await again.value
+    }
   }
 }

@@ -246,14 +246,16 @@ enum TaskWatch {
           live = buffer.withUnsafeMutableBufferPointer { cap_task_registry_copy($0.baseAddress, UInt64($0.count)) }
           if live > UInt64(buffer.count) { continue }
         }
-        var points: [(task: UInt64, function: UInt64, context: UInt64)] = []
-        for entry in buffer.prefix(Int(live)) {
-          guard let words = TaskMemory.bytes(entry.task &+ UInt64(TaskLayout.resumeFunction), count: 16) else { continue }
-          points.append((entry.task, words.word(at: 0), words.word(at: 8)))
-        }
+        // Read and recorded under the table's lock: a dump's observation
+        // in between would otherwise be overwritten with older points.
         // Async-let children are seen by dumps only.
-        let now = ProfilingSession.clock(CLOCK_MONOTONIC)
         table.withLock { table in
+          var points: [(task: UInt64, function: UInt64, context: UInt64)] = []
+          for entry in buffer.prefix(Int(live)) {
+            guard let words = TaskMemory.bytes(entry.task &+ UInt64(TaskLayout.resumeFunction), count: 16) else { continue }
+            points.append((entry.task, words.word(at: 0), words.word(at: 8)))
+          }
+          let now = ProfilingSession.clock(CLOCK_MONOTONIC)
           for point in points {
             if let seen = table[point.task], seen.function == point.function, seen.context == point.context { continue }
             table[point.task] = Seen(function: point.function, context: point.context, since: now)
