@@ -168,6 +168,48 @@ extension SamplingSuite {
     }
   
 
+    /// Dumps while tasks are created and end as fast as two workers can:
+    /// every dump answers, none crashes on a task freed while it is read
+    /// (the benchmark runs 1,000: BENCHMARKS.md).
+    @Test func dumpsDuringTaskChurn() async throws {
+      let stop = StopFlag()
+      let dumps = Mutex<(done: Int, failed: Int)>((0, 0))
+      let dumper = TestThread(name: "task-dumper") {
+        for _ in 0..<40 {
+          do {
+            let dump = try Profiler.shared.taskDumpSynchronously()
+            dumps.withLock { $0.done += dump.threads.isEmpty ? 0 : 1 }
+          } catch {
+            dumps.withLock { $0.failed += 1 }
+          }
+        }
+        stop.set()
+      }
+      var created = 0
+      while !stop.isSet {
+        await withTaskGroup(of: Int.self) { group in
+          for worker in 0..<2 {
+            group.addTask {
+              var count = 0
+              for _ in 0..<20 {
+                await withTaskGroup(of: Int.self) { inner in
+                  for index in 0..<32 { inner.addTask { index &+ worker } }
+                  for await _ in inner { count += 1 }
+                }
+              }
+              return count
+            }
+          }
+          for await count in group { created += count }
+        }
+      }
+      dumper.join()
+      let result = dumps.withLock { $0 }
+      print("task churn during dumps: \(created) tasks, \(result.done) dumps, \(result.failed) failed")
+      #expect(result.done == 40 && result.failed == 0)
+      #expect(created > 1000)
+    }
+
     /// An allocation profile redirects malloc and free everywhere; for the
     /// registry's two entries it redirects the registry's onward pointers,
     /// so tasks created and ended during it are still known, and after it.
