@@ -72,3 +72,19 @@ public func fnB(milliseconds: Int) -> UInt64 {
   exampleSink.wrappingAdd(x, ordering: .relaxed)
   return x & 0xffff
 }
+
+/// The hot function of the Vapor example's synchronous `/sync` route.
+@inline(never)
+public func fnSync(milliseconds: Int) -> UInt64 {
+  let end = ContinuousClock.now + .milliseconds(milliseconds)
+  var x: UInt64 = exampleSink.load(ordering: .relaxed) | 5
+  repeat {
+    var i: UInt64 = 0
+    while i < 100_000 {
+      x = (x &* 6_364_136_223_846_793_005 &+ i) ^ (x &>> 13)
+      i &+= 1
+    }
+  } while ContinuousClock.now < end
+  exampleSink.wrappingAdd(x, ordering: .relaxed)
+  return x & 0xffff
+}

@@ -87,6 +87,27 @@ struct ProfileServerLifecycle: LifecycleHandler {
   }
 }
 
+/// The rest of the responder chain, called from the request's task. An
+/// async route runs in a task created from this one (inheriting its labels
+/// and session scope). A synchronous route's closure runs on the event loop:
+/// the chain is called there, with this task's labels and scope on that
+/// thread for exactly the synchronous call (an inner async middleware would
+/// start a task of its own, outside them).
+struct ChainCaller: AsyncResponder {
+  let next: any Responder
+
+  func respond(to request: Request) async throws -> Response {
+    if request.route == nil || request.route?.responder is any AsyncResponder {
+      return try await next.respond(to: request).get()
+    }
+    let context = Profiler.currentLabelContext
+    let next = self.next
+    return try await request.eventLoop.flatSubmit {
+      Profiler.withLabelContext(context) { next.respond(to: request) }
+    }.get()
+  }
+}
+
 /// Per-request profiling for Vapor 4: a request with `?profile=cpu`
 /// (`wall`, `alloc`) or `X-Profile: cpu` is handled normally while a session
 /// runs for its lifetime; the response then carries the profile
@@ -102,6 +123,16 @@ struct ProfileServerLifecycle: LifecycleHandler {
 /// and `method`. Vapor routes before it runs global middleware, so
 /// `app.middleware.use(app.profiler.middleware)` sees the route.
 public struct ProfilingMiddleware: AsyncMiddleware {
+  /// Vapor's entry: the async middleware below, given the rest of the chain
+  /// as ``ChainCaller`` so that a synchronous route's closure — which Vapor
+  /// runs on the event loop, outside the request's task — still carries the
+  /// request's labels and per-request profile.
+  public func respond(to request: Request, chainingTo next: any Responder) -> EventLoopFuture<Response> {
+    let promise = request.eventLoop.makePromise(of: Response.self)
+    promise.completeWithTask { try await self.respond(to: request, chainingTo: ChainCaller(next: next)) }
+    return promise.futureResult
+  }
+
   public let profiler: RequestProfiler
   /// Label requests with `route` and `method` (default true).
   public var labelsRequests = true

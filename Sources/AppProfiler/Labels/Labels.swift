@@ -243,6 +243,30 @@ extension Profiler {
     }
   }
 
+  /// The labels and the task-scoped session in effect here, to carry to
+  /// code that runs on another thread outside this task (a framework's
+  /// event loop): ``withLabelContext(_:operation:)`` applies them there.
+  public struct LabelContext: Sendable {
+    fileprivate let box: LabelSetBox?
+  }
+
+  /// The labels and session scope in effect here.
+  public static var currentLabelContext: LabelContext { LabelContext(box: TaskLabels.current) }
+
+  /// Runs `operation` synchronously with `context`'s labels — and its
+  /// task-scoped session — on the samples the calling thread takes meanwhile
+  /// (on a thread that runs no task: as thread labels for exactly the call).
+  public static func withLabelContext<R>(_ context: LabelContext, operation: () throws -> R) rethrows -> R {
+    guard let box = context.box else { return try operation() }
+    return try TaskLabels.$current.withValue(box) {
+      guard AsyncRuntime.currentTask() == nil else { return try operation() }
+      let previous = cap_thread_labels_get()
+      cap_thread_labels_set(box.id)
+      defer { cap_thread_labels_set(previous) }
+      return try operation()
+    }
+  }
+
   /// Runs `operation` in the scope of a task-scoped session: the samples
   /// its task and child tasks take carry `scope` (labels in effect stay).
   static func withScope<R>(

@@ -14,10 +14,11 @@ public enum VaporExample {
     app.profiler.enable(configuration)
     app.middleware.use(app.profiler.middleware)
     app.get { _ in "hello\n" }
-    // Asynchronous closures run in the request's task, so per-request
-    // profiles and labels see them; Vapor runs synchronous ones on the
-    // event loop, outside it (docs/labels.md).
+    // Asynchronous closures run in a task created from the request's;
+    // synchronous ones on the event loop, where the middleware carries the
+    // request's labels and per-request profile for the call (docs/labels.md).
     app.get("slow") { _ async in "slow \(exampleHotFunction(milliseconds: 150))\n" }
+    app.get("sync") { request in "sync \(fnSync(milliseconds: request.query[Int.self, at: "ms"] ?? 50))\n" }
     app.get("wait") { _ async throws -> String in
       try await Task.sleep(for: .milliseconds(100))
       return "waited\n"

@@ -132,6 +132,35 @@ func withVaporExample(
     try await withVaporExample { app in try await checkRouteLabelsAndTaskScopedProfiles(app) }
   }
 
+  /// A synchronous route (`{ req in … }`, run on the event loop): its
+  /// per-request cpu profile holds its own work, and a process profile
+  /// labels its samples with its route.
+  @Test func synchronousRoutesAreProfiledAndLabelled() async throws {
+    try await withVaporExample { app in
+      var own: Int64 = 0
+      var all: Int64 = 0
+      for _ in 0..<3 {
+        let answer = try await curl(app.base + "/sync?ms=300&profile=cpu&profile_format=pprof")
+        #expect(answer.status == 200 && answer.headers["x-profile-status"]?.hasPrefix("200") == true, "\(answer.headers)")
+        let profile = try PprofDecoder().decode([UInt8](answer.body))
+        own += share(profile) { names in names.contains { $0.contains("fnSync(") } }
+        all += share(profile) { _ in true }
+      }
+      print("/sync?profile=cpu: fnSync \(own) of \(all) samples")
+      #expect(all >= 60 && Double(own) >= 0.8 * Double(all), "\(own) of \(all)")
+
+      let process = try await underLoad(app, routes: ["/sync?ms=20"]) {
+        try await curl("http://localhost/profile?mode=cpu&interval=1000&duration=2&format=pprof", socket: app.socket, timeout: 60)
+      }
+      #expect(process.status == 200)
+      let whole = try PprofDecoder().decode([UInt8](process.body))
+      let hot = share(whole) { names in names.contains { $0.contains("fnSync(") } }
+      let labelled = share(whole) { names in names.contains { $0.contains("fnSync(") } } labelled: { $0["route"] == "/sync" }
+      print("fnSync samples labelled route=/sync: \(labelled) of \(hot)")
+      #expect(hot >= 100 && Double(labelled) >= 0.95 * Double(hot), "\(labelled) of \(hot)")
+    }
+  }
+
   @Test func storedProfilesKeepTheBodyAndAreServed() async throws {
     try await withVaporExample(store: true) { app in try await checkStoredProfiles(app) }
   }
