@@ -396,3 +396,20 @@ func checkNonLoopbackClientIgnored(port: Int) async throws {
   let local = try await curl("http://127.0.0.1:\(port)/slow?profile=cpu")
   #expect(local.text.contains("id=\"profile-data\""))
 }
+
+/// Issue 35: a per-request wall profile counts the request's time at its
+/// awaits. `/wait` sleeps 100 ms: most of its samples are under
+/// `[suspended: sleep]`, with the route's closure below the marker.
+func checkWallProfilesCountWaiting(_ app: some ExampleUnderTest) async throws {
+  var suspended: Int64 = 0
+  var total: Int64 = 0
+  for _ in 0..<3 {
+    let answer = try await curl(app.base + "/wait?profile=wall&profile_format=pprof")
+    #expect(answer.status == 200 && answer.headers["x-profile-status"]?.hasPrefix("200") == true, "\(answer.headers)")
+    let profile = try PprofDecoder().decode([UInt8](answer.body))
+    total += share(profile) { _ in true }
+    suspended += share(profile) { names in names.contains("[suspended: sleep]") }
+  }
+  print("/wait?profile=wall: \(suspended) of \(total) samples under [suspended: sleep]")
+  #expect(total >= 20 && Double(suspended) >= 0.7 * Double(total), "\(suspended) of \(total)")
+}

@@ -98,6 +98,10 @@ struct ChainCaller: AsyncResponder {
 
   func respond(to request: Request) async throws -> Response {
     if request.route == nil || request.route?.responder is any AsyncResponder {
+      // The route runs in a task of its own, created from this one (same
+      // labels and scope): this task's wait is that task's time.
+      let wait = Profiler.DelegatedWait.begin()
+      defer { wait.end() }
       return try await next.respond(to: request).get()
     }
     let context = Profiler.currentLabelContext

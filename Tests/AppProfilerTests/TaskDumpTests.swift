@@ -59,6 +59,24 @@ actor ParkingGate {
   await gate.enterAndPark(parking)
 }
 
+@inline(never) func taskWallSleeper() async { try? await Task.sleep(for: .milliseconds(300)) }
+@inline(never) func taskWallBurner(milliseconds: Int) -> UInt64 {
+  let end = ContinuousClock.now + .milliseconds(milliseconds)
+  var x: UInt64 = 1
+  repeat {
+    for i in 0..<20_000 { x = (x &* 6_364_136_223_846_793_005 &+ UInt64(i)) ^ (x &>> 9) }
+  } while ContinuousClock.now < end
+  return x
+}
+@inline(never) func taskWallRequest() async -> UInt64 {
+  await taskWallSleeper()
+  return taskWallBurner(milliseconds: 100)
+}
+actor TaskWallBusyActor {
+  @inline(never) func hold(milliseconds: Int) -> UInt64 { taskWallBurner(milliseconds: milliseconds) }
+}
+@inline(never) func taskWallActorCaller(_ actor: TaskWallBusyActor) async -> UInt64 { await actor.hold(milliseconds: 20) }
+
 extension SamplingSuite {
   /// Task dumps (docs/tasks.md) run a thread snapshot for running tasks: a
   /// session, hence in SamplingSuite.
@@ -167,6 +185,61 @@ extension SamplingSuite {
       await parked.value
     }
   
+
+    /// Issue 35: a task-scoped wall profile counts the scope's time off
+    /// threads. 300 ms in Task.sleep then 100 ms of CPU: 75 % / 25 %.
+    @Test func scopedWallProfilesCountSuspendedTime() async throws {
+      Profiler.shared.prepareTaskDump()
+      _ = try Profiler.shared.taskDumpSynchronously()  // calibrated
+      var sleeping: Double = 0
+      var burning: Double = 0
+      for _ in 0..<2 {
+        let session = try Profiler.shared.startTaskScoped(mode: .wall, interval: .milliseconds(5))
+        let value = await session.withScope { await taskWallRequest() }
+        let profile = try await session.stop()
+        #expect(value != 0)
+        var total: Int64 = 0
+        var inSleep: Int64 = 0
+        var inBurn: Int64 = 0
+        for thread in profile.threads {
+          for sample in thread.samples where !sample.isIdle || thread.id == Int32.max - 1 {
+            let names = profile.names(ofStack: sample.stack)
+            guard names.contains(where: { $0.contains("taskWallRequest") }) else { continue }
+            total += sample.values[0]
+            if names.contains(where: { $0.contains("taskWallSleeper") }) { inSleep += sample.values[0] }
+            if names.contains(where: { $0.contains("taskWallBurner") }) { inBurn += sample.values[0] }
+          }
+        }
+        let marker = profile.functions.contains { $0.name == "[suspended: sleep]" }
+        print("scoped wall: \(total) samples under the request, \(inSleep) sleeping, \(inBurn) burning; marker \(marker)")
+        #expect(marker)
+        sleeping += Double(inSleep) / Double(max(total, 1))
+        burning += Double(inBurn) / Double(max(total, 1))
+      }
+      #expect(abs(sleeping / 2 - 0.75) <= 0.10, "sleeping \(sleeping / 2)")
+      #expect(abs(burning / 2 - 0.25) <= 0.10, "burning \(burning / 2)")
+    }
+
+    /// A task waiting for an actor busy with another caller: `[enqueued]`.
+    @Test func waitingForABusyActorIsEnqueuedTime() async throws {
+      Profiler.shared.prepareTaskDump()
+      let actor = TaskWallBusyActor()
+      let session = try Profiler.shared.startTaskScoped(mode: .wall, interval: .milliseconds(5))
+      let busy = Task.detached { await actor.hold(milliseconds: 400) }
+      try await Task.sleep(for: .milliseconds(20))
+      _ = await session.withScope { await taskWallActorCaller(actor) }
+      let profile = try await session.stop()
+      _ = await busy.value
+      var enqueued: Int64 = 0
+      for thread in profile.threads {
+        for sample in thread.samples {
+          let names = profile.names(ofStack: sample.stack)
+          if names.last == "[enqueued]" || names.last == "[suspended: actor]" { enqueued += sample.values[0] }
+        }
+      }
+      print("waiting for the busy actor: \(enqueued) samples of 5 ms")
+      #expect(enqueued >= 20, "\(profile.functions.map(\.name).filter { $0.hasPrefix("[") })")
+    }
 
     /// Dumps while tasks are created and end as fast as two workers can:
     /// every dump answers, none crashes on a task freed while it is read

@@ -41,9 +41,24 @@ struct SampleCollector: Sendable {
     case async = 6
     /// Where a task's context chain could not be followed (CAP_FRAME_ASYNC_BROKEN).
     case asyncBroken = 7
+    /// Task wall profiles: a task of the scope waiting, not on a thread (TaskWall).
+    case suspendedContinuation = 8
+    case suspendedTask = 9
+    case suspendedGroup = 10
+    case suspendedSleep = 11
+    case suspendedActor = 12
+    case suspendedOther = 13
+    case enqueued = 14
 
     var name: String {
       switch self {
+      case .suspendedContinuation: return "[suspended: continuation]"
+      case .suspendedTask: return "[suspended: task]"
+      case .suspendedGroup: return "[suspended: group]"
+      case .suspendedSleep: return "[suspended: sleep]"
+      case .suspendedActor: return "[suspended: actor]"
+      case .suspendedOther: return "[suspended]"
+      case .enqueued: return "[enqueued]"
       case .truncated: return "[truncated]"
       case .stackUnavailable: return "[stack unavailable]"
       case .droppedSamples: return "[dropped samples]"
@@ -202,6 +217,22 @@ struct SampleCollector: Sendable {
     stacks.append(frames)
     stackIDs[frames] = id
     return id
+  }
+
+  /// The pseudo-thread of task wall samples (suspended and enqueued tasks).
+  static let suspendedTasksThread: Int32 = Int32.max - 1
+
+  /// A sample of a task of a task-scoped wall session while it is on no
+  /// thread: `frames` leaf first (a marker, then its await chain),
+  /// `labelID` the task's registry label id (with its scope).
+  mutating func addTaskSample(frames: [UInt64], labelID: UInt64, count: UInt64, timestamp: UInt64, task: UInt64) {
+    var cache: [UInt64: UInt64] = [:]
+    let labels = localLabels(labelID, &cache)
+    let tid = Self.suspendedTasksThread
+    if threadNames[tid] == nil { threadNames[tid] = "tasks (suspended, enqueued)" }
+    records += 1
+    samples[tid, default: []].append(
+      RawSample(timestamp: timestamp, count: count, stack: stackID(frames), flags: 0, task: task, labels: labels))
   }
 
   /// Parses what `cap_session_drain` wrote.

@@ -51,12 +51,15 @@ public final class ProfilingSession: Sendable {
     self.recordsKernelState = options.recordsKernelState
     self.includeProfilerThreads = options.includeProfilerThreads
     self.scope = scope
+    // Wall profiles of a scope also count its tasks' time off threads.
+    if let scope, mode == .wall { TaskWall.shared.begin(scope: scope.value, interval: interval) }
   }
 
   deinit {
     if !ended.load(ordering: .acquiring) {
       _ = profiler.detach(consumer, of: run, keepingSamples: false)
     }
+    if let scope, mode == .wall { TaskWall.shared.end(scope: scope.value) }
   }
 
   /// True for a session from ``Profiler/startTaskScoped(mode:interval:options:)``.
@@ -70,7 +73,12 @@ public final class ProfilingSession: Sendable {
     isolation: isolated (any Actor)? = #isolation, operation: () async throws -> R
   ) async rethrows -> R {
     guard let scope else { return try await operation() }
-    return try await Profiler.withScope(scope, isolation: isolation, operation: operation)
+    return try await Profiler.withScope(scope, isolation: isolation) {
+      guard mode == .wall else { return try await operation() }
+      TaskWall.shared.enter(scope: scope.value, labelID: TaskLabels.current?.id ?? 0)
+      defer { TaskWall.shared.leave(scope: scope.value) }
+      return try await operation()
+    }
   }
 
   /// Stops sampling and returns the profile (symbolized).
@@ -87,6 +95,7 @@ public final class ProfilingSession: Sendable {
       throw ProfilerError.unsupported("this session has already been stopped")
     }
     ended.store(true, ordering: .releasing)
+    if let scope, mode == .wall { TaskWall.shared.end(scope: scope.value) }
     let start = window.withLock { $0 }
     let built = profile(all, report, since: mark, start: start, end: Self.clock(CLOCK_MONOTONIC))
     FreedMemory.release()
@@ -145,6 +154,7 @@ public final class ProfilingSession: Sendable {
   public func cancel() {
     if case .notAttached = profiler.detach(consumer, of: run, keepingSamples: false) { return }
     ended.store(true, ordering: .releasing)
+    if let scope, mode == .wall { TaskWall.shared.end(scope: scope.value) }
   }
 
   /// Symbolizes the continuous allocation totals (`.heap`: with what is
@@ -244,6 +254,8 @@ final class SessionDrain: Sendable {
         state.collector.ingest(UnsafeRawBufferPointer(rebasing: state.buffer[0..<bytes]))
         if bytes < state.buffer.count / 2 { break }
       }
+      // Task-scoped wall sessions: their tasks' time on no thread.
+      if mode == Int32(CAP_MODE_WALL) && TaskWall.shared.isActive { TaskWall.shared.sample(into: &state.collector) }
     }
   }
 

@@ -150,6 +150,35 @@ extension Profiler {
     return nil
   }
 
+  /// Runs `operation`, in which the calling task only waits for work it
+  /// handed to another task of the same request (a framework bridging to a
+  /// task of its own): task-scoped wall profiles leave this task's wait out,
+  /// since the other task's time is in them. Framework integrations use it.
+  public static func withDelegatedWait<R>(
+    isolation: isolated (any Actor)? = #isolation, operation: () async throws -> R
+  ) async rethrows -> R {
+    let wait = DelegatedWait.begin()
+    defer { wait.end() }
+    return try await operation()
+  }
+
+  /// ``withDelegatedWait(isolation:operation:)`` as a begin/end pair, for
+  /// code that cannot wrap its wait in a closure.
+  public struct DelegatedWait: Sendable {
+    private let task: UInt64?
+
+    /// Marks the calling task's coming wait; call ``end()`` after it.
+    public static func begin() -> DelegatedWait {
+      guard TaskWall.shared.isActive, let task = AsyncRuntime.currentTask() else { return DelegatedWait(task: nil) }
+      TaskWall.shared.delegate(task, 1)
+      return DelegatedWait(task: task)
+    }
+
+    public func end() {
+      if let task { TaskWall.shared.delegate(task, -1) }
+    }
+  }
+
   static func isSleep(_ name: String) -> Bool {
     name.contains("Task") && (name.contains("sleep(") || name.contains("sleep<"))
   }

@@ -51,7 +51,7 @@ enum TaskDump {
     chainWalk(task, layout: layout).frames
   }
 
-  private static func chainWalk(_ task: [UInt8], layout: TaskLayout) -> (frames: [UInt64], broken: Bool) {
+  static func chainWalk(_ task: [UInt8], layout: TaskLayout) -> (frames: [UInt64], broken: Bool) {
     var frames: [UInt64] = []
     let resume = task.word(at: TaskLayout.resumeFunction)
     if resume != 0 && !layout.adapters.contains(resume) { frames.append(resume &+ 1) }
@@ -163,7 +163,7 @@ enum TaskDump {
     return (entries, registry, unreadable, completed)
   }
 
-  private static func waitingOn(_ bytes: [UInt8], flags: UInt32) -> String {
+  static func waitingOn(_ bytes: [UInt8], flags: UInt32) -> String {
     guard flags & TaskLayout.hasDependency != 0 else { return "unknown" }
     let record = bytes.word(at: TaskLayout.dependencyRecord)
     guard record != 0, let kindWord = TaskMemory.word(record &+ 32) else { return "unknown" }
@@ -181,7 +181,7 @@ enum TaskDump {
 
   /// The label-set id bound to the labels' task-local in `task`'s chain
   /// (its own bindings, then its parents'), 0 for none.
-  private static func taskLabelID(_ task: UInt64, key: UInt64, headOffset: UInt64) -> UInt64 {
+  static func taskLabelID(_ task: UInt64, key: UInt64, headOffset: UInt64) -> UInt64 {
     guard var item = TaskMemory.word(task &+ headOffset) else { return 0 }
     for _ in 0..<64 {
       item &= ~7

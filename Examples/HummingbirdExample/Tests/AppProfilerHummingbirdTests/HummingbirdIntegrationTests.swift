@@ -248,6 +248,10 @@ func weight(_ lines: [String]) -> Int {
     try await withExample { app in try await checkRouteLabelsAndTaskScopedProfiles(app) }
   }
 
+  @Test func wallProfilesCountWaiting() async throws {
+    try await withExample { app in try await checkWallProfilesCountWaiting(app) }
+  }
+
   /// With tracing on (an in-memory tracer, a span per request before the
   /// profiling middleware): the hot function's samples carry `trace_id`
   /// and `span_id`, and they are the ids of the spans the tracer recorded.

@@ -161,6 +161,10 @@ func withVaporExample(
     }
   }
 
+  @Test func wallProfilesCountWaiting() async throws {
+    try await withVaporExample { app in try await checkWallProfilesCountWaiting(app) }
+  }
+
   @Test func storedProfilesKeepTheBodyAndAreServed() async throws {
     try await withVaporExample(store: true) { app in try await checkStoredProfiles(app) }
   }

@@ -1,0 +1,211 @@
+import CAppProfiler
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Wall time of the tasks of task-scoped wall sessions while they are on no
+/// thread (docs/tasks.md, "Where a request's time went"). The signal
+/// sampler sees a task only while a thread runs it; at every drain of the
+/// wall sampler, each task of an active scope that is suspended or enqueued
+/// adds one sample per elapsed interval: its await chain under a marker
+/// naming what it waits on (`[suspended: sleep]`, `[enqueued]`…).
+///
+/// A scope's tasks: the tasks that entered it (`withScope`), their async-let
+/// children (status records), and every task created while the scope is
+/// active whose task-local labels carry the scope (found in the task
+/// registry, each new task read once). Reads are system-call reads.
+final class TaskWall: Sendable {
+  static let shared = TaskWall()
+
+  private struct Scope {
+    var interval: UInt64
+    /// When the last pass counted this scope's time, and the remainder.
+    var last: UInt64
+    var carry: UInt64 = 0
+    /// Task → its label id (with the scope).
+    var tasks: [UInt64: UInt64] = [:]
+    var roots: [UInt64: (labelID: UInt64, entries: Int)] = [:]
+  }
+
+  private struct State {
+    var scopes: [UInt32: Scope] = [:]
+    /// Tasks that only wait for work they handed to another task of their
+    /// scope (``Profiler/withDelegatedWait(operation:)``): left out.
+    var delegating: [UInt64: Int] = [:]
+    /// Registry entries seen by the last scan (new ones are read once).
+    var scanned: Set<UInt64> = []
+    var images: ImageMap? = nil
+    var imagesAt: UInt64 = 0
+    /// Resume function → "is it Task.sleep's" (names resolved once).
+    var sleeps: [UInt64: Bool] = [:]
+  }
+
+  private let state = Mutex(State())
+  private let active = Atomic<Int>(0)
+
+  /// A task-scoped wall session started.
+  func begin(scope: UInt32, interval: Duration) {
+    let nanoseconds = UInt64(interval.components.seconds) &* 1_000_000_000
+      &+ UInt64(interval.components.attoseconds / 1_000_000_000)
+    state.withLock { state in
+      state.scopes[scope] = Scope(interval: max(nanoseconds, 100_000), last: ProfilingSession.clock(CLOCK_MONOTONIC))
+      active.store(state.scopes.count, ordering: .releasing)
+    }
+  }
+
+  /// It stopped (after its last drain).
+  func end(scope: UInt32) {
+    state.withLock { state in
+      state.scopes[scope] = nil
+      if state.scopes.isEmpty { state.scanned = [] }
+      active.store(state.scopes.count, ordering: .releasing)
+    }
+  }
+
+  /// The calling task runs in `scope` until ``leave(scope:)``.
+  func enter(scope: UInt32, labelID: UInt64) {
+    guard active.load(ordering: .acquiring) > 0, let task = AsyncRuntime.currentTask() else { return }
+    state.withLock { state in
+      guard state.scopes[scope] != nil else { return }
+      let entries = state.scopes[scope]!.roots[task]?.entries ?? 0
+      state.scopes[scope]!.roots[task] = (labelID, entries + 1)
+    }
+  }
+
+  func leave(scope: UInt32) {
+    guard active.load(ordering: .acquiring) > 0, let task = AsyncRuntime.currentTask() else { return }
+    state.withLock { state in
+      guard let root = state.scopes[scope]?.roots[task] else { return }
+      state.scopes[scope]!.roots[task] = root.entries > 1 ? (root.labelID, root.entries - 1) : nil
+    }
+  }
+
+  var isActive: Bool { active.load(ordering: .acquiring) > 0 }
+
+  func delegate(_ task: UInt64, _ change: Int) {
+    state.withLock { state in
+      let count = (state.delegating[task] ?? 0) + change
+      state.delegating[task] = count > 0 ? count : nil
+    }
+  }
+
+  /// One pass: adds the samples of every waiting task of the active scopes
+  /// to `collector` (the wall sampler's, at its drain).
+  func sample(into collector: inout SampleCollector) {
+    guard isActive, case .supported(let layout) = TaskRuntime.support else { return }
+    let now = ProfilingSession.clock(CLOCK_MONOTONIC)
+    var registry = [cap_task_entry](repeating: cap_task_entry(), count: 1024)
+    var live = registry.withUnsafeMutableBufferPointer { cap_task_registry_copy($0.baseAddress, UInt64($0.count)) }
+    if live > UInt64(registry.count) {
+      registry = [cap_task_entry](repeating: cap_task_entry(), count: Int(live) * 2)
+      live = registry.withUnsafeMutableBufferPointer { cap_task_registry_copy($0.baseAddress, UInt64($0.count)) }
+    }
+    let entries = registry.prefix(Int(min(live, UInt64(registry.count))))
+    state.withLock { state in
+      if state.images == nil || now &- state.imagesAt > 1_000_000_000 {
+        state.images = ImageMap.current()
+        state.imagesAt = now
+      }
+      let images = state.images!
+      // New tasks: which scope their labels carry.
+      let labelKey = TaskLabels.key
+      let labelHead = TaskLabels.headOffset.map { UInt64($0) }
+      var present = Set<UInt64>()
+      present.reserveCapacity(entries.count)
+      for entry in entries {
+        present.insert(entry.task)
+        guard !state.scanned.contains(entry.task) else { continue }
+        state.scanned.insert(entry.task)
+        guard let labelKey, let labelHead else { continue }
+        let labelID = TaskDump.taskLabelID(entry.task, key: labelKey, headOffset: labelHead)
+        let scope = LabelScope.of(labelID: labelID)
+        if scope != 0, state.scopes[scope] != nil { state.scopes[scope]!.tasks[entry.task] = labelID }
+      }
+      state.scanned.formIntersection(present)
+      for (scope, var current) in state.scopes {
+        current.tasks = current.tasks.filter { present.contains($0.key) }
+        let elapsed = now &- current.last &+ current.carry
+        let ticks = elapsed / current.interval
+        current.carry = elapsed % current.interval
+        current.last = now
+        if ticks > 0 {
+          var pending: [(task: UInt64, labelID: UInt64)] = current.tasks.map { ($0.key, $0.value) }
+          pending += current.roots.map { ($0.key, $0.value.labelID) }
+          var seen = Set<UInt64>()
+          while let (task, labelID) = pending.popLast() {
+            guard seen.insert(task).inserted, seen.count < 100_000 else { continue }
+            guard let bytes = TaskMemory.bytes(task, count: layout.taskSize + 16), bytes.word(at: 0) == layout.metadata
+            else { continue }
+            // Async-let children (not in the registry) share the scope.
+            for child in Self.asyncLetChildren(bytes, layout: layout) { pending.append((child, labelID)) }
+            let flags = bytes.word32(at: TaskLayout.statusFlags)
+            if flags & (TaskLayout.running | TaskLayout.complete) != 0 || state.delegating[task] != nil { continue }
+            // A task awaiting a task or group of its own scope adds nothing:
+            // the awaited tasks are sampled themselves.
+            let waiting = TaskDump.waitingOn(bytes, flags: flags)
+            if waiting == "group" { continue }
+            if waiting == "task", let record = TaskMemory.word(bytes.word(at: TaskLayout.dependencyRecord) &+ 16),
+              current.tasks[record] != nil || current.roots[record] != nil || seen.contains(record)
+                || Self.asyncLetChildren(bytes, layout: layout).contains(record)
+            {
+              continue
+            }
+            let walk = TaskDump.chainWalk(bytes, layout: layout)
+            var frames = walk.frames.map { $0 &- 1 }.filter { images.lookup($0) != nil }
+            if walk.broken || frames.isEmpty { frames.append(SampleCollector.Synthetic.asyncBroken.rawValue) }
+            let marker = Self.marker(
+              bytes, flags: flags, layout: layout, leaf: walk.frames.first.map { $0 &- 1 }, state: &state, images: images)
+            collector.addTaskSample(
+              frames: [marker.rawValue] + frames, labelID: labelID, count: ticks, timestamp: now, task: task)
+          }
+        }
+        state.scopes[scope] = current
+      }
+    }
+  }
+
+  private static func asyncLetChildren(_ bytes: [UInt8], layout: TaskLayout) -> [UInt64] {
+    var children: [UInt64] = []
+    var record = bytes.word(at: TaskLayout.statusRecord)
+    for _ in 0..<TaskDump.maxStatusRecords where record != 0 {
+      guard let flags = TaskMemory.word(record), let next = TaskMemory.word(record &+ 8) else { break }
+      if flags & 0xFF == layout.childRecordKind, var child = TaskMemory.word(record &+ 16) {
+        while child != 0 && children.count < 10_000 {
+          children.append(child)
+          guard let sibling = TaskMemory.word(child &+ UInt64(layout.taskSize) &+ 8) else { break }
+          child = sibling
+        }
+      }
+      record = next
+    }
+    return children
+  }
+
+  private static func marker(
+    _ bytes: [UInt8], flags: UInt32, layout: TaskLayout, leaf: UInt64?, state: inout State, images: ImageMap
+  ) -> SampleCollector.Synthetic {
+    if flags & TaskLayout.enqueued != 0 || layout.entryAdapters.contains(bytes.word(at: TaskLayout.resumeFunction)) {
+      return .enqueued
+    }
+    switch TaskDump.waitingOn(bytes, flags: flags) {
+    case "task": return .suspendedTask
+    case "group": return .suspendedGroup
+    case "actor", "executor": return .enqueued
+    default: break
+    }
+    if let leaf {
+      if state.sleeps[leaf] == nil {
+        let name = Symbolizer.shared.resolve([leaf], in: images, sourceLocations: false).first?.functions.last?.name ?? ""
+        state.sleeps[leaf] = Profiler.isSleep(name)
+      }
+      if state.sleeps[leaf] == true { return .suspendedSleep }
+    }
+    return TaskDump.waitingOn(bytes, flags: flags) == "continuation" ? .suspendedContinuation : .suspendedOther
+  }
+}
