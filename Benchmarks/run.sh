@@ -610,6 +610,8 @@ PY
     # during that churn (a crash or hang fails the run). 4: the Hummingbird
     # example under wrk (GET /), registry on vs off, 5 interleaved rounds.
     "$bench" task-dump 10000
+    "$bench" task-wall 10000
+    "$bench" task-wall 100
     results=$(mktemp)
     for _ in $(seq 11); do
       "$bench" task-churn 2 >>"$results"

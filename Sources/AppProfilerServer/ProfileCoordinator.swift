@@ -90,7 +90,7 @@ final class ProfileCoordinator: Sendable {
   func record(
     mode: Profile.Mode, duration: Duration, interval: Duration, allocationRate: Int? = nil,
     cpuEngine: SessionOptions.CPUEngine? = nil, includeProfilerThreads: Bool = false, asyncStacks: Bool? = nil,
-    joinsRunningSampler: Bool = false, cancellation: RecordingCancellation
+    joinsRunningSampler: Bool = false, includesSuspendedTasks: Bool = false, cancellation: RecordingCancellation
   ) -> Result<Profile, HTTPResponseBox> {
     let recording = recordings.add(1, ordering: .relaxed).newValue
     runningUntil.withLock { $0[recording] = ContinuousClock.now + duration }
@@ -101,6 +101,7 @@ final class ProfileCoordinator: Sendable {
     if includeProfilerThreads { options.includeProfilerThreads = true }
     if let asyncStacks { options.asyncStacks = asyncStacks }
     options.joinsRunningSampler = joinsRunningSampler
+    options.includesSuspendedTasks = includesSuspendedTasks
     do {
       let profile = try Profiler.shared.recordSynchronously(
         mode: mode, duration: duration, interval: interval, options: options, cancellation: cancellation)
@@ -116,7 +117,8 @@ final class ProfileCoordinator: Sendable {
     switch record(
       mode: request.mode, duration: request.duration, interval: request.interval, allocationRate: request.allocationRate,
       cpuEngine: request.cpuEngine, includeProfilerThreads: request.includeProfilerThreads,
-      asyncStacks: request.asyncStacks, joinsRunningSampler: !request.intervalGiven, cancellation: cancellation)
+      asyncStacks: request.asyncStacks, joinsRunningSampler: !request.intervalGiven,
+      includesSuspendedTasks: request.includesSuspendedTasks, cancellation: cancellation)
     {
     case .failure(let box): return box.response
     case .success(let profile):

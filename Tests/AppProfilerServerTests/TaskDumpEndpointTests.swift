@@ -93,6 +93,28 @@ extension ServerSuite {
       }
     }
 
+    /// `/profile?mode=wall&tasks=1`: every task on no thread, weighted by
+    /// time, under its marker; without `tasks=1` none; other modes refuse it.
+    @Test func wallProfileOfEveryTask() throws {
+      try withTestee(arguments: ["--park-tasks", "20"]) { testee in
+        #expect(try testee.readLine(timeout: 20).hasPrefix("PARKED "))
+        let with = try Curl.get(testee, "/profile?mode=wall&duration=1&tasks=1&format=collapsed")
+        #expect(with.status == 200, "\(with.text.prefix(300))")
+        var parked: Int64 = 0
+        for line in with.text.split(separator: "\n") where line.contains("testeeParkedRequest") {
+          #expect(line.contains("[suspended: continuation]"), "\(line)")
+          parked += Int64(line.split(separator: " ").last ?? "0") ?? 0
+        }
+        // 20 of the testee's tasks waiting 1 s at 100 Hz: ~2,000 weighted samples.
+        print("parked requests in a 1 s wall profile with tasks=1: \(parked) samples")
+        #expect(parked >= 1000 && parked <= 3000, "\(with.text.prefix(2000))")
+        let without = try Curl.get(testee, "/profile?mode=wall&duration=0.5&format=collapsed")
+        #expect(without.status == 200 && !without.text.contains("[suspended"))
+        let bad = try Curl.get(testee, "/profile?mode=cpu&duration=1&tasks=1")
+        #expect(bad.status == 400 && bad.text.contains("tasks"), "\(bad.text)")
+      }
+    }
+
     /// Off by environment: the endpoint says so (501) and why.
     @Test func turnedOffTheEndpointSaysSo() throws {
       try withTestee(environment: ["APP_PROFILER_TASKS": "0"]) { testee in

@@ -210,6 +210,12 @@ extension SamplingSuite {
             if names.contains(where: { $0.contains("taskWallBurner") }) { inBurn += sample.values[0] }
           }
         }
+        // `top` says how much of each function's time its task was waiting.
+        let top = TopFunctions(profile).render(limit: 500)
+        let sleeperRow = top.split(separator: "\n").first { $0.contains("taskWallSleeper") } ?? ""
+        let burnerRow = top.split(separator: "\n").first { $0.contains("taskWallBurner") } ?? ""
+        #expect(top.contains("waiting%") && sleeperRow.contains("100.0%"), "\(top)")
+        #expect(burnerRow.contains("  0.0%"), "\(top)")
         let marker = profile.functions.contains { $0.name == "[suspended: sleep]" }
         print("scoped wall: \(total) samples under the request, \(inSleep) sleeping, \(inBurn) burning; marker \(marker)")
         #expect(marker)
@@ -295,11 +301,18 @@ extension SamplingSuite {
       let during = (0..<5).map { _ in Task { await taskDumpUnstructuredCaller(parking) } }
       for _ in 0..<500 where parking.count < 5 { try await Task.sleep(for: .milliseconds(10)) }
       // A task that has just handed its continuation over may still be
-      // running (on its way to suspend) for a moment.
-      try await Task.sleep(for: .milliseconds(50))
-      let dump = try Profiler.shared.taskDumpSynchronously()
-      let listed = Self.samples(dump).filter { Self.chain(dump, $0).contains { $0.hasPrefix("AppProfilerTests.taskDumpUnstructuredLeaf") } }
-      #expect(listed.count == 5)
+      // running (on its way to suspend) for a moment — longer with every
+      // allocation sampled: dumps until all five are suspended (≤ 2 s).
+      var listed: [Profile.Sample] = []
+      var states: [String] = []
+      for _ in 0..<40 {
+        let dump = try Profiler.shared.taskDumpSynchronously()
+        listed = Self.samples(dump).filter { Self.chain(dump, $0).contains { $0.hasPrefix("AppProfilerTests.taskDumpUnstructuredLeaf") } }
+        states = Self.samples(dump).map { "\($0.labels["state"] ?? "?")" }
+        if listed.count == 5 { break }
+        try await Task.sleep(for: .milliseconds(50))
+      }
+      #expect(listed.count == 5, "\(states)")
       let profile = try await session.stop()
       var leaves: [String] = []
       for thread in profile.threads {

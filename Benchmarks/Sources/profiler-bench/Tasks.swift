@@ -1,4 +1,4 @@
-import AppProfiler
+@_spi(Benchmarks) import AppProfiler
 import Synchronization
 
 #if canImport(Glibc)
@@ -145,4 +145,25 @@ final class BenchThread: @unchecked Sendable {
     }, box)
     pthread_detach(thread)
   }
+}
+
+/// `task-wall N`: N tasks parked in a continuation, a 2 s wall profile of
+/// every thread and every task (`includesSuspendedTasks`, 100 Hz): the mean
+/// cost of one task pass (at every drain, 10 ms).
+func benchTaskWall(tasks: Int) async throws {
+  Profiler.shared.prepareTaskDump()
+  let parked = Parked()
+  for index in 0..<tasks { Task.detached { await parkedBenchRequest(parked, index) } }
+  while parked.count < tasks { try await Task.sleep(for: .milliseconds(10)) }
+  _ = try Profiler.shared.taskDumpSynchronously()  // calibrated
+  let before = Profiler.shared.taskWallPassCost()
+  var options = SessionOptions()
+  options.includesSuspendedTasks = true
+  let profile = try Profiler.shared.recordSynchronously(mode: .wall, duration: .seconds(2), options: options)
+  let after = Profiler.shared.taskWallPassCost()
+  let passes = after.passes - before.passes
+  let mean = passes == 0 ? 0 : (after.meanNanoseconds * Double(after.passes) - before.meanNanoseconds * Double(before.passes)) / Double(passes)
+  let suspended = profile.threads.first { $0.name.hasPrefix("tasks (") }?.samples.reduce(Int64(0)) { $0 + $1.values[0] } ?? 0
+  parked.resumeAll()
+  print("task-wall parked=\(tasks) passes=\(passes) pass_mean_us=\(String(format: "%.1f", mean / 1000)) suspended_samples=\(suspended)")
 }

@@ -219,16 +219,26 @@ struct SampleCollector: Sendable {
     return id
   }
 
-  /// The pseudo-thread of task wall samples (suspended and enqueued tasks).
+  /// The pseudo-threads of task wall samples (suspended and enqueued
+  /// tasks): of task-scoped sessions' scopes, and of every task.
   static let suspendedTasksThread: Int32 = Int32.max - 1
+  static let allTasksThread: Int32 = Int32.max - 2
+
+  /// Drops a thread's samples (a pseudo-thread a session did not ask for).
+  mutating func dropSamples(ofThread tid: Int32) {
+    samples[tid] = nil
+    threadNames[tid] = nil
+  }
 
   /// A sample of a task of a task-scoped wall session while it is on no
   /// thread: `frames` leaf first (a marker, then its await chain),
   /// `labelID` the task's registry label id (with its scope).
-  mutating func addTaskSample(frames: [UInt64], labelID: UInt64, count: UInt64, timestamp: UInt64, task: UInt64) {
+  mutating func addTaskSample(
+    frames: [UInt64], labelID: UInt64, count: UInt64, timestamp: UInt64, task: UInt64,
+    thread tid: Int32 = Self.suspendedTasksThread
+  ) {
     var cache: [UInt64: UInt64] = [:]
     let labels = localLabels(labelID, &cache)
-    let tid = Self.suspendedTasksThread
     if threadNames[tid] == nil { threadNames[tid] = "tasks (suspended, enqueued)" }
     records += 1
     samples[tid, default: []].append(

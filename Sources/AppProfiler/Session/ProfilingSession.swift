@@ -35,6 +35,8 @@ public final class ProfilingSession: Sendable {
   private let includeProfilerThreads: Bool
   /// Task-scoped sessions: the scope their samples carry.
   private let scope: LabelScope?
+  /// Wall, not scoped: every task's time off threads too.
+  private let includesSuspendedTasks: Bool
 
   init(
     profiler: Profiler, run: SamplingRun, consumer: UInt64, mode: Profile.Mode, interval: Duration,
@@ -51,15 +53,22 @@ public final class ProfilingSession: Sendable {
     self.recordsKernelState = options.recordsKernelState
     self.includeProfilerThreads = options.includeProfilerThreads
     self.scope = scope
+    self.includesSuspendedTasks = mode == .wall && scope == nil && options.includesSuspendedTasks
     // Wall profiles of a scope also count its tasks' time off threads.
     if let scope, mode == .wall { TaskWall.shared.begin(scope: scope.value, interval: interval) }
+    if includesSuspendedTasks { TaskWall.shared.beginProcess(interval: interval) }
   }
 
   deinit {
     if !ended.load(ordering: .acquiring) {
       _ = profiler.detach(consumer, of: run, keepingSamples: false)
+      endTaskWall()
     }
+  }
+
+  private func endTaskWall() {
     if let scope, mode == .wall { TaskWall.shared.end(scope: scope.value) }
+    if includesSuspendedTasks { TaskWall.shared.endProcess() }
   }
 
   /// True for a session from ``Profiler/startTaskScoped(mode:interval:options:)``.
@@ -95,7 +104,7 @@ public final class ProfilingSession: Sendable {
       throw ProfilerError.unsupported("this session has already been stopped")
     }
     ended.store(true, ordering: .releasing)
-    if let scope, mode == .wall { TaskWall.shared.end(scope: scope.value) }
+    endTaskWall()
     let start = window.withLock { $0 }
     let built = profile(all, report, since: mark, start: start, end: Self.clock(CLOCK_MONOTONIC))
     FreedMemory.release()
@@ -125,6 +134,10 @@ public final class ProfilingSession: Sendable {
   ) -> Profile {
     var report = report
     var collector = all.since(mark)
+    // Task wall samples: a scope's for its session, every task's for a
+    // session that asked (includesSuspendedTasks), none for the others.
+    if scope == nil { collector.dropSamples(ofThread: SampleCollector.suspendedTasksThread) }
+    if !includesSuspendedTasks { collector.dropSamples(ofThread: SampleCollector.allTasksThread) }
     report.subtract(mark.counters)
     report.metadata["session_consumers"] = String(run.consumersSeen)
     if let scope {
@@ -154,7 +167,7 @@ public final class ProfilingSession: Sendable {
   public func cancel() {
     if case .notAttached = profiler.detach(consumer, of: run, keepingSamples: false) { return }
     ended.store(true, ordering: .releasing)
-    if let scope, mode == .wall { TaskWall.shared.end(scope: scope.value) }
+    endTaskWall()
   }
 
   /// Symbolizes the continuous allocation totals (`.heap`: with what is

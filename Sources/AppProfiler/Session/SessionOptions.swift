@@ -102,6 +102,13 @@ public struct SessionOptions: Sendable, Hashable {
   /// (`profiler_cpu_seconds`). Thread dumps always list every thread.
   public var includeProfilerThreads = false
 
+  /// Wall sessions that are not task-scoped: also count every Swift task on
+  /// no thread — suspended at an await, or enqueued — under `[suspended: …]`
+  /// / `[enqueued]` markers, on a pseudo-thread (docs/tasks.md). Up to 64
+  /// tasks are read per 10 ms pass, weighted for the rest. Task-scoped wall
+  /// sessions always count their own tasks. Default false.
+  public var includesSuspendedTasks = false
+
   /// For scrapers: while a sampler of this mode runs with another interval
   /// or options, read it instead of failing with ``ProfilerError/busy``
   /// (the profile then has that sampler's interval, in its period). Default
@@ -140,6 +147,7 @@ struct RunKey: Hashable, Sendable {
     var sampler = options
     sampler.symbolicationBudget = nil
     sampler.includeProfilerThreads = false
+    sampler.includesSuspendedTasks = false
     sampler.recordsKernelState = false
     sampler.joinsRunningSampler = false
     sampler.sourceLocations = true

@@ -179,6 +179,11 @@ extension Profiler {
     }
   }
 
+  /// Task wall passes so far and their mean cost (nanoseconds).
+  @_spi(Benchmarks) public func taskWallPassCost() -> (passes: UInt64, meanNanoseconds: Double) {
+    TaskWall.shared.passCost
+  }
+
   static func isSleep(_ name: String) -> Bool {
     name.contains("Task") && (name.contains("sleep(") || name.contains("sleep<"))
   }

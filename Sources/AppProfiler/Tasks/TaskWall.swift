@@ -33,8 +33,26 @@ final class TaskWall: Sendable {
     var roots: [UInt64: (labelID: UInt64, entries: Int)] = [:]
   }
 
+  /// Sessions counting every task (``SessionOptions/includesSuspendedTasks``).
+  private struct Process {
+    var sessions = 0
+    var interval: UInt64 = 10_000_000
+    var last: UInt64 = 0
+    var carry: UInt64 = 0
+    /// Where the next pass starts in the registry's list (round robin).
+    var cursor = 0
+  }
+
+  /// Tasks read per pass for whole-process sessions; the others are
+  /// represented by the weight of those read.
+  static let processTasksPerPass = 64
+
   private struct State {
     var scopes: [UInt32: Scope] = [:]
+    var process = Process()
+    /// Cost of the passes, for the benchmark.
+    var passes: UInt64 = 0
+    var passNanoseconds: UInt64 = 0
     /// Tasks that only wait for work they handed to another task of their
     /// scope (``Profiler/withDelegatedWait(operation:)``): left out.
     var delegating: [UInt64: Int] = [:]
@@ -55,7 +73,7 @@ final class TaskWall: Sendable {
       &+ UInt64(interval.components.attoseconds / 1_000_000_000)
     state.withLock { state in
       state.scopes[scope] = Scope(interval: max(nanoseconds, 100_000), last: ProfilingSession.clock(CLOCK_MONOTONIC))
-      active.store(state.scopes.count, ordering: .releasing)
+      active.store(state.scopes.count + state.process.sessions, ordering: .releasing)
     }
   }
 
@@ -64,8 +82,34 @@ final class TaskWall: Sendable {
     state.withLock { state in
       state.scopes[scope] = nil
       if state.scopes.isEmpty { state.scanned = [] }
-      active.store(state.scopes.count, ordering: .releasing)
+      active.store(state.scopes.count + state.process.sessions, ordering: .releasing)
     }
+  }
+
+  /// A whole-process wall session that counts every task started / ended.
+  func beginProcess(interval: Duration) {
+    let nanoseconds = UInt64(interval.components.seconds) &* 1_000_000_000
+      &+ UInt64(interval.components.attoseconds / 1_000_000_000)
+    state.withLock { state in
+      if state.process.sessions == 0 {
+        state.process = Process(
+          sessions: 0, interval: max(nanoseconds, 100_000), last: ProfilingSession.clock(CLOCK_MONOTONIC))
+      }
+      state.process.sessions += 1
+      active.store(state.scopes.count + state.process.sessions, ordering: .releasing)
+    }
+  }
+
+  func endProcess() {
+    state.withLock { state in
+      state.process.sessions = max(0, state.process.sessions - 1)
+      active.store(state.scopes.count + state.process.sessions, ordering: .releasing)
+    }
+  }
+
+  /// Passes so far and their mean cost (benchmark).
+  var passCost: (passes: UInt64, meanNanoseconds: Double) {
+    state.withLock { ($0.passes, $0.passes == 0 ? 0 : Double($0.passNanoseconds) / Double($0.passes)) }
   }
 
   /// The calling task runs in `scope` until ``leave(scope:)``.
@@ -118,7 +162,7 @@ final class TaskWall: Sendable {
       let labelHead = TaskLabels.headOffset.map { UInt64($0) }
       var present = Set<UInt64>()
       present.reserveCapacity(entries.count)
-      for entry in entries {
+      for entry in entries where !state.scopes.isEmpty {
         present.insert(entry.task)
         guard !state.scanned.contains(entry.task) else { continue }
         state.scanned.insert(entry.task)
@@ -167,7 +211,46 @@ final class TaskWall: Sendable {
         }
         state.scopes[scope] = current
       }
+      if state.process.sessions > 0 { samplePassOfEveryTask(entries, now: now, layout: layout, images: images, &state, &collector) }
+      state.passes += 1
+      state.passNanoseconds += ProfilingSession.clock(CLOCK_MONOTONIC) &- now
     }
+  }
+
+  /// Whole-process sessions: up to ``processTasksPerPass`` tasks of the
+  /// registry, round robin, each waiting one weighted by the tasks not read.
+  private func samplePassOfEveryTask(
+    _ entries: ArraySlice<cap_task_entry>, now: UInt64, layout: TaskLayout, images: ImageMap, _ state: inout State,
+    _ collector: inout SampleCollector
+  ) {
+    let elapsed = now &- state.process.last &+ state.process.carry
+    let ticks = elapsed / state.process.interval
+    state.process.carry = elapsed % state.process.interval
+    state.process.last = now
+    guard ticks > 0, !entries.isEmpty else { return }
+    let count = min(Self.processTasksPerPass, entries.count)
+    let weight = ticks &* UInt64(entries.count) / UInt64(count)
+    let labelKey = TaskLabels.key
+    let labelHead = TaskLabels.headOffset.map { UInt64($0) }
+    let start = entries.startIndex
+    for step in 0..<count {
+      let entry = entries[start + (state.process.cursor + step) % entries.count]
+      guard let bytes = TaskMemory.bytes(entry.task, count: layout.taskSize + 16), bytes.word(at: 0) == layout.metadata
+      else { continue }
+      let flags = bytes.word32(at: TaskLayout.statusFlags)
+      if flags & (TaskLayout.running | TaskLayout.complete) != 0 { continue }
+      let walk = TaskDump.chainWalk(bytes, layout: layout)
+      var frames = walk.frames.map { $0 &- 1 }.filter { images.lookup($0) != nil }
+      if walk.broken || frames.isEmpty { frames.append(SampleCollector.Synthetic.asyncBroken.rawValue) }
+      let marker = Self.marker(
+        bytes, flags: flags, layout: layout, leaf: walk.frames.first.map { $0 &- 1 }, state: &state, images: images)
+      var labelID: UInt64 = 0
+      if let labelKey, let labelHead { labelID = TaskDump.taskLabelID(entry.task, key: labelKey, headOffset: labelHead) }
+      collector.addTaskSample(
+        frames: [marker.rawValue] + frames, labelID: labelID, count: weight, timestamp: now, task: entry.task,
+        thread: SampleCollector.allTasksThread)
+    }
+    state.process.cursor = (state.process.cursor + count) % entries.count
   }
 
   private static func asyncLetChildren(_ bytes: [UInt8], layout: TaskLayout) -> [UInt64] {

@@ -14,7 +14,14 @@ public struct TopFunctions: Sendable {
     /// The event count alongside a bytes value (objects), self / anywhere.
     public var selfObjects: Int64 = 0
     public var totalObjects: Int64 = 0
+    /// Task wall profiles: the part of `totalCount` in samples of tasks on
+    /// no thread (leaf `[suspended…]` or `[enqueued]`), the rest on CPU or
+    /// blocked on a thread.
+    public var totalWaiting: Int64 = 0
   }
+
+  /// A leaf that marks a task's time off threads (docs/tasks.md).
+  static func isWaitingMarker(_ name: String) -> Bool { name.hasPrefix("[suspended") || name == "[enqueued]" }
 
   /// Alloc mode: an allocated Swift type.
   public struct TypeEntry: Sendable, Hashable {
@@ -46,6 +53,7 @@ public struct TopFunctions: Sendable {
     var selfCounts: [String: (Int64, Int64)] = [:]
     var totalCounts: [String: (Int64, Int64)] = [:]
     var typeCounts: [String: (Int64, Int64)] = [:]
+    var waitingCounts: [String: Int64] = [:]
     var total: Int64 = 0
     var namesOfStack: [Int: (names: [String], type: String?)] = [:]
     let defaultIndex = profile.sampleTypes.indices.contains(profile.defaultSampleType) ? profile.defaultSampleType : 0
@@ -75,9 +83,11 @@ public struct TopFunctions: Sendable {
           selfCounts[leaf, default: (0, 0)].0 += weight
           selfCounts[leaf, default: (0, 0)].1 += objects
         }
+        let waiting = resolved.names.last.map(Self.isWaitingMarker) ?? false
         for name in Set(resolved.names) {
           totalCounts[name, default: (0, 0)].0 += weight
           totalCounts[name, default: (0, 0)].1 += objects
+          if waiting { waitingCounts[name, default: 0] += weight }
         }
         if let type = resolved.type {
           typeCounts[type, default: (0, 0)].0 += weight
@@ -88,7 +98,7 @@ public struct TopFunctions: Sendable {
     entries = totalCounts.map {
       Entry(
         name: $0.key, selfCount: selfCounts[$0.key]?.0 ?? 0, totalCount: $0.value.0,
-        selfObjects: selfCounts[$0.key]?.1 ?? 0, totalObjects: $0.value.1)
+        selfObjects: selfCounts[$0.key]?.1 ?? 0, totalObjects: $0.value.1, totalWaiting: waitingCounts[$0.key] ?? 0)
     }
     .sorted { ($0.selfCount, $0.totalCount, $1.name) > ($1.selfCount, $1.totalCount, $0.name) }
     types = typeCounts.map { TypeEntry(name: $0.key, bytes: $0.value.0, objects: $0.value.1) }
@@ -158,6 +168,17 @@ public struct TopFunctions: Sendable {
         for type in types.prefix(limit) {
           lines.append("  \(percent(type.bytes))  \(pad(Self.bytes(type.bytes), 12))  \(pad(type.objects, 12))  \(type.name)")
         }
+      }
+      return lines.joined(separator: "\n")
+    }
+    if entries.contains(where: { $0.totalWaiting > 0 }) {
+      // A task wall profile: how much of each function's total was spent
+      // with its task off threads (suspended, enqueued).
+      var lines = ["  self%   total%  waiting%   \(pad("self " + unit, 12))  function (waiting: its task on no thread)"]
+      for entry in entries.prefix(limit) {
+        let waiting = entry.totalCount > 0 ? (entry.totalWaiting * 1000 + entry.totalCount / 2) / entry.totalCount : 0
+        lines.append(
+          "  \(percent(entry.selfCount))   \(percent(entry.totalCount))  \(pad("\(waiting / 10).\(waiting % 10)%", 8))  \(pad(entry.selfCount, 13))  \(shown(entry.name))")
       }
       return lines.joined(separator: "\n")
     }

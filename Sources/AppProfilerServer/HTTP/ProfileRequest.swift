@@ -13,6 +13,7 @@ import AppProfiler
 /// | `async` | `0` leaves Swift tasks' async callers out of stacks (thread stacks only) | the server's (`1`) |
 /// | `label` | `key=value[,key=value…]`: only samples carrying these labels | all samples |
 /// | `group_by` | a label key: one group (speedscope profile, root frame) per value | none |
+/// | `tasks` | wall only: `1` also counts every Swift task on no thread (suspended, enqueued) | `0` |
 struct ProfileRequest: Sendable, Equatable {
   var mode: Profile.Mode = .cpu
   var duration: Duration = .seconds(30)
@@ -33,9 +34,11 @@ struct ProfileRequest: Sendable, Equatable {
   var labelFilter: [String: String] = [:]
   /// Regroup samples by this label (`group_by=route`).
   var groupBy: String? = nil
+  /// Wall: every task's time off threads too (`tasks=1`).
+  var includesSuspendedTasks = false
 
   static let parameterNames: Set<String> = [
-    "mode", "duration", "interval", "format", "engine", "include_profiler", "async", "label", "group_by",
+    "mode", "duration", "interval", "format", "engine", "include_profiler", "async", "label", "group_by", "tasks",
   ]
 
   /// Parses and validates; the error names the parameter and its allowed values.
@@ -88,6 +91,9 @@ struct ProfileRequest: Sendable, Equatable {
           filter[String(parts[0])] = String(parts[1])
         }
         request.labelFilter = filter
+      case "tasks":
+        guard value == "0" || value == "1" else { throw .badParameter("tasks", value, allowed: "0, 1") }
+        request.includesSuspendedTasks = value == "1"
       case "group_by":
         guard !value.isEmpty else { throw .badParameter("group_by", value, allowed: "a label key, e.g. route") }
         request.groupBy = value
@@ -119,6 +125,9 @@ struct ProfileRequest: Sendable, Equatable {
       case "timer": request.cpuEngine = .posixTimers
       default: throw .badParameter("engine", value, allowed: "auto, perf, timer")
       }
+    }
+    if request.includesSuspendedTasks && request.mode != .wall {
+      throw RequestError(status: .badRequest, message: "parameter 'tasks' applies to mode=wall only")
     }
     if request.duration > maxDuration { request.duration = maxDuration }
     return request

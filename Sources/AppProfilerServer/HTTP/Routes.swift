@@ -43,7 +43,7 @@ enum Routes {
     Route(
       path: "/profile",
       summary:
-        "record every thread for `duration` seconds; mode=cpu|wall|alloc (object = alloc), duration=<seconds>, interval=<µs> (alloc: <bytes>), format=speedscope|pprof|collapsed|html, engine=auto|perf|timer (cpu), include_profiler=1 (keep the profiler's own threads), async=0 (thread stacks only, no async callers), label=key=value (only samples with these labels), group_by=key (one group per label value)",
+        "record every thread for `duration` seconds; mode=cpu|wall|alloc (object = alloc), duration=<seconds>, interval=<µs> (alloc: <bytes>), format=speedscope|pprof|collapsed|html, engine=auto|perf|timer (cpu), include_profiler=1 (keep the profiler's own threads), async=0 (thread stacks only, no async callers), label=key=value (only samples with these labels), group_by=key (one group per label value), tasks=1 (wall: every Swift task on no thread too)",
       example: "/profile?mode=cpu&duration=10&format=html",
       handle: { request in
         do throws(RequestError) {
