@@ -147,7 +147,7 @@ final class BenchThread: @unchecked Sendable {
   }
 }
 
-/// `task-wall N`: N tasks parked in a continuation, a 2 s wall profile of
+/// `task-wall N`: N tasks parked in a continuation, a 5 s wall profile of
 /// every thread and every task (`includesSuspendedTasks`, 100 Hz): the mean
 /// cost of one task pass (at every drain, 10 ms).
 func benchTaskWall(tasks: Int) async throws {
@@ -159,7 +159,7 @@ func benchTaskWall(tasks: Int) async throws {
   let before = Profiler.shared.taskWallPassCost()
   var options = SessionOptions()
   options.includesSuspendedTasks = true
-  let profile = try Profiler.shared.recordSynchronously(mode: .wall, duration: .seconds(2), options: options)
+  let profile = try Profiler.shared.recordSynchronously(mode: .wall, duration: .seconds(5), options: options)
   let after = Profiler.shared.taskWallPassCost()
   let passes = after.passes - before.passes
   let mean = passes == 0 ? 0 : (after.meanNanoseconds * Double(after.passes) - before.meanNanoseconds * Double(before.passes)) / Double(passes)

@@ -47,6 +47,14 @@ final class TaskWall: Sendable {
   /// represented by the weight of those read.
   static let processTasksPerPass = 64
 
+  private struct Waiting {
+    var function: UInt64
+    var context: UInt64
+    var flags: UInt32
+    var frames: [UInt64]
+    var labelID: UInt64
+  }
+
   private struct State {
     var scopes: [UInt32: Scope] = [:]
     var process = Process()
@@ -62,6 +70,11 @@ final class TaskWall: Sendable {
     var imagesAt: UInt64 = 0
     /// Resume function → "is it Task.sleep's" (names resolved once).
     var sleeps: [UInt64: Bool] = [:]
+    /// Whole-process passes: what a task read last time gave, reused while
+    /// it waits at the same point (one read of its header instead of its
+    /// chain and labels).
+    var seenWaiting: [UInt64: Waiting] = [:]
+    var registry = [cap_task_entry](repeating: cap_task_entry(), count: 1024)
   }
 
   private let state = Mutex(State())
@@ -103,6 +116,7 @@ final class TaskWall: Sendable {
   func endProcess() {
     state.withLock { state in
       state.process.sessions = max(0, state.process.sessions - 1)
+      if state.process.sessions == 0 { state.seenWaiting = [:] }
       active.store(state.scopes.count + state.process.sessions, ordering: .releasing)
     }
   }
@@ -144,18 +158,17 @@ final class TaskWall: Sendable {
   func sample(into collector: inout SampleCollector) {
     guard isActive, case .supported(let layout) = TaskRuntime.support else { return }
     let now = ProfilingSession.clock(CLOCK_MONOTONIC)
-    var registry = [cap_task_entry](repeating: cap_task_entry(), count: 1024)
-    var live = registry.withUnsafeMutableBufferPointer { cap_task_registry_copy($0.baseAddress, UInt64($0.count)) }
-    if live > UInt64(registry.count) {
-      registry = [cap_task_entry](repeating: cap_task_entry(), count: Int(live) * 2)
-      live = registry.withUnsafeMutableBufferPointer { cap_task_registry_copy($0.baseAddress, UInt64($0.count)) }
-    }
-    let entries = registry.prefix(Int(min(live, UInt64(registry.count))))
     state.withLock { state in
-      if state.images == nil || now &- state.imagesAt > 1_000_000_000 {
-        state.images = ImageMap.current()
-        state.imagesAt = now
+      // The registry's entries, into a buffer kept from pass to pass.
+      var live = state.registry.withUnsafeMutableBufferPointer { cap_task_registry_copy($0.baseAddress, UInt64($0.count)) }
+      if live > UInt64(state.registry.count) {
+        state.registry = [cap_task_entry](repeating: cap_task_entry(), count: Int(live) * 2)
+        live = state.registry.withUnsafeMutableBufferPointer { cap_task_registry_copy($0.baseAddress, UInt64($0.count)) }
       }
+      let entries = state.registry.prefix(Int(min(live, UInt64(state.registry.count))))
+      // Read once; again when a resume address is in no known image (a
+      // library loaded since), at most once a second.
+      if state.images == nil { (state.images, state.imagesAt) = (ImageMap.current(), now) }
       let images = state.images!
       // New tasks: which scope their labels carry.
       let labelKey = TaskLabels.key
@@ -201,7 +214,7 @@ final class TaskWall: Sendable {
               continue
             }
             let walk = TaskDump.chainWalk(bytes, layout: layout)
-            var frames = walk.frames.map { $0 &- 1 }.filter { images.lookup($0) != nil }
+            var frames = Self.codeFrames(walk.frames.map { $0 &- 1 }, &state, now: now)
             if walk.broken || frames.isEmpty { frames.append(SampleCollector.Synthetic.asyncBroken.rawValue) }
             let marker = Self.marker(
               bytes, flags: flags, layout: layout, leaf: walk.frames.first.map { $0 &- 1 }, state: &state, images: images)
@@ -235,22 +248,59 @@ final class TaskWall: Sendable {
     let start = entries.startIndex
     for step in 0..<count {
       let entry = entries[start + (state.process.cursor + step) % entries.count]
+      // The header up to the status record: isa, resume point, flags.
+      guard let header = TaskMemory.bytes(entry.task, count: TaskLayout.statusRecord),
+        header.word(at: 0) == layout.metadata
+      else { continue }
+      let flags = header.word32(at: TaskLayout.statusFlags)
+      if flags & (TaskLayout.running | TaskLayout.complete) != 0 {
+        state.seenWaiting[entry.task] = nil
+        continue
+      }
+      let function = header.word(at: TaskLayout.resumeFunction)
+      let context = header.word(at: TaskLayout.resumeContext)
+      if let known = state.seenWaiting[entry.task], known.function == function, known.context == context,
+        known.flags == flags
+      {
+        collector.addTaskSample(
+          frames: known.frames, labelID: known.labelID, count: weight, timestamp: now, task: entry.task,
+          thread: SampleCollector.allTasksThread)
+        continue
+      }
       guard let bytes = TaskMemory.bytes(entry.task, count: layout.taskSize + 16), bytes.word(at: 0) == layout.metadata
       else { continue }
-      let flags = bytes.word32(at: TaskLayout.statusFlags)
-      if flags & (TaskLayout.running | TaskLayout.complete) != 0 { continue }
       let walk = TaskDump.chainWalk(bytes, layout: layout)
-      var frames = walk.frames.map { $0 &- 1 }.filter { images.lookup($0) != nil }
+      var frames = Self.codeFrames(walk.frames.map { $0 &- 1 }, &state, now: now)
       if walk.broken || frames.isEmpty { frames.append(SampleCollector.Synthetic.asyncBroken.rawValue) }
       let marker = Self.marker(
         bytes, flags: flags, layout: layout, leaf: walk.frames.first.map { $0 &- 1 }, state: &state, images: images)
       var labelID: UInt64 = 0
       if let labelKey, let labelHead { labelID = TaskDump.taskLabelID(entry.task, key: labelKey, headOffset: labelHead) }
+      let sample = [marker.rawValue] + frames
+      state.seenWaiting[entry.task] = Waiting(
+        function: function, context: context, flags: flags, frames: sample, labelID: labelID)
       collector.addTaskSample(
-        frames: [marker.rawValue] + frames, labelID: labelID, count: weight, timestamp: now, task: entry.task,
+        frames: sample, labelID: labelID, count: weight, timestamp: now, task: entry.task,
         thread: SampleCollector.allTasksThread)
     }
     state.process.cursor = (state.process.cursor + count) % entries.count
+    // Forget tasks that ended (once per turn of the round robin).
+    if state.process.cursor < count && state.seenWaiting.count > entries.count {
+      let live = Set(entries.map(\.task))
+      state.seenWaiting = state.seenWaiting.filter { live.contains($0.key) }
+    }
+  }
+
+  /// Resume addresses (entries, as stored) in known code; refreshes the
+  /// image map once a second when one is in none.
+  private static func codeFrames(_ addresses: [UInt64], _ state: inout State, now: UInt64) -> [UInt64] {
+    var images = state.images!
+    if addresses.contains(where: { images.lookup($0) == nil }) && now &- state.imagesAt > 1_000_000_000 {
+      images = ImageMap.current()
+      state.images = images
+      state.imagesAt = now
+    }
+    return addresses.filter { images.lookup($0) != nil }
   }
 
   private static func asyncLetChildren(_ bytes: [UInt8], layout: TaskLayout) -> [UInt64] {
