@@ -108,6 +108,24 @@ extension ServerSuite {
         // 20 of the testee's tasks waiting 1 s at 100 Hz: ~2,000 weighted samples.
         print("parked requests in a 1 s wall profile with tasks=1: \(parked) samples")
         #expect(parked >= 1000 && parked <= 3000, "\(with.text.prefix(2000))")
+        // The HTML viewer: time off threads shown, hidden (#tasks=hide) or alone (#tasks=only).
+        let scratch = TemporaryDirectory()
+        defer { scratch.remove() }
+        let page = try Curl.get(testee, "/profile?mode=wall&duration=1&tasks=1&format=html")
+        let pageFile = scratch.path + "/tasks.html"
+        try page.body.write(to: URL(fileURLWithPath: pageFile))
+        func drawn(_ dom: String, _ function: String) -> Bool {
+          dom.components(separatedBy: "data-name=\"").dropFirst().contains { $0.prefix { $0 != "\"" }.contains(function) }
+        }
+        let shown = try chromiumDump("file://" + pageFile, scratch: scratch.path)
+        #expect(consoleErrors(shown.console).isEmpty, "\(consoleErrors(shown.console))")
+        #expect(shown.dom.contains("id=\"offThreadLabel\"") && !shown.dom.contains("id=\"offThreadLabel\" hidden"))
+        #expect(drawn(shown.dom, "testeeParkedRequest") && drawn(shown.dom, "testeeHotInner"))
+        let hidden = try chromiumDump("file://" + pageFile + "#tasks=hide", scratch: scratch.path)
+        #expect(!drawn(hidden.dom, "testeeParkedRequest") && drawn(hidden.dom, "testeeHotInner"))
+        let only = try chromiumDump("file://" + pageFile + "#tasks=only", scratch: scratch.path)
+        #expect(drawn(only.dom, "testeeParkedRequest") && !drawn(only.dom, "testeeHotInner"))
+
         let without = try Curl.get(testee, "/profile?mode=wall&duration=0.5&format=collapsed")
         #expect(without.status == 200 && !without.text.contains("[suspended"))
         let bad = try Curl.get(testee, "/profile?mode=cpu&duration=1&tasks=1")

@@ -24,9 +24,13 @@ extension SamplingSuite {
       // after stop() takes time in which the workers keep running unsampled.
       // (start() returns once sampling is armed: unwind tables are built first.)
       let session = try Profiler.shared.start(mode: .cpu, interval: .milliseconds(1))
-      let cpuBefore = cpuNanoseconds(ofThread: heavyTID) + cpuNanoseconds(ofThread: lightTID)
+      let heavyBefore = cpuNanoseconds(ofThread: heavyTID)
+      let lightBefore = cpuNanoseconds(ofThread: lightTID)
       try await Task.sleep(for: .seconds(2))
-      let cpuAfter = cpuNanoseconds(ofThread: heavyTID) + cpuNanoseconds(ofThread: lightTID)
+      let heavyCPU = Double(cpuNanoseconds(ofThread: heavyTID) - heavyBefore)
+      let lightCPU = Double(cpuNanoseconds(ofThread: lightTID) - lightBefore)
+      let cpuBefore: UInt64 = 0
+      let cpuAfter = UInt64(heavyCPU + lightCPU)
       let profile = try await session.stop()
       stop.set()
       heavy.join()
@@ -42,7 +46,13 @@ extension SamplingSuite {
       let expectedByCPU = Double(cpuAfter - cpuBefore) / 1_000_000
       print("cpu attribution: engine=\(profile.engine) heavy=\(heavyCount) light=\(lightCount) share=\(share) sleeper=\(sleeperCount) total=\(total) busy=\(busySamples) expectedByCPU=\(expectedByCPU)")
 
-      #expect(abs(share - 0.75) <= 0.08, "heavy share \(share), expected 0.75 ± 0.08")
+      // The truth is the CPU time each thread got: 3:1 on an idle machine;
+      // the light thread's bursts are 1 ms of wall time, so other load on
+      // the two cores (a pool still busy from the test before) shifts it.
+      let truth = heavyCPU / max(heavyCPU + lightCPU, 1)
+      print("cpu attribution: heavy's share of the CPU time \(truth)")
+      #expect(abs(share - truth) <= 0.08, "heavy share \(share), its share of the CPU time \(truth) ± 0.08")
+      #expect(truth > 0.6, "the light thread got \(1 - truth) of the CPU time")
       #expect(Double(sleeperCount) < 0.02 * Double(total), "sleeper got \(sleeperCount) of \(total)")
       // Yield: against the CPU time the two threads really used, and against
       // the nominal 2 s × 1 kHz × busy threads (1 + 1/3 here).

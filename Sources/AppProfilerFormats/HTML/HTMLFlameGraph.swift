@@ -88,6 +88,7 @@ public struct HTMLFlameGraphEncoder: Sendable {
       <label>thread <select id="thread"></select></label>
       <label id="labelLabel" hidden>label <select id="label"></select></label>
       <label><input type="checkbox" id="hideIdle"> hide idle</label>
+      <label id="offThreadLabel" hidden>tasks off threads <select id="offThread"><option value="show">shown</option><option value="hide">hidden</option><option value="only">only</option></select></label>
       <label id="weightLabel" hidden>weight <select id="weight"></select></label>
       <label>search <input id="search" placeholder="function name"></label>
       <button id="reset">reset zoom</button>
@@ -153,6 +154,11 @@ public struct HTMLFlameGraphEncoder: Sendable {
       const details = document.getElementById("details");
       const threadSelect = document.getElementById("thread");
       const hideIdle = document.getElementById("hideIdle");
+      // Task wall profiles: samples of tasks on no thread end in a marker
+      // ([suspended: …], [enqueued]); they can be hidden or kept alone.
+      const offThread = document.getElementById("offThread");
+      const offThreadLabel = document.getElementById("offThreadLabel");
+      function isOffThread(name) { return name.startsWith("[suspended") || name === "[enqueued]"; }
       const search = document.getElementById("search");
       const matched = document.getElementById("matched");
       const weightSelect = document.getElementById("weight");
@@ -252,6 +258,10 @@ public struct HTMLFlameGraphEncoder: Sendable {
           for (let s = 0; s < profile.samples.length; s++) {
             const stack = profile.samples[s], weight = weights[s];
             if (hideIdle.checked && stack.length && frames[stack[stack.length - 1]].name === "[idle]") continue;
+            if (offThread.value !== "show") {
+              const waiting = stack.length > 0 && isOffThread(frames[stack[stack.length - 1]].name);
+              if (waiting === (offThread.value === "hide")) continue;
+            }
             if (wanted) {
               const set = sampleLabels ? labels.sets[sampleLabels[s]] || {} : {};
               if (set[wantedKey] !== wantedValue) continue;
@@ -365,6 +375,9 @@ public struct HTMLFlameGraphEncoder: Sendable {
           labelSelect.appendChild(option);
         });
         labelLabel.hidden = pairs.size === 0;
+        offThreadLabel.hidden = !data.shared.frames.some(function (frame) { return isOffThread(frame.name); });
+        const offThreadChoice = new URLSearchParams(location.hash.slice(1)).get("tasks");
+        if (offThreadChoice === "hide" || offThreadChoice === "only") offThread.value = offThreadChoice;
         threadSelect.textContent = "";
         const all = document.createElement("option");
         all.value = "all"; all.textContent = "all threads";
@@ -379,6 +392,7 @@ public struct HTMLFlameGraphEncoder: Sendable {
 
       threadSelect.addEventListener("change", build);
       hideIdle.addEventListener("change", build);
+      offThread.addEventListener("change", build);
       weightSelect.addEventListener("change", build);
       labelSelect.addEventListener("change", build);
       search.addEventListener("input", render);
