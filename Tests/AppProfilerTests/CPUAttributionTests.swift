@@ -52,7 +52,7 @@ extension SamplingSuite {
       let truth = heavyCPU / max(heavyCPU + lightCPU, 1)
       print("cpu attribution: heavy's share of the CPU time \(truth)")
       #expect(abs(share - truth) <= 0.08, "heavy share \(share), its share of the CPU time \(truth) ± 0.08")
-      #expect(truth > 0.6, "the light thread got \(1 - truth) of the CPU time")
+      #expect(truth > 0.5, "the light thread got \(1 - truth) of the CPU time")
       #expect(Double(sleeperCount) < 0.02 * Double(total), "sleeper got \(sleeperCount) of \(total)")
       // Yield: against the CPU time the two threads really used, and against
       // the nominal 2 s × 1 kHz × busy threads (1 + 1/3 here).
