@@ -12,9 +12,11 @@
 // allocator instead; the dump reaches them through the parent's status
 // records.
 //
-// The table is an open-addressing hash set under a mutex (held for a probe
-// or a copy, never while calling out), in memory of its own (mmap): a hook
-// never allocates. When it cannot grow, tasks are counted as unrecorded.
+// The table is an open-addressing hash set in 64 shards, each under a spin
+// lock (held for one probe sequence or a copy), in memory of its own (mmap):
+// a hook never allocates. A filter bit per hash lets most frees of other
+// memory skip the locks. When a shard cannot grow, tasks are counted as
+// unrecorded.
 // Allocation profiles redirect malloc & co. in every image; for the two
 // entries held here they redirect this file's `next` pointers instead
 // (got_patch_linux.c), so both see every task.
@@ -23,6 +25,7 @@
 #define _GNU_SOURCE
 #include "cap_platform.h"
 #if CAP_HAVE_SAMPLER
+#include "cap_sanitizer.h"
 #include "include/CAppProfiler.h"
 
 #include <dlfcn.h>
@@ -201,10 +204,13 @@ static void cap_task_free(void *pointer) {
   ((cap_free_fn)(uintptr_t)__atomic_load_n(&cap_task_next_free, __ATOMIC_ACQUIRE))(pointer);
 }
 
-uint64_t *cap_task_chain_slot(const char *name, uint64_t current) {
+// Called by the GOT walk under the loader's lock: no intercepted libc call
+// here (cap_sanitizer.h). The wrappers' addresses identify their entries.
+CAP_NO_INSTRUMENT uint64_t *cap_task_chain_slot(const char *name, uint64_t current) {
+  (void)name;
   if (current == 0) return 0;
-  if (current == (uint64_t)(uintptr_t)cap_task_malloc && strcmp(name, "malloc") == 0) return &cap_task_next_malloc;
-  if (current == (uint64_t)(uintptr_t)cap_task_free && strcmp(name, "free") == 0) return &cap_task_next_free;
+  if (current == (uint64_t)(uintptr_t)cap_task_malloc) return &cap_task_next_malloc;
+  if (current == (uint64_t)(uintptr_t)cap_task_free) return &cap_task_next_free;
   return 0;
 }
 
@@ -212,15 +218,26 @@ uint64_t *cap_task_chain_slot(const char *name, uint64_t current) {
 
 typedef struct cap_task_find {
   uint64_t base;  // load address of libswift_Concurrency.so
+  uint64_t page;  // read before the walk: sysconf is not called under the loader lock
   uint64_t *malloc_slot, *free_slot;
   uint64_t relro_start, relro_end;
 } cap_task_find;
 
-static int cap_task_find_slots(struct dl_phdr_info *info, size_t size, void *context) {
+CAP_NO_INSTRUMENT static int cap_task_name_is(const char *name, const char *wanted) {
+  while (*wanted != 0 && *name == *wanted) {
+    name++;
+    wanted++;
+  }
+  return *name == *wanted;
+}
+
+// Runs in dl_iterate_phdr's callback, under the loader's lock: no
+// intercepted libc call (cap_sanitizer.h), hence cap_task_name_is.
+CAP_NO_INSTRUMENT static int cap_task_find_slots(struct dl_phdr_info *info, size_t size, void *context) {
   (void)size;
   cap_task_find *find = (cap_task_find *)context;
   if (info->dlpi_addr != find->base) return 0;
-  uint64_t bias = info->dlpi_addr, page = (uint64_t)sysconf(_SC_PAGESIZE);
+  uint64_t bias = info->dlpi_addr, page = find->page;
   const ElfW(Dyn) *dynamic = 0;
   for (int i = 0; i < info->dlpi_phnum; i++) {
     const ElfW(Phdr) *header = &info->dlpi_phdr[i];
@@ -265,8 +282,8 @@ static int cap_task_find_slots(struct dl_phdr_info *info, size_t size, void *con
       if (symbol == 0) continue;
       const char *name = strings + symbols[symbol].st_name;
       uint64_t *slot = (uint64_t *)(uintptr_t)(bias + tables[t][i].r_offset);
-      if (strcmp(name, "malloc") == 0 && find->malloc_slot == 0) find->malloc_slot = slot;
-      if (strcmp(name, "free") == 0 && find->free_slot == 0) find->free_slot = slot;
+      if (cap_task_name_is(name, "malloc") && find->malloc_slot == 0) find->malloc_slot = slot;
+      if (cap_task_name_is(name, "free") && find->free_slot == 0) find->free_slot = slot;
     }
   }
   return 1;
@@ -324,7 +341,7 @@ void cap_task_registry_install(void) {
   }
   g_create_start = (uint64_t)(uintptr_t)create;
   g_create_end = g_create_start + symbol->st_size;
-  cap_task_find find = {(uint64_t)(uintptr_t)info.dli_fbase, 0, 0, 0, 0};
+  cap_task_find find = {(uint64_t)(uintptr_t)info.dli_fbase, (uint64_t)sysconf(_SC_PAGESIZE), 0, 0, 0, 0};
   dl_iterate_phdr(cap_task_find_slots, &find);
   if (find.malloc_slot == 0 || find.free_slot == 0) {
     cap_task_fail(CAP_TASKS_UNSUPPORTED, "libswift_Concurrency.so calls malloc and free not through its GOT");
