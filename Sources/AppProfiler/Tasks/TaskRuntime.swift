@@ -76,6 +76,7 @@ enum TaskRuntime {
     guard started.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
       return
     }
+    state.withLock { $0 = .pending }
     let result = gate()
     if case .unsupported = result {
       state.withLock { $0 = result }
@@ -88,9 +89,14 @@ enum TaskRuntime {
     let thread = ProfilerThread(name: "ap-task-probe") {
       let outcome = probe.check(gated: result)
       state.withLock { $0 = outcome }
+      // A pool too busy to run the probe now may not be later: the next
+      // dump calibrates again (the probe, released, ends when it runs).
+      if probe.timedOut { started.store(false, ordering: .releasing) }
     }
     if !thread.isRunning {
+      probe.release()
       state.withLock { $0 = .unsupported("calibration: no thread for the probe") }
+      started.store(false, ordering: .releasing)
     }
   }
 
@@ -181,15 +187,20 @@ final class TaskProbe: Sendable {
     var childTask: UInt64 = 0
     var continuation: CheckedContinuation<Void, Never>? = nil
     var released = false
+    var timedOut = false
+    var finished = false
   }
   private let state = Mutex(State())
 
-  var tasks: Set<UInt64> { state.withLock { [$0.parentTask, $0.childTask] } }
+  /// The probe's tasks while they live: once the probe has finished, their
+  /// addresses belong to whatever tasks malloc gives them to next.
+  var tasks: Set<UInt64> { state.withLock { $0.finished ? [] : [$0.parentTask, $0.childTask] } }
 
   func parent() async {
     state.withLock { $0.parentTask = AsyncRuntime.currentTask() ?? 0 }
     async let waited: Void = child()
     await waited
+    state.withLock { $0.finished = true }
   }
 
   func child() async {
@@ -204,7 +215,10 @@ final class TaskProbe: Sendable {
     }
   }
 
-  private func release() {
+  /// The probe did not park in time (the pool was busy).
+  var timedOut: Bool { state.withLock { $0.timedOut } }
+
+  func release() {
     let continuation = state.withLock { state -> CheckedContinuation<Void, Never>? in
       state.released = true
       defer { state.continuation = nil }
@@ -234,7 +248,9 @@ final class TaskProbe: Sendable {
       }
     }
     guard let parked else {
-      return .unsupported("calibration: the probe task did not park within 2 s (the cooperative pool was busy at start)")
+      state.withLock { $0.timedOut = true }
+      return .unsupported(
+        "calibration: the probe task did not run within 2 s (the cooperative pool is busy); the next task dump tries again")
     }
     func fail(_ what: String) -> TaskRuntime.Support { .unsupported("calibration: \(what) (task layout not as expected)") }
     guard parked.parent.word(at: 0) == layout.metadata, parked.child.word(at: 0) == layout.metadata else {
