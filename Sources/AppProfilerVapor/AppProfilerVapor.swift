@@ -87,25 +87,21 @@ struct ProfileServerLifecycle: LifecycleHandler {
   }
 }
 
-/// The rest of the responder chain, called from the request's task. An
-/// async route runs in a task created from this one (inheriting its labels
-/// and session scope). A synchronous route's closure runs on the event loop:
-/// the chain is called there, with this task's labels and scope on that
-/// thread for exactly the synchronous call (an inner async middleware would
-/// start a task of its own, outside them).
+/// The rest of the responder chain, called from the request's task. Vapor
+/// runs a synchronous route's closure on the event loop, and an async
+/// route (or a middleware of a route group) in a task it creates there: the
+/// chain is called on the event loop with this task's labels and session
+/// scope bound on that thread for exactly the call, so the synchronous work
+/// carries them and a task created there inherits them. This task only waits
+/// meanwhile (a delegated wait: task wall profiles count the route's tasks).
 struct ChainCaller: AsyncResponder {
   let next: any Responder
 
   func respond(to request: Request) async throws -> Response {
-    if request.route == nil || request.route?.responder is any AsyncResponder {
-      // The route runs in a task of its own, created from this one (same
-      // labels and scope): this task's wait is that task's time.
-      let wait = Profiler.DelegatedWait.begin()
-      defer { wait.end() }
-      return try await next.respond(to: request).get()
-    }
     let context = Profiler.currentLabelContext
     let next = self.next
+    let wait = Profiler.DelegatedWait.begin()
+    defer { wait.end() }
     return try await request.eventLoop.flatSubmit {
       Profiler.withLabelContext(context) { next.respond(to: request) }
     }.get()
