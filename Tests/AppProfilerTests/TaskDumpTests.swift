@@ -73,7 +73,12 @@ actor ParkingGate {
   return taskWallBurner(milliseconds: 100)
 }
 actor TaskWallBusyActor {
-  @inline(never) func hold(milliseconds: Int) -> UInt64 { taskWallBurner(milliseconds: milliseconds) }
+  /// Set once a caller holds the actor.
+  nonisolated let holding = Atomic<Bool>(false)
+  @inline(never) func hold(milliseconds: Int) -> UInt64 {
+    holding.store(true, ordering: .releasing)
+    return taskWallBurner(milliseconds: milliseconds)
+  }
 }
 @inline(never) func taskWallActorCaller(_ actor: TaskWallBusyActor) async -> UInt64 { await actor.hold(milliseconds: 20) }
 
@@ -174,8 +179,15 @@ extension SamplingSuite {
       let parking = Parking()
       let parked = Task { await taskDumpUnstructuredCaller(parking) }
       for _ in 0..<500 where parking.count < 1 { try await Task.sleep(for: .milliseconds(10)) }
-      try await Task.sleep(for: .milliseconds(50))
-      _ = try Profiler.shared.taskDumpSynchronously()
+      // The clock starts with the first dump that sees the task suspended
+      // (a loaded pool may leave it running on its way there for a while).
+      for _ in 0..<100 {
+        let first = try Profiler.shared.taskDumpSynchronously()
+        if Self.samples(first).contains(where: { sample in
+          sample.labels["state"] == "suspended" && Self.chain(first, sample).contains { $0.contains("taskDumpUnstructuredLeaf") }
+        }) { break }
+        try await Task.sleep(for: .milliseconds(20))
+      }
       for _ in 0..<25 { try await Task.sleep(for: .milliseconds(100)) }
       let later = try Profiler.shared.taskDumpSynchronously(suspendedFor: .seconds(2))
       let found = Self.samples(later).filter { Self.chain(later, $0).contains { $0.contains("taskDumpUnstructuredLeaf") } }
@@ -229,10 +241,12 @@ extension SamplingSuite {
     /// A task waiting for an actor busy with another caller: `[enqueued]`.
     @Test func waitingForABusyActorIsEnqueuedTime() async throws {
       Profiler.shared.prepareTaskDump()
+      _ = try Profiler.shared.taskDumpSynchronously()  // calibrated (the test may run first)
       let actor = TaskWallBusyActor()
       let session = try Profiler.shared.startTaskScoped(mode: .wall, interval: .milliseconds(5))
       let busy = Task.detached { await actor.hold(milliseconds: 400) }
-      try await Task.sleep(for: .milliseconds(20))
+      // The other caller holds the actor first (a loaded pool may start it late).
+      for _ in 0..<500 where !actor.holding.load(ordering: .acquiring) { try await Task.sleep(for: .milliseconds(2)) }
       _ = await session.withScope { await taskWallActorCaller(actor) }
       let profile = try await session.stop()
       _ = await busy.value
@@ -308,7 +322,7 @@ extension SamplingSuite {
       for _ in 0..<40 {
         let dump = try Profiler.shared.taskDumpSynchronously()
         listed = Self.samples(dump).filter { Self.chain(dump, $0).contains { $0.hasPrefix("AppProfilerTests.taskDumpUnstructuredLeaf") } }
-        states = Self.samples(dump).map { "\($0.labels["state"] ?? "?")" }
+        states = Self.samples(dump).map { "\($0.labels["state"] ?? "?"): \(Self.chain(dump, $0).prefix(3).joined(separator: " < "))" }
         if listed.count == 5 { break }
         try await Task.sleep(for: .milliseconds(50))
       }
