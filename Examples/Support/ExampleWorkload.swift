@@ -17,6 +17,13 @@ public func exampleHotFunction(milliseconds: Int) -> UInt64 {
   return x & 0xffff
 }
 
+/// Waits `milliseconds` for a dependency (a database, a downstream call):
+/// the await a wall profile of /checkout puts most of its time under.
+@inline(never)
+public func exampleDependency(milliseconds: Int) async throws {
+  try await Task.sleep(for: .milliseconds(milliseconds))
+}
+
 public final class ExampleRecord {
   var id: Int
   var name: String

@@ -273,7 +273,7 @@ public final class Profiler: Sendable {
     }
     return ProfilingSession(
       profiler: self, run: run, consumer: consumer, mode: mode, interval: key.interval, options: options, scope: scope,
-      startTimeNanoseconds: startTime, startMonotonicNanoseconds: startMonotonic)
+      sampler: kind.cMode, startTimeNanoseconds: startTime, startMonotonicNanoseconds: startMonotonic)
   }
 
   enum Detached {

@@ -164,7 +164,11 @@ public final class ProfileServer: Service, Sendable {
       }
       if let seconds = effective.flightRecorderSeconds, !FlightRecorder.shared.isRunning {
         do {
-          try FlightRecorder.shared.start(seconds: seconds, options: effective.sessionOptions)
+          // With slow-request profiles, its wall ring counts tasks off
+          // threads too: a slow request's awaits are in its wall profile.
+          var options = effective.sessionOptions
+          options.includesSuspendedTasks = effective.requestProfiling.slowRequestThreshold != nil
+          try FlightRecorder.shared.start(seconds: seconds, options: options)
           running.ownsFlightRecorder = true
           logger.info("app-profiler flight recorder keeps the last seconds", metadata: ["seconds": "\(seconds)"])
         } catch {

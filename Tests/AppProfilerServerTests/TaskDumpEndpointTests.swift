@@ -133,6 +133,40 @@ extension ServerSuite {
       }
     }
 
+    /// With a slow-request threshold the flight recorder's wall ring counts
+    /// tasks too (19 Hz); an on-demand `tasks=1` profile next to it still
+    /// gets its own full count (each sampler its own clock), and neither
+    /// counts `Task.sleep`'s timer tasks (their sleepers are counted).
+    @Test func flightRecorderCountsTasksBesideAnOnDemandProfile() throws {
+      let environment = ["APP_PROFILER_FLIGHT_RECORDER": "10", "APP_PROFILER_SLOW_REQUEST_MS": "500"]
+      try withTestee(arguments: ["--park-tasks", "20"], environment: environment) { testee in
+        #expect(try testee.readLine(timeout: 20).hasPrefix("PARKED "))
+        func parked(_ profile: Profile) -> (parked: Int64, sleepTimers: Int64) {
+          var result: (parked: Int64, sleepTimers: Int64) = (0, 0)
+          for sample in profile.threads.flatMap(\.samples) {
+            let names = profile.stacks[sample.stack].flatMap { profile.locations[$0].lines.map { profile.functions[$0.function].name } }
+            let count = sample.values.first ?? 0
+            if names.contains(where: { $0.contains("testeeParkedRequest") }) { result.parked += count }
+            if names.first == "[enqueued]" && names.contains(where: { $0.contains("_sleep") }) { result.sleepTimers += count }
+          }
+          return result
+        }
+        let onDemand = try Curl.get(testee, "/profile?mode=wall&duration=1&tasks=1&format=pprof")
+        #expect(onDemand.status == 200)
+        let own = parked(try PprofDecoder().decode([UInt8](onDemand.body)))
+        // 20 parked tasks × 1 s at 100 Hz.
+        print("tasks=1 beside the flight recorder: \(own.parked) parked samples, \(own.sleepTimers) of sleep timers")
+        #expect(own.parked >= 1000 && own.parked <= 3000 && own.sleepTimers == 0)
+        Thread.sleep(forTimeInterval: 1.2)
+        let flight = try Curl.get(testee, "/debug/pprof/flight?mode=wall&seconds=2")
+        #expect(flight.status == 200, "\(flight.text.prefix(300))")
+        let recorded = parked(try PprofDecoder().decode([UInt8](flight.body)))
+        // 20 × 2 s at 19 Hz: ~760.
+        print("flight recorder wall, 2 s: \(recorded.parked) parked samples, \(recorded.sleepTimers) of sleep timers")
+        #expect(recorded.parked >= 380 && recorded.parked <= 1140 && recorded.sleepTimers == 0)
+      }
+    }
+
     /// Off by environment: the endpoint says so (501) and why.
     @Test func turnedOffTheEndpointSaysSo() throws {
       try withTestee(environment: ["APP_PROFILER_TASKS": "0"]) { testee in

@@ -59,6 +59,9 @@ public final class FlightRecorder: Sendable {
 
   /// Starts recording. Keeps `seconds` (1 … 3600) of cpu and wall samples,
   /// taken every `interval`. A second start while running does nothing.
+  /// With ``SessionOptions/includesSuspendedTasks`` the wall ring also
+  /// counts every task on no thread (docs/tasks.md), as the profile server
+  /// sets it for slow-request profiles.
   /// - Throws: ``ProfilerError`` when sampling cannot start (nothing is left running).
   public func start(seconds: Int = 60, interval: Duration = defaultInterval, options: SessionOptions = SessionOptions())
     throws

@@ -37,12 +37,17 @@ public final class ProfilingSession: Sendable {
   private let scope: LabelScope?
   /// Wall, not scoped: every task's time off threads too.
   private let includesSuspendedTasks: Bool
+  /// The C mode of the sampler this session reads (whole-process task
+  /// passes are counted per sampler).
+  private let sampler: Int32
 
   init(
     profiler: Profiler, run: SamplingRun, consumer: UInt64, mode: Profile.Mode, interval: Duration,
-    options: SessionOptions, scope: LabelScope?, startTimeNanoseconds: UInt64, startMonotonicNanoseconds: UInt64
+    options: SessionOptions, scope: LabelScope?, sampler: Int32, startTimeNanoseconds: UInt64,
+    startMonotonicNanoseconds: UInt64
   ) {
     self.profiler = profiler
+    self.sampler = sampler
     self.run = run
     self.consumer = consumer
     self.mode = mode
@@ -56,7 +61,7 @@ public final class ProfilingSession: Sendable {
     self.includesSuspendedTasks = mode == .wall && scope == nil && options.includesSuspendedTasks
     // Wall profiles of a scope also count its tasks' time off threads.
     if let scope, mode == .wall { TaskWall.shared.begin(scope: scope.value, interval: interval) }
-    if includesSuspendedTasks { TaskWall.shared.beginProcess(interval: interval) }
+    if includesSuspendedTasks { TaskWall.shared.beginProcess(sampler: sampler, interval: interval) }
   }
 
   deinit {
@@ -68,7 +73,7 @@ public final class ProfilingSession: Sendable {
 
   private func endTaskWall() {
     if let scope, mode == .wall { TaskWall.shared.end(scope: scope.value) }
-    if includesSuspendedTasks { TaskWall.shared.endProcess() }
+    if includesSuspendedTasks { TaskWall.shared.endProcess(sampler: sampler) }
   }
 
   /// True for a session from ``Profiler/startTaskScoped(mode:interval:options:)``.
@@ -268,7 +273,9 @@ final class SessionDrain: Sendable {
         if bytes < state.buffer.count / 2 { break }
       }
       // Task-scoped wall sessions: their tasks' time on no thread.
-      if mode == Int32(CAP_MODE_WALL) && TaskWall.shared.isActive { TaskWall.shared.sample(into: &state.collector) }
+      if mode == Int32(CAP_MODE_WALL) || mode == Int32(CAP_MODE_FLIGHT_WALL), TaskWall.shared.isActive {
+        TaskWall.shared.sample(into: &state.collector, sampler: mode)
+      }
     }
   }
 

@@ -33,7 +33,9 @@ final class TaskWall: Sendable {
     var roots: [UInt64: (labelID: UInt64, entries: Int)] = [:]
   }
 
-  /// Sessions counting every task (``SessionOptions/includesSuspendedTasks``).
+  /// Sessions counting every task (``SessionOptions/includesSuspendedTasks``)
+  /// on one wall sampler (the on-demand one, the flight recorder's): each
+  /// sampler's drain counts its own elapsed time at its own interval.
   private struct Process {
     var sessions = 0
     var interval: UInt64 = 10_000_000
@@ -57,7 +59,8 @@ final class TaskWall: Sendable {
 
   private struct State {
     var scopes: [UInt32: Scope] = [:]
-    var process = Process()
+    /// By sampler (its C mode).
+    var processes: [Int32: Process] = [:]
     /// Cost of the passes, for the benchmark.
     var passes: UInt64 = 0
     var passNanoseconds: UInt64 = 0
@@ -75,6 +78,8 @@ final class TaskWall: Sendable {
     /// chain and labels).
     var seenWaiting: [UInt64: Waiting] = [:]
     var registry = [cap_task_entry](repeating: cap_task_entry(), count: 1024)
+
+    var consumers: Int { scopes.count + processes.count }
   }
 
   private let state = Mutex(State())
@@ -86,7 +91,7 @@ final class TaskWall: Sendable {
       &+ UInt64(interval.components.attoseconds / 1_000_000_000)
     state.withLock { state in
       state.scopes[scope] = Scope(interval: max(nanoseconds, 100_000), last: ProfilingSession.clock(CLOCK_MONOTONIC))
-      active.store(state.scopes.count + state.process.sessions, ordering: .releasing)
+      active.store(state.consumers, ordering: .releasing)
     }
   }
 
@@ -95,29 +100,33 @@ final class TaskWall: Sendable {
     state.withLock { state in
       state.scopes[scope] = nil
       if state.scopes.isEmpty { state.scanned = [] }
-      active.store(state.scopes.count + state.process.sessions, ordering: .releasing)
+      active.store(state.consumers, ordering: .releasing)
     }
   }
 
-  /// A whole-process wall session that counts every task started / ended.
-  func beginProcess(interval: Duration) {
+  /// A whole-process wall session of sampler `sampler` (its C mode) that
+  /// counts every task started / ended. Sessions of one sampler share its
+  /// interval.
+  func beginProcess(sampler: Int32, interval: Duration) {
     let nanoseconds = UInt64(interval.components.seconds) &* 1_000_000_000
       &+ UInt64(interval.components.attoseconds / 1_000_000_000)
     state.withLock { state in
-      if state.process.sessions == 0 {
-        state.process = Process(
-          sessions: 0, interval: max(nanoseconds, 100_000), last: ProfilingSession.clock(CLOCK_MONOTONIC))
-      }
-      state.process.sessions += 1
-      active.store(state.scopes.count + state.process.sessions, ordering: .releasing)
+      var process = state.processes[sampler] ?? Process(
+        sessions: 0, interval: max(nanoseconds, 100_000), last: ProfilingSession.clock(CLOCK_MONOTONIC))
+      process.sessions += 1
+      state.processes[sampler] = process
+      active.store(state.consumers, ordering: .releasing)
     }
   }
 
-  func endProcess() {
+  func endProcess(sampler: Int32) {
     state.withLock { state in
-      state.process.sessions = max(0, state.process.sessions - 1)
-      if state.process.sessions == 0 { state.seenWaiting = [:] }
-      active.store(state.scopes.count + state.process.sessions, ordering: .releasing)
+      if var process = state.processes[sampler] {
+        process.sessions -= 1
+        state.processes[sampler] = process.sessions > 0 ? process : nil
+      }
+      if state.processes.isEmpty { state.seenWaiting = [:] }
+      active.store(state.consumers, ordering: .releasing)
     }
   }
 
@@ -155,10 +164,13 @@ final class TaskWall: Sendable {
 
   /// One pass: adds the samples of every waiting task of the active scopes
   /// to `collector` (the wall sampler's, at its drain).
-  func sample(into collector: inout SampleCollector) {
+  func sample(into collector: inout SampleCollector, sampler: Int32) {
     guard isActive, case .supported(let layout) = TaskRuntime.support else { return }
     let now = ProfilingSession.clock(CLOCK_MONOTONIC)
     state.withLock { state in
+      // Scopes are sampled by the on-demand wall sampler's drain only.
+      let scopes = sampler == Int32(CAP_MODE_WALL) && !state.scopes.isEmpty
+      guard scopes || state.processes[sampler] != nil else { return }
       // The registry's entries, into a buffer kept from pass to pass.
       var live = state.registry.withUnsafeMutableBufferPointer { cap_task_registry_copy($0.baseAddress, UInt64($0.count)) }
       if live > UInt64(state.registry.count) {
@@ -175,7 +187,7 @@ final class TaskWall: Sendable {
       let labelHead = TaskLabels.headOffset.map { UInt64($0) }
       var present = Set<UInt64>()
       present.reserveCapacity(entries.count)
-      for entry in entries where !state.scopes.isEmpty {
+      for entry in entries where scopes {
         present.insert(entry.task)
         guard !state.scanned.contains(entry.task) else { continue }
         state.scanned.insert(entry.task)
@@ -184,8 +196,8 @@ final class TaskWall: Sendable {
         let scope = LabelScope.of(labelID: labelID)
         if scope != 0, state.scopes[scope] != nil { state.scopes[scope]!.tasks[entry.task] = labelID }
       }
-      state.scanned.formIntersection(present)
-      for (scope, var current) in state.scopes {
+      if scopes { state.scanned.formIntersection(present) }
+      for (scope, var current) in scopes ? state.scopes : [:] {
         current.tasks = current.tasks.filter { present.contains($0.key) }
         let elapsed = now &- current.last &+ current.carry
         let ticks = elapsed / current.interval
@@ -224,7 +236,10 @@ final class TaskWall: Sendable {
         }
         state.scopes[scope] = current
       }
-      if state.process.sessions > 0 { samplePassOfEveryTask(entries, now: now, layout: layout, images: images, &state, &collector) }
+      if var process = state.processes[sampler] {
+        samplePassOfEveryTask(entries, now: now, layout: layout, images: images, &process, &state, &collector)
+        state.processes[sampler] = process
+      }
       state.passes += 1
       state.passNanoseconds += ProfilingSession.clock(CLOCK_MONOTONIC) &- now
     }
@@ -233,13 +248,13 @@ final class TaskWall: Sendable {
   /// Whole-process sessions: up to ``processTasksPerPass`` tasks of the
   /// registry, round robin, each waiting one weighted by the tasks not read.
   private func samplePassOfEveryTask(
-    _ entries: ArraySlice<cap_task_entry>, now: UInt64, layout: TaskLayout, images: ImageMap, _ state: inout State,
-    _ collector: inout SampleCollector
+    _ entries: ArraySlice<cap_task_entry>, now: UInt64, layout: TaskLayout, images: ImageMap, _ process: inout Process,
+    _ state: inout State, _ collector: inout SampleCollector
   ) {
-    let elapsed = now &- state.process.last &+ state.process.carry
-    let ticks = elapsed / state.process.interval
-    state.process.carry = elapsed % state.process.interval
-    state.process.last = now
+    let elapsed = now &- process.last &+ process.carry
+    let ticks = elapsed / process.interval
+    process.carry = elapsed % process.interval
+    process.last = now
     guard ticks > 0, !entries.isEmpty else { return }
     let count = min(Self.processTasksPerPass, entries.count)
     let weight = ticks &* UInt64(entries.count) / UInt64(count)
@@ -247,7 +262,10 @@ final class TaskWall: Sendable {
     let labelHead = TaskLabels.headOffset.map { UInt64($0) }
     let start = entries.startIndex
     for step in 0..<count {
-      let entry = entries[start + (state.process.cursor + step) % entries.count]
+      let entry = entries[start + (process.cursor + step) % entries.count]
+      // A task waiting only for work it handed to another (a middleware's
+      // wait for the route's task) would count that time twice.
+      if state.delegating[entry.task] != nil { continue }
       // The header up to the status record: isa, resume point, flags.
       guard let header = TaskMemory.bytes(entry.task, count: TaskLayout.statusRecord),
         header.word(at: 0) == layout.metadata
@@ -262,6 +280,7 @@ final class TaskWall: Sendable {
       if let known = state.seenWaiting[entry.task], known.function == function, known.context == context,
         known.flags == flags
       {
+        if known.frames.isEmpty { continue }
         collector.addTaskSample(
           frames: known.frames, labelID: known.labelID, count: weight, timestamp: now, task: entry.task,
           thread: SampleCollector.allTasksThread)
@@ -272,8 +291,15 @@ final class TaskWall: Sendable {
       let walk = TaskDump.chainWalk(bytes, layout: layout)
       var frames = Self.codeFrames(walk.frames.map { $0 &- 1 }, &state, now: now)
       if walk.broken || frames.isEmpty { frames.append(SampleCollector.Synthetic.asyncBroken.rawValue) }
-      let marker = Self.marker(
-        bytes, flags: flags, layout: layout, leaf: walk.frames.first.map { $0 &- 1 }, state: &state, images: images)
+      let leaf = walk.frames.first.map { $0 &- 1 }
+      let marker = Self.marker(bytes, flags: flags, layout: layout, leaf: leaf, state: &state, images: images)
+      // `Task.sleep`'s timer is a task of its own, enqueued with a deadline
+      // until the sleeper wakes; the sleeper is counted (`[suspended:
+      // sleep]`), its timer would count the same time again.
+      if marker == .enqueued, let leaf, Self.isSleep(leaf, &state, images: images) {
+        state.seenWaiting[entry.task] = Waiting(function: function, context: context, flags: flags, frames: [], labelID: 0)
+        continue
+      }
       var labelID: UInt64 = 0
       if let labelKey, let labelHead { labelID = TaskDump.taskLabelID(entry.task, key: labelKey, headOffset: labelHead) }
       let sample = [marker.rawValue] + frames
@@ -283,9 +309,9 @@ final class TaskWall: Sendable {
         frames: sample, labelID: labelID, count: weight, timestamp: now, task: entry.task,
         thread: SampleCollector.allTasksThread)
     }
-    state.process.cursor = (state.process.cursor + count) % entries.count
+    process.cursor = (process.cursor + count) % entries.count
     // Forget tasks that ended (once per turn of the round robin).
-    if state.process.cursor < count && state.seenWaiting.count > entries.count {
+    if process.cursor < count && state.seenWaiting.count > entries.count {
       let live = Set(entries.map(\.task))
       state.seenWaiting = state.seenWaiting.filter { live.contains($0.key) }
     }
@@ -332,13 +358,15 @@ final class TaskWall: Sendable {
     case "actor", "executor": return .enqueued
     default: break
     }
-    if let leaf {
-      if state.sleeps[leaf] == nil {
-        let name = Symbolizer.shared.resolve([leaf], in: images, sourceLocations: false).first?.functions.last?.name ?? ""
-        state.sleeps[leaf] = Profiler.isSleep(name)
-      }
-      if state.sleeps[leaf] == true { return .suspendedSleep }
-    }
+    if let leaf, isSleep(leaf, &state, images: images) { return .suspendedSleep }
     return TaskDump.waitingOn(bytes, flags: flags) == "continuation" ? .suspendedContinuation : .suspendedOther
+  }
+
+  /// Whether `leaf` is in `Task.sleep`'s code (names resolved once).
+  private static func isSleep(_ leaf: UInt64, _ state: inout State, images: ImageMap) -> Bool {
+    if let known = state.sleeps[leaf] { return known }
+    let name = Symbolizer.shared.resolve([leaf], in: images, sourceLocations: false).first?.functions.last?.name ?? ""
+    state.sleeps[leaf] = Profiler.isSleep(name)
+    return state.sleeps[leaf]!
   }
 }

@@ -47,8 +47,10 @@ public struct RequestProfilingConfiguration: Sendable, Hashable {
   /// `APP_PROFILER_TRACE_LABELS=1`. docs/labels.md.
   public var traceLabels: Bool = false
   /// A request that takes longer than this gets the flight recorder's cpu
-  /// profile of its last seconds written to ``store`` (`slow-…pb.gz`,
-  /// served at `/profiles/<name>`), at most one a second. Needs the flight
+  /// profile of its last seconds and a wall profile of the request's work,
+  /// awaits included, written to ``store`` (`slow-cpu-…pb.gz`,
+  /// `slow-wall-…pb.gz`, served at `/profiles/<name>`), at most once a
+  /// second (``RequestProfiler/observe(latency:route:)``). Needs the flight
   /// recorder (`APP_PROFILER_FLIGHT_RECORDER`) and a store; works whether or
   /// not ``enabled`` is set. `APP_PROFILER_SLOW_REQUEST_MS`.
   public var slowRequestThreshold: Duration? = nil
@@ -206,10 +208,16 @@ public struct RequestProfiler: Sendable {
 
   /// The middlewares call this with every request's latency. Over
   /// ``RequestProfilingConfiguration/slowRequestThreshold``, with the flight
-  /// recorder running and a store, the flight recorder's cpu profile of the
-  /// request's last seconds is written to the store — a second later, off
-  /// the request's path, once the window holding the request's end has
-  /// closed. Returns the stored file's name (nil: nothing written).
+  /// recorder running and a store, two of the flight recorder's profiles
+  /// of the request's last seconds are written to the store — a second
+  /// later, off the request's path, once the window holding the request's
+  /// end has closed: the cpu profile of the process (`slow-cpu-…`) and a
+  /// wall profile of the request's work on threads and off them, suspended
+  /// at its awaits or enqueued (`slow-wall-…`; the flight recorder counts
+  /// tasks when the server started it with a threshold set). The wall
+  /// profile keeps the samples of this request's trace (`trace_id` label)
+  /// when trace labels are on, else of its route (`route` label), else all.
+  /// Returns the cpu file's name (nil: nothing written).
   @discardableResult
   public func observe(latency: Duration, route: String) -> String? {
     guard let threshold = configuration.slowRequestThreshold, latency > threshold,
@@ -223,13 +231,29 @@ public struct RequestProfiler: Sendable {
     let seconds = Int(latency.components.seconds) + 2
     let number = Self.sequence.add(1, ordering: .relaxed).newValue
     let name = "slow-cpu-\(getpid())-\(now)-\(number).pb.gz"
+    let wallName = "slow-wall-\(getpid())-\(now)-\(number).pb.gz"
+    let filter = Self.slowRequestFilter(labels: Profiler.currentLabels, route: route)
+    let latencySeconds = String(
+      format: "%.3f", Double(latency.components.seconds) + Double(latency.components.attoseconds) / 1e18)
     DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + 1.1) {
-      guard var profile = FlightRecorder.shared.profile(mode: .cpu, lastSeconds: seconds) else { return }
-      profile.metadata["slow_request_route"] = route
-      profile.metadata["slow_request_seconds"] = String(format: "%.3f", Double(latency.components.seconds) + Double(latency.components.attoseconds) / 1e18)
-      _ = try? Self.write(PprofEncoder().encode(profile), name: name, directory: store)
+      for (mode, file) in [(Profile.Mode.cpu, name), (.wall, wallName)] {
+        guard var profile = FlightRecorder.shared.profile(mode: mode, lastSeconds: seconds) else { continue }
+        if mode == .wall { profile = profile.filtered(labels: filter) }
+        profile.metadata["slow_request_route"] = route
+        profile.metadata["slow_request_seconds"] = latencySeconds
+        _ = try? Self.write(PprofEncoder().encode(profile), name: file, directory: store)
+      }
     }
     return name
+  }
+
+  /// Which samples of the flight recorder's wall profile are the slow
+  /// request's: its trace, else its route (when the middleware labels
+  /// requests), else all.
+  static func slowRequestFilter(labels: [String: String], route: String) -> [String: String] {
+    if let trace = labels["trace_id"] { return ["trace_id": trace] }
+    if labels["route"] == route { return ["route": route] }
+    return [:]
   }
 
   // MARK: Stored files

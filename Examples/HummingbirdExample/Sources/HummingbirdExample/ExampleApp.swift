@@ -41,6 +41,13 @@ public enum HummingbirdExample {
       try await Task.sleep(for: .milliseconds(100))
       return "waited\n"
     }
+    // Awaits a 300 ms dependency, then computes 100 ms: three quarters of
+    // its time is at the await, which `?profile=wall` and the slow-request
+    // wall profile show (docs/tasks.md).
+    router.get("/checkout") { _, _ in
+      try await exampleDependency(milliseconds: 300)
+      return "checkout \(exampleHotFunction(milliseconds: 100))\n"
+    }
     router.get("/alloc") { _, _ in "alloc \(exampleAllocate(count: 100_000))\n" }
     // Awaits twice, then burns: its cpu profile shows this closure and the
     // router above the hot loop (async stacks).
