@@ -413,3 +413,38 @@ func checkWallProfilesCountWaiting(_ app: some ExampleUnderTest) async throws {
   print("/wait?profile=wall: \(suspended) of \(total) samples under [suspended: sleep]")
   #expect(total >= 20 && Double(suspended) >= 0.7 * Double(total), "\(suspended) of \(total)")
 }
+
+/// Issue 35: a slow request's wall profile holds its awaits. The app runs
+/// with the flight recorder and a 100 ms slow-request threshold; `/checkout`
+/// awaits a 300 ms dependency and computes 100 ms. The flight recorder
+/// (19 Hz) counts its task while suspended; the trigger writes the route's
+/// wall samples (`slow-wall-…`) next to the cpu profile.
+func checkSlowRequestWallProfile(_ app: some ExampleUnderTest) async throws {
+  try await Task.sleep(for: .seconds(2))
+  func stored() -> [String] {
+    ((try? FileManager.default.contentsOfDirectory(atPath: app.storePath)) ?? []).filter { $0.hasPrefix("slow-wall-") }
+      .sorted()
+  }
+  // Six in a row (~2.4 s): the newest file covers the last two seconds.
+  for _ in 0..<6 { #expect(try await curl(app.base + "/checkout").status == 200) }
+  #expect(await waitFor(10) { !stored().isEmpty })
+  try await Task.sleep(for: .milliseconds(1500))
+  let name = try #require(stored().last)
+  let file = app.storePath + "/" + name
+  let scratch = TemporaryDirectory()
+  defer { scratch.remove() }
+  let top = try runTool(["go", "tool", "pprof", "-top", "-symbolize=none", file], environment: ["HOME": scratch.path])
+  #expect(top.status == 0 && top.output.contains("[suspended: sleep]"), "\(top.output.suffix(1500))")
+  let profile = try PprofDecoder().decode([UInt8](try Data(contentsOf: URL(fileURLWithPath: file))))
+  let waiting = share(profile) { $0.contains("[suspended: sleep]") && $0.contains { $0.contains("exampleDependency") } }
+  let computing = share(profile) { $0.contains { $0.contains("exampleHotFunction") } }
+  let total = share(profile) { _ in true }
+  print("slow-request wall profile of /checkout: waiting \(waiting), computing \(computing), all \(total)")
+  #expect(total >= 20 && Double(waiting + computing) >= 0.8 * Double(total), "\(top.output.prefix(3000))")
+  // 75 % at the await in truth; ~40 samples at 19 Hz, and the file's two
+  // windows cut requests at their edges: a wide margin.
+  let ratio = Double(waiting) / Double(max(1, waiting + computing))
+  #expect((0.5...0.95).contains(ratio) && computing >= 2, "waiting \(waiting) computing \(computing)")
+  // The cpu profile of the same moment is there too.
+  #expect(FileManager.default.fileExists(atPath: file.replacingOccurrences(of: "slow-wall-", with: "slow-cpu-")))
+}

@@ -328,56 +328,10 @@ func weight(_ lines: [String]) -> Int {
   }
 }
 
-/// Issue 35: a slow request's wall profile holds its awaits. /checkout
-/// awaits a 300 ms dependency and computes 100 ms; the flight recorder
-/// (19 Hz) counts its task while suspended, and the slow-request trigger
-/// writes the route's wall samples next to the cpu profile.
+/// Issue 35: a slow request's wall profile holds its awaits.
 @Suite(.serialized) struct SlowRequestWallProfiles {
   @Test func slowRequestWallProfileHoldsTheAwait() async throws {
-    try await withExample(store: true, slowRequests: true) { app in
-      try await Task.sleep(for: .seconds(2))
-      func stored() -> [String] {
-        ((try? FileManager.default.contentsOfDirectory(atPath: app.storePath)) ?? []).filter { $0.hasPrefix("slow-wall-") }
-          .sorted()
-      }
-      // Six in a row (~2.4 s): the newest file covers the last two seconds.
-      for _ in 0..<6 { #expect(try await curl(app.base + "/checkout").status == 200) }
-      #expect(await waitFor(10) { !stored().isEmpty })
-      try await Task.sleep(for: .milliseconds(1500))
-      let name = try #require(stored().last)
-      let scratch = TemporaryDirectory()
-      defer { scratch.remove() }
-      let file = scratch.path + "/" + name
-      try FileManager.default.copyItem(atPath: app.storePath + "/" + name, toPath: file)
-      let traces = try runTool(
-        ["go", "tool", "pprof", "-traces", "-sample_index=samples", "-symbolize=none", file],
-        environment: ["HOME": scratch.path])
-      #expect(traces.status == 0, "\(traces.output.suffix(800))")
-      // One block per sample: labels, then its count and frames, leaf first.
-      var (waiting, computing, other) = (0, 0, 0)
-      for block in traces.output.components(separatedBy: "-----------+").dropFirst() {
-        guard let countLine = block.split(separator: "\n").first(where: { line in
-          line.split(separator: " ").first.map { Int($0) != nil } == true && !line.contains(":  ")
-        }), let count = Int(countLine.split(separator: " ")[0]) else { continue }
-        if block.contains("[suspended: sleep]") && block.contains("exampleDependency") {
-          waiting += count
-        } else if block.contains("exampleHotFunction") {
-          computing += count
-        } else {
-          other += count
-        }
-      }
-      let total = waiting + computing + other
-      print("slow-request wall: waiting \(waiting), computing \(computing), other \(other)")
-      #expect(total >= 20, "\(traces.output.prefix(2000))")
-      let share = Double(waiting) / Double(max(1, waiting + computing))
-      // 75 % at the await in truth; ~40 samples at 19 Hz, and the file's
-      // two windows cut requests at their edges: a wide margin.
-      #expect((0.5...0.95).contains(share) && computing >= 2, "waiting \(waiting) computing \(computing)")
-      #expect(Double(other) <= 0.2 * Double(total), "\(traces.output.prefix(3000))")
-      // The cpu profile of the same moment is there too.
-      #expect(FileManager.default.fileExists(atPath: app.storePath + "/" + name.replacingOccurrences(of: "slow-wall-", with: "slow-cpu-")))
-    }
+    try await withExample(store: true, slowRequests: true) { app in try await checkSlowRequestWallProfile(app) }
   }
 }
 

@@ -23,6 +23,11 @@ public enum VaporExample {
       try await Task.sleep(for: .milliseconds(100))
       return "waited\n"
     }
+    // Awaits a 300 ms dependency, then computes 100 ms: see the Hummingbird example.
+    app.get("checkout") { _ async throws -> String in
+      try await exampleDependency(milliseconds: 300)
+      return "checkout \(exampleHotFunction(milliseconds: 100))\n"
+    }
     app.get("alloc") { _ async in "alloc \(exampleAllocate(count: 100_000))\n" }
     // Two endpoints with a hot function each, after an await (`?ms=N`
     // burns N ms, default 50): see the Hummingbird example.

@@ -17,11 +17,17 @@ final class RunningVaporExample: ExampleUnderTest {
   let port: Int
   let host: String
 
-  init(host: String = "127.0.0.1", requestProfiling: Bool = true, store useStore: Bool = false) async throws {
+  init(
+    host: String = "127.0.0.1", requestProfiling: Bool = true, store useStore: Bool = false, slowRequests: Bool = false
+  ) async throws {
     var configuration = ProfileServerConfiguration()
     configuration.directory = directory.path
     configuration.requestProfiling.enabled = requestProfiling
     if useStore { configuration.requestProfiling.store = store.path }
+    if slowRequests {
+      configuration.flightRecorderSeconds = 10
+      configuration.requestProfiling.slowRequestThreshold = .milliseconds(100)
+    }
     // `serve` as the command line, whatever the test runner's arguments are.
     let app = try await Application.make(Environment(name: "testing", arguments: ["vapor"]))
     app.logger.logLevel = .warning
@@ -59,10 +65,11 @@ final class RunningVaporExample: ExampleUnderTest {
 }
 
 func withVaporExample(
-  host: String = "127.0.0.1", requestProfiling: Bool = true, store: Bool = false,
+  host: String = "127.0.0.1", requestProfiling: Bool = true, store: Bool = false, slowRequests: Bool = false,
   _ body: (RunningVaporExample) async throws -> Void
 ) async throws {
-  let app = try await RunningVaporExample(host: host, requestProfiling: requestProfiling, store: store)
+  let app = try await RunningVaporExample(
+    host: host, requestProfiling: requestProfiling, store: store, slowRequests: slowRequests)
   do {
     try await body(app)
   } catch {
@@ -116,6 +123,11 @@ func withVaporExample(
 
   @Test func perRequestProfiles() async throws {
     try await withVaporExample { app in try await checkPerRequestProfiles(app) }
+  }
+
+  /// Issue 35: a slow request's wall profile holds its awaits.
+  @Test func slowRequestWallProfileHoldsTheAwait() async throws {
+    try await withVaporExample(store: true, slowRequests: true) { app in try await checkSlowRequestWallProfile(app) }
   }
 
   @Test func ignoredWhenOffOrFromANonLoopbackClient() async throws {
