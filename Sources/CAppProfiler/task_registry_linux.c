@@ -313,6 +313,11 @@ static void cap_task_atfork_prepare(void) {
 static void cap_task_atfork_release(void) {
   for (uint32_t i = CAP_TASK_SHARDS; i > 0; i--) cap_task_unlock(&g_shards[i - 1]);
 }
+static pid_t g_pid;
+static void cap_task_atfork_child(void) {
+  __atomic_store_n(&g_pid, 0, __ATOMIC_RELAXED);
+  cap_task_atfork_release();
+}
 
 void cap_task_registry_install(void) {
   static int once;
@@ -355,7 +360,7 @@ void cap_task_registry_install(void) {
     cap_task_fail(CAP_TASKS_UNSUPPORTED, "no memory for the task table");
     return;
   }
-  pthread_atfork(cap_task_atfork_prepare, cap_task_atfork_release, cap_task_atfork_release);
+  pthread_atfork(cap_task_atfork_prepare, cap_task_atfork_release, cap_task_atfork_child);
   // Where the loader binds them (an interposed allocator included). Not the
   // entries' values: a lazily bound entry holds its PLT stub, whose first
   // call would write the resolved address over the wrapper.
@@ -423,6 +428,15 @@ uint64_t cap_task_registry_copy(cap_task_entry *out, uint64_t capacity) {
 static int g_read_mode;  // 0: process_vm_readv untried/working; 1: pipe
 static int g_pipe[2] = {-1, -1};
 static pthread_mutex_t g_pipe_lock = PTHREAD_MUTEX_INITIALIZER;
+/// This process's id, read once (getpid is a system call), again after a fork.
+static pid_t cap_own_pid(void) {
+  pid_t pid = __atomic_load_n(&g_pid, __ATOMIC_RELAXED);
+  if (pid == 0) {
+    pid = getpid();
+    __atomic_store_n(&g_pid, pid, __ATOMIC_RELAXED);
+  }
+  return pid;
+}
 
 /// Copies `bytes` at `address` into `buffer` if all of it is readable: a
 /// system call reads it, so an unmapped page is an error, never a fault.
@@ -430,7 +444,7 @@ int cap_read_memory(uint64_t address, void *buffer, uint64_t bytes) {
   if (address < 4096 || bytes == 0) return 0;
   if (__atomic_load_n(&g_read_mode, __ATOMIC_RELAXED) == 0) {
     struct iovec local = {buffer, bytes}, remote = {(void *)(uintptr_t)address, bytes};
-    ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+    ssize_t n = process_vm_readv(cap_own_pid(), &local, 1, &remote, 1, 0);
     if (n == (ssize_t)bytes) return 1;
     if (n >= 0 || errno == EFAULT || errno == ESRCH) return 0;
     // EPERM/ENOSYS (a seccomp filter): the pipe way from now on.
@@ -460,6 +474,54 @@ int cap_read_memory(uint64_t address, void *buffer, uint64_t bytes) {
   }
   pthread_mutex_unlock(&g_pipe_lock);
   return ok;
+}
+
+/// Many regions at once: process_vm_readv takes up to IOV_MAX remote
+/// regions and never splits one, so a read that stops early stops at a
+/// region boundary; the region it stopped at is unreadable (a freed task
+/// whose page went away), and the read goes on after it.
+uint64_t cap_read_memory_many(const uint64_t *addresses, uint64_t count, uint64_t bytes, void *buffer, uint8_t *ok) {
+  enum { batch = 512 };
+  struct iovec remote[batch];
+  uint64_t done = 0;
+  memset(ok, 0, count);
+  if (bytes == 0) return 0;
+  for (uint64_t start = 0; start < count;) {
+    if (__atomic_load_n(&g_read_mode, __ATOMIC_RELAXED) != 0) {
+      // The pipe way: one region at a time.
+      for (uint64_t i = start; i < count; i++) {
+        ok[i] = (uint8_t)cap_read_memory(addresses[i], (uint8_t *)buffer + i * bytes, bytes);
+        done += ok[i];
+      }
+      return done;
+    }
+    uint64_t n = 0;
+    while (n < batch && start + n < count && addresses[start + n] >= 4096) {
+      remote[n].iov_base = (void *)(uintptr_t)addresses[start + n];
+      remote[n].iov_len = bytes;
+      n++;
+    }
+    if (n == 0) {  // an address no read can reach: skip it
+      start++;
+      continue;
+    }
+    struct iovec local = {(uint8_t *)buffer + start * bytes, n * bytes};
+    ssize_t got = process_vm_readv(cap_own_pid(), &local, 1, remote, (unsigned long)n, 0);
+    if (got < 0 && errno != EFAULT && errno != ESRCH) {
+      // EPERM/ENOSYS (a seccomp filter): cap_read_memory switches to the
+      // pipe, and reads this region once more that way.
+      ok[start] = (uint8_t)cap_read_memory(addresses[start], (uint8_t *)buffer + start * bytes, bytes);
+      done += ok[start];
+      start++;
+      continue;
+    }
+    uint64_t whole = got > 0 ? (uint64_t)got / bytes : 0;
+    for (uint64_t i = 0; i < whole; i++) ok[start + i] = 1;
+    done += whole;
+    // All read, or region `start + whole` stopped it: skip that one.
+    start += whole < n ? whole + 1 : n;
+  }
+  return done;
 }
 
 #endif  // CAP_HAVE_SAMPLER

@@ -1,4 +1,4 @@
-@_spi(Benchmarks) import AppProfiler
+@_spi(Benchmarks) @_spi(Support) import AppProfiler
 import Synchronization
 
 #if canImport(Glibc)
@@ -159,11 +159,29 @@ func benchTaskWall(tasks: Int) async throws {
   let before = Profiler.shared.taskWallPassCost()
   var options = SessionOptions()
   options.includesSuspendedTasks = true
+  // The cost 2 s in, once the first round of full reads (every task's
+  // chain, 64 per pass) is over: the steady state.
+  let atTwoSeconds = Mutex<(passes: UInt64, meanNanoseconds: Double)?>(nil)
+  let reader = ProfilerThread(name: "bench-reader") {
+    // Whole: the profile's signals interrupt a plain sleep.
+    var pause = timespec(tv_sec: 2, tv_nsec: 0)
+    var left = timespec()
+    while nanosleep(&pause, &left) == -1 { pause = left }
+    atTwoSeconds.withLock { $0 = Profiler.shared.taskWallPassCost() }
+  }
   let profile = try Profiler.shared.recordSynchronously(mode: .wall, duration: .seconds(5), options: options)
   let after = Profiler.shared.taskWallPassCost()
-  let passes = after.passes - before.passes
-  let mean = passes == 0 ? 0 : (after.meanNanoseconds * Double(after.passes) - before.meanNanoseconds * Double(before.passes)) / Double(passes)
+  reader.join()
+  func mean(_ from: (passes: UInt64, meanNanoseconds: Double), _ to: (passes: UInt64, meanNanoseconds: Double)) -> (UInt64, Double) {
+    let passes = to.passes - from.passes
+    let total = to.meanNanoseconds * Double(to.passes) - from.meanNanoseconds * Double(from.passes)
+    return (passes, passes == 0 ? 0 : total / Double(passes))
+  }
+  let (passes, overall) = mean(before, after)
+  let (_, steady) = atTwoSeconds.withLock { $0 }.map { mean($0, after) } ?? (0, 0)
   let suspended = profile.threads.first { $0.name.hasPrefix("tasks (") }?.samples.reduce(Int64(0)) { $0 + $1.values[0] } ?? 0
   parked.resumeAll()
-  print("task-wall parked=\(tasks) passes=\(passes) pass_mean_us=\(String(format: "%.1f", mean / 1000)) suspended_samples=\(suspended)")
+  print(
+    "task-wall parked=\(tasks) passes=\(passes) pass_mean_us=\(String(format: "%.1f", overall / 1000))"
+      + " steady_mean_us=\(String(format: "%.1f", steady / 1000)) suspended_samples=\(suspended)")
 }

@@ -333,7 +333,7 @@ final class AllocationRecorder: Sendable {
       let context = Unmanaged<DrainContext>.fromOpaque(argument!).takeRetainedValue()
       ProfilerThreads.adoptCurrent(name: "app-prof-alloc")
       while true {
-        usleep(20_000)
+        ProfilerThread.sleep(nanoseconds: 20_000_000)
         if !context.recorder.drainTick(generation: context.generation) { break }
       }
       ProfilerThreads.unregisterCurrent()

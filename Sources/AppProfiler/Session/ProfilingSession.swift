@@ -229,7 +229,7 @@ final class DrainThread: Sendable {
     let flag = self.flag
     self.thread = ProfilerThread(name: "app-prof-drain") {
       while !flag.stopping.load(ordering: .acquiring) {
-        usleep(10_000)
+        ProfilerThread.sleep(nanoseconds: 10_000_000)
         drain.drainAvailable(fullScan: false)
       }
     }

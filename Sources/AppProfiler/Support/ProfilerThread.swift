@@ -56,4 +56,14 @@ import Darwin
   deinit {
     if started && !joined.load(ordering: .acquiring) { pthread_detach(thread) }
   }
+
+  /// Sleeps `nanoseconds` whole: the profile's own signals reach profiler
+  /// threads too (a wall ticker signals every thread that used CPU), and a
+  /// plain `usleep` returns at each one — a drain meant for every 10 ms
+  /// then runs at the sampling rate.
+  static func sleep(nanoseconds: UInt64) {
+    var request = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
+    var remaining = timespec()
+    while nanosleep(&request, &remaining) == -1 && errno == EINTR { request = remaining }
+  }
 }

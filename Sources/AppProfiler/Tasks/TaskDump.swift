@@ -237,8 +237,14 @@ enum TaskWatch {
     guard startedAt.compareExchange(expected: 0, desired: ProfilingSession.clock(CLOCK_MONOTONIC), ordering: .relaxed).exchanged
     else { return }
     let thread = ProfilerThread(name: "ap-task-watch") {
+      var deadline = ProfilingSession.clock(CLOCK_MONOTONIC)
       while true {
-        sleep(1)
+        // To a deadline: a profile's signals interrupt a plain sleep, which
+        // made this pass run at the sampling rate instead of once a second.
+        deadline += 1_000_000_000
+        var until = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
+        while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, nil) == EINTR {}
+        deadline = max(deadline, ProfilingSession.clock(CLOCK_MONOTONIC))
         var buffer = [cap_task_entry](repeating: cap_task_entry(), count: 1024)
         var live = buffer.withUnsafeMutableBufferPointer { cap_task_registry_copy($0.baseAddress, UInt64($0.count)) }
         if live > UInt64(buffer.count) {
@@ -251,9 +257,12 @@ enum TaskWatch {
         // Async-let children are seen by dumps only.
         table.withLock { table in
           var points: [(task: UInt64, function: UInt64, context: UInt64)] = []
-          for entry in buffer.prefix(Int(live)) {
-            guard let words = TaskMemory.bytes(entry.task &+ UInt64(TaskLayout.resumeFunction), count: 16) else { continue }
-            points.append((entry.task, words.word(at: 0), words.word(at: 8)))
+          let tasks = buffer.prefix(Int(live)).map(\.task)
+          // The resume points of all tasks, 512 per system call.
+          let read = TaskMemory.regions(tasks.map { $0 &+ UInt64(TaskLayout.resumeFunction) }, count: 16)
+          points.reserveCapacity(tasks.count)
+          for (index, task) in tasks.enumerated() where read.ok[index] != 0 {
+            points.append((task, read.bytes.word(at: index * 16), read.bytes.word(at: index * 16 + 8)))
           }
           let now = ProfilingSession.clock(CLOCK_MONOTONIC)
           for point in points {

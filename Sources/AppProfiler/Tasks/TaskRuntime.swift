@@ -171,6 +171,23 @@ struct TaskMemory {
     let ok = buffer.withUnsafeMutableBytes { cap_read_memory(address, $0.baseAddress, UInt64(count)) }
     return ok == 1 ? buffer : nil
   }
+
+  /// `count` bytes at each address, in few system calls: region i is
+  /// `bytes[i * count ..< (i + 1) * count]` when `ok[i]` is nonzero.
+  static func regions(_ addresses: [UInt64], count: Int) -> (bytes: [UInt8], ok: [UInt8]) {
+    var bytes = [UInt8](repeating: 0, count: addresses.count * count)
+    var ok = [UInt8](repeating: 0, count: addresses.count)
+    guard !addresses.isEmpty, count > 0 else { return (bytes, ok) }
+    addresses.withUnsafeBufferPointer { addresses in
+      bytes.withUnsafeMutableBytes { buffer in
+        ok.withUnsafeMutableBufferPointer { ok in
+          _ = cap_read_memory_many(
+            addresses.baseAddress, UInt64(addresses.count), UInt64(count), buffer.baseAddress, ok.baseAddress)
+        }
+      }
+    }
+    return (bytes, ok)
+  }
 }
 
 extension [UInt8] {

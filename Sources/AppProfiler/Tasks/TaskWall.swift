@@ -78,6 +78,8 @@ final class TaskWall: Sendable {
     /// chain and labels).
     var seenWaiting: [UInt64: Waiting] = [:]
     var registry = [cap_task_entry](repeating: cap_task_entry(), count: 1024)
+    var registryLive = 0
+    var registryAt: UInt64 = 0
 
     var consumers: Int { scopes.count + processes.count }
   }
@@ -171,13 +173,23 @@ final class TaskWall: Sendable {
       // Scopes are sampled by the on-demand wall sampler's drain only.
       let scopes = sampler == Int32(CAP_MODE_WALL) && !state.scopes.isEmpty
       guard scopes || state.processes[sampler] != nil else { return }
-      // The registry's entries, into a buffer kept from pass to pass.
-      var live = state.registry.withUnsafeMutableBufferPointer { cap_task_registry_copy($0.baseAddress, UInt64($0.count)) }
-      if live > UInt64(state.registry.count) {
-        state.registry = [cap_task_entry](repeating: cap_task_entry(), count: Int(live) * 2)
-        live = state.registry.withUnsafeMutableBufferPointer { cap_task_registry_copy($0.baseAddress, UInt64($0.count)) }
+      // The registry's entries, into a buffer kept from pass to pass: at
+      // every pass for scopes (their new tasks), else every 250 ms — the
+      // whole-process passes read 64 tasks of it each, and a task that
+      // ended since is told by its header (freed memory has no task's isa;
+      // reused memory is another live task), never a fault.
+      if scopes || now &- state.registryAt >= 250_000_000 || state.registryLive == 0 {
+        var live = state.registry.withUnsafeMutableBufferPointer {
+          cap_task_registry_copy($0.baseAddress, UInt64($0.count))
+        }
+        if live > UInt64(state.registry.count) {
+          state.registry = [cap_task_entry](repeating: cap_task_entry(), count: Int(live) * 2)
+          live = state.registry.withUnsafeMutableBufferPointer { cap_task_registry_copy($0.baseAddress, UInt64($0.count)) }
+        }
+        state.registryLive = Int(min(live, UInt64(state.registry.count)))
+        state.registryAt = now
       }
-      let entries = state.registry.prefix(Int(min(live, UInt64(state.registry.count))))
+      let entries = state.registry.prefix(state.registryLive)
       // Read once; again when a resume address is in no known image (a
       // library loaded since), at most once a second.
       if state.images == nil { (state.images, state.imagesAt) = (ImageMap.current(), now) }
@@ -261,15 +273,17 @@ final class TaskWall: Sendable {
     let labelKey = TaskLabels.key
     let labelHead = TaskLabels.headOffset.map { UInt64($0) }
     let start = entries.startIndex
-    for step in 0..<count {
-      let entry = entries[start + (process.cursor + step) % entries.count]
+    let chosen = (0..<count).map { entries[start + (process.cursor + $0) % entries.count] }
+    // The headers up to the status record (isa, resume point, flags), in one read.
+    let headerSize = TaskLayout.statusRecord
+    let headers = TaskMemory.regions(chosen.map(\.task), count: headerSize)
+    for (index, entry) in chosen.enumerated() {
       // A task waiting only for work it handed to another (a middleware's
       // wait for the route's task) would count that time twice.
       if state.delegating[entry.task] != nil { continue }
-      // The header up to the status record: isa, resume point, flags.
-      guard let header = TaskMemory.bytes(entry.task, count: TaskLayout.statusRecord),
-        header.word(at: 0) == layout.metadata
-      else { continue }
+      guard headers.ok[index] != 0 else { continue }
+      let header = Array(headers.bytes[index * headerSize..<(index + 1) * headerSize])
+      guard header.word(at: 0) == layout.metadata else { continue }
       let flags = header.word32(at: TaskLayout.statusFlags)
       if flags & (TaskLayout.running | TaskLayout.complete) != 0 {
         state.seenWaiting[entry.task] = nil

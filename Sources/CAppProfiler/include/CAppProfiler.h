@@ -451,6 +451,10 @@ uint64_t cap_task_registry_copy(cap_task_entry *out, uint64_t capacity);
 /// Copies `bytes` at `address` when all of them are readable (a system
 /// call reads them: an unmapped page is 0, never a fault). 1 on success.
 int cap_read_memory(uint64_t address, void *buffer, uint64_t bytes);
+/// `count` reads of `bytes` each, at `addresses[i]` into `buffer + i * bytes`,
+/// in as few system calls as the kernel allows (up to 512 regions each);
+/// `ok[i]` says whether region i was read whole. Returns how many were.
+uint64_t cap_read_memory_many(const uint64_t *addresses, uint64_t count, uint64_t bytes, void *buffer, uint8_t *ok);
 
 // MARK: - Callable from the signal handler (signal_handler.c)
 
