@@ -327,9 +327,11 @@ for scenario in "${scenarios[@]}"; do
     # core: the unpinned runs of earlier versions spread ±10 % between rounds.
     #   none, none2    no profile, twice per round: their ratio is the
     #                  benchmark's noise floor
-    #   default        /profile?mode=cpu without interval (100 Hz: POSIX
-    #                  CPU timers on this CONFIG_HZ=250 kernel)
+    #   default        /profile?mode=cpu without interval (100 Hz: the CPU
+    #                  ticker at intervals of a scheduler tick or more)
+    #   timer100       the same with engine=timer (POSIX CPU timers)
     #   cpu1000        interval=1000 (1 kHz: perf events per thread)
+    #   ticker1000     interval=1000&engine=ticker (1 kHz, the CPU ticker)
     #   wall100        mode=wall&interval=10000
     #   perf99, perf999  `perf record -F 99|999 -g -p` on the same server,
     #                  the anchors for the two cpu rates
@@ -351,7 +353,9 @@ for scenario in "${scenarios[@]}"; do
         query=""
         case "$variant" in
           default) query="mode=cpu" ;;
+          timer100) query="mode=cpu&engine=timer" ;;
           cpu1000) query="mode=cpu&interval=1000" ;;
+          ticker1000) query="mode=cpu&interval=1000&engine=ticker" ;;
           wall100) query="mode=wall&interval=10000" ;;
         esac
         profiler=""

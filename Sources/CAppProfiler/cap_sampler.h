@@ -62,5 +62,12 @@ void cap_wall_tick(cap_session *session, cap_sampler *sampler, uint64_t now);
 void cap_wall_flush(cap_session *session, cap_sampler *sampler, cap_thread *thread, int32_t tid);
 /// After the last tick: a record for each thread whose signal was never handled.
 void cap_wall_account_undelivered(cap_session *session, cap_sampler *sampler);
+/// The tickers' signal to one thread (SI_QUEUE with the session's cookie).
+int cap_send_tick_signal(cap_session *session, cap_sampler *sampler, pid_t pid, int32_t tid);
+
+// engine_cputick_linux.c
+int cap_cputick_arm(cap_session *session, cap_thread *thread, int32_t tid);
+/// One tick: signal the threads whose CPU time passed their next target.
+void cap_cputick_tick(cap_session *session, cap_sampler *sampler, uint64_t now);
 
 #endif

@@ -51,7 +51,8 @@ typedef struct cap_thread {
   uint64_t pending_since_ns;        // wall: when the pending signal was sent
   timer_t timer;                    // (h) posix-timer engine
   uint64_t jitter_state;            // (h) cpu engines: random state of the next interval (cap_jitter.h)
-  uint64_t next_cpu_ns;             // (h) posix-timer engine: CPU time (absolute) of the next sample
+  uint64_t next_cpu_ns;             // (h) posix-timer and cpu-ticker engines: CPU time (absolute) of the next sample
+  _Atomic uint64_t pending_weight;  // (h) cpu ticker: intervals the pending signal stands for
 } cap_thread;
 
 /// One readable+writable mapping, [start, end).

@@ -93,7 +93,7 @@ static int thread_blocks_signal(int32_t tid, int signal_number) {
 
 /// The wall ticker's signal: SI_QUEUE with our cookie, so the handler can
 /// tell it from a kill() or tgkill() of the app.
-static int send_tick_signal(cap_session *s, cap_sampler *sampler, pid_t pid, int32_t tid) {
+int cap_send_tick_signal(cap_session *s, cap_sampler *sampler, pid_t pid, int32_t tid) {
   siginfo_t info;
   memset(&info, 0, sizeof info);
   info.si_signo = s->signal_number;
@@ -146,7 +146,7 @@ void cap_wall_tick(cap_session *s, cap_sampler *sampler, uint64_t now) {
     t->signal_blocked = 0;
     t->pending_since_ns = now;
     atomic_store_explicit(&t->pending, 1, memory_order_release);
-    if (send_tick_signal(s, sampler, pid, tid) == 0) {
+    if (cap_send_tick_signal(s, sampler, pid, tid) == 0) {
       t->has_sample = 1;
       atomic_fetch_add_explicit(&sampler->signals_sent, 1, memory_order_relaxed);
     } else {

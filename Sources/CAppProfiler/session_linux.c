@@ -98,6 +98,9 @@ static int is_ticker(int32_t tid) {
   return 0;
 }
 
+/// Shortest interval the automatic engine samples cpu with the CPU ticker.
+#define CAP_CPUTICK_MIN_AUTO_NS 1000000ull
+
 // MARK: - Arming one thread (the engines: engine_*_linux.c)
 
 static int arm_thread(cap_session *s, cap_thread *t, int32_t tid) {
@@ -108,6 +111,8 @@ static int arm_thread(cap_session *s, cap_thread *t, int32_t tid) {
     return cap_timer_arm(s, t, tid);
   case CAP_ENGINE_WALL_TICKER:
     return cap_wall_arm(s, t, tid);
+  case CAP_ENGINE_CPU_TICKER:
+    return cap_cputick_arm(s, t, tid);
   }
   return -EINVAL;
 }
@@ -238,14 +243,15 @@ static void *ticker_main(void *argument) {
   atomic_store(&r->ticker_tid, (int32_t)syscall(SYS_gettid));
   pthread_setname_np(pthread_self(), "app-profiler");
   int wall = s->engine == CAP_ENGINE_WALL_TICKER;
+  int cputick = s->engine == CAP_ENGINE_CPU_TICKER;
   uint64_t scan_period = s->interval_ns < CAP_SCAN_PERIOD_NS       ? CAP_SCAN_PERIOD_NS
                          : s->interval_ns > CAP_MAX_SCAN_PERIOD_NS ? CAP_MAX_SCAN_PERIOD_NS
                                                                    : s->interval_ns;
-  uint64_t period = wall ? s->interval_ns : scan_period;
+  uint64_t period = wall || cputick ? s->interval_ns : scan_period;
   uint64_t deadline = cap_clock_ns(CLOCK_MONOTONIC);
-  // Wall ticks at randomized intervals of the same mean (cap_jitter.h); a
+  // Ticks at randomized intervals of the same mean (cap_jitter.h); a
   // thread dump's one tick stays at its fixed time (the caller waits for it).
-  int jittered = wall && s->mode != CAP_MODE_SNAPSHOT;
+  int jittered = (wall && s->mode != CAP_MODE_SNAPSHOT) || cputick;
   uint64_t jitter = cap_jitter_seed(deadline ^ (uint64_t)(uintptr_t)s);
   uint64_t last_scan = deadline;
   while (!atomic_load(&r->ticker_stop)) {
@@ -260,8 +266,12 @@ static void *ticker_main(void *argument) {
       scan_threads(s);
       last_scan = now;
     }
-    if (wall) {
-      cap_wall_tick(s, &r->sampler, now);
+    if (wall || cputick) {
+      if (wall) {
+        cap_wall_tick(s, &r->sampler, now);
+      } else {
+        cap_cputick_tick(s, &r->sampler, now);
+      }
       uint64_t done = cap_clock_ns(CLOCK_MONOTONIC);
       atomic_fetch_add_explicit(&r->ticks, 1, memory_order_relaxed);
       atomic_fetch_add_explicit(&r->tick_ns_total, done - now, memory_order_relaxed);
@@ -371,11 +381,18 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
   atomic_store(&r->sampler.undelivered_ticks, 0);
   atomic_store(&r->sampler.pending_skips, 0);
 
+  // The automatic cpu engine: the CPU ticker from 1 kHz down (no tick to
+  // round to, nothing paid per context switch: on the HTTP benchmark 1 kHz
+  // cost 0.91x against perf events' 0.70x, BENCHMARKS.md); perf events for
+  // shorter intervals, where a tick per interval would be too many clock
+  // reads; POSIX timers only when asked for (and for the flight recorder).
   if (config->mode == CAP_MODE_WALL || config->mode == CAP_MODE_SNAPSHOT || config->mode == CAP_MODE_FLIGHT_WALL) {
     s->engine = CAP_ENGINE_WALL_TICKER;
-  } else if (config->mode == CAP_MODE_FLIGHT_CPU || config->engine == CAP_ENGINE_POSIX_TIMER ||
-             (config->engine == CAP_ENGINE_AUTO && config->interval_ns >= cap_scheduler_tick_ns())) {
+  } else if (config->mode == CAP_MODE_FLIGHT_CPU || config->engine == CAP_ENGINE_POSIX_TIMER) {
     s->engine = CAP_ENGINE_POSIX_TIMER;
+  } else if (config->engine == CAP_ENGINE_CPU_TICKER ||
+             (config->engine == CAP_ENGINE_AUTO && config->interval_ns >= CAP_CPUTICK_MIN_AUTO_NS)) {
+    s->engine = CAP_ENGINE_CPU_TICKER;
   } else {
     int probe = cap_perf_probe(&r->sampler, s->interval_ns);
     if (probe == 0) {
@@ -385,7 +402,10 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
       cap_set_message(message, message_len, "perf_event_open refused", -probe);
       return probe;
     } else {
-      s->engine = CAP_ENGINE_POSIX_TIMER;
+      // Refused (seccomp, perf_event_paranoid 3): the ticker, which has no
+      // scheduler tick to round to (it falls behind at the shortest
+      // intervals: the missed ticks are counted, the weights keep the time).
+      s->engine = CAP_ENGINE_CPU_TICKER;
     }
   }
 

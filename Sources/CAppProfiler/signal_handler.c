@@ -267,6 +267,23 @@ static int cap_sample_wall(cap_session *s, const ucontext_t *uc, int32_t tid, in
   return 1;
 }
 
+/// A cpu-ticker sample: the weight is the CPU intervals the ticker counted
+/// for this thread. `merged`: run for another session's signal, records only
+/// when this session's signal is pending (it merged into that one).
+static int cap_sample_cputick(cap_session *s, const ucontext_t *uc, int32_t tid, int merged) {
+  cap_thread *thread = cap_thread_find(s, tid);
+  if (thread == 0) {
+    if (merged) return 0;
+    cap_record(s, uc, tid, 1, 0);
+    return 1;
+  }
+  if (!atomic_load_explicit(&thread->pending, memory_order_acquire)) return 0;
+  uint64_t weight = atomic_exchange_explicit(&thread->pending_weight, 0, memory_order_relaxed);
+  if (weight != 0) cap_record(s, uc, tid, weight, 0);
+  atomic_store_explicit(&thread->pending, 0, memory_order_release);
+  return 1;
+}
+
 void cap_signal_handler(int signal_number, void *info_pointer, void *ucontext_pointer) {
   int saved_errno = errno;
   siginfo_t *info = (siginfo_t *)info_pointer;
@@ -286,10 +303,12 @@ void cap_signal_handler(int signal_number, void *info_pointer, void *ucontext_po
     return;
   }
   int32_t tid = (int32_t)syscall(SYS_gettid);
-  if (s->engine != CAP_ENGINE_WALL_TICKER) {
+  if (s->engine == CAP_ENGINE_WALL_TICKER) {
+    if (!cap_sample_wall(s, uc, tid, 0)) atomic_fetch_add_explicit(&cap_stale_signals, 1, memory_order_relaxed);
+  } else if (s->engine == CAP_ENGINE_CPU_TICKER) {
+    if (!cap_sample_cputick(s, uc, tid, 0)) atomic_fetch_add_explicit(&cap_stale_signals, 1, memory_order_relaxed);
+  } else {
     cap_sample_cpu(s, info, uc, tid);
-  } else if (!cap_sample_wall(s, uc, tid, 0)) {
-    atomic_fetch_add_explicit(&cap_stale_signals, 1, memory_order_relaxed);
   }
   cap_leave(s);
 
@@ -300,6 +319,8 @@ void cap_signal_handler(int signal_number, void *info_pointer, void *ucontext_po
     if (!cap_enter(other, signal_number, 0)) continue;
     if (other->engine == CAP_ENGINE_WALL_TICKER) {
       cap_sample_wall(other, uc, tid, 1);
+    } else if (other->engine == CAP_ENGINE_CPU_TICKER) {
+      cap_sample_cputick(other, uc, tid, 1);
     } else if (other->engine == CAP_ENGINE_PERF_EVENT) {
       cap_thread *thread = cap_thread_find(other, tid);
       int fd = thread != 0 ? atomic_load_explicit(&thread->perf_fd, memory_order_acquire) : -1;

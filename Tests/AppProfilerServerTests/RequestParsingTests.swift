@@ -37,6 +37,7 @@ import Testing
     #expect(try ProfileRequest.parse(HTTPQuery(target: "/profile?engine=perf"), maxDuration: .seconds(300)).cpuEngine == .perfEvents)
     #expect(try ProfileRequest.parse(HTTPQuery(target: "/profile?engine=timer"), maxDuration: .seconds(300)).cpuEngine == .posixTimers)
     #expect(try ProfileRequest.parse(HTTPQuery(target: "/profile?engine=auto"), maxDuration: .seconds(300)).cpuEngine == .automatic)
+    #expect(try ProfileRequest.parse(HTTPQuery(target: "/profile?engine=ticker"), maxDuration: .seconds(300)).cpuEngine == .cpuTicker)
     for bad in ["duration=nan", "duration=inf", "duration=1e1", "duration=", "interval=99", "interval=1000001", "mode=", "engine=x", "mode=wall&engine=perf"] {
       #expect(throws: RequestError.self) { try ProfileRequest.parse(HTTPQuery(target: "/profile?\(bad)"), maxDuration: .seconds(300)) }
     }

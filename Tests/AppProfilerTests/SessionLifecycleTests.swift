@@ -178,24 +178,21 @@ extension SamplingSuite {
       #expect(profile.count(containing: "gammaWorkload") > 20)
     }
 
-    /// `.automatic` takes POSIX CPU timers when the interval is at least one
-    /// scheduler tick (they are exact there and cost nothing per context
-    /// switch) and perf events below it, where timers would fire only once
-    /// per tick.
-    @Test func automaticEngineFollowsTheSchedulerTick() async throws {
-      let tick = cap_scheduler_tick_ns()
-      try #require(tick >= 1_000_000 && tick <= 10_000_000, "CONFIG_HZ between 100 and 1000, got a \(tick) ns tick")
+    /// The automatic engine: the CPU ticker at 1 ms and above (100 Hz, 1 kHz),
+    /// perf events below (the ticker again where they are refused); each
+    /// engine asked for by name runs.
+    @Test func automaticEngineChoice() async throws {
       let stop = StopFlag()
       let worker = TestThread(name: "auto-burn") { gammaWorkload(stop) }
       defer {
         stop.set()
         worker.join()
       }
-      let slow = try await Profiler.shared.record(
-        mode: .cpu, duration: .milliseconds(300), interval: .nanoseconds(Int64(tick)))
-      #expect(slow.engine.hasPrefix("posix_timer"), "interval = one tick: \(slow.engine)")
-      #expect(slow.count(containing: "gammaWorkload") > 10)
-
+      for interval in [Duration.milliseconds(10), .milliseconds(1)] {
+        let profile = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(300), interval: interval)
+        #expect(profile.engine.hasPrefix("cpu_ticker"), "\(interval): \(profile.engine)")
+        #expect(profile.count(containing: "gammaWorkload") > 10)
+      }
       let perfAllowed: Bool
       do {
         var options = SessionOptions()
@@ -205,10 +202,15 @@ extension SamplingSuite {
       } catch {
         perfAllowed = false
       }
-      let fast = try await Profiler.shared.record(
-        mode: .cpu, duration: .milliseconds(300), interval: .nanoseconds(Int64(tick / 4)))
-      #expect(fast.engine.hasPrefix(perfAllowed ? "perf_event" : "posix_timer"), "interval = tick/4: \(fast.engine)")
+      let fast = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(300), interval: .microseconds(500))
+      #expect(fast.engine.hasPrefix(perfAllowed ? "perf_event" : "cpu_ticker"), "500 µs: \(fast.engine)")
       #expect(fast.count(containing: "gammaWorkload") > 10)
+      for (engine, name) in [(SessionOptions.CPUEngine.posixTimers, "posix_timer"), (.cpuTicker, "cpu_ticker")] {
+        var options = SessionOptions()
+        options.cpuEngine = engine
+        let profile = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(300), options: options)
+        #expect(profile.engine.hasPrefix(name) && profile.count(containing: "gammaWorkload") > 10, "\(profile.engine)")
+      }
     }
   }
 }

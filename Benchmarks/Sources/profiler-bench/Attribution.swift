@@ -64,7 +64,17 @@ func benchAttribution(seconds: Double, readyFile: String?) async throws {
     let fd = open(readyFile, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
     close(fd)
   }
-  let profile = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(Int(seconds * 1000)), interval: .nanoseconds(1_003_009))
+  // ATTRIBUTION_ENGINE=perf|ticker|timer: one engine instead of the automatic choice.
+  var options = SessionOptions()
+  switch getenv("ATTRIBUTION_ENGINE").map({ String(cString: $0) }) {
+  case "perf": options.cpuEngine = .perfEvents
+  case "ticker": options.cpuEngine = .cpuTicker
+  case "timer": options.cpuEngine = .posixTimers
+  default: break
+  }
+  let profile = try await Profiler.shared.record(
+    mode: .cpu, duration: .milliseconds(Int(seconds * 1000)), interval: .nanoseconds(1_003_009), options: options)
+  print("engine \(profile.engine)")
   flag.set()
   a.join()
   b.join()

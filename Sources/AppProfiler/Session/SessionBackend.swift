@@ -86,6 +86,7 @@ final class SignalSamplingBackend: SessionBackend {
     case .automatic: config.engine = Int32(CAP_ENGINE_AUTO)
     case .perfEvents: config.engine = Int32(CAP_ENGINE_PERF_EVENT)
     case .posixTimers: config.engine = Int32(CAP_ENGINE_POSIX_TIMER)
+    case .cpuTicker: config.engine = Int32(CAP_ENGINE_CPU_TICKER)
     }
     config.signal_number = options.signal
     config.buffer_slots = UInt32(options.bufferSlots)
@@ -195,6 +196,8 @@ final class SignalSamplingBackend: SessionBackend {
       return "posix_timer(thread-cpu-clock)"
     case Int(CAP_ENGINE_WALL_TICKER):
       return "wall_ticker(tgkill)"
+    case Int(CAP_ENGINE_CPU_TICKER):
+      return "cpu_ticker(thread-cpu-clock, tgkill)"
     default:
       return "unknown"
     }

@@ -10,12 +10,10 @@ import Darwin
 public struct SessionOptions: Sendable, Hashable {
   /// Which mechanism produces cpu samples.
   public enum CPUEngine: Sendable, Hashable {
-    /// POSIX CPU timers when the interval is at least one scheduler tick
-    /// (1/CONFIG_HZ: 4 ms at 250 Hz, so 100 Hz qualifies): there they are
-    /// exact, and unlike perf events they add nothing to the profiled
-    /// threads' context switches. perf events for shorter intervals, where
-    /// timers would fire once per tick only; POSIX CPU timers wherever
-    /// `perf_event_open` is refused.
+    /// The CPU ticker at intervals of 1 ms or more (100 Hz and 1 kHz
+    /// profiles): samples at random moments of each thread's running time,
+    /// nothing added to context switches. perf events for shorter
+    /// intervals; the CPU ticker wherever `perf_event_open` is refused.
     case automatic
     /// Per-thread perf task-clock events only; fail where they are refused.
     case perfEvents
@@ -24,6 +22,12 @@ public struct SessionOptions: Sendable, Hashable {
     /// intervals (its weight counts the overruns): a quarter of the distinct
     /// stacks perf events give.
     case posixTimers
+    /// A ticker thread at randomized hrtimer deadlines reads each thread's
+    /// CPU clock and signals the threads whose CPU time passed their next
+    /// randomized target, found running (weight: the intervals passed).
+    /// No scheduler tick, so no phase locking with periodic work; a clock
+    /// read per thread per tick (docs/sampling.md).
+    case cpuTicker
   }
 
   /// Allowed sampling intervals: 100 µs (beyond that the handler's own cost,

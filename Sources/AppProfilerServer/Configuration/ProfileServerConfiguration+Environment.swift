@@ -18,7 +18,7 @@
 /// | `APP_PROFILER_ALLOWED_HOSTS` | host names the TCP transport answers to besides loopback (list; `*` any) |
 /// | `APP_PROFILER_MAX_CONNECTIONS` | connections served at once |
 /// | `APP_PROFILER_SIGNAL` | signal number used for sampling (default 27, SIGPROF) |
-/// | `APP_PROFILER_CPU_ENGINE` | `auto`, `perf` (perf events only) or `timer` (POSIX CPU timers) |
+/// | `APP_PROFILER_CPU_ENGINE` | `auto`, `perf` (perf events only), `timer` (POSIX CPU timers) or `ticker` (the CPU ticker) |
 /// | `APP_PROFILER_ALLOC_ALWAYS_ON` | `1` samples allocations from start-up (`/debug/pprof/allocs`) |
 /// | `APP_PROFILER_HEAP` | `1`: the same, named for the live heap it tracks (`/debug/pprof/heap`) |
 /// | `APP_PROFILER_ALLOC_RATE` | mean bytes between allocation samples (default 524288) |
@@ -93,7 +93,9 @@ extension ProfileServerConfiguration {
     case nil, "auto": break
     case "perf": result.sessionOptions.cpuEngine = .perfEvents
     case "timer": result.sessionOptions.cpuEngine = .posixTimers
-    case let other?: throw EnvironmentError(variable: "APP_PROFILER_CPU_ENGINE", value: other, allowed: "auto, perf or timer")
+    case "ticker": result.sessionOptions.cpuEngine = .cpuTicker
+    case let other?:
+      throw EnvironmentError(variable: "APP_PROFILER_CPU_ENGINE", value: other, allowed: "auto, perf, timer or ticker")
     }
     if let always = try bool("APP_PROFILER_ALLOC_ALWAYS_ON") { result.continuousAllocationSampling = always }
     if let heap = try bool("APP_PROFILER_HEAP"), heap { result.continuousAllocationSampling = true }

@@ -8,7 +8,7 @@ import AppProfiler
 /// | `duration` | seconds, decimal, 0 < d ≤ max duration | 30 |
 /// | `interval` | cpu/wall: microseconds, 100 … 1000000; alloc: bytes, 1 … 1073741824 | 10000 µs (100 Hz; joins a running sampler of the mode at any interval) / 524288 B |
 /// | `format` | `speedscope`, `pprof`, `collapsed`, `html` | `speedscope` |
-/// | `engine` | cpu only: `auto`, `perf` (perf events), `timer` (POSIX CPU timers) | the server's |
+/// | `engine` | cpu only: `auto`, `perf` (perf events), `timer` (POSIX CPU timers), `ticker` (the CPU ticker) | the server's |
 /// | `include_profiler` | `1` keeps the profiler's own threads in the profile | `0` |
 /// | `async` | `0` leaves Swift tasks' async callers out of stacks (thread stacks only) | the server's (`1`) |
 /// | `label` | `key=value[,key=value…]`: only samples carrying these labels | all samples |
@@ -123,7 +123,8 @@ struct ProfileRequest: Sendable, Equatable {
       case "auto": request.cpuEngine = .automatic
       case "perf": request.cpuEngine = .perfEvents
       case "timer": request.cpuEngine = .posixTimers
-      default: throw .badParameter("engine", value, allowed: "auto, perf, timer")
+      case "ticker": request.cpuEngine = .cpuTicker
+      default: throw .badParameter("engine", value, allowed: "auto, perf, timer, ticker")
       }
     }
     if request.includesSuspendedTasks && request.mode != .wall {

@@ -1,0 +1,99 @@
+// Engine: the CPU ticker. A cpu profile without the scheduler tick: the
+// ticker thread wakes at randomized deadlines (hrtimers, cap_jitter.h) of
+// the interval's mean, reads each thread's CPU clock, and signals a thread
+// once its CPU time passed its next randomized target, with the number of
+// targets passed as the sample's weight. POSIX CPU timers fire only on
+// scheduler ticks (4 ms at CONFIG_HZ=250), so work whose period divides the
+// tick is seen at one phase whatever their targets; perf events have no
+// tick but cost at every context switch. Here a sample lands at a random
+// moment of the thread's running time, and nothing is paid per context
+// switch — only a clock read per thread per tick.
+//
+// A thread that used CPU may be asleep at the tick: signalling it then
+// would record where it sleeps (epoll_wait) for time it spent elsewhere.
+// Its weight is kept and it is signalled at a later tick that finds it
+// running (state R in /proc/self/task/<tid>/stat); the ticks are random,
+// so those moments are random moments of its running time. A thread never
+// found running within CAP_CPUTICK_MAX_WAIT_NS is signalled anyway (its
+// time is counted; the stack may be its wait). Runs on the ticker thread.
+#define _GNU_SOURCE
+#include "cap_platform.h"
+#if CAP_HAVE_SAMPLER
+#include "cap_sampler.h"
+#include "cap_jitter.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+/// Longest a thread's counted CPU time waits for a tick that finds it running.
+#define CAP_CPUTICK_MAX_WAIT_NS 200000000ull
+/// Most intervals one sample may stand for (a thread that ran long between
+/// two ticks, or a very short interval); past it the targets restart from now.
+#define CAP_CPUTICK_MAX_TARGETS 4096u
+
+int cap_cputick_arm(cap_session *s, cap_thread *t, int32_t tid) {
+  uint64_t cpu = 0;
+  if (cap_read_thread_cpu(tid, &cpu) != 0) return -errno;
+  t->jitter_state = cap_jitter_seed((uint64_t)tid ^ cap_clock_ns(CLOCK_MONOTONIC));
+  t->next_cpu_ns = cpu + cap_jittered_interval(&t->jitter_state, s->interval_ns);
+  t->pending_since_ns = 0;
+  atomic_store(&t->pending_weight, 0);
+  atomic_store(&t->pending, 0);
+  return 0;
+}
+
+/// 1 when the thread is running or runnable now (state R), 0 when not or unknown.
+static int thread_is_running(int32_t tid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char text[512];
+  ssize_t n = read(fd, text, sizeof text - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  text[n] = 0;
+  // "tid (comm) S …": comm may hold spaces and parentheses; the state
+  // follows the last ')'.
+  const char *end = strrchr(text, ')');
+  return end != 0 && end[1] == ' ' && end[2] == 'R';
+}
+
+void cap_cputick_tick(cap_session *s, cap_sampler *sampler, uint64_t now) {
+  pid_t pid = atomic_load_explicit(&s->pid, memory_order_relaxed);
+  for (uint32_t n = 0; n < sampler->live_list_count; n++) {
+    cap_thread *t = &s->threads[sampler->live_list[n]];
+    int32_t tid = atomic_load_explicit(&t->tid, memory_order_relaxed);
+    if (tid <= 0) continue;
+    uint64_t cpu = 0;
+    if (cap_read_thread_cpu(tid, &cpu) != 0) continue;  // gone; the next scan removes it
+    if (cpu < t->next_cpu_ns) continue;
+    uint64_t passed = 0;
+    uint64_t target = t->next_cpu_ns;
+    while (target <= cpu && passed < CAP_CPUTICK_MAX_TARGETS) {
+      passed++;
+      target += cap_jittered_interval(&t->jitter_state, s->interval_ns);
+    }
+    if (target <= cpu) target = cpu + cap_jittered_interval(&t->jitter_state, s->interval_ns);
+    t->next_cpu_ns = target;
+    // Added to what a pending signal will take (the handler exchanges it).
+    uint64_t before = atomic_fetch_add_explicit(&t->pending_weight, passed, memory_order_relaxed);
+    if (atomic_load_explicit(&t->pending, memory_order_acquire)) {
+      atomic_fetch_add_explicit(&sampler->pending_skips, 1, memory_order_relaxed);
+      continue;
+    }
+    if (before == 0) t->pending_since_ns = now;
+    if (now - t->pending_since_ns < CAP_CPUTICK_MAX_WAIT_NS && !thread_is_running(tid)) continue;
+    atomic_store_explicit(&t->pending, 1, memory_order_release);
+    if (cap_send_tick_signal(s, sampler, pid, tid) == 0) {
+      atomic_fetch_add_explicit(&sampler->signals_sent, 1, memory_order_relaxed);
+    } else {
+      atomic_store(&t->pending, 0);
+    }
+  }
+}
+
+#endif  // CAP_HAVE_SAMPLER
