@@ -327,9 +327,9 @@ for scenario in "${scenarios[@]}"; do
     # core: the unpinned runs of earlier versions spread ±10 % between rounds.
     #   none, none2    no profile, twice per round: their ratio is the
     #                  benchmark's noise floor
-    #   default        /profile?mode=cpu without interval (100 Hz: the CPU
-    #                  ticker at intervals of a scheduler tick or more)
-    #   timer100       the same with engine=timer (POSIX CPU timers)
+    #   default        /profile?mode=cpu without interval (100 Hz: POSIX
+    #                  CPU timers on this CONFIG_HZ=250 kernel)
+    #   timer100       the same with engine=timer
     #   cpu1000        interval=1000 (1 kHz: perf events per thread)
     #   ticker1000     interval=1000&engine=ticker (1 kHz, the CPU ticker)
     #   wall100        mode=wall&interval=10000

@@ -103,9 +103,9 @@ public final class Profiler: Sendable {
 
   /// The sampling interval when none is given: 10 ms (100 Hz), as Go's
   /// `runtime/pprof` and async-profiler's default. At 100 Hz a cpu profile
-  /// is sampled by the CPU ticker (one clock read per thread per tick, no
-  /// cost per context switch, samples at random moments of each thread's
-  /// running time), which costs an HTTP server little (BENCHMARKS.md); the 1 ms of earlier versions needs perf
+  /// is sampled with POSIX CPU timers (one timer per process thread, exact
+  /// at intervals of a scheduler tick or more), which costs an HTTP server
+  /// under wrk nothing measurable; the 1 ms of earlier versions needs perf
   /// events per thread, and each of a busy server's context switches then
   /// pays for them: 0.70× throughput on the benchmark (BENCHMARKS.md,
   /// `overhead-http`). 30 s at 100 Hz is 3,000 samples per busy thread,

@@ -98,9 +98,6 @@ static int is_ticker(int32_t tid) {
   return 0;
 }
 
-/// Shortest interval the automatic engine samples cpu with the CPU ticker.
-#define CAP_CPUTICK_MIN_AUTO_NS 1000000ull
-
 // MARK: - Arming one thread (the engines: engine_*_linux.c)
 
 static int arm_thread(cap_session *s, cap_thread *t, int32_t tid) {
@@ -381,18 +378,18 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
   atomic_store(&r->sampler.undelivered_ticks, 0);
   atomic_store(&r->sampler.pending_skips, 0);
 
-  // The automatic cpu engine: the CPU ticker from 1 kHz down (no tick to
-  // round to, nothing paid per context switch: on the HTTP benchmark 1 kHz
-  // cost 0.91x against perf events' 0.70x, BENCHMARKS.md); perf events for
-  // shorter intervals, where a tick per interval would be too many clock
-  // reads; POSIX timers only when asked for (and for the flight recorder).
+  // The automatic cpu engine: POSIX timers at intervals of a tick or more,
+  // perf events below. The CPU ticker (no tick-locked phases, ~9 % at 1 kHz
+  // on the HTTP benchmark against perf events' ~30 %) is asked for by name
+  // only: it puts part of a lightly running thread's samples on its wait
+  // when it shares a core with the ticker (docs/sampling.md).
   if (config->mode == CAP_MODE_WALL || config->mode == CAP_MODE_SNAPSHOT || config->mode == CAP_MODE_FLIGHT_WALL) {
     s->engine = CAP_ENGINE_WALL_TICKER;
-  } else if (config->mode == CAP_MODE_FLIGHT_CPU || config->engine == CAP_ENGINE_POSIX_TIMER) {
-    s->engine = CAP_ENGINE_POSIX_TIMER;
-  } else if (config->engine == CAP_ENGINE_CPU_TICKER ||
-             (config->engine == CAP_ENGINE_AUTO && config->interval_ns >= CAP_CPUTICK_MIN_AUTO_NS)) {
+  } else if (config->engine == CAP_ENGINE_CPU_TICKER) {
     s->engine = CAP_ENGINE_CPU_TICKER;
+  } else if (config->mode == CAP_MODE_FLIGHT_CPU || config->engine == CAP_ENGINE_POSIX_TIMER ||
+             (config->engine == CAP_ENGINE_AUTO && config->interval_ns >= cap_scheduler_tick_ns())) {
+    s->engine = CAP_ENGINE_POSIX_TIMER;
   } else {
     int probe = cap_perf_probe(&r->sampler, s->interval_ns);
     if (probe == 0) {
@@ -402,10 +399,7 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
       cap_set_message(message, message_len, "perf_event_open refused", -probe);
       return probe;
     } else {
-      // Refused (seccomp, perf_event_paranoid 3): the ticker, which has no
-      // scheduler tick to round to (it falls behind at the shortest
-      // intervals: the missed ticks are counted, the weights keep the time).
-      s->engine = CAP_ENGINE_CPU_TICKER;
+      s->engine = CAP_ENGINE_POSIX_TIMER;
     }
   }
 

@@ -178,9 +178,9 @@ extension SamplingSuite {
       #expect(profile.count(containing: "gammaWorkload") > 20)
     }
 
-    /// The automatic engine: the CPU ticker at 1 ms and above (100 Hz, 1 kHz),
-    /// perf events below (the ticker again where they are refused); each
-    /// engine asked for by name runs.
+    /// The automatic engine: POSIX timers at intervals of a scheduler tick or
+    /// more (100 Hz), perf events below (timers where they are refused);
+    /// each engine asked for by name runs.
     @Test func automaticEngineChoice() async throws {
       let stop = StopFlag()
       let worker = TestThread(name: "auto-burn") { gammaWorkload(stop) }
@@ -188,11 +188,11 @@ extension SamplingSuite {
         stop.set()
         worker.join()
       }
-      for interval in [Duration.milliseconds(10), .milliseconds(1)] {
-        let profile = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(300), interval: interval)
-        #expect(profile.engine.hasPrefix("cpu_ticker"), "\(interval): \(profile.engine)")
-        #expect(profile.count(containing: "gammaWorkload") > 10)
-      }
+      let tick = cap_scheduler_tick_ns()
+      try #require(tick >= 1_000_000 && tick <= 10_000_000, "CONFIG_HZ between 100 and 1000, got a \(tick) ns tick")
+      let slow = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(300), interval: .milliseconds(10))
+      #expect(slow.engine.hasPrefix("posix_timer"), "10 ms: \(slow.engine)")
+      #expect(slow.count(containing: "gammaWorkload") > 10)
       let perfAllowed: Bool
       do {
         var options = SessionOptions()
@@ -202,8 +202,9 @@ extension SamplingSuite {
       } catch {
         perfAllowed = false
       }
-      let fast = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(300), interval: .microseconds(500))
-      #expect(fast.engine.hasPrefix(perfAllowed ? "perf_event" : "cpu_ticker"), "500 µs: \(fast.engine)")
+      let fast = try await Profiler.shared.record(
+        mode: .cpu, duration: .milliseconds(300), interval: .nanoseconds(Int64(tick / 4)))
+      #expect(fast.engine.hasPrefix(perfAllowed ? "perf_event" : "posix_timer"), "tick/4: \(fast.engine)")
       #expect(fast.count(containing: "gammaWorkload") > 10)
       for (engine, name) in [(SessionOptions.CPUEngine.posixTimers, "posix_timer"), (.cpuTicker, "cpu_ticker")] {
         var options = SessionOptions()

@@ -10,10 +10,11 @@ import Darwin
 public struct SessionOptions: Sendable, Hashable {
   /// Which mechanism produces cpu samples.
   public enum CPUEngine: Sendable, Hashable {
-    /// The CPU ticker at intervals of 1 ms or more (100 Hz and 1 kHz
-    /// profiles): samples at random moments of each thread's running time,
-    /// nothing added to context switches. perf events for shorter
-    /// intervals; the CPU ticker wherever `perf_event_open` is refused.
+    /// POSIX CPU timers when the interval is at least one scheduler tick
+    /// (1/CONFIG_HZ: 4 ms at 250 Hz, so 100 Hz qualifies): unlike perf
+    /// events they add nothing to the profiled threads' context switches.
+    /// perf events for shorter intervals, where timers would fire once per
+    /// tick only; POSIX CPU timers wherever `perf_event_open` is refused.
     case automatic
     /// Per-thread perf task-clock events only; fail where they are refused.
     case perfEvents
@@ -25,8 +26,11 @@ public struct SessionOptions: Sendable, Hashable {
     /// A ticker thread at randomized hrtimer deadlines reads each thread's
     /// CPU clock and signals the threads whose CPU time passed their next
     /// randomized target, found running (weight: the intervals passed).
-    /// No scheduler tick, so no phase locking with periodic work; a clock
-    /// read per thread per tick (docs/sampling.md).
+    /// No scheduler tick, so no phase locking with periodic work, and
+    /// nothing per context switch (at 1 kHz a fraction of perf events'
+    /// cost); a clock read per thread per tick. A thread that runs in short
+    /// bursts may be found off its CPU and part of its samples land on its
+    /// wait (docs/sampling.md). Asked for by name only.
     case cpuTicker
   }
 

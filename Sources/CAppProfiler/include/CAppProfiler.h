@@ -35,10 +35,10 @@ enum {
                              // profiles at any interval run next to it
 };
 
-/// Sampling engines. `CAP_ENGINE_AUTO` picks the CPU ticker for cpu mode at
-/// intervals of 1 ms or more (samples at random moments of each thread's
-/// running time, nothing paid per context switch), perf events for shorter
-/// intervals, and the CPU ticker again where `perf_event_open` is refused.
+/// Sampling engines. `CAP_ENGINE_AUTO` picks POSIX CPU timers for cpu mode
+/// when the interval is at least one scheduler tick (they cost nothing per
+/// context switch), perf events for shorter intervals, and POSIX CPU timers
+/// again where `perf_event_open` is refused. The CPU ticker runs when asked.
 enum {
   CAP_ENGINE_AUTO = 0,
   CAP_ENGINE_PERF_EVENT = 1,   // perf task-clock per thread, signal on overflow
