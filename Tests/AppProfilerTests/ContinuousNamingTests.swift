@@ -1,5 +1,6 @@
-@_spi(Benchmarks) import AppProfiler
+@_spi(Benchmarks) @testable import AppProfiler
 import AppProfilerFormats
+import Foundation
 import Testing
 
 #if canImport(Glibc)
@@ -66,10 +67,14 @@ extension SamplingSuite {
         // Frames no symbol covers would be unnamed in both; those named
         // on demand must be named here.
         let namedOnDemand = unnamed.filter { reference[$0] != nil }
-        // Issue 33's defect, caught here once in a full local run (2 of 12
-        // windows left one address unnamed that the on-demand profiles
-        // named); not understood yet, so recorded as a known, intermittent
-        // issue: it shows in the test output and does not fail the suite.
+        // Issue 33's defect, caught here in full runs (one window left one
+        // address unnamed that the on-demand profiles named). The instance
+        // caught on 2026-12-06, glibc's __memset_avx2_unaligned_erms, is
+        // fixed (names-only symbolization reads the separate debug file's
+        // symbols too: namesOnlyReadsTheSeparateDebugFile below); the
+        // report of whole windows unnamed in a pushed profile is not
+        // explained by it, so this stays a known, intermittent issue: it
+        // shows in the test output and does not fail the suite.
         withKnownIssue("issue 33: a names-only window left a frame unnamed that on-demand profiles name", isIntermittent: true) {
           #expect(
             namedOnDemand.isEmpty,
@@ -78,5 +83,31 @@ extension SamplingSuite {
         #expect(renamed.isEmpty, "window \(index): \(renamed.count) frames named otherwise, e.g. \(renamed.prefix(3))")
       }
     }
+
+    /// A stripped library's local functions are named only in its separate
+    /// debug file's symbol table (glibc's `__memset_avx2_unaligned_erms`,
+    /// with libc6-dbg). On-demand profiles named such a frame from DWARF and
+    /// names-only windows left it unnamed (the miss this suite caught, in a
+    /// fresh-clone run: window 0, that very function); both read that table now.
+    @Test(.enabled(if: libcDebugFile() != nil, "libc6-dbg is not installed"))
+    func namesOnlyReadsTheSeparateDebugFile() throws {
+      let images = ImageMap.current()
+      let libc = try #require(images.images.first { $0.path.hasSuffix("/libc.so.6") })
+      let debugPath = try #require(libcDebugFile())
+      let debug = try #require(ELFSymbolTable(path: debugPath))
+      let value = try #require(debug.address(ofFirst: { $0 == "__memset_avx2_unaligned_erms" }))
+      #expect(ELFSymbolTable(path: libc.path)?.lookup(value) == nil, "libc names it itself: nothing to check")
+      let symbolizer = Symbolizer()
+      let namesOnly = symbolizer.resolve([libc.bias &+ value &+ 4], in: images, sourceLocations: false)
+      #expect(namesOnly.first?.name == "__memset_avx2_unaligned_erms", "\(namesOnly)")
+    }
   }
+}
+
+/// libc's separate debug file (`/usr/lib/debug/.build-id/…`), nil when absent.
+func libcDebugFile() -> String? {
+  guard let libc = ImageMap.current().images.first(where: { $0.path.hasSuffix("/libc.so.6") }), libc.buildID.count > 2
+  else { return nil }
+  let path = "/usr/lib/debug/.build-id/\(libc.buildID.prefix(2))/\(libc.buildID.dropFirst(2)).debug"
+  return FileManager.default.fileExists(atPath: path) ? path : nil
 }

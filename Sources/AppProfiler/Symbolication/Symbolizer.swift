@@ -1,5 +1,13 @@
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// What one address resolved to.
 struct ResolvedFrame: Sendable, Hashable {
   /// One function at the address: with inlining, several (innermost first).
@@ -137,6 +145,11 @@ final class Symbolizer: Sendable {
   }
 
   /// The function of `address` by the image's ELF symbol table (loaded once).
+  /// The containing function's ELF symbol: from the image's own symbol
+  /// tables, else from its separate debug file's (`/usr/lib/debug/.build-id/
+  /// ab/cdef….debug`: a stripped library's local functions, such as glibc's
+  /// `__memset_avx2_unaligned_erms`, are only there). Both paths — names
+  /// only and with file:line — name a frame the same way through here.
   private static func elfFunctions(
     _ address: UInt64, in image: LoadedImage, tables: inout [String: ELFSymbolTable?]
   ) -> [ResolvedFrame.Function] {
@@ -147,7 +160,20 @@ final class Symbolizer: Sendable {
       table = image.isVDSO ? ELFSymbolTable(vdso: ()) : ELFSymbolTable(path: image.path)
       tables[image.key] = table
     }
-    guard let table, let symbol = table.lookup(address &- image.bias) else { return [] }
+    var symbol = table?.lookup(address &- image.bias)
+    if symbol == nil, !image.isVDSO, image.buildID.count > 2 {
+      let key = "debug:" + image.key
+      let debug: ELFSymbolTable?
+      if let loaded = tables[key] {
+        debug = loaded
+      } else {
+        let path = "/usr/lib/debug/.build-id/\(image.buildID.prefix(2))/\(image.buildID.dropFirst(2)).debug"
+        debug = access(path, R_OK) == 0 ? ELFSymbolTable(path: path) : nil
+        tables[key] = debug
+      }
+      symbol = debug?.lookup(address &- image.bias)
+    }
+    guard let symbol else { return [] }
     return [.init(name: Demangler.demangle(symbol.name), systemName: symbol.name, file: "", line: 0)]
   }
 
