@@ -122,16 +122,25 @@ final class Testee: @unchecked Sendable {
     while process.isRunning && Date() < deadline { usleep(10_000) }
     if process.isRunning {
       process.terminate()
-      process.waitUntilExit()
+      Self.waitBriefly(for: process)
     }
-    return process.terminationStatus
+    return process.isRunning ? -1 : process.terminationStatus
   }
 
   deinit {
     if process.isRunning {
       process.terminate()
-      process.waitUntilExit()
+      Self.waitBriefly(for: process)
     }
+  }
+
+  /// Up to 10 s for a terminated child to be seen exiting. Not
+  /// `waitUntilExit()`: in one fresh-clone run Foundation's `Process` never
+  /// noticed a testee's exit (the child a zombie, `waitUntilExit` spinning
+  /// its run loop for ever) and the suite hung in a test's teardown.
+  private static func waitBriefly(for process: Process) {
+    let deadline = Date().addingTimeInterval(10)
+    while process.isRunning && Date() < deadline { usleep(10_000) }
   }
 
   // MARK: /proc views of the child
