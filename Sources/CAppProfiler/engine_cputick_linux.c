@@ -7,7 +7,8 @@
 // tick is seen at one phase whatever their targets; perf events have no
 // tick but cost at every context switch. Here a sample lands at a random
 // moment of the thread's running time, and nothing is paid per context
-// switch — only a clock read per thread per tick.
+// switch — only a clock read per thread per tick. Opt-in (engine=ticker):
+// a thread put off its core reads as not running (docs/sampling.md).
 //
 // A thread that used CPU may be asleep at the tick: signalling it then
 // would record where it sleeps (epoll_wait) for time it spent elsewhere.
@@ -25,10 +26,9 @@
 #include <errno.h>
 
 /// Longest a thread's counted CPU time waits for a tick that finds it
-/// running. A thread running 2 % of the time (an event loop on light load)
-/// is found by one of 100 ticks in 87 % of cases, by one of 20 in 33 %:
-/// long enough that few samples land on a wait, short enough that little
-/// time is left unrecorded when a profile ends.
+/// running: long enough for a thread that runs a small share of the time to
+/// be found at one of many ticks, short enough that little time is left
+/// unrecorded when a profile ends.
 #define CAP_CPUTICK_MAX_WAIT_NS 1000000000ull
 /// Most intervals one sample may stand for (a thread that ran long between
 /// two ticks, or a very short interval); past it the targets restart from now.

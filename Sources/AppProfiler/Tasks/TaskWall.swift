@@ -198,7 +198,7 @@ final class TaskWall: Sendable {
       let labelKey = TaskLabels.key
       let labelHead = TaskLabels.headOffset.map { UInt64($0) }
       var present = Set<UInt64>()
-      present.reserveCapacity(entries.count)
+      if scopes { present.reserveCapacity(entries.count) }
       for entry in entries where scopes {
         present.insert(entry.task)
         guard !state.scanned.contains(entry.task) else { continue }
