@@ -146,7 +146,9 @@ let package = Package(
     ),
     .testTarget(
       name: "AppProfilerTests",
-      dependencies: ["AppProfiler", "CAppProfiler"]
+      dependencies: [
+        "AppProfiler", "CAppProfiler", .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+      ]
     ),
     .testTarget(
       name: "AppProfilerServerTests",

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize symbolize-10k cold-first-profile encode unwind-cost tables completeness soak idle retained overhead-http alloc-overhead middleware-latency async-stacks labels continuous heap-http tasks)
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize symbolize-10k cold-first-profile encode unwind-cost tables completeness soak idle retained overhead-http alloc-overhead lock-pair middleware-latency async-stacks labels continuous heap-http tasks)
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(uname -r), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 build_log=$(mktemp)
@@ -449,6 +449,12 @@ for scenario in "${scenarios[@]}"; do
     # (a fresh heap runs the object loop 1.6x faster than one that has been
     # used, profiler or not), one process does not.
     "$bench" alloc-ab 7
+    ;;
+  lock-pair)
+    # Uncontended pthread_mutex_lock + unlock pairs without the lock
+    # wrappers and with them (a block session running), interleaved in one
+    # process, 7 rounds of 10 M pairs; medians (docs/locks.md).
+    "$bench" lock-pair 7
     ;;
   heap-http)
     # The Hummingbird example app (release) under wrk on GET /: with the

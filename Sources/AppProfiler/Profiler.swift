@@ -59,20 +59,25 @@ public final class Profiler: Sendable {
 
   /// The samplers that run independently of each other: one per kind.
   enum SamplerKind: CaseIterable {
-    case cpu, wall, alloc
+    case cpu, wall, alloc, block, mutex
     /// Thread dumps (``threadSnapshot(options:)``): wall, one tick.
     case snapshot
     /// The flight recorder's cpu and wall sampling (``FlightRecorder``).
     case flightCPU, flightWall
 
     init(_ mode: Profile.Mode) {
-      self = mode == .wall ? .wall : mode.isAllocation ? .alloc : .cpu
+      switch mode {
+      case .wall: self = .wall
+      case .block: self = .block
+      case .mutex: self = .mutex
+      default: self = mode.isAllocation ? .alloc : .cpu
+      }
     }
 
     /// The C session (cpu and wall kinds).
     var cMode: Int32 {
       switch self {
-      case .cpu, .alloc: Int32(CAP_MODE_CPU)
+      case .cpu, .alloc, .block, .mutex: Int32(CAP_MODE_CPU)
       case .wall: Int32(CAP_MODE_WALL)
       case .snapshot: Int32(CAP_MODE_SNAPSHOT)
       case .flightCPU: Int32(CAP_MODE_FLIGHT_CPU)
@@ -254,6 +259,11 @@ public final class Profiler: Sendable {
             startTime = installed.startTimeNanoseconds
             startMonotonic = installed.startMonotonicNanoseconds
             backend = installed
+          } else if let lockKind = LockRecorder.Kind(mode) {
+            let installed = try LockBackend(kind: lockKind, options: options)
+            startTime = installed.startTimeNanoseconds
+            startMonotonic = installed.startMonotonicNanoseconds
+            backend = installed
           } else {
             backend = try SignalSamplingBackend(kind: kind, mode: mode, interval: interval, options: options)
           }
@@ -263,7 +273,7 @@ public final class Profiler: Sendable {
           // The first consumer reads everything the new sampler took. An
           // alloc window over continuous sampling is fresh too, but the
           // continuous sampler's counters run on: its mark holds them.
-          slot.marks[consumer] = mode.isAllocation ? backend.mark() : SampleCollector.Mark()
+          slot.marks[consumer] = mode.isEvent ? backend.mark() : SampleCollector.Mark()
           return (run, consumer)
         } catch {
           slot.machine.failed(id)
@@ -371,6 +381,50 @@ public final class Profiler: Sendable {
       mode: .heap)
   }
 
+  // MARK: Continuous lock sampling
+
+  /// Measures contended pthread lock acquisitions from now on, for the life
+  /// of the process (or until ``disableContinuousLockSampling()``):
+  /// ``cumulativeLockProfile(_:)`` returns the totals, like Go's
+  /// `/debug/pprof/block` and `/mutex` after `SetBlockProfileRate`. Off by
+  /// default. While it runs, block and mutex sessions read it at its rate.
+  /// Cost: docs/locks.md.
+  public func enableContinuousLockSampling(
+    rate: Duration = .microseconds(100), options: SessionOptions = SessionOptions()
+  ) throws {
+    guard Self.isSupported else { throw ProfilerError.unsupportedPlatform }
+    guard SessionOptions.allowedLockSamplingRates.contains(rate) else {
+      throw ProfilerError.invalidParameter(name: "rate", value: "\(rate)", allowed: "1 ns ... 1 s")
+    }
+    try LockRecorder.shared.enableContinuous(rate: rate, options: options)
+  }
+
+  /// Stops continuous lock sampling and drops its totals.
+  public func disableContinuousLockSampling() {
+    LockRecorder.shared.disableContinuous()
+  }
+
+  /// The continuous mode's rate, nil when it is off.
+  public var continuousLockSamplingRate: Duration? { LockRecorder.shared.continuousRate }
+
+  /// Lock waits since continuous sampling was enabled, all threads
+  /// together: by the waiters' stacks (`.block`) or by the holders' at the
+  /// unlock that ended them (`.mutex`). nil when it is off or `mode` is
+  /// not a lock mode.
+  public func cumulativeLockProfile(_ mode: Profile.Mode) -> Profile? {
+    guard let kind = LockRecorder.Kind(mode), let recording = LockRecorder.shared.continuousSnapshot(kind) else {
+      return nil
+    }
+    var collector = recording.collector
+    let now = ProfilingSession.clock(CLOCK_MONOTONIC)
+    let builder = ProfileBuilder(
+      mode: mode, startTimeNanoseconds: recording.startTimeNanoseconds,
+      startMonotonicNanoseconds: recording.startMonotonicNanoseconds,
+      durationNanoseconds: now > recording.startMonotonicNanoseconds ? now - recording.startMonotonicNanoseconds : 0,
+      report: LockBackend.report(recording))
+    return builder.build(from: &collector)
+  }
+
   /// Function names (demangled) of code addresses in this process, for the
   /// addresses that have one; served by `/debug/pprof/symbol`.
   public func symbolNames(for addresses: [UInt64]) -> [UInt64: String] {
@@ -435,7 +489,11 @@ public final class Profiler: Sendable {
       throw ProfilerError.invalidParameter(
         name: "allocationSamplingRate", value: "\(options.allocationSamplingRate)", allowed: "1 ... 1073741824 bytes")
     }
-    guard mode.isAllocation || SessionOptions.allowedIntervals.contains(interval) else {
+    guard SessionOptions.allowedLockSamplingRates.contains(options.lockSamplingRate) || !mode.isLock else {
+      throw ProfilerError.invalidParameter(
+        name: "lockSamplingRate", value: "\(options.lockSamplingRate)", allowed: "1 ns ... 1 s")
+    }
+    guard mode.isEvent || SessionOptions.allowedIntervals.contains(interval) else {
       throw ProfilerError.invalidParameter(
         name: "interval", value: "\(interval)", allowed: "100 µs ... 1 s (100 ... 1000000 µs)")
     }

@@ -88,7 +88,7 @@ final class ProfileCoordinator: Sendable {
   /// per-request profile), this one shares its sampler; other modes run
   /// next to it; the same mode with other sampling gets 409.
   func record(
-    mode: Profile.Mode, duration: Duration, interval: Duration, allocationRate: Int? = nil,
+    mode: Profile.Mode, duration: Duration, interval: Duration, allocationRate: Int? = nil, lockRate: Duration? = nil,
     cpuEngine: SessionOptions.CPUEngine? = nil, includeProfilerThreads: Bool = false, asyncStacks: Bool? = nil,
     joinsRunningSampler: Bool = false, includesSuspendedTasks: Bool = false, cancellation: RecordingCancellation
   ) -> Result<Profile, HTTPResponseBox> {
@@ -97,6 +97,7 @@ final class ProfileCoordinator: Sendable {
     defer { _ = runningUntil.withLock { $0.removeValue(forKey: recording) } }
     var options = configuration.sessionOptions
     if let allocationRate { options.allocationSamplingRate = allocationRate }
+    if let lockRate { options.lockSamplingRate = lockRate }
     if let cpuEngine { options.cpuEngine = cpuEngine }
     if includeProfilerThreads { options.includeProfilerThreads = true }
     if let asyncStacks { options.asyncStacks = asyncStacks }
@@ -116,6 +117,7 @@ final class ProfileCoordinator: Sendable {
   func profile(_ request: ProfileRequest, cancellation: RecordingCancellation) -> HTTPResponse {
     switch record(
       mode: request.mode, duration: request.duration, interval: request.interval, allocationRate: request.allocationRate,
+      lockRate: request.lockRate,
       cpuEngine: request.cpuEngine, includeProfilerThreads: request.includeProfilerThreads,
       asyncStacks: request.asyncStacks, joinsRunningSampler: !request.intervalGiven,
       includesSuspendedTasks: request.includesSuspendedTasks, cancellation: cancellation)
@@ -205,17 +207,21 @@ final class ProfileCoordinator: Sendable {
     return Self.encode(profile, as: .pprof)
   }
 
-  /// `/debug/pprof/block`, `/mutex`: a valid pprof profile with Go's sample
-  /// types and no samples — lock contention is not measured here. Scrapers
-  /// (Alloy, Parca) ask for these by default; an empty profile is what Go
-  /// answers when block or mutex profiling is off.
-  static func emptyContentionProfile(_ name: String) -> HTTPResponse {
-    let profile = Profile(
-      mode: Profile.Mode(rawValue: name), engine: "none (app-profiler does not measure lock contention)",
-      sampleTypes: [.init("contentions", "count"), .init("delay", "nanoseconds")],
+  /// `/debug/pprof/block`, `/mutex` without `seconds`: the totals since
+  /// continuous lock sampling started (APP_PROFILER_LOCKS=1), else a valid
+  /// pprof profile with Go's sample types and no samples — what Go answers
+  /// while block or mutex profiling is off, and what scrapers' default
+  /// configurations (Alloy, Parca) expect.
+  func cumulativeLocks(_ mode: Profile.Mode) -> HTTPResponse {
+    if let profile = Profiler.shared.cumulativeLockProfile(mode) { return Self.encode(profile, as: .pprof) }
+    var profile = Profile(
+      mode: mode, engine: "none (lock sampling is off: APP_PROFILER_LOCKS=1, or seconds=N for a window)",
+      sampleTypes: [.init("contentions", "count"), .init("delay", "nanoseconds")], defaultSampleType: 1,
       periodType: .init("contentions", "count"), period: 1,
       startTimeNanoseconds: UInt64(max(0, Date().timeIntervalSince1970 * 1e9)), durationNanoseconds: 0)
-    return encode(profile, as: .pprof)
+    profile.metadata["lock_sampling"] =
+      "off: start the process with APP_PROFILER_LOCKS=1 for cumulative totals, or ask for a window with seconds=N"
+    return Self.encode(profile, as: .pprof)
   }
 
   static func fileName(_ profile: Profile) -> String {
@@ -286,7 +292,7 @@ final class ProfileCoordinator: Sendable {
       return .error(
         .notImplemented, "profiling is not available in this build: app-profiler samples on Linux only (no sampler here)")
     case ProfilerError.invalidParameter(let name, let value, let allowed)
-    where name == "interval" || name == "duration" || name == "allocationSamplingRate":
+    where name == "interval" || name == "duration" || name == "allocationSamplingRate" || name == "lockSamplingRate":
       return .error(.badRequest, "invalid parameter \(name)='\(value)': allowed \(allowed)")
     case is CancellationError:
       // The client went away; nobody reads this.

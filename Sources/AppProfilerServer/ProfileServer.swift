@@ -71,6 +71,8 @@ public final class ProfileServer: Service, Sendable {
     var files: [String]
     /// This server turned continuous allocation sampling on (and turns it off).
     var ownsContinuousAllocationSampling = false
+    /// This server turned continuous lock sampling on (and turns it off).
+    var ownsContinuousLockSampling = false
     /// This server started the flight recorder (and stops it).
     var ownsFlightRecorder = false
   }
@@ -162,6 +164,19 @@ public final class ProfileServer: Service, Sendable {
           logger.error("app-profiler cannot sample allocations continuously", metadata: ["error": "\(error)"])
         }
       }
+      if effective.continuousLockSampling && Profiler.shared.continuousLockSamplingRate == nil {
+        do {
+          try Profiler.shared.enableContinuousLockSampling(
+            rate: effective.sessionOptions.lockSamplingRate, options: effective.sessionOptions)
+          running.ownsContinuousLockSampling = true
+          logger.info(
+            "app-profiler measures lock contention continuously",
+            metadata: ["rate": "\(effective.sessionOptions.lockSamplingRate)"])
+        } catch {
+          // The server still serves; /debug/pprof/block says it is off.
+          logger.error("app-profiler cannot measure lock contention continuously", metadata: ["error": "\(error)"])
+        }
+      }
       if let seconds = effective.flightRecorderSeconds, !FlightRecorder.shared.isRunning {
         do {
           // With slow-request profiles, its wall ring counts tasks off
@@ -202,6 +217,7 @@ public final class ProfileServer: Service, Sendable {
     for file in running.files { unlink(file) }
     ExitCleanup.unregister(paths: running.files)
     if running.ownsContinuousAllocationSampling { Profiler.shared.disableContinuousAllocationSampling() }
+    if running.ownsContinuousLockSampling { Profiler.shared.disableContinuousLockSampling() }
     if running.ownsFlightRecorder { FlightRecorder.shared.stop() }
     Self.runningInProcess.withLock { $0 = nil }
     logger.info("app-profiler stopped")

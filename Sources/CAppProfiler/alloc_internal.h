@@ -6,6 +6,7 @@
 #define CAP_ALLOC_INTERNAL_H
 
 #include "cap_session.h"
+#include "got_patch.h"
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -18,15 +19,10 @@ extern _Atomic uint64_t cap_alloc_mean;
 /// Bumped by each start: threads draw a fresh countdown.
 extern _Atomic uint32_t cap_alloc_generation;
 
-/// A wrapper and where the real function's address is kept (resolved with
-/// dlsym before any GOT entry points at the wrapper).
-typedef struct cap_hook {
-  const char *name;
-  void *hook;
-  void **real;
-} cap_hook;
 extern cap_hook cap_alloc_hooks[];
 extern const size_t cap_alloc_hook_count;
+/// The allocation wrappers as the GOT walk takes them (alloc_linux.c).
+extern cap_hook_set cap_alloc_hook_set;
 
 // MARK: - The live-heap set (heap_set.c)
 
@@ -122,19 +118,6 @@ extern uint64_t cap_alloc_swift_core_text_end;
 /// After fork(): the child's only thread has a new id.
 void cap_alloc_thread_forked(void);
 
-// got_patch_linux.c (callers hold the patch lock)
-enum { CAP_WALK_PATCH = 1, CAP_WALK_RESTORE = 2, CAP_WALK_COUNT = 3 };
-typedef struct cap_got_result {
-  uint64_t changed;  // entries written (patch, restore) or found (count)
-  uint64_t images;   // images with at least one entry changed
-  int error;
-} cap_got_result;
-/// Bytes of the table of patched entries (kept in the session's memory).
-size_t cap_got_table_bytes(void);
-void cap_got_set_table(void *memory);
-/// Walks every loaded image's relocations (dl_iterate_phdr) for `action`.
-cap_got_result cap_got_walk(int action);
-void cap_got_resolve_real_functions(void);
 /// For a GOT entry of `name` holding the task registry's wrapper
 /// (`current`): the registry's pointer to where it goes on, which an
 /// allocation profile redirects instead of the entry. NULL otherwise.

@@ -41,6 +41,7 @@
 
 // MARK: - State
 
+
 static _Atomic int g_alloc_owned;            // between start and release
 static _Atomic int g_alloc_installed;        // entries redirected
 static void *g_alloc_memory;
@@ -52,7 +53,7 @@ static uint64_t g_patched_slots;  // entries redirected by the last install (kep
 static void cap_alloc_atfork_child(void) {
   // The child has no drain thread: put its entries back, stop recording.
   if (atomic_load(&g_alloc_installed)) {
-    cap_got_walk(CAP_WALK_RESTORE);
+    cap_got_walk(&cap_alloc_hook_set, CAP_WALK_RESTORE);
     atomic_store(&g_alloc_installed, 0);
   }
   atomic_store(&cap_alloc_session.active, 0);
@@ -70,7 +71,7 @@ static void cap_alloc_unmap(void) {
   cap_session *s = &cap_alloc_session;
   if (g_alloc_memory != 0) munmap(g_alloc_memory, g_alloc_bytes);
   g_alloc_memory = 0;
-  cap_got_set_table(0);
+  cap_got_set_table(&cap_alloc_hook_set, 0, 0);
   s->range_sets = 0;
   s->slots = 0;
   s->unwind_images = 0;
@@ -106,7 +107,7 @@ int cap_alloc_start(const cap_alloc_config *config, char *message, size_t messag
   }
   g_alloc_memory = memory;
   s->range_sets = (cap_range_set *)memory;
-  cap_got_set_table((char *)memory + range_bytes);
+  cap_got_set_table(&cap_alloc_hook_set, (char *)memory + range_bytes, (uint32_t)(patch_bytes / sizeof(cap_patch)));
   s->slots = (cap_slot *)((char *)memory + range_bytes + patch_bytes);
   s->slot_count = config->buffer_slots;
   atomic_store(&s->write_cursor, 0);
@@ -123,7 +124,7 @@ int cap_alloc_start(const cap_alloc_config *config, char *message, size_t messag
   atomic_store(&s->complete_samples, 0);
   cap_ranges_refresh(s);
 
-  cap_got_resolve_real_functions();
+  cap_got_resolve(&cap_alloc_hook_set);
   if (*cap_alloc_hooks[0].real == 0 || *cap_alloc_hooks[1].real == 0 || *cap_alloc_hooks[2].real == 0) {
     cap_alloc_unmap();
     atomic_store(&g_alloc_owned, 0);
@@ -144,12 +145,12 @@ int cap_alloc_start(const cap_alloc_config *config, char *message, size_t messag
   atomic_store(&s->active, 1);
 
   pthread_mutex_lock(&g_patch_lock);
-  cap_got_result walk = cap_got_walk(CAP_WALK_PATCH);
+  cap_got_result walk = cap_got_walk(&cap_alloc_hook_set, CAP_WALK_PATCH);
   g_patched_images = walk.images;
   g_patched_slots = walk.changed;
   atomic_store(&g_alloc_installed, 1);
   if (walk.error != 0) {
-    cap_got_walk(CAP_WALK_RESTORE);
+    cap_got_walk(&cap_alloc_hook_set, CAP_WALK_RESTORE);
     atomic_store(&g_alloc_installed, 0);
     pthread_mutex_unlock(&g_patch_lock);
     cap_alloc_stop();
@@ -166,7 +167,7 @@ int cap_alloc_patch_new_images(void) {
   pthread_mutex_lock(&g_patch_lock);
   cap_got_result walk = {0, 0, 0};
   if (atomic_load(&g_alloc_installed)) {
-    walk = cap_got_walk(CAP_WALK_PATCH);
+    walk = cap_got_walk(&cap_alloc_hook_set, CAP_WALK_PATCH);
     g_patched_images += walk.images;
     g_patched_slots += walk.changed;
   }
@@ -179,7 +180,7 @@ void cap_alloc_stop(void) {
   if (!atomic_load(&g_alloc_owned)) return;
   pthread_mutex_lock(&g_patch_lock);
   if (atomic_load(&g_alloc_installed)) {
-    cap_got_walk(CAP_WALK_RESTORE);
+    cap_got_walk(&cap_alloc_hook_set, CAP_WALK_RESTORE);
     atomic_store(&g_alloc_installed, 0);
   }
   pthread_mutex_unlock(&g_patch_lock);
@@ -230,8 +231,8 @@ void cap_alloc_stats_get(cap_alloc_stats *out) {
 
 int cap_alloc_redirected_entries(void) {
   pthread_mutex_lock(&g_patch_lock);
-  cap_got_resolve_real_functions();
-  cap_got_result walk = cap_got_walk(CAP_WALK_COUNT);
+  cap_got_resolve(&cap_alloc_hook_set);
+  cap_got_result walk = cap_got_walk(&cap_alloc_hook_set, CAP_WALK_COUNT);
   pthread_mutex_unlock(&g_patch_lock);
   return (int)walk.changed;
 }

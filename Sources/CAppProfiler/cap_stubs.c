@@ -143,6 +143,24 @@ int cap_alloc_set_thread_ignored(int ignored) {
   (void)ignored;
   return 0;
 }
+int cap_lock_start(const cap_lock_config *config, char *message, size_t message_len) {
+  (void)config;
+  unsupported(message, message_len);
+  return -ENOSYS;
+}
+int cap_lock_patch_new_images(void) { return 0; }
+void cap_lock_stop(void) {}
+void cap_lock_release(void) {}
+size_t cap_lock_drain(void *out, size_t capacity, int full_scan) {
+  (void)out, (void)capacity, (void)full_scan;
+  return 0;
+}
+void cap_lock_stats_get(cap_lock_stats *out) { memset(out, 0, sizeof *out); }
+int cap_lock_redirected_entries(void) { return 0; }
+int cap_lock_set_thread_ignored(int ignored) {
+  (void)ignored;
+  return 0;
+}
 void cap_signal_handler(int signal_number, void *info, void *ucontext) {
   (void)signal_number, (void)info, (void)ucontext;
 }

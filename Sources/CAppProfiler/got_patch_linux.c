@@ -1,9 +1,10 @@
-// Pointing the GOT entries of malloc & co. at the allocation wrappers, and
-// back. Each loaded image calls those functions through its GOT
+// Pointing the GOT entries of a set of functions (malloc & co. for the
+// allocation sampler, pthread's locks for the lock sampler) at their
+// wrappers, and back. Each loaded image calls those functions through its GOT
 // (JUMP_SLOT/GLOB_DAT relocations); entries inside PT_GNU_RELRO are made
 // writable for the one store. The walk runs in dl_iterate_phdr's callback,
 // under the loader's lock, so an image cannot be unloaded under it. Off the
-// allocation path; callers hold alloc_linux.c's patch lock.
+// wrapped paths; callers hold their sampler's patch lock.
 #define _GNU_SOURCE
 #include "cap_platform.h"
 #if CAP_HAVE_SAMPLER
@@ -18,17 +19,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-typedef struct cap_patch {
-  uint64_t *slot;
-  uint64_t original;
-} cap_patch;
-
 #define CAP_MAX_PATCHES 8192
-static cap_patch *g_patches;  // in the allocation session's memory
-static uint32_t g_patch_count;
-
 
 typedef struct cap_walk {
+  cap_hook_set *set;
   int action;
   uint64_t changed;        // entries written (patch, restore) or found (count)
   uint64_t images;         // images with at least one entry changed
@@ -36,8 +30,8 @@ typedef struct cap_walk {
   uint64_t page_size;      // read before the walk: sysconf is not called under the loader lock
 } cap_walk;
 
-static cap_walk cap_walk_new(int action) {
-  cap_walk walk = {action, 0, 0, 0, (uint64_t)sysconf(_SC_PAGESIZE)};
+static cap_walk cap_walk_new(cap_hook_set *set, int action) {
+  cap_walk walk = {set, action, 0, 0, 0, (uint64_t)sysconf(_SC_PAGESIZE)};
   return walk;
 }
 
@@ -111,25 +105,27 @@ CAP_NO_INSTRUMENT static void cap_walk_relocations(cap_walk *walk, uint64_t bias
     uint64_t name_offset = symbols[symbol].st_name;
     if (string_bytes != 0 && name_offset >= string_bytes) continue;
     const char *name = strings + name_offset;
-    for (size_t h = 0; h < cap_alloc_hook_count; h++) {
-      if (!cap_text_equal(name, cap_alloc_hooks[h].name)) continue;
+    cap_hook_set *set = walk->set;
+    for (size_t h = 0; h < set->count; h++) {
+      const cap_hook *entry = &set->hooks[h];
+      if (!cap_text_equal(name, entry->name)) continue;
       uint64_t *slot = (uint64_t *)(uintptr_t)(bias + relocations[i].r_offset);
       uint64_t current = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
       // The task registry's entry (libswift_Concurrency's malloc, free):
       // its onward pointer is redirected instead, so it sees every task.
-      uint64_t *chained = cap_task_chain_slot(name, current);
+      uint64_t *chained = set->follows_task_registry ? cap_task_chain_slot(name, current) : 0;
       uint64_t slot_relro_start = relro_start, slot_relro_end = relro_end;
       if (chained != 0) {
         slot = chained;
         current = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
         slot_relro_start = slot_relro_end = 0;
       }
-      uint64_t hook = (uint64_t)(uintptr_t)cap_alloc_hooks[h].hook;
+      uint64_t hook = (uint64_t)(uintptr_t)entry->hook;
       if (walk->action == CAP_WALK_COUNT) {
         if (current == hook) walk->changed++;
       } else if (walk->action == CAP_WALK_PATCH) {
-        if (current == hook || *cap_alloc_hooks[h].real == 0) break;
-        if (g_patch_count == CAP_MAX_PATCHES) {
+        if (current == hook || *entry->real == 0) break;
+        if (set->patch_count == set->patch_capacity) {
           walk->error = -ENOSPC;
           break;
         }
@@ -138,17 +134,17 @@ CAP_NO_INSTRUMENT static void cap_walk_relocations(cap_walk *walk, uint64_t bias
           walk->error = stored;
           break;
         }
-        g_patches[g_patch_count].slot = slot;
-        g_patches[g_patch_count].original = current;
-        g_patch_count++;
+        set->patches[set->patch_count].slot = slot;
+        set->patches[set->patch_count].original = current;
+        set->patch_count++;
         walk->changed++;
         *image_changed = 1;
       } else if (walk->action == CAP_WALK_RESTORE) {
         if (current != hook) break;
-        uint64_t original = (uint64_t)(uintptr_t)*cap_alloc_hooks[h].real;
-        for (uint32_t p = 0; p < g_patch_count; p++) {
-          if (g_patches[p].slot == slot) {
-            original = g_patches[p].original;
+        uint64_t original = (uint64_t)(uintptr_t)*entry->real;
+        for (uint32_t p = 0; p < set->patch_count; p++) {
+          if (set->patches[p].slot == slot) {
+            original = set->patches[p].original;
             break;
           }
         }
@@ -259,25 +255,30 @@ void cap_alloc_choose_wrappers(void) {
   cap_alloc_hooks[index].hook = cap_alloc_swift_object_direct;
 }
 
-void cap_got_resolve_real_functions(void) {
-  for (size_t h = 0; h < cap_alloc_hook_count; h++) {
-    if (__atomic_load_n(cap_alloc_hooks[h].real, __ATOMIC_ACQUIRE) == 0) {
-      __atomic_store_n(cap_alloc_hooks[h].real, dlsym(RTLD_DEFAULT, cap_alloc_hooks[h].name), __ATOMIC_RELEASE);
+void cap_got_resolve(cap_hook_set *set) {
+  for (size_t h = 0; h < set->count; h++) {
+    if (__atomic_load_n(set->hooks[h].real, __ATOMIC_ACQUIRE) == 0) {
+      __atomic_store_n(set->hooks[h].real, dlsym(RTLD_DEFAULT, set->hooks[h].name), __ATOMIC_RELEASE);
     }
   }
 }
 
 size_t cap_got_table_bytes(void) { return CAP_MAX_PATCHES * sizeof(cap_patch); }
 
-void cap_got_set_table(void *memory) {
-  g_patches = (cap_patch *)memory;
-  g_patch_count = 0;
+void cap_got_set_table(cap_hook_set *set, void *memory, uint32_t capacity) {
+  set->patches = (cap_patch *)memory;
+  set->patch_capacity = memory != 0 ? capacity : 0;
+  set->patch_count = 0;
 }
 
-cap_got_result cap_got_walk(int action) {
-  cap_walk walk = cap_walk_new(action);
+cap_got_result cap_got_walk(cap_hook_set *set, int action) {
+  cap_walk walk = cap_walk_new(set, action);
+  if (action == CAP_WALK_PATCH && set->patches == 0) {
+    cap_got_result none = {0, 0, -ENOMEM};
+    return none;
+  }
   dl_iterate_phdr(cap_walk_image, &walk);
-  if (action == CAP_WALK_RESTORE) g_patch_count = 0;
+  if (action == CAP_WALK_RESTORE) set->patch_count = 0;
   cap_got_result result = {walk.changed, walk.images, walk.error};
   return result;
 }

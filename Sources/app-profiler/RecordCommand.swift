@@ -26,7 +26,7 @@ struct RecordCommand: AsyncParsableCommand {
   @Argument(help: "pid, socket path or http://host:port of the profiled process.")
   var target: String
 
-  @Option(help: "cpu, wall or alloc (object is the same as alloc).")
+  @Option(help: "cpu, wall, alloc (object is the same), heap, block or mutex.")
   var mode: String = "cpu"
 
   @Option(help: "Seconds to record (decimal).")
@@ -68,7 +68,7 @@ struct RecordCommand: AsyncParsableCommand {
       throw ValidationError("--duration must be more than 0 seconds")
     }
     guard Profile.Mode(parameter: mode) != nil else {
-      throw ValidationError("--mode must be cpu, wall or alloc")
+      throw ValidationError("--mode must be one of \(Profile.Mode.parameterValues)")
     }
     if let format, ProfileFormat(name: format) == nil {
       throw ValidationError("--format must be speedscope, pprof, collapsed or html")

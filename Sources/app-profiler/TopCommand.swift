@@ -19,6 +19,7 @@ struct TopCommand: AsyncParsableCommand {
         app-profiler top cpu.pb.gz --names short
         app-profiler top heap.pb.gz --inuse
         app-profiler top 4242 --mode heap --duration 10 --sample-index alloc_space
+        app-profiler top 4242 --mode block --duration 10 --sample-index delay
       """)
 
   @Argument(help: "A profile file, or pid / socket / URL to record from.")
@@ -33,7 +34,7 @@ struct TopCommand: AsyncParsableCommand {
   @Option(help: "Wall samples of blocked threads: exclude or include.")
   var idle: String = "exclude"
 
-  @Option(help: "When recording: cpu, wall, alloc or heap.")
+  @Option(help: "When recording: cpu, wall, alloc, heap, block or mutex.")
   var mode: String = "cpu"
 
   @Flag(help: "Heap profiles: count what is still in use (inuse_space), the default of a heap profile.")
@@ -41,7 +42,7 @@ struct TopCommand: AsyncParsableCommand {
 
   @Option(
     name: .customLong("sample-index"),
-    help: "The sample type to count (e.g. inuse_space, inuse_objects, alloc_space, alloc_objects); default: the profile's.")
+    help: "The sample type to count (e.g. inuse_space, alloc_objects, delay, contentions); default: the profile's.")
   var sampleIndex: String?
 
   @Option(help: "When recording: seconds.")
@@ -71,7 +72,7 @@ struct TopCommand: AsyncParsableCommand {
     guard TopFunctions.IdleSamples(rawValue: idle) != nil else { throw ValidationError("--idle must be exclude or include") }
     guard TopFunctions.Names(rawValue: names) != nil else { throw ValidationError("--names must be full or short") }
     guard duration > 0, duration.isFinite else { throw ValidationError("--duration must be more than 0 seconds (the server states its maximum)") }
-    guard Profile.Mode(parameter: mode) != nil else { throw ValidationError("--mode must be cpu, wall, alloc or heap") }
+    guard Profile.Mode(parameter: mode) != nil else { throw ValidationError("--mode must be one of \(Profile.Mode.parameterValues)") }
     if inuse && sampleIndex != nil && sampleIndex != "inuse_space" {
       throw ValidationError("--inuse and --sample-index \(sampleIndex!) ask for different sample types")
     }

@@ -200,13 +200,14 @@ extension ServerSuite {
       }
     }
 
-    /// Their default configurations also ask for block and mutex profiles:
-    /// valid, empty, at once; Go's parameters accepted.
-    @Test func blockAndMutexAreEmptyProfiles() throws {
+    /// Their default configurations also ask for block and mutex profiles
+    /// (cumulative, no `seconds`): with lock sampling off, valid and empty
+    /// at once, saying how to turn it on; Go's parameters accepted.
+    @Test func blockAndMutexAreEmptyProfilesWhileLockSamplingIsOff() throws {
       let scratch = TemporaryDirectory()
       defer { scratch.remove() }
       try withTestee(arguments: ["--tcp"]) { testee in
-        for target in ["/debug/pprof/block", "/debug/pprof/mutex?debug=0", "/debug/pprof/block?seconds=5&gc=1"] {
+        for target in ["/debug/pprof/block", "/debug/pprof/mutex?debug=0", "/debug/pprof/block?gc=1"] {
           let started = Date()
           let answer = try Curl.request(url: testee.address + target)
           #expect(answer.status == 200, "\(target): \(answer.text)")
@@ -216,7 +217,8 @@ extension ServerSuite {
           let read = try goPprof(["-raw", file], scratch: scratch.path)
           #expect(read.status == 0, "\(target): \(read.error)")
           // Go's sample types, and no sample between their header and the locations.
-          #expect(read.output.contains("Samples:\ncontentions/count[dflt] delay/nanoseconds\nLocations"), "\(read.output)")
+          #expect(read.output.contains("Samples:\ncontentions/count delay/nanoseconds[dflt]\nLocations"), "\(read.output)")
+          #expect(read.output.contains("APP_PROFILER_LOCKS=1"), "the profile says how to turn it on")
         }
         #expect(try Curl.request(url: testee.address + "/debug/pprof/mutex?rate=1").status == 400)
       }

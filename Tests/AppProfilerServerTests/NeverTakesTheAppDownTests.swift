@@ -73,12 +73,13 @@ extension ServerSuite {
           "/profile?mode=wall&duration=0.3&format=collapsed",
           "/profile?mode=alloc&duration=0.3&format=collapsed",
           "/debug/pprof/threads?debug=2",
+          "/profile?mode=block&duration=0.3&format=collapsed",
         ]
-        var named = [0, 0, 0, 0]
+        var named = [0, 0, 0, 0, 0]
         for index in 0..<100 {
-          let answer = try Curl.get(testee, kinds[index % 4])
-          #expect(answer.status == 200, "\(kinds[index % 4]): \(answer.status) \(answer.text.prefix(300))")
-          if answer.text.contains("plugin_work") { named[index % 4] += 1 }
+          let answer = try Curl.get(testee, kinds[index % kinds.count])
+          #expect(answer.status == 200, "\(kinds[index % kinds.count]): \(answer.status) \(answer.text.prefix(300))")
+          if answer.text.contains("plugin_work") { named[index % kinds.count] += 1 }
           guard testee.isAlive else {
             Issue.record("the testee died after \(index + 1) profiles")
             return

@@ -51,8 +51,10 @@ case "task-wall":
   try await benchTaskWall(tasks: Int(argument(1, "10000"))!)
 case "task-dump-churn":
   try await benchTaskDumpChurn(dumps: Int(argument(1, "1000"))!)
+case "lock-pair":
+  try benchLockPair(rounds: Int(argument(1, "7"))!)
 case "count-frames":
   try benchCountFrames(path: argument(1, ""))
 default:
-  print("usage: profiler-bench yield THREADS HZ SECONDS [auto|posix] | wall-cost THREADS HZ SECONDS | attribution SECONDS [READY_FILE] | symbolize SECONDS | frames-server LIBRARY CHAINS | count-frames SPEEDSCOPE_FILE | alloc-overhead never|after|during|always|touched SECONDS [RATE] | alloc-ab [ROUNDS] | encode | unwind-cost | tables | completeness | async-sample-cost DEPTH ROUNDS | async-throughput none|100-off|100-on|1000-off|1000-on SECONDS | task-churn SECONDS | task-dump N | task-dump-churn DUMPS | task-wall N")
+  print("usage: profiler-bench yield THREADS HZ SECONDS [auto|posix] | wall-cost THREADS HZ SECONDS | attribution SECONDS [READY_FILE] | symbolize SECONDS | frames-server LIBRARY CHAINS | count-frames SPEEDSCOPE_FILE | alloc-overhead never|after|during|always|touched SECONDS [RATE] | alloc-ab [ROUNDS] | encode | unwind-cost | tables | completeness | async-sample-cost DEPTH ROUNDS | async-throughput none|100-off|100-on|1000-off|1000-on SECONDS | task-churn SECONDS | task-dump N | task-dump-churn DUMPS | task-wall N | lock-pair ROUNDS")
 }

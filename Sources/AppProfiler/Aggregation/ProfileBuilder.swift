@@ -155,6 +155,13 @@ struct ProfileBuilder {
             ],
             labels: collector.labels(of: raw.labels), numericLabels: Self.taskLabel(raw.task))
         }
+        if mode.isLock {
+          // contentions, delay (estimates, as Go's).
+          return Profile.Sample(
+            stack: stackRemap[raw.stack]!, timestampNanoseconds: timestamp,
+            values: [max(1, Int64(raw.objects.rounded())), Int64(raw.bytes.rounded())],
+            labels: collector.labels(of: raw.labels), numericLabels: Self.taskLabel(raw.task))
+        }
         if mode == .alloc {
           // alloc_objects, alloc_space (estimates), samples (raw).
           return Profile.Sample(
@@ -201,7 +208,7 @@ struct ProfileBuilder {
     profile.metadata["executable"] = ImageMap.executablePath()
     profile.metadata["pid"] = String(getpid())
     for (key, value) in report.metadata { profile.metadata[key] = value }
-    if excludesProfilerThreads && !mode.isAllocation {
+    if excludesProfilerThreads && !mode.isEvent {
       // The profiler's own threads, left out of the samples above.
       profile.metadata["profiler_cpu_seconds"] = String(Double(profilerTime) / 1e9)
     }
@@ -305,6 +312,10 @@ struct ProfileBuilder {
         [.init("alloc_objects", "count"), .init("alloc_space", "bytes"), .init("samples", "count")], 1,
         .init("space", "bytes")
       )
+    }
+    if mode.isLock {
+      // Go's block and mutex profiles: delay shown.
+      return ([.init("contentions", "count"), .init("delay", "nanoseconds")], 1, .init("contentions", "count"))
     }
     let time = Profile.ValueType(mode.rawValue, "nanoseconds")
     return ([.init("samples", "count"), time], 1, time)

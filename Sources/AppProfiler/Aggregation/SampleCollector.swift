@@ -24,6 +24,13 @@ import Darwin
 /// `heap_id` names it in the live-heap set (heap_set.c): ``applyLive(_:)``
 /// marks the samples still alive as in use, with the same estimates.
 ///
+/// Lock records (`CAP_SAMPLE_LOCK_WAIT`, `CAP_SAMPLE_LOCK_HOLD`): weight is
+/// the delay in ns, every frame a return address. A delay d was recorded
+/// with probability p = min(1, d / rate), so it counts as 1/p contentions
+/// and d/p ns (Go's block profile scaling), kept in `objects` and `bytes`.
+/// A collector keeps the kind it was made for (``lockKind``) and skips the
+/// other.
+///
 /// Caller frames are stored as return address − 1, so they fall inside the
 /// call instruction (the line of the call, not of the next statement).
 /// Async resume points (a task's callers) arrive as entry + 1 and so land on
@@ -132,6 +139,10 @@ struct SampleCollector: Sendable {
 
   /// Mean bytes between allocation samples; used to scale allocation records.
   var allocationRate: Double = 0
+  /// Lock records: which kind this collector keeps (`CAP_SAMPLE_LOCK_WAIT`
+  /// or `CAP_SAMPLE_LOCK_HOLD`), and the sampler's rate in ns.
+  var lockKind: UInt16 = 0
+  var lockRate: Double = 0
   /// Keep one running total per stack (thread `aggregateThread`) instead of
   /// every sample: the cumulative allocation profile, whose size must not
   /// grow with time.
@@ -154,8 +165,13 @@ struct SampleCollector: Sendable {
   /// marks count from the first sample ever collected.
   private var trimmed: [Int32: Int] = [:]
 
-  init(allocationRate: Double = 0, aggregateThread: Int32? = nil, aggregateName: String = "") {
+  init(
+    allocationRate: Double = 0, lockKind: UInt16 = 0, lockRate: Double = 0, aggregateThread: Int32? = nil,
+    aggregateName: String = ""
+  ) {
     self.allocationRate = allocationRate
+    self.lockKind = lockKind
+    self.lockRate = lockRate
     self.aggregateThread = aggregateThread
     if let aggregateThread {
       threadNames[aggregateThread] = aggregateName
@@ -272,6 +288,17 @@ struct SampleCollector: Sendable {
         offset += depth * 8
         continue
       }
+      if flags & Self.lockFlags != 0 {
+        if flags & lockKind != 0 {
+          ingestEvent(buffer, offset: offset, depth: depth, tid: tid, timestamp: timestamp, weight: weight, flags: flags,
+                      objectType: 0, task: task, labels: labels, heapID: 0, frames: &frames) { [lockRate] delay in
+            let probability = lockRate > 0 ? min(1, delay / lockRate) : 1
+            return (1 / probability, delay / probability)
+          }
+        }
+        offset += depth * 8
+        continue
+      }
       if threadNames[tid] == nil { firstSeen(tid) }
       if flags & UInt16(CAP_SAMPLE_UNDELIVERED) != 0 && flags & UInt16(CAP_SAMPLE_SIGNAL_BLOCKED) != 0 {
         let stack = signalBlockedStack(tid)
@@ -302,9 +329,29 @@ struct SampleCollector: Sendable {
     }
   }
 
+  static let lockFlags = UInt16(CAP_SAMPLE_LOCK_WAIT) | UInt16(CAP_SAMPLE_LOCK_HOLD)
+
   private mutating func ingestAllocation(
     _ buffer: UnsafeRawBufferPointer, offset: Int, depth: Int, tid: Int32, timestamp: UInt64, bytes: UInt64,
     flags: UInt16, objectType: UInt64, task: UInt64, labels: UInt64, heapID: UInt64, frames: inout [UInt64]
+  ) {
+    ingestEvent(
+      buffer, offset: offset, depth: depth, tid: tid, timestamp: timestamp, weight: bytes, flags: flags,
+      objectType: objectType, task: task, labels: labels, heapID: heapID, frames: &frames
+    ) { [allocationRate] size in
+      let probability = allocationRate > 0 ? -expm1(-size / allocationRate) : 1
+      let objects = probability > 0 ? 1 / probability : 1
+      return (objects, size * objects)
+    }
+  }
+
+  /// A record taken by a wrapper (allocation, lock wait): its stack of
+  /// return addresses, and the events and amount it stands for
+  /// (`estimate(weight)`).
+  private mutating func ingestEvent(
+    _ buffer: UnsafeRawBufferPointer, offset: Int, depth: Int, tid: Int32, timestamp: UInt64, weight: UInt64,
+    flags: UInt16, objectType: UInt64, task: UInt64, labels: UInt64, heapID: UInt64, frames: inout [UInt64],
+    estimate: (Double) -> (events: Double, amount: Double)
   ) {
     frames.removeAll(keepingCapacity: true)
     if objectType != 0 { frames.append(Self.typeFrame(objectType)) }
@@ -320,11 +367,9 @@ struct SampleCollector: Sendable {
       frames.append(Synthetic.stackUnavailable.rawValue)
     }
     let id = stackID(frames)
-    let size = Double(bytes)
-    let probability = allocationRate > 0 ? -expm1(-size / allocationRate) : 1
-    let objects = probability > 0 ? 1 / probability : 1
+    let (events, amount) = estimate(Double(weight))
     addAllocation(
-      tid: tid, timestamp: timestamp, stack: id, flags: flags, raw: 1, objects: objects, bytes: size * objects,
+      tid: tid, timestamp: timestamp, stack: id, flags: flags, raw: 1, objects: events, bytes: amount,
       task: task, labels: labels, heapID: heapID)
   }
 

@@ -41,11 +41,22 @@ public struct Profile: Sendable, Hashable {
     /// Sampled allocations and which of them are still alive (Go's heap
     /// profile: alloc_objects, alloc_space, inuse_objects, inuse_space).
     public static let heap = Mode(rawValue: "heap")
+    /// Contended lock acquisitions, by the waiter's stack (Go's block
+    /// profile: contentions, delay).
+    public static let block = Mode(rawValue: "block")
+    /// The same waits charged to the holder's stack at the unlock that
+    /// ended them (Go's mutex profile: contentions, delay).
+    public static let mutex = Mode(rawValue: "mutex")
     /// The kinds this library records.
-    public static let allCases: [Mode] = [.cpu, .wall, .alloc, .heap]
+    public static let allCases: [Mode] = [.cpu, .wall, .alloc, .heap, .block, .mutex]
 
     /// alloc and heap: recorded by the allocation wrappers, sized in bytes.
     public var isAllocation: Bool { self == .alloc || self == .heap }
+    /// block and mutex: recorded by the lock wrappers, sized in nanoseconds.
+    public var isLock: Bool { self == .block || self == .mutex }
+    /// Recorded by wrappers at events (allocations, lock waits), not by a
+    /// sampling clock: no interval.
+    public var isEvent: Bool { isAllocation || isLock }
   }
 
   /// A sample type or period type: what is measured and in which unit
@@ -270,7 +281,7 @@ extension Profile {
 
 extension Profile.Mode {
   /// The values `mode=` (server, middleware) and `--mode` (CLI) accept.
-  public static let parameterValues = "cpu, wall, alloc, object, heap"
+  public static let parameterValues = "cpu, wall, alloc, object, heap, block, mutex"
 
   /// Parses `mode=`: `cpu`, `wall`, `alloc`, and `object` (the name Ruby
   /// app_profiler uses) for alloc. The one place the mode is parsed.
@@ -280,6 +291,8 @@ extension Profile.Mode {
     case "wall": self = .wall
     case "alloc", "object": self = .alloc
     case "heap", "inuse": self = .heap
+    case "block": self = .block
+    case "mutex": self = .mutex
     default: return nil
     }
   }

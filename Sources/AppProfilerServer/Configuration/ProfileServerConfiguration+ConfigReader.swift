@@ -29,6 +29,8 @@ extension ProfileServerConfiguration {
     ("APP_PROFILER_ALLOC_ALWAYS_ON", "allocAlwaysOn", .bool),
     ("APP_PROFILER_HEAP", "heap", .bool),
     ("APP_PROFILER_ALLOC_RATE", "allocRate", .int),
+    ("APP_PROFILER_LOCKS", "locks", .bool),
+    ("APP_PROFILER_LOCK_RATE_NS", "lockRateNs", .int),
     ("APP_PROFILER_REQUEST_PROFILING", "requestProfiling", .bool),
     ("APP_PROFILER_PROFILE_STORE", "profileStore", .string),
     ("APP_PROFILER_TRACE_LABELS", "traceLabels", .bool),
@@ -81,7 +83,7 @@ extension ProfileServer {
   /// same name; the README lists their meaning): `enabled`, `transport`,
   /// `socket`, `dir`, `host`, `port`, `token` (read as a secret),
   /// `allowRemote`, `maxDuration`, `corsOrigin`, `allowedHosts`, `maxConnections`, `signal`,
-  /// `cpuEngine`, `allocAlwaysOn`, `allocRate`, `requestProfiling`,
+  /// `cpuEngine`, `allocAlwaysOn`, `allocRate`, `locks`, `lockRateNs`, `requestProfiling`,
   /// `profileStore`, `traceLabels`, `flightRecorder`, `slowRequestMs`.
   ///
   /// Precedence: `configuration` (code) < `config` < `APP_PROFILER_*`

@@ -99,6 +99,10 @@ extension ProfileServerConfiguration {
     }
     if let always = try bool("APP_PROFILER_ALLOC_ALWAYS_ON") { result.continuousAllocationSampling = always }
     if let heap = try bool("APP_PROFILER_HEAP"), heap { result.continuousAllocationSampling = true }
+    if let locks = try bool("APP_PROFILER_LOCKS") { result.continuousLockSampling = locks }
+    if let rate = try int("APP_PROFILER_LOCK_RATE_NS", 1...1_000_000_000) {
+      result.sessionOptions.lockSamplingRate = .nanoseconds(rate)
+    }
     if let requests = try bool("APP_PROFILER_REQUEST_PROFILING") { result.requestProfiling.enabled = requests }
     if let store = environment["APP_PROFILER_PROFILE_STORE"] { result.requestProfiling.store = store.isEmpty ? nil : store }
     if let trace = try bool("APP_PROFILER_TRACE_LABELS") { result.requestProfiling.traceLabels = trace }

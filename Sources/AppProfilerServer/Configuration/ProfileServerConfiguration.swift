@@ -64,6 +64,12 @@ public struct ProfileServerConfiguration: Sendable, Hashable {
   /// through a wrapper for the life of the process (see BENCHMARKS.md for
   /// the cost), which nobody should pay without asking.
   public var continuousAllocationSampling: Bool = false
+  /// Measure contended pthread lock waits from server start at
+  /// `sessionOptions.lockSamplingRate`, so `/debug/pprof/block` and `/mutex`
+  /// return cumulative totals (what scrapers ask for). Default false: lock
+  /// and unlock calls then pass through wrappers for the life of the process
+  /// (docs/locks.md for the cost).
+  public var continuousLockSampling: Bool = false
   /// Seconds the flight recorder keeps (``AppProfiler/FlightRecorder``, 19 Hz
   /// cpu and wall), started with the server: `/debug/pprof/flight` answers
   /// with the last of them at once. Default nil (off).

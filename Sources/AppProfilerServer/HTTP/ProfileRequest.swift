@@ -4,9 +4,9 @@ import AppProfiler
 ///
 /// | parameter | values | default |
 /// |---|---|---|
-/// | `mode` | `cpu`, `wall`, `alloc` (`object`: the seed's name for it) | `cpu` |
+/// | `mode` | `cpu`, `wall`, `alloc` (`object`: the seed's name for it), `heap`, `block`, `mutex` | `cpu` |
 /// | `duration` | seconds, decimal, 0 < d ≤ max duration | 30 |
-/// | `interval` | cpu/wall: microseconds, 100 … 1000000; alloc: bytes, 1 … 1073741824 | 10000 µs (100 Hz; joins a running sampler of the mode at any interval) / 524288 B |
+/// | `interval` | cpu/wall: microseconds, 100 … 1000000; alloc: bytes, 1 … 1073741824; block/mutex: the lock sampling rate in ns, 1 … 1000000000 | 10000 µs (100 Hz; joins a running sampler of the mode at any interval) / 524288 B / 100000 ns |
 /// | `format` | `speedscope`, `pprof`, `collapsed`, `html` | `speedscope` |
 /// | `engine` | cpu only: `auto`, `perf` (perf events), `timer` (POSIX CPU timers), `ticker` (the CPU ticker) | the server's |
 /// | `include_profiler` | `1` keeps the profiler's own threads in the profile | `0` |
@@ -24,6 +24,8 @@ struct ProfileRequest: Sendable, Equatable {
   var format: ProfileFormat = .speedscope
   /// Alloc mode: mean bytes between samples; nil = the server's setting.
   var allocationRate: Int? = nil
+  /// Block and mutex modes: the lock sampling rate; nil = the server's setting.
+  var lockRate: Duration? = nil
   /// cpu mode: the engine asked for; nil = the server's setting.
   var cpuEngine: SessionOptions.CPUEngine? = nil
   /// Keep the profiler's own threads (drain, requests, the server's loop).
@@ -110,10 +112,18 @@ struct ProfileRequest: Sendable, Equatable {
       request.intervalGiven = true
       let (range, unit) = SessionOptions.intervalParameterRange(for: request.mode)
       guard let number = Int(value), range.contains(number) else {
-        let what = request.mode.isAllocation ? "bytes between allocation samples" : "microseconds"
+        let what =
+          request.mode.isAllocation
+          ? "bytes between allocation samples" : request.mode.isLock ? "lock sampling rate" : "microseconds"
         throw .badParameter("interval", value, allowed: "\(what), \(range.lowerBound) ... \(range.upperBound) \(unit)")
       }
-      if request.mode.isAllocation { request.allocationRate = number } else { request.interval = .microseconds(number) }
+      if request.mode.isAllocation {
+        request.allocationRate = number
+      } else if request.mode.isLock {
+        request.lockRate = .nanoseconds(number)
+      } else {
+        request.interval = .microseconds(number)
+      }
     }
     if let value = engine {
       guard request.mode == .cpu else {

@@ -152,12 +152,14 @@ enum Routes {
       example: "/debug/pprof/goroutine", handle: threadDump),
     Route(
       path: "/debug/pprof/block",
-      summary: "always an empty profile (contentions, delay): lock contention is not measured; answered so scrapers' default configs work",
-      example: "/debug/pprof/block", handle: { contention("block", $0) }),
+      summary:
+        "contended pthread lock waits by the waiter's stack (contentions, delay), gzipped pprof: seconds=<N> for a window; without it cumulative since start with APP_PROFILER_LOCKS=1, else an empty profile; debug, gc ignored",
+      example: "/debug/pprof/block?seconds=10", handle: { contention(.block, $0) }),
     Route(
       path: "/debug/pprof/mutex",
-      summary: "always an empty profile (contentions, delay), as /debug/pprof/block",
-      example: "/debug/pprof/mutex", handle: { contention("mutex", $0) }),
+      summary:
+        "the same waits charged to the holder's stack at the unlock that ended them (contentions, delay), as /debug/pprof/block",
+      example: "/debug/pprof/mutex?seconds=10", handle: { contention(.mutex, $0) }),
     Route(
       path: "/debug/pprof/symbol",
       summary: "net/http/pprof's symbol protocol: GET says symbols are available; POST 0xADDR+0xADDR… answers '0xADDR name' lines",
@@ -217,13 +219,18 @@ enum Routes {
     return .milliseconds(Int64((value * scale * 1000).rounded()))
   }
 
-  /// `/debug/pprof/block` and `/mutex`: Go's parameters are accepted
-  /// (`debug`, `seconds`, `gc`); the answer is an empty profile at once.
-  private static func contention(_ name: String, _ request: RouteRequest) -> RouteAction {
-    if let unknown = request.query.parameters.first(where: { !["debug", "seconds", "gc"].contains($0.name) }) {
-      return .respond(.error(.badRequest, "unknown parameter '\(unknown.name)': allowed debug, seconds, gc"))
+  /// `/debug/pprof/block` and `/mutex`: `seconds` records a window; Go's
+  /// other parameters (`debug`, `gc`) are accepted and ignored.
+  private static func contention(_ mode: Profile.Mode, _ request: RouteRequest) -> RouteAction {
+    do throws(RequestError) {
+      guard
+        let window = try PprofSeconds.parseOptional(
+          request.query, maxDuration: request.coordinator.configuration.maxDuration, ignoring: ["debug", "gc"])
+      else { return .run { coordinator, _ in coordinator.cumulativeLocks(mode) } }
+      return .run { coordinator, cancel in coordinator.pprof(mode: mode, duration: window, cancellation: cancel) }
+    } catch {
+      return .respond(.error(error.status, error.message))
     }
-    return .respond(ProfileCoordinator.emptyContentionProfile(name))
   }
 
   /// `/debug/pprof/profile` and `/wall`: `seconds` (default 30 s), then a recording.

@@ -57,6 +57,8 @@ enum {
   CAP_SAMPLE_ALLOCATION = 1u << 5, // alloc sampler: weight = bytes, every frame a return address
   CAP_SAMPLE_UNDELIVERED = 1u << 6,    // wall: no stack, the thread's signal was never handled
   CAP_SAMPLE_SIGNAL_BLOCKED = 1u << 7, // with UNDELIVERED: because the thread blocks the signal
+  CAP_SAMPLE_LOCK_WAIT = 1u << 8,  // lock sampler: a contended acquisition, weight = the waiter's delay (ns), the waiter's stack
+  CAP_SAMPLE_LOCK_HOLD = 1u << 9,  // lock sampler: an unlock others waited for, weight = their delay (ns), the holder's stack
 };
 
 /// Kinds of unwind rows (see cap_unwind_row).
@@ -420,6 +422,62 @@ uint64_t cap_alloc_thread_calls(void);
 /// The calling thread's allocations are not sampled while `ignored` is 1
 /// (the profiler's own threads). Returns the previous value.
 int cap_alloc_set_thread_ignored(int ignored);
+
+// MARK: - Lock sampler (lock_linux.c, docs/locks.md), called from Swift
+
+/// Configuration of the lock sampler.
+typedef struct cap_lock_config {
+  uint64_t rate_ns;        // a delay of d ns is sampled with probability min(1, d / rate_ns) (Go's block profile rate)
+  uint32_t buffer_slots;   // raw sample slots
+  uint32_t reserved;
+  /// Unwind tables as in cap_config; must stay valid until cap_lock_release.
+  const cap_unwind_image *unwind_images;
+  uint64_t unwind_image_count;
+  cap_async_config async;
+} cap_lock_config;
+
+/// Counters of the lock sampler (since its start).
+typedef struct cap_lock_stats {
+  uint64_t samples_written;
+  uint64_t samples_dropped;   // samples that found no free slot
+  uint64_t complete_samples;
+  uint64_t contentions;       // contended acquisitions seen (sampled or not)
+  uint64_t untracked_locks;   // contentions whose holder could not be charged (lock table full)
+  uint64_t patched_slots;     // GOT entries redirected by the last install
+  uint64_t patched_images;
+  uint64_t rate_ns;
+  uint64_t async_stitched;
+  uint64_t async_broken;
+} cap_lock_stats;
+
+/// Maps the buffer, then redirects the GOT entries of pthread_mutex_lock,
+/// pthread_mutex_timedlock, pthread_mutex_unlock, pthread_rwlock_rdlock,
+/// pthread_rwlock_wrlock and pthread_rwlock_unlock in every loaded image
+/// (except the dynamic linker and libc) to measuring wrappers. Returns 0 or
+/// a negative errno with `message` filled in; -EBUSY when already installed.
+int cap_lock_start(const cap_lock_config *config, char *message, size_t message_len);
+
+/// Redirects entries of images loaded since the last call (dlopen).
+int cap_lock_patch_new_images(void);
+
+/// Restores every redirected entry, then waits until no wrapper is recording.
+/// Samples stay readable with cap_lock_drain.
+void cap_lock_stop(void);
+
+/// Unmaps the buffer. After this, cap_lock_start may run again.
+void cap_lock_release(void);
+
+/// Like cap_session_drain, for the lock sampler.
+size_t cap_lock_drain(void *out, size_t capacity, int full_scan);
+
+void cap_lock_stats_get(cap_lock_stats *out);
+
+/// GOT entries of loaded images that point at a lock wrapper right now. For tests.
+int cap_lock_redirected_entries(void);
+
+/// The calling thread's lock waits are not recorded while `ignored` is 1
+/// (the profiler's own threads). Returns the previous value.
+int cap_lock_set_thread_ignored(int ignored);
 
 // MARK: - Task registry (task_registry_linux.c, docs/tasks.md)
 

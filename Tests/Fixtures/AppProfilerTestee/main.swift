@@ -17,7 +17,11 @@
 // ~50 MB/s with pauses, for the allocation-profile tests. --leak-worker adds
 // a thread `testee-leak` that allocates TesteeLeak objects of 1 KiB
 // (testeeLeakLoop → testeeLeak) at BYTES_PER_SECOND and keeps every one: a
-// leak of a known rate, for the heap tests.
+// leak of a known rate, for the heap tests. --lock-contention adds two
+// threads sharing a pthread mutex: `testee-holder` holds it for 3 ms of
+// computing (testeeLockHolder) then pauses 1 ms; `testee-waiter` takes it
+// after each pause (testeeLockWaiter) and so waits ~2 ms a round; the
+// command LOCKWAIT answers `LOCKWAIT <ns>`, the waiter's measured wait so far.
 //
 // Hostile conditions ("the profiler never takes the app down"):
 //   --sigprof-blocker     a thread `testee-sigblock` that blocks SIGPROF until
@@ -173,6 +177,67 @@ if flag("--alloc-worker") {
     testeeAllocLoop()
   }
   allocating.start()
+}
+
+/// --lock-contention: the shared mutex and the waiter's measured wait (ns).
+nonisolated(unsafe) let testeeMutex: UnsafeMutablePointer<pthread_mutex_t> = {
+  let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+  pthread_mutex_init(mutex, nil)
+  return mutex
+}()
+let testeeLockWaited = Atomic<UInt64>(0)
+let testeeLockRound = Atomic<Int>(0)
+
+func testeeNow() -> UInt64 {
+  var now = timespec()
+  clock_gettime(CLOCK_MONOTONIC, &now)
+  return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+}
+
+@inline(never) func testeeLockHolder(round: Int) {
+  pthread_mutex_lock(testeeMutex)
+  testeeLockRound.store(round, ordering: .releasing)
+  let end = testeeNow() + 3_000_000
+  var x: UInt64 = 1
+  while testeeNow() < end { x = x &* 6_364_136_223_846_793_005 &+ 1 }
+  testeeSink.wrappingAdd(x, ordering: .relaxed)
+  pthread_mutex_unlock(testeeMutex)
+}
+
+@inline(never) func testeeLockWaiter() {
+  let start = testeeNow()
+  pthread_mutex_lock(testeeMutex)
+  testeeLockWaited.add(testeeNow() - start, ordering: .relaxed)
+  pthread_mutex_unlock(testeeMutex)
+}
+
+if flag("--lock-contention") {
+  Thread {
+    nameCurrentThread("testee-holder")
+    var round = 0
+    while true {
+      round += 1
+      testeeLockHolder(round: round)
+      // The waiter's turn: it asked during the hold.
+      while testeeLockRound.load(ordering: .acquiring) != -round { usleep(100) }
+      usleep(1000)
+    }
+  }.start()
+  Thread {
+    nameCurrentThread("testee-waiter")
+    var seen = 0
+    while true {
+      let round = testeeLockRound.load(ordering: .acquiring)
+      guard round > seen else {
+        usleep(100)
+        continue
+      }
+      seen = round
+      usleep(1000)  // 1 ms into the hold
+      testeeLockWaiter()
+      testeeLockRound.store(-round, ordering: .releasing)
+    }
+  }.start()
 }
 
 if let rate = option("--leak-worker").flatMap(Int.init) {
@@ -475,6 +540,8 @@ while let line = readLine() {
     print("PLUGIN \(pluginLoops.load(ordering: .relaxed))")
   case "PING":
     print("PONG")
+  case "LOCKWAIT":
+    print("LOCKWAIT \(testeeLockWaited.load(ordering: .relaxed))")
   default:
     print("UNKNOWN \(line)")
   }
