@@ -151,44 +151,31 @@ public final class ProfileServer: Service, Sendable {
     guard claimed else { throw ProfileServerError.alreadyRunning }
     do {
       var running = try await bind(effective)
+      // Always-on samplers this server starts (and stops). A failure leaves
+      // the server serving; their endpoints say what is off.
       if effective.continuousAllocationSampling && Profiler.shared.continuousAllocationSamplingRate == nil {
-        do {
+        running.ownsContinuousAllocationSampling = startAlwaysOn(
+          "allocation sampling", ["rate_bytes": "\(effective.sessionOptions.allocationSamplingRate)"]
+        ) {
           try Profiler.shared.enableContinuousAllocationSampling(
             rate: effective.sessionOptions.allocationSamplingRate, options: effective.sessionOptions)
-          running.ownsContinuousAllocationSampling = true
-          logger.info(
-            "app-profiler samples allocations continuously",
-            metadata: ["rate_bytes": "\(effective.sessionOptions.allocationSamplingRate)"])
-        } catch {
-          // The server still serves; /debug/pprof/allocs says it is off.
-          logger.error("app-profiler cannot sample allocations continuously", metadata: ["error": "\(error)"])
         }
       }
       if effective.continuousLockSampling && Profiler.shared.continuousLockSamplingRate == nil {
-        do {
+        running.ownsContinuousLockSampling = startAlwaysOn(
+          "lock contention sampling", ["rate": "\(effective.sessionOptions.lockSamplingRate)"]
+        ) {
           try Profiler.shared.enableContinuousLockSampling(
             rate: effective.sessionOptions.lockSamplingRate, options: effective.sessionOptions)
-          running.ownsContinuousLockSampling = true
-          logger.info(
-            "app-profiler measures lock contention continuously",
-            metadata: ["rate": "\(effective.sessionOptions.lockSamplingRate)"])
-        } catch {
-          // The server still serves; /debug/pprof/block says it is off.
-          logger.error("app-profiler cannot measure lock contention continuously", metadata: ["error": "\(error)"])
         }
       }
       if let seconds = effective.flightRecorderSeconds, !FlightRecorder.shared.isRunning {
-        do {
-          // With slow-request profiles, its wall ring counts tasks off
-          // threads too: a slow request's awaits are in its wall profile.
-          var options = effective.sessionOptions
-          options.includesSuspendedTasks = effective.requestProfiling.slowRequestThreshold != nil
+        // With slow-request profiles, its wall ring counts tasks off
+        // threads too: a slow request's awaits are in its wall profile.
+        var options = effective.sessionOptions
+        options.includesSuspendedTasks = effective.requestProfiling.slowRequestThreshold != nil
+        running.ownsFlightRecorder = startAlwaysOn("flight recorder", ["seconds": "\(seconds)"]) {
           try FlightRecorder.shared.start(seconds: seconds, options: options)
-          running.ownsFlightRecorder = true
-          logger.info("app-profiler flight recorder keeps the last seconds", metadata: ["seconds": "\(seconds)"])
-        } catch {
-          // The server still serves; /debug/pprof/flight says it is off.
-          logger.error("app-profiler cannot start the flight recorder", metadata: ["error": "\(error)"])
         }
       }
       // The task dump's layout check parks a probe task once: now, while
@@ -221,6 +208,18 @@ public final class ProfileServer: Service, Sendable {
     if running.ownsFlightRecorder { FlightRecorder.shared.stop() }
     Self.runningInProcess.withLock { $0 = nil }
     logger.info("app-profiler stopped")
+  }
+
+  /// Starts an always-on sampler, logging the outcome; true when it runs.
+  private func startAlwaysOn(_ name: String, _ metadata: Logger.Metadata, _ start: () throws -> Void) -> Bool {
+    do {
+      try start()
+      logger.info("app-profiler \(name) on", metadata: metadata)
+      return true
+    } catch {
+      logger.error("app-profiler cannot start \(name)", metadata: ["error": "\(error)"])
+      return false
+    }
   }
 
   /// `Service`: listens until graceful shutdown or cancellation, then stops.

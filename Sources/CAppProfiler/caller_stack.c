@@ -172,9 +172,7 @@ __attribute__((noinline)) void cap_capture_caller(cap_session *s, cap_stack_cach
   cap_sample_context_end(s, &walk);
   slot->header.task = task;
   slot->header.labels = labels;
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  slot->header.timestamp_ns = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+  slot->header.timestamp_ns = cap_now_ns(CLOCK_MONOTONIC);
   if (cache->tid == 0) cache->tid = (int32_t)syscall(SYS_gettid);
   slot->header.tid = cache->tid;
   slot->header.depth = (uint16_t)depth;

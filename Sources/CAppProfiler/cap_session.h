@@ -172,4 +172,11 @@ void cap_ranges_refresh(cap_session *session);
 /// Off the signal path: copies finished samples of `session` (see cap_session_drain).
 size_t cap_slots_drain(cap_session *session, void *out, size_t capacity, int full_scan);
 
+/// `clock` now in ns (async-signal-safe: clock_gettime).
+static inline uint64_t cap_now_ns(clockid_t clock) {
+  struct timespec ts;
+  clock_gettime(clock, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 #endif

@@ -82,12 +82,6 @@ static rwlock_fn real_rwlock_rdlock, real_rwlock_tryrdlock, real_rwlock_wrlock, 
 
 // MARK: - The lock table
 
-static inline uint64_t cap_lock_now(void) {
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
-}
-
 /// The entry of `lock`; claims one when `claim` (0 when the table is full).
 static cap_lock_entry *cap_lock_find(const void *lock, int claim) {
   uint64_t key = (uint64_t)(uintptr_t)lock;
@@ -163,7 +157,7 @@ static void cap_lock_record(cap_lock_thread *t, uint64_t delay, uint16_t kind, u
   do {                                                                                \
     (t)->busy = 1;                                                                    \
     uint32_t generation = atomic_load_explicit(&cap_lock_generation, memory_order_acquire); \
-    uint64_t start = cap_lock_now();                                                  \
+    uint64_t start = cap_now_ns(CLOCK_MONOTONIC);                                                  \
     cap_lock_entry *entry = cap_lock_find((lock), 1);                                 \
     if (entry != 0) {                                                                 \
       if (rwlock) atomic_store_explicit(&g_rwlocks_tracked, 1, memory_order_relaxed); \
@@ -175,7 +169,7 @@ static void cap_lock_record(cap_lock_thread *t, uint64_t delay, uint16_t kind, u
       atomic_fetch_add_explicit(&cap_lock_untracked, 1, memory_order_relaxed);        \
     }                                                                                 \
     result = (call);                                                                  \
-    uint64_t end = cap_lock_now();                                                    \
+    uint64_t end = cap_now_ns(CLOCK_MONOTONIC);                                                    \
     if (entry != 0) {                                                                 \
       cap_lock_enter(entry, generation);                                              \
       if (entry->waiters > 0) {                                                       \
@@ -198,7 +192,7 @@ static uint64_t cap_lock_charge(const void *lock) {
   uint64_t pending = 0;
   cap_lock_enter(entry, generation);
   if (entry->waiters > 0) {
-    uint64_t now = cap_lock_now();
+    uint64_t now = cap_now_ns(CLOCK_MONOTONIC);
     uint64_t due = entry->waiters * now;
     pending = due > entry->start_sum ? due - entry->start_sum : 0;
     entry->start_sum = due;

@@ -51,12 +51,6 @@ _Atomic uint64_t cap_labels_key;
 _Atomic uint32_t cap_labels_head_offset;
 __thread uint64_t cap_thread_labels __attribute__((tls_model("initial-exec")));
 
-static inline uint64_t cap_now_ns(clockid_t clock) {
-  struct timespec ts;
-  clock_gettime(clock, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 #if defined(__x86_64__)
 /// The interrupted r14 (x86_64: the Swift async context register; only the
 /// x86_64 CFI walk reads it).

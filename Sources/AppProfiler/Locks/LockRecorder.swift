@@ -179,25 +179,9 @@ final class LockRecorder: Sendable {
   }
 
   private func installLocked(_ state: inout State, rate: Int, options: SessionOptions) throws {
-    #if arch(x86_64)
-    let tables = options.unwinder == .callFrameInformation ? UnwindTables.shared.tableSet(for: ImageMap.current()) : nil
-    #else
-    let tables: UnwindTableSet? = nil
-    #endif
-    var config = cap_lock_config()
-    config.rate_ns = UInt64(rate)
-    config.buffer_slots = UInt32(options.bufferSlots)
-    config.unwind_images = tables.map { UnsafePointer($0.images.baseAddress) } ?? nil
-    config.unwind_image_count = UInt64(tables?.count ?? 0)
-    config.async = AsyncRuntime.config(stitch: options.asyncStacks)
-    var message = [CChar](repeating: 0, count: 256)
-    let result = cap_lock_start(&config, &message, message.count)
-    guard result == 0 else {
-      if result == -EBUSY { throw ProfilerError.busy }
-      throw ProfilerError.system(
-        operation: "installing the lock sampler", errno: -result,
-        message: String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
-    }
+    let tables = UnwindTables.forSession(options)
+    var config = cap_lock_config(rate_ns: UInt64(rate), wrapper: UnwindTables.wrapperConfig(options, tables: tables))
+    try ProfilerError.check(operation: "installing the lock sampler") { cap_lock_start(&config, $0, $1) }
     state.tables = tables
     state.installedRate = rate
     state.generation &+= 1
@@ -247,33 +231,8 @@ final class LockRecorder: Sendable {
     }
   }
 
-  private final class DrainContext {
-    let recorder: LockRecorder
-    let generation: UInt64
-    init(recorder: LockRecorder, generation: UInt64) {
-      self.recorder = recorder
-      self.generation = generation
-    }
-  }
-
   private func startDrainThread(generation: UInt64) {
-    let context = Unmanaged.passRetained(DrainContext(recorder: self, generation: generation)).toOpaque()
-    var thread = pthread_t()
-    var attributes = pthread_attr_t()
-    pthread_attr_init(&attributes)
-    pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
-    pthread_create(&thread, &attributes, { argument in
-      let context = Unmanaged<DrainContext>.fromOpaque(argument!).takeRetainedValue()
-      ProfilerThreads.adoptCurrent(name: "app-prof-locks")
-      _ = cap_lock_set_thread_ignored(1)
-      while true {
-        ProfilerThread.sleep(nanoseconds: 20_000_000)
-        if !context.recorder.drainTick(generation: context.generation) { break }
-      }
-      ProfilerThreads.unregisterCurrent()
-      return nil
-    }, context)
-    pthread_attr_destroy(&attributes)
+    ProfilerThread.repeating(name: "app-prof-locks", every: 20_000_000) { [self] in drainTick(generation: generation) }
   }
 }
 

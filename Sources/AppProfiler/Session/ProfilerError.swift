@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Errors of the profiler. Each message says what went wrong and, for bad
 /// parameters, the allowed range.
 public enum ProfilerError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -29,5 +37,19 @@ public enum ProfilerError: Error, Sendable, Equatable, CustomStringConvertible {
     case .unsupportedPlatform:
       return "unsupported platform: this build of app-profiler has no sampler (Linux only; APP_PROFILER_NO_SAMPLER)"
     }
+  }
+}
+
+extension ProfilerError {
+  /// Runs a C start function that answers 0 or a negative errno with a
+  /// message: `.busy` for -EBUSY, `.system` with the message otherwise.
+  static func check(operation: String, _ start: (UnsafeMutablePointer<CChar>, Int) -> Int32) throws {
+    var message = [CChar](repeating: 0, count: 256)
+    let result = message.withUnsafeMutableBufferPointer { start($0.baseAddress!, $0.count) }
+    guard result != 0 else { return }
+    if result == -EBUSY { throw ProfilerError.busy }
+    throw ProfilerError.system(
+      operation: operation, errno: -result,
+      message: String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
   }
 }

@@ -93,23 +93,12 @@ final class SignalSamplingBackend: SessionBackend {
     config.interval_ns = interval.nanoseconds
     config.max_threads = UInt32(options.maxThreads)
     config.exclude_kernel = options.includeKernelTime ? 0 : 1
-    #if arch(x86_64)
-    let tables = options.unwinder == .callFrameInformation ? UnwindTables.shared.tableSet(for: ImageMap.current()) : nil
-    #else
-    let tables: UnwindTableSet? = nil
-    #endif
+    let tables = UnwindTables.forSession(options)
     unwindTables = tables
     config.unwind_images = tables.map { UnsafePointer($0.images.baseAddress) } ?? nil
     config.unwind_image_count = UInt64(tables?.count ?? 0)
     config.async = AsyncRuntime.config(stitch: options.asyncStacks)
-    var message = [CChar](repeating: 0, count: 256)
-    let result = cap_session_start(&config, &message, message.count)
-    if result != 0 {
-      if result == -EBUSY { throw ProfilerError.busy }
-      throw ProfilerError.system(
-        operation: "starting the \(mode.rawValue) session", errno: -result,
-        message: String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
-    }
+    try ProfilerError.check(operation: "starting the \(mode.rawValue) session") { cap_session_start(&config, $0, $1) }
     // Positional drains only: a full scan reads every slot of the ring (page
     // faults and cache misses while the app runs); stragglers are picked up
     // by the one full scan after stop.

@@ -57,6 +57,18 @@ import Darwin
     if started && !joined.load(ordering: .acquiring) { pthread_detach(thread) }
   }
 
+  /// Calls `tick` every `nanoseconds` on a thread of its own named `name`
+  /// until it returns false (the drains of the wrapper samplers).
+  static func repeating(name: String, every nanoseconds: UInt64, _ tick: @escaping @Sendable () -> Bool) {
+    // Not joined: deinit detaches it.
+    _ = ProfilerThread(name: name) {
+      while true {
+        sleep(nanoseconds: nanoseconds)
+        if !tick() { break }
+      }
+    }
+  }
+
   /// Sleeps `nanoseconds` whole: the profile's own signals reach profiler
   /// threads too (a wall ticker signals every thread that used CPU), and a
   /// plain `usleep` returns at each one — a drain meant for every 10 ms

@@ -30,15 +30,17 @@ import Synchronization
   /// show), its allocations not sampled, left out of the app's profiles.
   static func adoptCurrent(name: String) {
     _ = cap_alloc_set_thread_ignored(1)
+    _ = cap_lock_set_thread_ignored(1)
     nameCurrentThread(name)
     registerCurrent()
   }
 
-  /// ``registerCurrent()`` and the thread's allocations are not sampled
-  /// either, its name kept: for the profile server's event loop, whose
+  /// ``registerCurrent()`` and the thread's allocations and lock waits are
+  /// not sampled either, its name kept: for the profile server's event loop, whose
   /// work (symbol lookups, answers) is the profiler's, not the app's.
   public static func registerCurrentIgnoringAllocations() {
     _ = cap_alloc_set_thread_ignored(1)
+    _ = cap_lock_set_thread_ignored(1)
     registerCurrent()
   }
 

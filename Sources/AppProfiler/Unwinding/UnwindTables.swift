@@ -129,4 +129,25 @@ final class UnwindTables: Sendable {
   func reset() {
     cache.withLock { $0.removeAll() }
   }
+
+  /// The tables a session walks with: every loaded image's with the CFI
+  /// unwinder (x86_64), none (frame pointers) otherwise.
+  static func forSession(_ options: SessionOptions) -> UnwindTableSet? {
+    #if arch(x86_64)
+    options.unwinder == .callFrameInformation ? shared.tableSet(for: ImageMap.current()) : nil
+    #else
+    nil
+    #endif
+  }
+
+  /// The ring and the stack walk of a wrapper sampler (allocations, locks),
+  /// with `tables` (keep them alive until the sampler's release).
+  static func wrapperConfig(_ options: SessionOptions, tables: UnwindTableSet?) -> cap_wrapper_config {
+    var config = cap_wrapper_config()
+    config.buffer_slots = UInt32(options.bufferSlots)
+    config.unwind_images = tables.map { UnsafePointer($0.images.baseAddress) } ?? nil
+    config.unwind_image_count = UInt64(tables?.count ?? 0)
+    config.async = AsyncRuntime.config(stitch: options.asyncStacks)
+    return config
+  }
 }

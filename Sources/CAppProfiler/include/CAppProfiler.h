@@ -340,15 +340,21 @@ uint64_t cap_image_load_count(void);
 
 // MARK: - Allocation sampler (alloc_linux.c), called from Swift
 
-/// Configuration of the allocation sampler.
-typedef struct cap_alloc_config {
-  uint64_t mean_bytes;     // mean bytes between samples (exponential countdown per thread)
+/// What the samplers whose wrappers are put in GOT entries (allocations,
+/// locks) share: their ring and how they walk stacks.
+typedef struct cap_wrapper_config {
   uint32_t buffer_slots;   // raw sample slots
   uint32_t reserved;
-  /// Unwind tables as in cap_config; must stay valid until cap_alloc_release.
+  /// Unwind tables as in cap_config; must stay valid until the sampler's release.
   const cap_unwind_image *unwind_images;
   uint64_t unwind_image_count;
   cap_async_config async;
+} cap_wrapper_config;
+
+/// Configuration of the allocation sampler.
+typedef struct cap_alloc_config {
+  uint64_t mean_bytes;     // mean bytes between samples (exponential countdown per thread)
+  cap_wrapper_config wrapper;
 } cap_alloc_config;
 
 /// Counters of the allocation sampler.
@@ -428,12 +434,7 @@ int cap_alloc_set_thread_ignored(int ignored);
 /// Configuration of the lock sampler.
 typedef struct cap_lock_config {
   uint64_t rate_ns;        // a delay of d ns is sampled with probability min(1, d / rate_ns) (Go's block profile rate)
-  uint32_t buffer_slots;   // raw sample slots
-  uint32_t reserved;
-  /// Unwind tables as in cap_config; must stay valid until cap_lock_release.
-  const cap_unwind_image *unwind_images;
-  uint64_t unwind_image_count;
-  cap_async_config async;
+  cap_wrapper_config wrapper;
 } cap_lock_config;
 
 /// Counters of the lock sampler (since its start).

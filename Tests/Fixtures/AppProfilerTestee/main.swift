@@ -19,8 +19,8 @@
 // (testeeLeakLoop → testeeLeak) at BYTES_PER_SECOND and keeps every one: a
 // leak of a known rate, for the heap tests. --lock-contention adds two
 // threads sharing a pthread mutex: `testee-holder` holds it for 3 ms of
-// computing (testeeLockHolder) then pauses 1 ms; `testee-waiter` takes it
-// after each pause (testeeLockWaiter) and so waits ~2 ms a round; the
+// computing (testeeLockHolder) then pauses 1 ms; `testee-waiter` asks for
+// it as soon as it is held (testeeLockWaiter) and so waits ~3 ms a round; the
 // command LOCKWAIT answers `LOCKWAIT <ns>`, the waiter's measured wait so far.
 //
 // Hostile conditions ("the profiler never takes the app down"):
@@ -233,7 +233,6 @@ if flag("--lock-contention") {
         continue
       }
       seen = round
-      usleep(1000)  // 1 ms into the hold
       testeeLockWaiter()
       testeeLockRound.store(-round, ordering: .releasing)
     }
