@@ -71,6 +71,19 @@ extension ServerSuite {
       }
     }
 
+    /// The viewer at / records a block profile in place (headless Chromium).
+    @Test func viewerRecordsABlockProfile() throws {
+      let scratch = TemporaryDirectory()
+      defer { scratch.remove() }
+      try withTestee(arguments: ["--tcp", "--lock-contention"]) { testee in
+        let live = try chromiumDump(
+          testee.address + "/#record?mode=block&duration=1", scratch: scratch.path, budgetMilliseconds: 15_000)
+        #expect(consoleErrors(live.console).isEmpty, "\(consoleErrors(live.console))")
+        #expect(live.dom.contains("testeeLockWaiter"), "the live page did not render the block profile")
+        #expect(live.dom.contains(">delay (nanoseconds)<"), "the sample type is offered")
+      }
+    }
+
     /// APP_PROFILER_LOCKS=1: `/debug/pprof/block` and `/mutex` without
     /// `seconds` are the totals since start, what scrapers diff.
     @Test func alwaysOnLockSamplingServesCumulativeTotals() throws {

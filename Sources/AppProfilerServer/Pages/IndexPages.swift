@@ -42,7 +42,7 @@ enum IndexPages {
   /// The record form, in the viewer's header.
   static let recordForm = """
     <form id="record">
-    <label>mode <select name="mode"><option>cpu</option><option>wall</option><option>alloc</option></select></label>
+    <label>mode <select name="mode"><option>cpu</option><option>wall</option><option>alloc</option><option>heap</option><option>block</option><option>mutex</option></select></label>
     <label>duration <input name="duration" value="5" size="4"> s</label>
     <label>interval <input name="interval" value="1000" size="7"> <span id="intervalUnit">µs</span></label>
     <button type="submit">Record</button> <span id="recording"></span>
@@ -53,11 +53,13 @@ enum IndexPages {
   /// hands the speedscope answer to the viewer's `show`.
   static let recordScript = #"""
     const form = document.getElementById("record");
-    // The interval is µs for cpu/wall and bytes between samples for alloc.
+    // The interval is µs for cpu/wall, bytes between samples for alloc and
+    // heap, the lock sampling rate in ns for block and mutex.
+    const units = { alloc: ["bytes", "524288"], heap: ["bytes", "524288"], block: ["ns", "100000"], mutex: ["ns", "100000"] };
     form.elements.mode.addEventListener("change", function () {
-      const alloc = form.elements.mode.value === "alloc";
-      document.getElementById("intervalUnit").textContent = alloc ? "bytes" : "µs";
-      form.elements.interval.value = alloc ? "524288" : "1000";
+      const unit = units[form.elements.mode.value] || ["µs", "1000"];
+      document.getElementById("intervalUnit").textContent = unit[0];
+      form.elements.interval.value = unit[1];
     });
     form.addEventListener("submit", function (event) {
       event.preventDefault();
@@ -73,7 +75,7 @@ enum IndexPages {
     // /#record?mode=cpu&duration=5 fills the form and records at once.
     if (location.hash.startsWith("#record")) {
       const params = new URLSearchParams(location.hash.slice(location.hash.indexOf("?") + 1));
-      if (params.get("mode") === "alloc") { form.elements.mode.value = "alloc"; form.elements.mode.dispatchEvent(new Event("change")); }
+      if (params.get("mode")) { form.elements.mode.value = params.get("mode"); form.elements.mode.dispatchEvent(new Event("change")); }
       params.forEach(function (value, key) { if (form.elements[key]) form.elements[key].value = value; });
       form.requestSubmit();
     }
