@@ -102,6 +102,7 @@ static int cap_caller_stack_bounds(cap_stack_cache *t, cap_session *s, uint64_t 
 /// wrapper's return address.
 __attribute__((noinline)) void cap_capture_caller(cap_session *s, cap_stack_cache *cache, uint64_t frame,
                                                   uint64_t drop_start, uint64_t drop_end, cap_slot *slot) {
+  (void)drop_start, (void)drop_end;  // used by the CFI walk (x86_64) only
   const uint64_t *record = (const uint64_t *)(uintptr_t)frame;
   uint64_t pc = record[1];
   uint64_t fp = record[0];
