@@ -17,7 +17,7 @@ extension ServerSuite {
       "APP_PROFILER_ALLOC_ALWAYS_ON": "yes", "APP_PROFILER_ALLOC_RATE": "65536", "APP_PROFILER_REQUEST_PROFILING": "1",
       "APP_PROFILER_PROFILE_STORE": "/tmp/app-profiler-store-test", "APP_PROFILER_TRACE_LABELS": "true",
       "APP_PROFILER_FLIGHT_RECORDER": "30", "APP_PROFILER_SLOW_REQUEST_MS": "250", "APP_PROFILER_HEAP": "1",
-      "APP_PROFILER_ALLOWED_HOSTS": "profiler.test",
+      "APP_PROFILER_ALLOWED_HOSTS": "profiler.test", "APP_PROFILER_LOCKS": "1", "APP_PROFILER_LOCK_RATE_NS": "5000",
     ]
 
     /// Through `EnvironmentVariablesProvider` scoped to `appProfiler`, every
