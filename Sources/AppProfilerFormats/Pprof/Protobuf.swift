@@ -1,5 +1,6 @@
-/// The protobuf wire format, just what profile.proto needs: varints
-/// (wire type 0), length-delimited fields (2), packed repeated varints.
+/// The protobuf wire format, just what profile.proto and OTLP's profiles
+/// need: varints (wire type 0), fixed64 (1), length-delimited fields (2),
+/// packed repeated varints.
 ///
 /// Why not SwiftProtobuf: profile.proto is small and frozen, the encoder
 /// writes a dozen field kinds, and a generated 2,000-line file plus a runtime
@@ -30,6 +31,20 @@ struct ProtobufWriter {
 
   mutating func int(_ field: Int, _ value: Int64) {
     uint(field, UInt64(bitPattern: value))
+  }
+
+  /// A varint field written even when zero (a oneof member, an index whose
+  /// 0 means something).
+  mutating func intAlways(_ field: Int, _ value: Int64) {
+    tag(field, 0)
+    varint(UInt64(bitPattern: value))
+  }
+
+  /// A fixed64 field (wire type 1); zero is omitted.
+  mutating func fixed64(_ field: Int, _ value: UInt64) {
+    guard value != 0 else { return }
+    tag(field, 1)
+    for shift in stride(from: 0, to: 64, by: 8) { bytes.append(UInt8(truncatingIfNeeded: value >> UInt64(shift))) }
   }
 
   mutating func bool(_ field: Int, _ value: Bool) {
