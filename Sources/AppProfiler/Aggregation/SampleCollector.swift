@@ -11,9 +11,8 @@ import Darwin
 /// Off the signal path: turns drained raw records into deduplicated stacks
 /// and per-thread sample lists.
 ///
-/// Record layout (cap_sample_header, 56 bytes, then `depth` × u64 frames, leaf first):
-///   timestamp_ns u64 @0, weight u64 @8, tid i32 @16, depth u16 @20, flags u16 @22,
-///   object_type u64 @24, task u64 @32, labels u64 @40, heap_id u64 @48
+/// Records are read by ``SampleRecords`` (a `cap_sample_header`, then
+/// `depth` frames, leaf first).
 ///
 /// Allocation records (`CAP_SAMPLE_ALLOCATION`): weight is the allocation's
 /// size, every frame is a return address, and a Swift object's type
@@ -261,116 +260,88 @@ struct SampleCollector: Sendable {
       RawSample(timestamp: timestamp, count: count, stack: stackID(frames), flags: 0, task: task, labels: labels))
   }
 
-  /// Parses what `cap_session_drain` wrote.
+  /// Parses what a drain wrote (``SampleRecords``).
   mutating func ingest(_ buffer: UnsafeRawBufferPointer) {
-    let headerSize = MemoryLayout<cap_sample_header>.size
-    var offset = 0
     var frames: [UInt64] = []
     frames.reserveCapacity(Int(CAP_MAX_DEPTH) + 1)
     var labelCache: [UInt64: UInt64] = [:]
-    while offset + headerSize <= buffer.count {
-      let timestamp = buffer.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
-      let weight = buffer.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)
-      let tid = buffer.loadUnaligned(fromByteOffset: offset + 16, as: Int32.self)
-      let depth = Int(buffer.loadUnaligned(fromByteOffset: offset + 20, as: UInt16.self))
-      let flags = buffer.loadUnaligned(fromByteOffset: offset + 22, as: UInt16.self)
-      let objectType = buffer.loadUnaligned(fromByteOffset: offset + 24, as: UInt64.self)
-      let task = buffer.loadUnaligned(fromByteOffset: offset + 32, as: UInt64.self)
-      let labels = localLabels(buffer.loadUnaligned(fromByteOffset: offset + 40, as: UInt64.self), &labelCache)
-      let heapID = buffer.loadUnaligned(fromByteOffset: offset + 48, as: UInt64.self)
-      offset += headerSize
-      guard offset + depth * 8 <= buffer.count else { break }
+    for record in SampleRecords(buffer) {
+      let header = record.header
+      let (tid, weight, flags) = (header.tid, header.weight, header.flags)
+      let labels = localLabels(header.labels, &labelCache)
       records += 1
-      if flags & UInt16(CAP_SAMPLE_ALLOCATION) != 0 {
-        ingestAllocation(buffer, offset: offset, depth: depth, tid: tid, timestamp: timestamp,
-                         bytes: weight, flags: flags, objectType: objectType, task: task, labels: labels,
-                         heapID: heapID, frames: &frames)
-        offset += depth * 8
+      if record.has(CAP_SAMPLE_ALLOCATION) {
+        ingestEvent(record, labels: labels, frames: &frames) { [allocationRate] size in
+          let probability = allocationRate > 0 ? -expm1(-size / allocationRate) : 1
+          let objects = probability > 0 ? 1 / probability : 1
+          return (objects, size * objects)
+        }
         continue
       }
       if flags & Self.lockFlags != 0 {
-        if flags & lockKind != 0 {
-          ingestEvent(buffer, offset: offset, depth: depth, tid: tid, timestamp: timestamp, weight: weight, flags: flags,
-                      objectType: 0, task: task, labels: labels, heapID: 0, frames: &frames) { [lockRate] delay in
-            let probability = lockRate > 0 ? min(1, delay / lockRate) : 1
-            return (1 / probability, delay / probability)
-          }
+        guard flags & lockKind != 0 else { continue }
+        ingestEvent(record, labels: labels, frames: &frames) { [lockRate] delay in
+          let probability = lockRate > 0 ? min(1, delay / lockRate) : 1
+          return (1 / probability, delay / probability)
         }
-        offset += depth * 8
         continue
       }
       if threadNames[tid] == nil { firstSeen(tid) }
-      if flags & UInt16(CAP_SAMPLE_UNDELIVERED) != 0 && flags & UInt16(CAP_SAMPLE_SIGNAL_BLOCKED) != 0 {
+      if record.has(CAP_SAMPLE_UNDELIVERED) && record.has(CAP_SAMPLE_SIGNAL_BLOCKED) {
         let stack = signalBlockedStack(tid)
-        samples[tid, default: []].append(RawSample(timestamp: timestamp, count: weight, stack: stack, flags: flags))
-        offset += depth * 8
+        samples[tid, default: []].append(RawSample(timestamp: header.timestamp_ns, count: weight, stack: stack, flags: flags))
         continue
       }
-      if flags & UInt16(CAP_SAMPLE_REPEAT) != 0 {
-        samples[tid, default: []].append(RawSample(timestamp: timestamp, count: weight, stack: -1, flags: flags))
-        offset += depth * 8
+      if record.has(CAP_SAMPLE_REPEAT) {
+        samples[tid, default: []].append(RawSample(timestamp: header.timestamp_ns, count: weight, stack: -1, flags: flags))
         continue
       }
       frames.removeAll(keepingCapacity: true)
-      for index in 0..<depth {
-        let address = buffer.loadUnaligned(fromByteOffset: offset + index * 8, as: UInt64.self)
+      for index in 0..<record.depth {
+        // The leaf is the interrupted PC; callers are return addresses.
+        let address = record.frame(index)
         frames.append(index == 0 || address < 4096 ? address : address &- 1)
       }
-      offset += depth * 8
-      if flags & UInt16(CAP_SAMPLE_TRUNCATED) != 0 {
+      if record.has(CAP_SAMPLE_TRUNCATED) {
         frames.append(Synthetic.truncated.rawValue)
         truncatedSamples += Int64(weight)
-      } else if flags & UInt16(CAP_SAMPLE_NO_STACK_BOUNDS) != 0 {
+      } else if record.has(CAP_SAMPLE_NO_STACK_BOUNDS) {
         frames.append(Synthetic.stackUnavailable.rawValue)
       }
       let id = stackID(frames)
       samples[tid, default: []].append(
-        RawSample(timestamp: timestamp, count: weight, stack: id, flags: flags, task: task, labels: labels))
+        RawSample(timestamp: header.timestamp_ns, count: weight, stack: id, flags: flags, task: header.task, labels: labels))
     }
   }
 
   static let lockFlags = UInt16(CAP_SAMPLE_LOCK_WAIT) | UInt16(CAP_SAMPLE_LOCK_HOLD)
 
-  private mutating func ingestAllocation(
-    _ buffer: UnsafeRawBufferPointer, offset: Int, depth: Int, tid: Int32, timestamp: UInt64, bytes: UInt64,
-    flags: UInt16, objectType: UInt64, task: UInt64, labels: UInt64, heapID: UInt64, frames: inout [UInt64]
-  ) {
-    ingestEvent(
-      buffer, offset: offset, depth: depth, tid: tid, timestamp: timestamp, weight: bytes, flags: flags,
-      objectType: objectType, task: task, labels: labels, heapID: heapID, frames: &frames
-    ) { [allocationRate] size in
-      let probability = allocationRate > 0 ? -expm1(-size / allocationRate) : 1
-      let objects = probability > 0 ? 1 / probability : 1
-      return (objects, size * objects)
-    }
-  }
-
   /// A record taken by a wrapper (allocation, lock wait): its stack of
-  /// return addresses, and the events and amount it stands for
-  /// (`estimate(weight)`).
+  /// return addresses (a Swift object's type as a leaf frame of its own),
+  /// and the events and amount it stands for (`estimate(weight)`).
   private mutating func ingestEvent(
-    _ buffer: UnsafeRawBufferPointer, offset: Int, depth: Int, tid: Int32, timestamp: UInt64, weight: UInt64,
-    flags: UInt16, objectType: UInt64, task: UInt64, labels: UInt64, heapID: UInt64, frames: inout [UInt64],
+    _ record: SampleRecords.Record, labels: UInt64, frames: inout [UInt64],
     estimate: (Double) -> (events: Double, amount: Double)
   ) {
+    let header = record.header
     frames.removeAll(keepingCapacity: true)
-    if objectType != 0 { frames.append(Self.typeFrame(objectType)) }
-    for index in 0..<depth {
+    if header.object_type != 0 { frames.append(Self.typeFrame(header.object_type)) }
+    for index in 0..<record.depth {
       // Return addresses, the leaf's too: step back into the call.
-      let address = buffer.loadUnaligned(fromByteOffset: offset + index * 8, as: UInt64.self)
+      let address = record.frame(index)
       frames.append(address < 4096 ? address : address &- 1)
     }
-    if flags & UInt16(CAP_SAMPLE_TRUNCATED) != 0 {
+    if record.has(CAP_SAMPLE_TRUNCATED) {
       frames.append(Synthetic.truncated.rawValue)
       truncatedSamples += 1
-    } else if flags & UInt16(CAP_SAMPLE_NO_STACK_BOUNDS) != 0 {
+    } else if record.has(CAP_SAMPLE_NO_STACK_BOUNDS) {
       frames.append(Synthetic.stackUnavailable.rawValue)
     }
     let id = stackID(frames)
-    let (events, amount) = estimate(Double(weight))
+    let (events, amount) = estimate(Double(header.weight))
     addAllocation(
-      tid: tid, timestamp: timestamp, stack: id, flags: flags, raw: 1, objects: events, bytes: amount,
-      task: task, labels: labels, heapID: heapID)
+      tid: header.tid, timestamp: header.timestamp_ns, stack: id, flags: header.flags, raw: 1, objects: events,
+      bytes: amount, task: header.task, labels: labels, heapID: header.heap_id)
   }
 
   /// Sets each allocation sample's in-use part: all of it when its heap id
