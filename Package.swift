@@ -26,6 +26,7 @@ let package = Package(
     .library(name: "AppProfilerHummingbird", targets: ["AppProfilerHummingbird"]),
     .library(name: "AppProfilerVapor", targets: ["AppProfilerVapor"]),
     .library(name: "AppProfilerPyroscope", targets: ["AppProfilerPyroscope"]),
+    .library(name: "AppProfilerOTLP", targets: ["AppProfilerOTLP"]),
     .executable(name: "app-profiler", targets: ["app-profiler"]),
   ],
   traits: [
@@ -34,6 +35,9 @@ let package = Package(
     .trait(
       name: "Pyroscope",
       description: "PyroscopeExporter (AppProfilerPyroscope): pushes profiles to Grafana Pyroscope with async-http-client."),
+    .trait(
+      name: "OTLP",
+      description: "OTLPExporter (AppProfilerOTLP): pushes profiles to an OpenTelemetry collector over OTLP/HTTP with async-http-client."),
     .trait(
       name: "Configuration",
       description: "ProfileServer(config:) reads its settings from an apple/swift-configuration ConfigReader."),
@@ -102,11 +106,33 @@ let package = Package(
         .product(name: "Instrumentation", package: "swift-distributed-tracing", condition: .when(traits: ["Vapor"])),
       ]
     ),
+    // What the push exporters share: windows, queue, backoff; the HTTP post
+    // with their traits.
+    .target(
+      name: "AppProfilerExport",
+      dependencies: [
+        "AppProfiler",
+        .product(name: "AsyncHTTPClient", package: "async-http-client", condition: .when(traits: ["Pyroscope", "OTLP"])),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+      ]
+    ),
+    // Continuous profiling: push to an OpenTelemetry collector. Empty without its trait.
+    .target(
+      name: "AppProfilerOTLP",
+      dependencies: [
+        "AppProfiler", "AppProfilerExport",
+        .product(name: "AsyncHTTPClient", package: "async-http-client", condition: .when(traits: ["OTLP"])),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ]
+    ),
     // Continuous profiling: push to Pyroscope. Empty without its trait.
     .target(
       name: "AppProfilerPyroscope",
       dependencies: [
-        "AppProfiler",
+        "AppProfiler", "AppProfilerExport",
         .product(name: "AsyncHTTPClient", package: "async-http-client", condition: .when(traits: ["Pyroscope"])),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -13,8 +13,9 @@ let package = Package(
   ],
   dependencies: [
     // `.defaults` keeps the Configuration trait (ProfileServer(config:));
-    // Pyroscope: main.swift pushes when APP_PROFILER_PYROSCOPE_URL is set.
-    .package(name: "swift-app-profiler", path: "../..", traits: [.defaults, "Hummingbird", "Pyroscope"]),
+    // Pyroscope, OTLP: main.swift pushes when APP_PROFILER_PYROSCOPE_URL or
+    // OTEL_EXPORTER_OTLP_(PROFILES_)ENDPOINT is set.
+    .package(name: "swift-app-profiler", path: "../..", traits: [.defaults, "Hummingbird", "Pyroscope", "OTLP"]),
     .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
     .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
     .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
@@ -23,6 +24,8 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.1.0"),
     // main.swift reads the profiler's settings through a ConfigReader.
     .package(url: "https://github.com/apple/swift-configuration", from: "1.0.0", traits: []),
+    // The OTLP exporter test collects the exporter's log lines.
+    .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
   ],
   targets: [
     // The README's example, compiled: hot, blocking and allocating routes.
@@ -31,6 +34,7 @@ let package = Package(
       dependencies: [
         .product(name: "AppProfilerHummingbird", package: "swift-app-profiler"),
         .product(name: "AppProfilerPyroscope", package: "swift-app-profiler"),
+        .product(name: "AppProfilerOTLP", package: "swift-app-profiler"),
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "Instrumentation", package: "swift-distributed-tracing"),
@@ -44,6 +48,9 @@ let package = Package(
         .product(name: "AppProfilerHummingbird", package: "swift-app-profiler"),
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "AppProfilerFormats", package: "swift-app-profiler"),
+        .product(name: "AppProfilerOTLP", package: "swift-app-profiler"),
+        .product(name: "AppProfiler", package: "swift-app-profiler"),
+        .product(name: "Logging", package: "swift-log"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -8,6 +8,7 @@ import NIOCore
 import NIOHTTP1
 import ServiceLifecycle
 import Synchronization
+import AppProfilerExport
 
 /// Where and how ``PyroscopeExporter`` pushes.
 public struct PyroscopeConfiguration: Sendable {
@@ -133,47 +134,12 @@ public struct PyroscopeConfiguration: Sendable {
 /// dropped, counted); one log line per failure streak, one when it ends.
 public final class PyroscopeExporter: Service, Sendable {
   /// Counters since start.
-  public struct Statistics: Sendable, Hashable {
-    /// Windows accepted by the server.
-    public var uploaded = 0
-    /// Windows dropped because the queue was full.
-    public var dropped = 0
-    /// Windows the server refused (4xx other than 429): not retried.
-    public var rejected = 0
-    /// Upload attempts that failed (each retry counts).
-    public var failedAttempts = 0
-    /// Windows waiting now.
-    public var queued = 0
-    /// Most windows ever waiting at once (at most the queue's capacity).
-    public var maxQueued = 0
-  }
+  public typealias Statistics = ProfilePusher.Statistics
 
   public let configuration: PyroscopeConfiguration
   private let logger: Logger
   private let client: HTTPClient
-
-  struct Upload: Sendable {
-    var name: String
-    var from: Int64
-    var until: Int64
-    var sampleRate: Int
-    var body: [UInt8]
-  }
-
-  private struct State: Sendable {
-    var started = false
-    var stopping = false
-    /// The push thread has queued its last windows (after stop).
-    var pushDone = false
-    var queue: [Upload] = []
-    var statistics = Statistics()
-    var failing = false
-    var streakFailures = 0
-    var streakDropped = 0
-  }
-
-  private let state = Mutex(State())
-  private let threads = Mutex<[ProfilerThread]>([])
+  private let pusher: ProfilePusher
 
   public init(
     configuration: PyroscopeConfiguration, logger: Logger = Logger(label: "app-profiler.pyroscope"),
@@ -182,6 +148,13 @@ public final class PyroscopeExporter: Service, Sendable {
     self.configuration = configuration
     self.logger = logger
     self.client = httpClient
+    self.pusher = ProfilePusher(
+      destination: "Pyroscope", interval: configuration.uploadInterval, queueCapacity: configuration.queueCapacity,
+      maxBackoff: configuration.maxBackoff, logger: logger,
+      encode: { windows, from, until in
+        windows.map { Self.encode($0.profile, mode: $0.mode, from: from, until: until, configuration: configuration) }
+      },
+      send: { upload in Self.send(upload, configuration: configuration, client: httpClient) })
   }
 
   /// An exporter configured by `APP_PROFILER_PYROSCOPE_*`
@@ -201,59 +174,35 @@ public final class PyroscopeExporter: Service, Sendable {
     }
   }
 
-  public var statistics: Statistics {
-    state.withLock { state in
-      var statistics = state.statistics
-      statistics.queued = state.queue.count
-      return statistics
-    }
-  }
+  public var statistics: Statistics { pusher.statistics }
 
   /// Runs until graceful shutdown (swift-service-lifecycle), then uploads
   /// the last window and stops.
   public func run() async throws {
     try start()
     try? await gracefulShutdown()
-    // stop() joins the threads (the last upload may take a request
-    // timeout): off the cooperative pool.
-    await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-      let stopper = ProfilerThread(name: "app-prof-stop") { [self] in
-        stop()
-        done.resume()
-      }
-      _ = stopper
-    }
+    await ProfilerThread.runOffThePool { [self] in stop() }
   }
 
   /// Starts sampling and pushing. Throws what starting the sessions throws
   /// (``AppProfiler/ProfilerError``); nothing is left running then.
   public func start() throws {
-    guard state.withLock({ state in
-      if state.started { return false }
-      state.started = true
-      state.stopping = false
-      state.pushDone = false
-      return true
-    }) else { return }
-    var sessions: [ProfilingSession] = []
-    do {
+    let started = try pusher.start { [configuration] in
       var options = configuration.sessionOptions
       options.joinsRunningSampler = true
       // A profile every interval: names only (no continuous DWARF work).
       options.sourceLocations = false
-      sessions.append(try Profiler.shared.start(mode: .cpu, interval: configuration.cpuInterval, options: options))
-      if configuration.allocations {
-        sessions.append(try Profiler.shared.start(mode: .alloc, options: options))
+      var sessions: [ProfilingSession] = []
+      do {
+        sessions.append(try Profiler.shared.start(mode: .cpu, interval: configuration.cpuInterval, options: options))
+        if configuration.allocations { sessions.append(try Profiler.shared.start(mode: .alloc, options: options)) }
+      } catch {
+        sessions.forEach { $0.cancel() }
+        throw error
       }
-    } catch {
-      sessions.forEach { $0.cancel() }
-      state.withLock { $0.started = false }
-      throw error
+      return sessions
     }
-    let box = SessionsBox(sessions)
-    let push = ProfilerThread(name: "app-prof-push") { [self] in pushLoop(box) }
-    let upload = ProfilerThread(name: "app-prof-upload") { [self] in uploadLoop() }
-    threads.withLock { $0 = [push, upload] }
+    guard started else { return }
     logger.info(
       "app-profiler pushes to Pyroscope",
       metadata: ["url": "\(configuration.serverURL)", "app": "\(configuration.applicationName)"])
@@ -262,73 +211,11 @@ public final class PyroscopeExporter: Service, Sendable {
   /// Ends the current window, tries once more to upload what is queued
   /// (each window one attempt of up to a request timeout; the rest is dropped,
   /// counted, at the first failure), and stops. Safe to call more than once.
-  public func stop() {
-    guard state.withLock({ state in
-      guard state.started, !state.stopping else { return false }
-      state.stopping = true
-      return true
-    }) else { return }
-    let running = threads.withLock { threads in
-      defer { threads = [] }
-      return threads
-    }
-    // The push thread queues the last windows, then the upload thread tries
-    // them once more and ends.
-    running.first?.join()
-    state.withLock { $0.pushDone = true }
-    running.dropFirst().forEach { $0.join() }
-    state.withLock { $0.started = false }
-  }
+  public func stop() { pusher.stop() }
 
-  final class SessionsBox: @unchecked Sendable {
-    let sessions: [ProfilingSession]
-    init(_ sessions: [ProfilingSession]) { self.sessions = sessions }
-  }
-
-  private var isStopping: Bool { state.withLock { $0.stopping } }
-
-  private static func realtimeNanoseconds() -> Int64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
-  }
-
-  /// Waits until `deadline` (realtime, ns) or stop; true when stopping.
-  private func sleep(until deadline: Int64) -> Bool {
-    while true {
-      if isStopping { return true }
-      let left = deadline - Self.realtimeNanoseconds()
-      if left <= 0 { return false }
-      var pause = timespec(tv_sec: 0, tv_nsec: Int(min(left, 50_000_000)))
-      nanosleep(&pause, nil)
-    }
-  }
-
-  /// Window boundaries on whole seconds of the realtime clock, one upload
-  /// interval apart: each window's `until` is the next one's `from`.
-  private func pushLoop(_ box: SessionsBox) {
-    let interval = Int64(configuration.uploadInterval.components.seconds)
-    var from = Self.realtimeNanoseconds() / 1_000_000_000
-    var until = from + max(1, interval)
-    while true {
-      let stopping = sleep(until: until * 1_000_000_000)
-      let windowEnd = stopping ? max(from + 1, Self.realtimeNanoseconds() / 1_000_000_000) : until
-      for session in box.sessions {
-        let profile: Profile
-        do {
-          profile = stopping ? try session.stopSynchronously() : try session.rotateSynchronously()
-        } catch {
-          continue
-        }
-        enqueue(encode(profile, mode: session.mode, from: from, until: windowEnd))
-      }
-      if stopping { return }
-      from = until
-      until += max(1, interval)
-    }
-  }
-
-  func encode(_ profile: Profile, mode: Profile.Mode, from: Int64, until: Int64) -> Upload {
+  static func encode(
+    _ profile: Profile, mode: Profile.Mode, from: Int64, until: Int64, configuration: PyroscopeConfiguration
+  ) -> ProfilePusher.Upload {
     var profile = profile
     if !configuration.droppedLabels.isEmpty {
       for thread in profile.threads.indices {
@@ -342,9 +229,12 @@ public final class PyroscopeExporter: Service, Sendable {
     let interval = configuration.cpuInterval.components
     let intervalNanoseconds = max(1, interval.seconds * 1_000_000_000 + interval.attoseconds / 1_000_000_000)
     let sampleRate = mode == .alloc ? 0 : Int(1_000_000_000 / intervalNanoseconds)
-    return Upload(
-      name: Self.seriesName(application: configuration.applicationName + "." + suffix, tags: configuration.tags),
-      from: from, until: until, sampleRate: sampleRate, body: PprofEncoder().encode(profile))
+    return ProfilePusher.Upload(
+      body: PprofEncoder().encode(profile), from: from, until: until,
+      info: [
+        "name": seriesName(application: configuration.applicationName + "." + suffix, tags: configuration.tags),
+        "sampleRate": String(sampleRate),
+      ])
   }
 
   /// `app.cpu{k=v,…}`: keys sanitized, sorted.
@@ -356,107 +246,20 @@ public final class PyroscopeExporter: Service, Sendable {
     return application + "{" + pairs.joined(separator: ",") + "}"
   }
 
-  private func enqueue(_ upload: Upload) {
-    let dropped = state.withLock { state -> Bool in
-      var dropped = false
-      if state.queue.count >= configuration.queueCapacity {
-        state.queue.removeFirst()
-        state.statistics.dropped += 1
-        state.streakDropped += 1
-        dropped = true
-      }
-      state.queue.append(upload)
-      state.statistics.maxQueued = max(state.statistics.maxQueued, state.queue.count)
-      return dropped
-    }
-    if dropped && !state.withLock({ $0.failing }) {
-      logger.warning("app-profiler dropped a Pyroscope upload: queue full (\(configuration.queueCapacity))")
-    }
-  }
-
-  enum Outcome {
-    case uploaded
-    case retry(String)
-    case rejected(String)
-  }
-
-  /// Uploads the queue's head until it is accepted or refused; backs off
-  /// while it fails. After stop: one more try of what is queued, then ends.
-  private func uploadLoop() {
-    var backoff: Double = 1
-    let maxBackoff = Double(max(1, configuration.maxBackoff.components.seconds))
-    while true {
-      let (next, pushDone) = state.withLock { state in (state.queue.first, state.pushDone) }
-      guard let upload = next else {
-        if pushDone { return }
-        var pause = timespec(tv_sec: 0, tv_nsec: 50_000_000)
-        nanosleep(&pause, nil)
-        continue
-      }
-      switch send(upload) {
-      case .uploaded:
-        backoff = 1
-        let ended = state.withLock { state -> (Int, Int)? in
-          if !state.queue.isEmpty { state.queue.removeFirst() }
-          state.statistics.uploaded += 1
-          guard state.failing else { return nil }
-          defer {
-            state.failing = false
-            state.streakFailures = 0
-            state.streakDropped = 0
-          }
-          return (state.streakFailures, state.streakDropped)
-        }
-        if let (failures, dropped) = ended {
-          logger.info(
-            "app-profiler uploads to Pyroscope again",
-            metadata: ["failed_attempts": "\(failures)", "dropped_windows": "\(dropped)"])
-        }
-      case .rejected(let reason):
-        let first = state.withLock { state -> Bool in
-          if !state.queue.isEmpty { state.queue.removeFirst() }
-          state.statistics.rejected += 1
-          defer { state.failing = true }
-          return !state.failing
-        }
-        if first { logger.error("Pyroscope refused an upload, dropped: \(reason)") }
-      case .retry(let reason):
-        let (first, pushDone) = state.withLock { state -> (Bool, Bool) in
-          state.statistics.failedAttempts += 1
-          state.streakFailures += 1
-          defer { state.failing = true }
-          return (!state.failing, state.pushDone)
-        }
-        if first {
-          logger.error("app-profiler cannot upload to Pyroscope (retrying with backoff; logged once until it works): \(reason)")
-        }
-        if pushDone {
-          // Stopping: what is left is dropped, counted.
-          state.withLock { state in
-            state.statistics.dropped += state.queue.count
-            state.queue.removeAll()
-          }
-          return
-        }
-        let wait = min(backoff, maxBackoff) * Double.random(in: 0.75...1.25)
-        backoff = min(backoff * 2, maxBackoff)
-        _ = sleep(until: Self.realtimeNanoseconds() + Int64(wait * 1e9))
-      }
-    }
-  }
-
-  func send(_ upload: Upload) -> Outcome {
+  static func send(
+    _ upload: ProfilePusher.Upload, configuration: PyroscopeConfiguration, client: HTTPClient
+  ) -> ProfilePusher.Outcome {
     let base = configuration.serverURL.hasSuffix("/") ? String(configuration.serverURL.dropLast()) : configuration.serverURL
     guard var components = URLComponents(string: base) else {
       return .rejected("invalid server URL \(configuration.serverURL)")
     }
     components.path += "/ingest"
     components.queryItems = [
-      URLQueryItem(name: "name", value: upload.name),
+      URLQueryItem(name: "name", value: upload.info["name"]),
       URLQueryItem(name: "from", value: String(upload.from)),
       URLQueryItem(name: "until", value: String(upload.until)),
       URLQueryItem(name: "format", value: "pprof"),
-      URLQueryItem(name: "sampleRate", value: String(upload.sampleRate)),
+      URLQueryItem(name: "sampleRate", value: upload.info["sampleRate"]),
       URLQueryItem(name: "spyName", value: "swift-app-profiler"),
     ]
     // `+` stays literal in URLComponents' query; Pyroscope decodes the name
@@ -471,32 +274,15 @@ public final class PyroscopeExporter: Service, Sendable {
     body += Array("Content-Type: application/octet-stream\r\n\r\n".utf8)
     body += upload.body
     body += Array("\r\n--\(boundary)--\r\n".utf8)
-    do {
-      var request = try HTTPClient.Request(url: url, method: .POST)
-      request.headers.add(name: "Content-Type", value: "multipart/form-data; boundary=\(boundary)")
-      request.headers.add(name: "User-Agent", value: "swift-app-profiler/\(AppProfilerVersion.current)")
-      if let auth = configuration.basicAuth {
-        request.headers.add(name: "Authorization", value: "Basic " + Data("\(auth.user):\(auth.password)".utf8).base64EncodedString())
-      } else if let token = configuration.bearerToken {
-        request.headers.add(name: "Authorization", value: "Bearer \(token)")
-      }
-      if let tenant = configuration.tenantID { request.headers.add(name: "X-Scope-OrgID", value: tenant) }
-      request.body = .bytes(body)
-      let timeout = TimeAmount.nanoseconds(
-        Int64(configuration.requestTimeout.components.seconds) * 1_000_000_000
-          + configuration.requestTimeout.components.attoseconds / 1_000_000_000)
-      let response = try client.execute(request: request, deadline: .now() + timeout).wait()
-      let status = Int(response.status.code)
-      switch status {
-      case 200..<300: return .uploaded
-      case 429, 500...: return .retry("HTTP \(status)")
-      default:
-        let text = response.body.map { String(buffer: $0) } ?? ""
-        return .rejected("HTTP \(status) \(text.prefix(200))")
-      }
-    } catch {
-      return .retry("\(error)")
+    var headers = [("Content-Type", "multipart/form-data; boundary=\(boundary)")]
+    if let auth = configuration.basicAuth {
+      headers.append(("Authorization", "Basic " + Data("\(auth.user):\(auth.password)".utf8).base64EncodedString()))
+    } else if let token = configuration.bearerToken {
+      headers.append(("Authorization", "Bearer \(token)"))
     }
+    if let tenant = configuration.tenantID { headers.append(("X-Scope-OrgID", tenant)) }
+    return ExportHTTP.post(url: url, headers: headers, body: body, timeout: configuration.requestTimeout, client: client)
   }
 }
+
 #endif

@@ -18,10 +18,10 @@ def any_value(value):
     return getattr(value, kind) if kind else None
 
 
-def main(path):
+def summarize(data):
+    """The summary of one serialized request (a dict, JSON-ready)."""
     request = ExportProfilesServiceRequest()
-    with open(path, "rb") as handle:
-        request.ParseFromString(handle.read())
+    request.ParseFromString(data)
     d = request.dictionary
     strings = list(d.string_table)
     summary = {"resource": {}, "profiles": [], "tables": {
@@ -44,15 +44,25 @@ def main(path):
             for profile in scope_profiles.profiles:
                 sample_type = strings[profile.sample_type.type_strindex] + "/" + strings[profile.sample_type.unit_strindex]
                 by_leaf = {}
+                by_function = {}
                 links = []
                 attributes = {}
                 for sample in profile.samples:
                     stack = d.stack_table[sample.stack_index]
-                    leaf = d.location_table[stack.location_indices[0]]
-                    function = d.function_table[leaf.lines[-1].function_index]
-                    name = strings[function.name_strindex]
+                    leaf = d.location_table[stack.location_indices[0]] if stack.location_indices else None
+                    if leaf is not None and leaf.lines:
+                        name = strings[d.function_table[leaf.lines[-1].function_index].name_strindex]
+                    else:
+                        name = "0x%x" % (leaf.address if leaf is not None else 0)
                     value = sum(sample.values)
                     by_leaf[name] = by_leaf.get(name, 0) + value
+                    # Every function on the stack, once per sample.
+                    names = set()
+                    for location_index in stack.location_indices:
+                        for line in d.location_table[location_index].lines:
+                            names.add(strings[d.function_table[line.function_index].name_strindex])
+                    for function_name in names:
+                        by_function[function_name] = by_function.get(function_name, 0) + value
                     if sample.link_index:
                         link = d.link_table[sample.link_index]
                         links.append({"trace_id": link.trace_id.hex(), "span_id": link.span_id.hex(), "leaf": name, "value": value})
@@ -83,11 +93,17 @@ def main(path):
                     "profile_id": profile.profile_id.hex(),
                     "samples": len(profile.samples),
                     "by_leaf": by_leaf,
+                    "by_function": by_function,
                     "links": links,
                     "attributes": {key: sorted(values) for key, values in attributes.items()},
                     "frames": frames,
                 })
-    json.dump(summary, sys.stdout, sort_keys=True)
+    return summary
+
+
+def main(path):
+    with open(path, "rb") as handle:
+        json.dump(summarize(handle.read()), sys.stdout, sort_keys=True)
 
 
 if __name__ == "__main__":

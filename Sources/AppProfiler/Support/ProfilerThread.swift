@@ -69,6 +69,17 @@ import Darwin
     }
   }
 
+  /// Runs `body` on a thread of its own and waits for it without holding a
+  /// thread of the cooperative pool (stopping an exporter joins threads).
+  public static func runOffThePool(_ body: @escaping @Sendable () -> Void) async {
+    await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+      _ = ProfilerThread(name: "app-prof-stop") {
+        body()
+        done.resume()
+      }
+    }
+  }
+
   /// Sleeps `nanoseconds` whole: the profile's own signals reach profiler
   /// threads too (a wall ticker signals every thread that used CPU), and a
   /// plain `usleep` returns at each one — a drain meant for every 10 ms

@@ -1,4 +1,5 @@
 import AppProfilerHummingbird
+import AppProfilerOTLP
 import AppProfilerPyroscope
 import Configuration
 import Foundation
@@ -32,5 +33,9 @@ let app = HummingbirdExample.makeApplication(
 // With APP_PROFILER_PYROSCOPE_URL set, push a cpu profile every interval.
 let exporter = PyroscopeExporter.fromEnvironment()
 try exporter?.start()
+// With OTEL_EXPORTER_OTLP_ENDPOINT set, send OTLP profiles to the collector.
+let otlp = OTLPExporter.fromEnvironment()
+try otlp?.start()
 try await app.runService()
 exporter?.stop()
+otlp?.stop()
