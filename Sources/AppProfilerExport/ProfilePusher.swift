@@ -153,6 +153,23 @@ public final class ProfilePusher: Sendable {
     state.withLock { $0.started = false }
   }
 
+  /// Starts a session of each mode (`interval` for cpu and wall) reading
+  /// the running samplers; all or none: a failure cancels those started.
+  public static func startSessions(
+    _ modes: [Profile.Mode], interval: Duration, options: SessionOptions
+  ) throws -> [ProfilingSession] {
+    var options = options
+    options.joinsRunningSampler = true
+    var sessions: [ProfilingSession] = []
+    do {
+      for mode in modes { sessions.append(try Profiler.shared.start(mode: mode, interval: interval, options: options)) }
+    } catch {
+      sessions.forEach { $0.cancel() }
+      throw error
+    }
+    return sessions
+  }
+
   final class SessionsBox: @unchecked Sendable {
     let sessions: [ProfilingSession]
     init(_ sessions: [ProfilingSession]) { self.sessions = sessions }

@@ -223,20 +223,10 @@ public final class OTLPExporter: Service, Sendable {
   /// (``AppProfiler/ProfilerError``); nothing is left running then.
   public func start() throws {
     let started = try pusher.start { [configuration] in
-      var options = configuration.sessionOptions
-      options.joinsRunningSampler = true
-      var sessions: [ProfilingSession] = []
-      do {
-        sessions.append(try Profiler.shared.start(mode: .cpu, interval: configuration.cpuInterval, options: options))
-        if configuration.wall {
-          sessions.append(try Profiler.shared.start(mode: .wall, interval: configuration.cpuInterval, options: options))
-        }
-        if configuration.allocations { sessions.append(try Profiler.shared.start(mode: .alloc, options: options)) }
-      } catch {
-        sessions.forEach { $0.cancel() }
-        throw error
-      }
-      return sessions
+      var modes: [Profile.Mode] = [.cpu]
+      if configuration.wall { modes.append(.wall) }
+      if configuration.allocations { modes.append(.alloc) }
+      return try ProfilePusher.startSessions(modes, interval: configuration.cpuInterval, options: configuration.sessionOptions)
     }
     guard started else { return }
     logger.info(

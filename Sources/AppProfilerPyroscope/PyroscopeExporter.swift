@@ -188,19 +188,11 @@ public final class PyroscopeExporter: Service, Sendable {
   /// (``AppProfiler/ProfilerError``); nothing is left running then.
   public func start() throws {
     let started = try pusher.start { [configuration] in
-      var options = configuration.sessionOptions
-      options.joinsRunningSampler = true
       // A profile every interval: names only (no continuous DWARF work).
+      var options = configuration.sessionOptions
       options.sourceLocations = false
-      var sessions: [ProfilingSession] = []
-      do {
-        sessions.append(try Profiler.shared.start(mode: .cpu, interval: configuration.cpuInterval, options: options))
-        if configuration.allocations { sessions.append(try Profiler.shared.start(mode: .alloc, options: options)) }
-      } catch {
-        sessions.forEach { $0.cancel() }
-        throw error
-      }
-      return sessions
+      return try ProfilePusher.startSessions(
+        configuration.allocations ? [.cpu, .alloc] : [.cpu], interval: configuration.cpuInterval, options: options)
     }
     guard started else { return }
     logger.info(
