@@ -99,18 +99,21 @@ static cap_lock_entry *cap_lock_find(const void *lock, int claim) {
   return 0;
 }
 
-/// Takes the entry's guard and brings it into session `generation`.
-static void cap_lock_enter(cap_lock_entry *entry, uint32_t generation) {
+/// Takes the entry's guard and brings it into session `generation`; 0 (the
+/// guard held all the same) when the entry already belongs to a newer
+/// session: a waiter of an older one leaves it alone.
+static int cap_lock_enter(cap_lock_entry *entry, uint32_t generation) {
   uint32_t spins = 0;
   while (atomic_exchange_explicit(&entry->guard, 1, memory_order_acquire) != 0) {
     if (++spins > 64) sched_yield();
   }
-  if (entry->generation != generation) {
-    entry->generation = generation;
-    entry->waiters = 0;
-    entry->start_sum = 0;
-    entry->charged_at = 0;
-  }
+  if (entry->generation == generation) return 1;
+  if ((int32_t)(generation - entry->generation) < 0) return 0;
+  entry->generation = generation;
+  entry->waiters = 0;
+  entry->start_sum = 0;
+  entry->charged_at = 0;
+  return 1;
 }
 
 static void cap_lock_leave(cap_lock_entry *entry) {
@@ -157,22 +160,24 @@ static void cap_lock_record(cap_lock_thread *t, uint64_t delay, uint16_t kind, u
   do {                                                                                \
     (t)->busy = 1;                                                                    \
     uint32_t generation = atomic_load_explicit(&cap_lock_generation, memory_order_acquire); \
-    uint64_t start = cap_now_ns(CLOCK_MONOTONIC);                                                  \
+    uint64_t start = cap_now_ns(CLOCK_MONOTONIC);                                     \
     cap_lock_entry *entry = cap_lock_find((lock), 1);                                 \
     if (entry != 0) {                                                                 \
       if (rwlock) atomic_store_explicit(&g_rwlocks_tracked, 1, memory_order_relaxed); \
-      cap_lock_enter(entry, generation);                                              \
-      entry->waiters++;                                                               \
-      entry->start_sum += start;                                                      \
+      int current = cap_lock_enter(entry, generation);                                \
+      if (current) {                                                                  \
+        entry->waiters++;                                                             \
+        entry->start_sum += start;                                                    \
+      }                                                                               \
       cap_lock_leave(entry);                                                          \
+      if (!current) entry = 0;                                                        \
     } else {                                                                          \
       atomic_fetch_add_explicit(&cap_lock_untracked, 1, memory_order_relaxed);        \
     }                                                                                 \
     result = (call);                                                                  \
-    uint64_t end = cap_now_ns(CLOCK_MONOTONIC);                                                    \
+    uint64_t end = cap_now_ns(CLOCK_MONOTONIC);                                       \
     if (entry != 0) {                                                                 \
-      cap_lock_enter(entry, generation);                                              \
-      if (entry->waiters > 0) {                                                       \
+      if (cap_lock_enter(entry, generation) && entry->waiters > 0) {                  \
         entry->waiters--;                                                             \
         entry->start_sum -= start > entry->charged_at ? start : entry->charged_at;    \
       }                                                                               \
@@ -190,8 +195,7 @@ static uint64_t cap_lock_charge(const void *lock) {
   if (entry == 0) return 0;
   uint32_t generation = atomic_load_explicit(&cap_lock_generation, memory_order_acquire);
   uint64_t pending = 0;
-  cap_lock_enter(entry, generation);
-  if (entry->waiters > 0) {
+  if (cap_lock_enter(entry, generation) && entry->waiters > 0) {
     uint64_t now = cap_now_ns(CLOCK_MONOTONIC);
     uint64_t due = entry->waiters * now;
     pending = due > entry->start_sum ? due - entry->start_sum : 0;
