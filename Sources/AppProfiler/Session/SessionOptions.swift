@@ -102,7 +102,7 @@ public struct SessionOptions: Sendable, Hashable {
   /// probability min(1, d / rate) and counted as 1/p contentions of d/p
   /// each (Go's `SetBlockProfileRate`, unbiased). Default 100 µs: waits
   /// from 100 µs on are all recorded, shorter ones in proportion, so the
-  /// recording (a stack walk, 2–5 µs) costs at most a few percent of the
+  /// recording (a stack walk) happens on average at most once per 100 µs of the
   /// time threads wait. 1 ns records every contended acquisition.
   public var lockSamplingRate: Duration = .microseconds(100)
 
