@@ -84,6 +84,9 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "Configuration", package: "swift-configuration", condition: .when(traits: ["Configuration"])),
+        // Started from the environment (EnvironmentExporters) with their traits.
+        .target(name: "AppProfilerOTLP", condition: .when(traits: ["OTLP"])),
+        .target(name: "AppProfilerPyroscope", condition: .when(traits: ["Pyroscope"])),
       ]
     ),
     // Integrations: empty modules unless their trait is enabled.

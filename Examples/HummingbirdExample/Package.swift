@@ -13,8 +13,8 @@ let package = Package(
   ],
   dependencies: [
     // `.defaults` keeps the Configuration trait (ProfileServer(config:));
-    // Pyroscope, OTLP: main.swift pushes when APP_PROFILER_PYROSCOPE_URL or
-    // OTEL_EXPORTER_OTLP_(PROFILES_)ENDPOINT is set.
+    // Pyroscope, OTLP: the profile server pushes when APP_PROFILER_PYROSCOPE_URL
+    // or OTEL_EXPORTER_OTLP_(PROFILES_)ENDPOINT is set (no line in main.swift).
     .package(name: "swift-app-profiler", path: "../..", traits: [.defaults, "Hummingbird", "Pyroscope", "OTLP"]),
     .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
     .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
@@ -33,8 +33,6 @@ let package = Package(
       name: "HummingbirdExample",
       dependencies: [
         .product(name: "AppProfilerHummingbird", package: "swift-app-profiler"),
-        .product(name: "AppProfilerPyroscope", package: "swift-app-profiler"),
-        .product(name: "AppProfilerOTLP", package: "swift-app-profiler"),
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "Instrumentation", package: "swift-distributed-tracing"),
@@ -49,6 +47,7 @@ let package = Package(
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "AppProfilerFormats", package: "swift-app-profiler"),
         .product(name: "AppProfilerOTLP", package: "swift-app-profiler"),
+        .product(name: "AppProfilerServer", package: "swift-app-profiler"),
         .product(name: "AppProfiler", package: "swift-app-profiler"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "NIOCore", package: "swift-nio"),

@@ -59,6 +59,10 @@ public final class ProfilePusher: Sendable {
 
   /// Where the exporter pushes, for log lines ("Pyroscope", "the OTLP endpoint").
   public let destination: String
+  /// What makes two exporters the same push (kind, URL, name): one process
+  /// pushes each window to it once, however many exporters were started
+  /// (the profile server's from the environment, the app's own).
+  public let identity: String
   public let interval: Duration
   public let queueCapacity: Int
   public let maxBackoff: Duration
@@ -68,6 +72,9 @@ public final class ProfilePusher: Sendable {
 
   private struct State: Sendable {
     var started = false
+    /// Started while another pusher of the same identity ran: no sessions,
+    /// no threads, nothing pushed.
+    var idle = false
     var stopping = false
     /// The push thread has queued its last windows (after stop).
     var pushDone = false
@@ -81,12 +88,16 @@ public final class ProfilePusher: Sendable {
   private let state = Mutex(State())
   private let threads = Mutex<[ProfilerThread]>([])
 
+  /// Identities pushing in this process now, and the pusher that pushes each.
+  private static let pushing = Mutex<[String: ObjectIdentifier]>([:])
+
   public init(
-    destination: String, interval: Duration, queueCapacity: Int, maxBackoff: Duration, logger: Logger,
+    destination: String, identity: String, interval: Duration, queueCapacity: Int, maxBackoff: Duration, logger: Logger,
     encode: @escaping @Sendable ([(mode: Profile.Mode, profile: Profile)], Int64, Int64) -> [Upload],
     send: @escaping @Sendable (Upload) -> Outcome
   ) {
     self.destination = destination
+    self.identity = identity
     self.interval = interval
     self.queueCapacity = queueCapacity
     self.maxBackoff = maxBackoff
@@ -103,32 +114,62 @@ public final class ProfilePusher: Sendable {
     }
   }
 
-  public var isRunning: Bool { state.withLock { $0.started } }
+  public var isRunning: Bool { state.withLock { $0.started && !$0.idle } }
+
+  /// What ``start(_:)`` did.
+  public enum Start: Sendable, Equatable {
+    /// Its sessions run and their windows are pushed.
+    case pushing
+    /// This pusher was running already.
+    case alreadyRunning
+    /// Another pusher of the same ``identity`` pushes in this process: this
+    /// one stays idle (started, so `stop()` is still right), and each
+    /// window goes up once.
+    case duplicate
+  }
 
   /// Starts the sessions `makeSessions` returns (it throws what starting
   /// them throws; nothing is left running then) and pushes their windows.
-  /// False when already running.
   @discardableResult
-  public func start(_ makeSessions: () throws -> [ProfilingSession]) throws -> Bool {
+  public func start(_ makeSessions: () throws -> [ProfilingSession]) throws -> Start {
     guard state.withLock({ state in
       if state.started { return false }
       state.started = true
+      state.idle = false
       state.stopping = false
       state.pushDone = false
       return true
-    }) else { return false }
+    }) else { return .alreadyRunning }
+    let me = ObjectIdentifier(self)
+    let claimed = Self.pushing.withLock { pushing -> Bool in
+      if let owner = pushing[identity], owner != me { return false }
+      pushing[identity] = me
+      return true
+    }
+    guard claimed else {
+      state.withLock { $0.idle = true }
+      return .duplicate
+    }
     let sessions: [ProfilingSession]
     do {
       sessions = try makeSessions()
     } catch {
       state.withLock { $0.started = false }
+      release()
       throw error
     }
     let box = SessionsBox(sessions)
     let push = ProfilerThread(name: "app-prof-push") { [self] in pushLoop(box) }
     let upload = ProfilerThread(name: "app-prof-upload") { [self] in uploadLoop() }
     threads.withLock { $0 = [push, upload] }
-    return true
+    return .pushing
+  }
+
+  private func release() {
+    let me = ObjectIdentifier(self)
+    Self.pushing.withLock { pushing in
+      if pushing[identity] == me { pushing[identity] = nil }
+    }
   }
 
   /// Ends the current window, tries once more to upload what is queued
@@ -136,11 +177,18 @@ public final class ProfilePusher: Sendable {
   /// dropped, counted, at the first failure), and stops. Safe to call more
   /// than once.
   public func stop() {
-    guard state.withLock({ state in
-      guard state.started, !state.stopping else { return false }
+    guard let idle = state.withLock({ state -> Bool? in
+      guard state.started, !state.stopping else { return nil }
+      if state.idle {
+        state.started = false
+        state.idle = false
+        return true
+      }
       state.stopping = true
-      return true
+      return false
     }) else { return }
+    if idle { return }
+    defer { release() }
     let running = threads.withLock { threads in
       defer { threads = [] }
       return threads

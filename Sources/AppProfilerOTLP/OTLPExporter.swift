@@ -178,7 +178,7 @@ public final class OTLPExporter: Service, Sendable {
     var headers = [("Content-Type", "application/x-protobuf"), ("Content-Encoding", "gzip")]
     headers += configuration.headers.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
     self.pusher = ProfilePusher(
-      destination: "the OTLP endpoint", interval: configuration.interval, queueCapacity: configuration.queueCapacity,
+      destination: "the OTLP endpoint", identity: "otlp \(configuration.endpoint)", interval: configuration.interval, queueCapacity: configuration.queueCapacity,
       maxBackoff: configuration.maxBackoff, logger: logger,
       encode: { windows, from, until in
         guard !windows.isEmpty else { return [] }
@@ -228,7 +228,12 @@ public final class OTLPExporter: Service, Sendable {
       if configuration.allocations { modes.append(.alloc) }
       return try ProfilePusher.startSessions(modes, interval: configuration.cpuInterval, options: configuration.sessionOptions)
     }
-    guard started else { return }
+    if started == .duplicate {
+      logger.info(
+        "app-profiler already exports OTLP profiles to this endpoint from this process; this exporter stays idle",
+        metadata: ["endpoint": "\(configuration.endpoint)"])
+    }
+    guard started == .pushing else { return }
     logger.info(
       "app-profiler exports OTLP profiles",
       metadata: ["endpoint": "\(configuration.endpoint)", "service": "\(configuration.resourceAttributes["service.name"] ?? "")"])

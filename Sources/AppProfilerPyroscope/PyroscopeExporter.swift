@@ -149,7 +149,8 @@ public final class PyroscopeExporter: Service, Sendable {
     self.logger = logger
     self.client = httpClient
     self.pusher = ProfilePusher(
-      destination: "Pyroscope", interval: configuration.uploadInterval, queueCapacity: configuration.queueCapacity,
+      destination: "Pyroscope", identity: "pyroscope \(configuration.serverURL) \(configuration.applicationName)",
+      interval: configuration.uploadInterval, queueCapacity: configuration.queueCapacity,
       maxBackoff: configuration.maxBackoff, logger: logger,
       encode: { windows, from, until in
         windows.map { Self.encode($0.profile, mode: $0.mode, from: from, until: until, configuration: configuration) }
@@ -194,7 +195,12 @@ public final class PyroscopeExporter: Service, Sendable {
       return try ProfilePusher.startSessions(
         configuration.allocations ? [.cpu, .alloc] : [.cpu], interval: configuration.cpuInterval, options: options)
     }
-    guard started else { return }
+    if started == .duplicate {
+      logger.info(
+        "app-profiler already pushes to Pyroscope under this name from this process; this exporter stays idle",
+        metadata: ["url": "\(configuration.serverURL)", "app": "\(configuration.applicationName)"])
+    }
+    guard started == .pushing else { return }
     logger.info(
       "app-profiler pushes to Pyroscope",
       metadata: ["url": "\(configuration.serverURL)", "app": "\(configuration.applicationName)"])

@@ -75,6 +75,8 @@ public final class ProfileServer: Service, Sendable {
     var ownsContinuousLockSampling = false
     /// This server started the flight recorder (and stops it).
     var ownsFlightRecorder = false
+    /// Push exporters this server started from the environment (and stops).
+    var exporters = EnvironmentExporters.none
   }
 
   /// Processes that run a server now; at most one per process.
@@ -178,6 +180,7 @@ public final class ProfileServer: Service, Sendable {
           try FlightRecorder.shared.start(seconds: seconds, options: options)
         }
       }
+      running.exporters = EnvironmentExporters.start(environment: environment, logger: logger)
       // The task dump's layout check parks a probe task once: now, while
       // the pool is healthy, not when a stuck app is asked for its tasks.
       Profiler.shared.prepareTaskDump()
@@ -206,6 +209,7 @@ public final class ProfileServer: Service, Sendable {
     if running.ownsContinuousAllocationSampling { Profiler.shared.disableContinuousAllocationSampling() }
     if running.ownsContinuousLockSampling { Profiler.shared.disableContinuousLockSampling() }
     if running.ownsFlightRecorder { FlightRecorder.shared.stop() }
+    if !running.exporters.isEmpty { await ProfilerThread.runOffThePool { running.exporters.stop() } }
     Self.runningInProcess.withLock { $0 = nil }
     logger.info("app-profiler stopped")
   }

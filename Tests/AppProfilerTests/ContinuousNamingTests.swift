@@ -104,6 +104,40 @@ extension SamplingSuite {
   }
 }
 
+extension SamplingSuite.ContinuousNaming {
+  /// Code the compiler left without an ELF symbol (private functions such
+  /// as Swift's `objectdestroy` helpers): profiles with file:line named it
+  /// from DWARF, names-only windows (the exporters', the flight recorder's)
+  /// left it unnamed — seen in the Hummingbird example's pushed windows.
+  /// Names-only symbolization names it the same way now.
+  @Test func namesOnlyNamesCodeWithoutASymbol() throws {
+    let images = ImageMap.current()
+    let me = try #require(images.images.first { $0.path == ImageMap.executablePath() })
+    let table = try #require(ELFSymbolTable(path: me.path))
+    // A gap between symbols that DWARF names (the test binary has debug info).
+    let dwarf = DWARFSourceSymbolicator()
+    var found: (address: UInt64, name: String)? = nil
+    for gap in table.unsymbolizedGaps(limit: 20_000) {
+      for offset: UInt64 in [4, 32] {
+        let address = me.bias &+ gap &+ offset
+        guard images.lookup(address) != nil, table.lookup(gap &+ offset) == nil else { continue }
+        let frames = dwarf.sourceFrames(for: [address], images: images, deadline: nil).first ?? nil
+        if let name = frames?.last(where: { !$0.rawName.isEmpty })?.rawName {
+          found = (address, Demangler.demangle(name))
+          break
+        }
+      }
+      if found != nil { break }
+    }
+    let target = try #require(found, "no code without a symbol that DWARF names in \(me.path)")
+    let namesOnly = Symbolizer().resolve([target.address], in: images, sourceLocations: false)
+    let detailed = Symbolizer().resolve([target.address], in: images, sourceLocations: true)
+    print("no symbol at \(String(target.address &- me.bias, radix: 16)): names-only \(namesOnly.first?.name ?? "nil"), with file:line \(detailed.first?.name ?? "nil")")
+    #expect(namesOnly.first?.name == target.name)
+    #expect(namesOnly.first?.name == detailed.first?.name)
+  }
+}
+
 /// libc's separate debug file (`/usr/lib/debug/.build-id/…`), nil when absent.
 func libcDebugFile() -> String? {
   guard let libc = ImageMap.current().images.first(where: { $0.path.hasSuffix("/libc.so.6") }), libc.buildID.count > 2

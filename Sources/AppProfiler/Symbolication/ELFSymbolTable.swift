@@ -116,6 +116,18 @@ final class ELFSymbolTable: @unchecked Sendable {
     return (name(at: nameOffsets[index]), offset)
   }
 
+  /// ELF virtual addresses, 16-byte aligned, past the end of a sized
+  /// function and before the next symbol: code the compiler left without
+  /// a symbol may be there (tests look for it).
+  func unsymbolizedGaps(limit: Int) -> [UInt64] {
+    var gaps: [UInt64] = []
+    for index in addresses.indices.dropLast() where sizes[index] > 0 && gaps.count < limit {
+      let start = (addresses[index] &+ sizes[index] &+ 15) & ~15
+      if start < addresses[index + 1] { gaps.append(start) }
+    }
+    return gaps
+  }
+
   /// ELF virtual address of the first function whose name satisfies `matches`.
   func address(ofFirst matches: (String) -> Bool) -> UInt64? {
     for index in addresses.indices where matches(name(at: nameOffsets[index])) {

@@ -63,6 +63,10 @@ final class Symbolizer: Sendable {
     var namesOnly: [CacheKey: [ResolvedFrame.Function]] = [:]
   }
 
+  /// What a names-only profile may spend reading DWARF for the few
+  /// addresses no ELF symbol covers.
+  static let namesOnlyDWARFBudget: Duration = .milliseconds(50)
+
   private let state = Mutex(State())
   /// Source frames computed in the background, taken in by the next `resolve`.
   private let completed = Mutex<[(CacheKey, [SourceFrame])]>([])
@@ -77,8 +81,9 @@ final class Symbolizer: Sendable {
   /// information, else the ELF symbol, else nothing. With a `budget`,
   /// source frames not found within it are replaced by the ELF symbol
   /// (`pendingSourceFrames` counts them) and completed in the background.
-  /// `sourceLocations` false: function names from the ELF symbol tables only
-  /// (no file:line, no inlined frames, nothing computed in the background) —
+  /// `sourceLocations` false: function names from the ELF symbol tables
+  /// (no file:line, no inlined frames, nothing computed in the background;
+  /// DWARF only names the few addresses no symbol covers) —
   /// for profiles built every second or every upload interval, where the
   /// toolchain symbolicator's cost would be paid continuously.
   func resolve(
@@ -106,6 +111,7 @@ final class Symbolizer: Sendable {
       }
       guard !missing.isEmpty else { return results }
       if !sourceLocations {
+        var unsymbolized: [(position: Int, key: CacheKey)] = []
         for position in missing {
           let image = images.images[results[position].image!]
           let key = CacheKey(image: image.key, address: addresses[position])
@@ -114,6 +120,27 @@ final class Symbolizer: Sendable {
             continue
           }
           let functions = Self.elfFunctions(addresses[position], in: image, tables: &state.tables)
+          if functions.isEmpty {
+            unsymbolized.append((position, key))
+            continue
+          }
+          state.namesOnly[key] = functions
+          results[position].functions = functions
+        }
+        guard !unsymbolized.isEmpty else { return results }
+        // No ELF symbol covers these: functions the compiler gave no symbol
+        // (private ones such as Swift's `objectdestroy` helpers). Profiles
+        // with file:line name them from DWARF; so do names-only ones, once
+        // per address (the containing function only, no file:line), within
+        // a short budget — those not reached are asked again next time.
+        let frames = source.sourceFrames(
+          for: unsymbolized.map { addresses[$0.position] }, images: images,
+          deadline: ContinuousClock.now + Self.namesOnlyDWARFBudget)
+        for ((position, key), frames) in zip(unsymbolized, frames) {
+          guard let frames else { continue }
+          let functions = Self.functions(frames, elfName: { nil }).last.map {
+            [ResolvedFrame.Function(name: $0.name, systemName: $0.systemName, file: "", line: 0)]
+          } ?? []
           state.namesOnly[key] = functions
           results[position].functions = functions
         }

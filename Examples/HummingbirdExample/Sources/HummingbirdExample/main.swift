@@ -1,6 +1,4 @@
 import AppProfilerHummingbird
-import AppProfilerOTLP
-import AppProfilerPyroscope
 import Configuration
 import Foundation
 import Hummingbird
@@ -30,12 +28,7 @@ let profiler = ProfileServer(config: config.scoped(to: "appProfiler"))
 let app = HummingbirdExample.makeApplication(
   port: port, profiler: profiler, profilingMiddleware: !arguments.contains("--no-middleware"),
   labelsRequests: !arguments.contains("--no-labels"))
-// With APP_PROFILER_PYROSCOPE_URL set, push a cpu profile every interval.
-let exporter = PyroscopeExporter.fromEnvironment()
-try exporter?.start()
-// With OTEL_EXPORTER_OTLP_ENDPOINT set, send OTLP profiles to the collector.
-let otlp = OTLPExporter.fromEnvironment()
-try otlp?.start()
+// No line for continuous profiling: built with the traits `OTLP` and
+// `Pyroscope`, the profile server pushes when OTEL_EXPORTER_OTLP_ENDPOINT or
+// APP_PROFILER_PYROSCOPE_URL is set (docs/continuous-profiling.md).
 try await app.runService()
-exporter?.stop()
-otlp?.stop()
