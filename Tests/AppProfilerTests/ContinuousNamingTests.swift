@@ -67,19 +67,14 @@ extension SamplingSuite {
         // Frames no symbol covers would be unnamed in both; those named
         // on demand must be named here.
         let namedOnDemand = unnamed.filter { reference[$0] != nil }
-        // Issue 33's defect, caught here in full runs (one window left one
-        // address unnamed that the on-demand profiles named). The instance
-        // caught on 2026-12-06, glibc's __memset_avx2_unaligned_erms, is
-        // fixed (names-only symbolization reads the separate debug file's
-        // symbols too: namesOnlyReadsTheSeparateDebugFile below); the
-        // report of whole windows unnamed in a pushed profile is not
-        // explained by it, so this stays a known, intermittent issue: it
-        // shows in the test output and does not fail the suite.
-        withKnownIssue("issue 33: a names-only window left a frame unnamed that on-demand profiles name", isIntermittent: true) {
-          #expect(
-            namedOnDemand.isEmpty,
-            "window \(index): \(namedOnDemand.count) frames unnamed, e.g. \(namedOnDemand.prefix(3).map { String($0, radix: 16) }) named on demand \(namedOnDemand.prefix(3).map { reference[$0] ?? "" })")
-        }
+        // Issue 33's defect: a window left frames unnamed that the
+        // on-demand profiles named. Instances found and fixed: glibc's
+        // __memset_avx2_unaligned_erms, named only by its separate debug
+        // file's symbols (namesOnlyReadsTheSeparateDebugFile), and code
+        // without any symbol, named only by DWARF (namesOnlyNamesCodeWithoutASymbol).
+        #expect(
+          namedOnDemand.isEmpty,
+          "window \(index): \(namedOnDemand.count) frames unnamed, e.g. \(namedOnDemand.prefix(3).map { String($0, radix: 16) }) named on demand \(namedOnDemand.prefix(3).map { reference[$0] ?? "" })")
         #expect(renamed.isEmpty, "window \(index): \(renamed.count) frames named otherwise, e.g. \(renamed.prefix(3))")
       }
     }

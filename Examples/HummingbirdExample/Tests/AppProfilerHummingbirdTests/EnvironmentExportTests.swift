@@ -81,9 +81,10 @@ private func freePort() -> Int {
   return Int(UInt16(bigEndian: address.sin_port))
 }
 
-/// The example's executable, built next to this test bundle.
+/// The example's executable, built next to this test bundle (or another
+/// build of it, e.g. release, named by HUMMINGBIRD_EXAMPLE_EXECUTABLE).
 private func exampleExecutable() -> String {
-  ProcessInfo.processInfo.environment["HB_BIN"] ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("HummingbirdExample").path
+  ProcessInfo.processInfo.environment["HUMMINGBIRD_EXAMPLE_EXECUTABLE"] ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("HummingbirdExample").path
 }
 
 /// The outermost function's name at each address of `profile`.
