@@ -2,7 +2,7 @@
 # Runs the benchmarks of swift-app-profiler on this machine.
 #   ./run.sh                 all scenarios
 #   ./run.sh yield wall-cost one or more of: yield wall-cost attribution symbolize
-#                            symbolize-10k cold-first-profile encode unwind-cost tables
+#                            symbolize-10k cold-first-profile busy-first-profile encode unwind-cost tables
 #                            completeness soak idle retained overhead-http
 #                            alloc-overhead middleware-latency async-stacks labels
 #                            continuous heap-http tasks
@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize symbolize-10k cold-first-profile encode unwind-cost tables completeness soak idle retained overhead-http alloc-overhead lock-pair middleware-latency async-stacks labels continuous heap-http tasks)
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize symbolize-10k cold-first-profile busy-first-profile encode unwind-cost tables completeness soak idle retained overhead-http alloc-overhead lock-pair middleware-latency async-stacks labels continuous heap-http tasks)
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(uname -r), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 build_log=$(mktemp)
@@ -313,6 +313,35 @@ for scenario in "${scenarios[@]}"; do
         begin=$(grep -o '"startTimeNanoseconds":[0-9]*' "$dir/profile.json" | head -1 | cut -d: -f2)
         length=$(grep -o '"durationNanoseconds":[0-9]*' "$dir/profile.json" | head -1 | cut -d: -f2)
         echo "cold-first-profile round=$round profile=$which end_of_duration_to_last_byte=$(( (done_ns - begin - length) / 1000000 ))ms cpu=$(( (t1 - t0) * 10 ))ms threads=$(ls "/proc/$pid/task" | wc -l) $("$bench" count-frames "$dir/profile.json")"
+      done
+      exec 6>&-
+      wait "$pid" || true
+      rm -rf "$dir"
+    done
+    ;;
+  busy-first-profile)
+    # The same measure for a process that saturates the machine itself
+    # (idle-server busy <cores>: one computing thread per core), as when
+    # someone profiles a busy service: its first and second 1 s cpu
+    # profile (speedscope with file:line), end of duration → last byte.
+    cores=$(nproc)
+    for round in 1 2 3 4 5; do
+      dir=$(mktemp -d)
+      fifo=$(mktemp -u); mkfifo "$fifo"
+      .build/release/idle-server busy "$cores" <"$fifo" >"$dir/out" 2>/dev/null &
+      pid=$!
+      exec 6>"$fifo"; rm -f "$fifo"
+      while ! grep -q READY "$dir/out" 2>/dev/null; do sleep 0.1; done
+      socket=$(awk '/READY/ { print $3 }' "$dir/out")
+      sleep 1
+      for which in first second third; do
+        t0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+        curl -s --unix-socket "$socket" "http://localhost/profile?mode=cpu&duration=1" -o "$dir/profile.json"
+        done_ns=$(date +%s%N)
+        t1=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+        begin=$(grep -o '"startTimeNanoseconds":[0-9]*' "$dir/profile.json" | head -1 | cut -d: -f2)
+        length=$(grep -o '"durationNanoseconds":[0-9]*' "$dir/profile.json" | head -1 | cut -d: -f2)
+        echo "busy-first-profile round=$round profile=$which end_of_duration_to_last_byte=$(( (done_ns - begin - length) / 1000000 ))ms process_cpu=$(( (t1 - t0) * 10 ))ms $("$bench" count-frames "$dir/profile.json")"
       done
       exec 6>&-
       wait "$pid" || true

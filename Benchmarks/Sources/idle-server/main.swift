@@ -10,6 +10,8 @@
 //                          threads waiting for work (a NIO service at rest)
 //   idle-server work memory  the work, then what each of the profiler's
 //                          caches holds (anonymous RSS after malloc_trim)
+//   idle-server busy N     the server, and N threads computing without
+//                          pause (N = cores: the process saturates the machine)
 @_spi(Benchmarks) import AppProfiler
 import AppProfilerServer
 import Foundation
@@ -30,8 +32,9 @@ if arguments.first == "nio", let count = Int(arguments.dropFirst().first ?? "20"
   group = MultiThreadedEventLoopGroup(numberOfThreads: count)
 }
 let sink = Atomic<UInt64>(0)
-if arguments.first == "work" {
-  for index in 0..<4 {
+if arguments.first == "work" || arguments.first == "busy" {
+  let count = arguments.first == "busy" ? Int(arguments.dropFirst().first ?? "2") ?? 2 : 4
+  for index in 0..<count {
     Thread { while true { sink.wrappingAdd(workStep(UInt64(index)), ordering: .relaxed) } }.start()
   }
 }

@@ -225,12 +225,16 @@ final class DrainThread: Sendable {
   private let flag = Flag()
   private let thread: ProfilerThread
 
-  init(drain: SessionDrain) {
+  /// `warmer`: symbolizes what the drains brought, every 20 drains.
+  init(drain: SessionDrain, warmer: SymbolWarmer? = nil) {
     let flag = self.flag
     self.thread = ProfilerThread(name: "app-prof-drain") {
+      var drains = 0
       while !flag.stopping.load(ordering: .acquiring) {
         ProfilerThread.sleep(nanoseconds: 10_000_000)
         drain.drainAvailable(fullScan: false)
+        drains += 1
+        if drains % 20 == 0 { warmer?.warm(drain) }
       }
     }
   }
@@ -255,6 +259,10 @@ final class SessionDrain: Sendable {
     var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
     /// Set once the C session is released: drains become no-ops.
     var closed = false
+    /// Stacks (the collector only appends them) and addresses already handed
+    /// to the symbol warmer.
+    var warmedStacks = 0
+    var warmedAddresses = Set<UInt64>()
   }
   private let state = Mutex(State())
 
@@ -276,6 +284,24 @@ final class SessionDrain: Sendable {
       if mode == Int32(CAP_MODE_WALL) || mode == Int32(CAP_MODE_FLIGHT_WALL), TaskWall.shared.isActive {
         TaskWall.shared.sample(into: &state.collector, sampler: mode)
       }
+    }
+  }
+
+  /// Code addresses of the stacks collected since the last call, each once
+  /// per session (synthetic frames and top-bit values left out, as the
+  /// profile builder leaves them out).
+  func newAddresses() -> [UInt64] {
+    state.withLock { state in
+      let stacks = state.collector.stacks
+      guard state.warmedStacks < stacks.count else { return [] }
+      var fresh: [UInt64] = []
+      for stack in stacks[state.warmedStacks...] {
+        for address in stack where address >= 4096 && address >> 63 == 0 && state.warmedAddresses.insert(address).inserted {
+          fresh.append(address)
+        }
+      }
+      state.warmedStacks = stacks.count
+      return fresh
     }
   }
 
@@ -307,6 +333,49 @@ final class SessionDrain: Sendable {
       let collector = state.collector
       state.collector = SampleCollector()
       return collector
+    }
+  }
+}
+
+/// Symbolizes a running session's addresses in the background as they come
+/// (on the symbolication thread, every 200 ms), so that when the session
+/// ends its profile finds them in the symbolizer's caches: the first
+/// profile of a process is otherwise built after the duration, reading
+/// symbol tables and DWARF — on a machine the app saturates, at a third of
+/// a core (BENCHMARKS.md, busy first profile). One warm-up at a time;
+/// addresses that came meanwhile wait for the next.
+final class SymbolWarmer: Sendable {
+  private let sourceLocations: Bool
+  private let busy = Atomic<Bool>(false)
+
+  init(sourceLocations: Bool) { self.sourceLocations = sourceLocations }
+
+  func warm(_ drain: SessionDrain) {
+    guard !busy.exchange(true, ordering: .acquiring) else { return }
+    let addresses = drain.newAddresses()
+    guard !addresses.isEmpty else {
+      busy.store(false, ordering: .releasing)
+      return
+    }
+    let sourceLocations = self.sourceLocations
+    SymbolicationThread.shared.runLater { [self] in
+      let images = ImageHistory.shared.symbolicationMap()
+      if sourceLocations {
+        // File:line for the executable's code (SwiftPM links the app and
+        // its packages into it): its DWARF is read in place. Libraries keep
+        // the profile's budget and background pass — glibc's debug file,
+        // zlib-compressed, would be inflated again at every warm-up.
+        let executable = images.images.firstIndex { $0.isPermanent && !$0.isVDSO }
+        let own = addresses.filter { address in executable != nil && images.lookup(address)?.image == executable }
+        if !own.isEmpty { _ = Symbolizer.shared.resolve(own, in: images, budget: nil, sourceLocations: true) }
+        // Their symbol tables, loaded now (the profile names their frames
+        // by symbol while their lines come later).
+        let libraries = addresses.filter { address in images.lookup(address).map { $0.image != executable } ?? false }
+        if !libraries.isEmpty { _ = Symbolizer.shared.resolve(libraries, in: images, budget: nil, sourceLocations: false) }
+      } else {
+        _ = Symbolizer.shared.resolve(addresses, in: images, budget: nil, sourceLocations: false)
+      }
+      busy.store(false, ordering: .releasing)
     }
   }
 }

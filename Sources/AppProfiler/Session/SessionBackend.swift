@@ -102,7 +102,7 @@ final class SignalSamplingBackend: SessionBackend {
     // Positional drains only: a full scan reads every slot of the ring (page
     // faults and cache misses while the app runs); stragglers are picked up
     // by the one full scan after stop.
-    drainThread = DrainThread(drain: drain)
+    drainThread = DrainThread(drain: drain, warmer: SymbolWarmer(sourceLocations: options.sourceLocations))
   }
 
   func mark() -> SampleCollector.Mark {
