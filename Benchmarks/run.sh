@@ -81,6 +81,39 @@ ab_summary() {
     }' "$3"
 }
 
+# first_profile_rounds NAME MODE "LABELS" IDLE-SERVER-ARGS…: 5 rounds of a
+# fresh idle-server with those arguments; per round one 1 s profile of MODE
+# over the socket per label. Per profile: end of duration → last byte (the
+# profile's own start + duration vs when curl returns) and the CPU time
+# the process spent from request to answer (utime + stime, 10 ms ticks).
+first_profile_rounds() {
+  local name=$1 mode=$2 labels=$3
+  shift 3
+  for round in 1 2 3 4 5; do
+    local dir fifo pid socket t0 t1 done_ns begin length
+    dir=$(mktemp -d)
+    fifo=$(mktemp -u); mkfifo "$fifo"
+    .build/release/idle-server "$@" <"$fifo" >"$dir/out" 2>/dev/null &
+    pid=$!
+    exec 6>"$fifo"; rm -f "$fifo"
+    while ! grep -q READY "$dir/out" 2>/dev/null; do sleep 0.1; done
+    socket=$(awk '/READY/ { print $3 }' "$dir/out")
+    sleep 1
+    for which in $labels; do
+      t0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+      curl -s --unix-socket "$socket" "http://localhost/profile?mode=$mode&duration=1" -o "$dir/profile.json"
+      done_ns=$(date +%s%N)
+      t1=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+      begin=$(grep -o '"startTimeNanoseconds":[0-9]*' "$dir/profile.json" | head -1 | cut -d: -f2)
+      length=$(grep -o '"durationNanoseconds":[0-9]*' "$dir/profile.json" | head -1 | cut -d: -f2)
+      echo "$name round=$round profile=$which end_of_duration_to_last_byte=$(( (done_ns - begin - length) / 1000000 ))ms cpu=$(( (t1 - t0) * 10 ))ms threads=$(ls "/proc/$pid/task" | wc -l) $("$bench" count-frames "$dir/profile.json")"
+    done
+    exec 6>&-
+    wait "$pid" || true
+    rm -rf "$dir"
+  done
+}
+
 for scenario in "${scenarios[@]}"; do
   case "$scenario" in
   yield)
@@ -272,7 +305,11 @@ for scenario in "${scenarios[@]}"; do
       fi
       sleep 5
       rss() { awk '/VmRSS/ { print $2 }' "/proc/$pid/status"; }
+      # The split: anonymous memory (heap, tables) and file pages (code and
+      # data of images read, e.g. .eh_frame while tables are built).
+      split() { awk '/RssAnon/ { a = $2 } /RssFile/ { f = $2 } END { print "anon=" a "kB file=" f "kB" }' "/proc/$pid/status"; }
       before=$(rss)
+      before_split=$(split)
       if [ "$target" = hummingbird ]; then
         # Requests during the profile, so it has the app's code to symbolicate.
         wrk -t1 -c2 -d5s http://127.0.0.1:18089/ >/dev/null 2>&1 &
@@ -283,70 +320,23 @@ for scenario in "${scenarios[@]}"; do
       after=$(rss)
       sleep 30
       later=$(rss)
-      echo "retained target=$target before=${before}kB after_profile=${after}kB after_30s=${later}kB held=$(( (later - before) / 1024 ))MiB profile_bytes=$(stat -c %s "$dir/profile.json") $("$bench" count-frames "$dir/profile.json")"
+      later_split=$(split)
+      echo "retained target=$target before=${before}kB ($before_split) after_profile=${after}kB after_30s=${later}kB ($later_split) held=$(( (later - before) / 1024 ))MiB profile_bytes=$(stat -c %s "$dir/profile.json") $("$bench" count-frames "$dir/profile.json")"
       if [ "$target" = work ]; then exec 6>&-; else kill -TERM "$pid"; fi
       wait "$pid" 2>/dev/null || true
       rm -rf "$dir"
     done
     ;;
   cold-first-profile)
-    # A NIO process at rest with 20 event-loop threads (idle-server nio 20),
-    # fresh each round: its first 1 s wall profile over the socket
-    # (speedscope with file:line), then a second one. Per profile: end of
-    # duration → last byte (the profile's own start + duration vs when curl
-    # returns) and the CPU time the process spent from request to answer
-    # (utime + stime, 10 ms ticks).
-    for round in 1 2 3 4 5; do
-      dir=$(mktemp -d)
-      fifo=$(mktemp -u); mkfifo "$fifo"
-      .build/release/idle-server nio 20 <"$fifo" >"$dir/out" 2>/dev/null &
-      pid=$!
-      exec 6>"$fifo"; rm -f "$fifo"
-      while ! grep -q READY "$dir/out" 2>/dev/null; do sleep 0.1; done
-      socket=$(awk '/READY/ { print $3 }' "$dir/out")
-      sleep 1
-      for which in first second; do
-        t0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
-        curl -s --unix-socket "$socket" "http://localhost/profile?mode=wall&duration=1" -o "$dir/profile.json"
-        done_ns=$(date +%s%N)
-        t1=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
-        begin=$(grep -o '"startTimeNanoseconds":[0-9]*' "$dir/profile.json" | head -1 | cut -d: -f2)
-        length=$(grep -o '"durationNanoseconds":[0-9]*' "$dir/profile.json" | head -1 | cut -d: -f2)
-        echo "cold-first-profile round=$round profile=$which end_of_duration_to_last_byte=$(( (done_ns - begin - length) / 1000000 ))ms cpu=$(( (t1 - t0) * 10 ))ms threads=$(ls "/proc/$pid/task" | wc -l) $("$bench" count-frames "$dir/profile.json")"
-      done
-      exec 6>&-
-      wait "$pid" || true
-      rm -rf "$dir"
-    done
+    # A NIO process at rest with 20 event-loop threads (idle-server nio 20):
+    # its first and second 1 s wall profile (speedscope with file:line).
+    first_profile_rounds cold-first-profile wall "first second" nio 20
     ;;
   busy-first-profile)
-    # The same measure for a process that saturates the machine itself
+    # The same for a process that saturates the machine itself
     # (idle-server busy <cores>: one computing thread per core), as when
-    # someone profiles a busy service: its first and second 1 s cpu
-    # profile (speedscope with file:line), end of duration → last byte.
-    cores=$(nproc)
-    for round in 1 2 3 4 5; do
-      dir=$(mktemp -d)
-      fifo=$(mktemp -u); mkfifo "$fifo"
-      .build/release/idle-server busy "$cores" <"$fifo" >"$dir/out" 2>/dev/null &
-      pid=$!
-      exec 6>"$fifo"; rm -f "$fifo"
-      while ! grep -q READY "$dir/out" 2>/dev/null; do sleep 0.1; done
-      socket=$(awk '/READY/ { print $3 }' "$dir/out")
-      sleep 1
-      for which in first second third; do
-        t0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
-        curl -s --unix-socket "$socket" "http://localhost/profile?mode=cpu&duration=1" -o "$dir/profile.json"
-        done_ns=$(date +%s%N)
-        t1=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
-        begin=$(grep -o '"startTimeNanoseconds":[0-9]*' "$dir/profile.json" | head -1 | cut -d: -f2)
-        length=$(grep -o '"durationNanoseconds":[0-9]*' "$dir/profile.json" | head -1 | cut -d: -f2)
-        echo "busy-first-profile round=$round profile=$which end_of_duration_to_last_byte=$(( (done_ns - begin - length) / 1000000 ))ms process_cpu=$(( (t1 - t0) * 10 ))ms $("$bench" count-frames "$dir/profile.json")"
-      done
-      exec 6>&-
-      wait "$pid" || true
-      rm -rf "$dir"
-    done
+    # someone profiles a busy service: its first three 1 s cpu profiles.
+    first_profile_rounds busy-first-profile cpu "first second third" busy "$(nproc)"
     ;;
   overhead-http)
     # wrk against GET /work (CPU-bound) of a small HTTP app; variants

@@ -1,4 +1,4 @@
-import AppProfiler
+@testable import AppProfiler
 import Synchronization
 import Testing
 
@@ -149,6 +149,17 @@ extension SamplingSuite {
       #expect(Int(second.metadata["unwind_images"] ?? "0") ?? 0 >= 5)
       #expect(Int(second.metadata["unwind_table_bytes"] ?? "0") ?? 0 > 0)
       #expect(second.metadata["unwind_table_build_ms"] != nil)
+    }
+
+    /// Once no session has used them for `keptIdle`, the tables are
+    /// dropped (their memory returned) and the next session builds them.
+    @Test func tablesAreDroppedWhenNoSessionUsesThem() async throws {
+      let first = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(20), interval: .milliseconds(1))
+      #expect(first.metadata["unwinder"] == "cfi")
+      try await Task.sleep(for: .nanoseconds(UnwindTables.keptIdle + 2_500_000_000))
+      let later = try await Profiler.shared.record(mode: .cpu, duration: .milliseconds(20), interval: .milliseconds(1))
+      print("unwind tables after an idle pause:", later.metadata.filter { $0.key.hasPrefix("unwind") })
+      #expect(Int(later.metadata["unwind_tables_built"] ?? "0") ?? 0 >= 5, "the tables were kept")
     }
 
     @Test func framePointerOnlyIsAvailableAndIncomplete() async throws {

@@ -236,6 +236,16 @@ final class Symbolizer: Sendable {
     return functions
   }
 
+  /// Drops what reading symbols and DWARF holds (symbol tables, parsed
+  /// line tables and inline trees, mapped files) and keeps the names of
+  /// the addresses already resolved: for a process no session has used for
+  /// a while (``UnwindTables/keptIdle``). A later profile reads again only
+  /// for addresses it has not seen.
+  func releaseTables() {
+    state.withLock { $0.tables = [:] }
+    (source as? DWARFSourceSymbolicator)?.reset()
+  }
+
   /// Drops every cache (tests measure cold symbolization with it).
   func reset() {
     state.withLock { $0 = State() }

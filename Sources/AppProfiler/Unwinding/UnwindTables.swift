@@ -66,8 +66,11 @@ final class UnwindTableSet: @unchecked Sendable {
   let built: Int
   let buildNanoseconds: UInt64
   let totalBytes: Int
+  /// Called once the set is released (the cache's count of sets in use).
+  private let onRelease: (@Sendable () -> Void)?
 
-  init(tables: [UnwindTable], built: Int, buildNanoseconds: UInt64) {
+  init(tables: [UnwindTable], built: Int, buildNanoseconds: UInt64, onRelease: (@Sendable () -> Void)? = nil) {
+    self.onRelease = onRelease
     let sorted = tables.sorted { $0.start < $1.start }
     // Overlapping ranges (should not happen) keep the first.
     var kept: [UnwindTable] = []
@@ -85,6 +88,7 @@ final class UnwindTableSet: @unchecked Sendable {
 
   deinit {
     images.deallocate()
+    onRelease?()
   }
 
   var count: Int { tables.count }
@@ -92,42 +96,101 @@ final class UnwindTableSet: @unchecked Sendable {
 }
 
 /// Tables per image, built once and kept across sessions; images loaded
-/// since the last session get theirs before the next one starts.
+/// since the last session get theirs before the next one starts. They are
+/// the largest thing a profile leaves behind (~10 MB for a NIO service), so
+/// once no session has used them for ``keptIdle`` they are dropped, with
+/// the symbolizer's symbol and DWARF tables (the names it resolved stay),
+/// and the memory is returned; the next session builds them again before
+/// its duration starts.
 final class UnwindTables: Sendable {
   static let shared = UnwindTables()
 
-  private let cache = Mutex<[String: UnwindTable?]>([:])
+  /// How long tables outlive the last session that used them: long enough
+  /// for back-to-back profiles and scrapes to share them.
+  static let keptIdle: UInt64 = 5_000_000_000
+
+  private struct State {
+    var cache: [String: UnwindTable?] = [:]
+    /// Table sets alive (running sessions).
+    var inUse = 0
+    /// When the last set was released (monotonic ns); nil while one is in use.
+    var idleSince: UInt64? = nil
+    var reaperRunning = false
+  }
+
+  private let state = Mutex(State())
 
   func tableSet(for imageMap: ImageMap) -> UnwindTableSet {
     let started = ProfilingSession.clock(CLOCK_MONOTONIC)
-    return cache.withLock { cache in
+    return state.withLock { state in
+      state.inUse += 1
+      state.idleSince = nil
       var built = 0
       var tables: [UnwindTable] = []
       var current: Set<String> = []
       for image in imageMap.images {
         current.insert(image.key)
-        if let cached = cache[image.key] {
+        if let cached = state.cache[image.key] {
           if let cached { tables.append(cached) }
           continue
         }
         // Reads the image's .eh_frame in memory: pinned, so a dlclose on
         // another thread cannot unmap it under the parser.
         guard let table = image.whileLoaded({ UnwindTable.build(for: image) }) else { continue }
-        cache[image.key] = table
+        state.cache[image.key] = table
         built += 1
         FreedMemory.noteTransientWork()
         if let table { tables.append(table) }
       }
       // Images that were unloaded: drop their tables (a running session
       // keeps its own references).
-      for key in cache.keys where !current.contains(key) { cache[key] = nil }
+      for key in state.cache.keys where !current.contains(key) { state.cache[key] = nil }
       return UnwindTableSet(
-        tables: tables, built: built, buildNanoseconds: ProfilingSession.clock(CLOCK_MONOTONIC) - started)
+        tables: tables, built: built, buildNanoseconds: ProfilingSession.clock(CLOCK_MONOTONIC) - started,
+        onRelease: { [self] in released() })
+    }
+  }
+
+  /// A set was released: once none is in use for ``keptIdle``, a thread of
+  /// ours drops the tables (checking every second, then ending).
+  private func released() {
+    let startReaper = state.withLock { state -> Bool in
+      state.inUse -= 1
+      guard state.inUse == 0 else { return false }
+      state.idleSince = ProfilingSession.clock(CLOCK_MONOTONIC)
+      guard !state.reaperRunning else { return false }
+      state.reaperRunning = true
+      return true
+    }
+    guard startReaper else { return }
+    ProfilerThread.repeating(name: "app-prof-unwind", every: 1_000_000_000) { [self] in
+      enum Step { case wait, end, dropped }
+      let step = state.withLock { state -> Step in
+        guard let since = state.idleSince, state.inUse == 0 else {
+          state.reaperRunning = false
+          return .end
+        }
+        guard ProfilingSession.clock(CLOCK_MONOTONIC) &- since >= Self.keptIdle else { return .wait }
+        state.reaperRunning = false
+        if state.cache.isEmpty { return .end }
+        state.cache.removeAll()
+        return .dropped
+      }
+      switch step {
+      case .wait: return true
+      case .end: return false
+      case .dropped:
+        // The symbolizer's tables too: the names it resolved stay.
+        Symbolizer.shared.releaseTables()
+        FreedMemory.noteTransientWork()
+        FreedMemory.release()
+        return false
+      }
     }
   }
 
   func reset() {
-    cache.withLock { $0.removeAll() }
+    state.withLock { $0.cache.removeAll() }
   }
 
   /// The tables a session walks with: every loaded image's with the CFI
