@@ -259,10 +259,9 @@ final class SessionDrain: Sendable {
     var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
     /// Set once the C session is released: drains become no-ops.
     var closed = false
-    /// Stacks (the collector only appends them) and addresses already handed
-    /// to the symbol warmer.
+    /// Stacks (the collector only appends them) already handed to the
+    /// symbol warmer.
     var warmedStacks = 0
-    var warmedAddresses = Set<UInt64>()
   }
   private let state = Mutex(State())
 
@@ -287,16 +286,18 @@ final class SessionDrain: Sendable {
     }
   }
 
-  /// Code addresses of the stacks collected since the last call, each once
-  /// per session (synthetic frames and top-bit values left out, as the
-  /// profile builder leaves them out).
+  /// Code addresses of the stacks collected since the last call (synthetic
+  /// frames and top-bit values left out, as the profile builder leaves them
+  /// out). One seen before comes again only in a new stack; the
+  /// symbolizer's cache answers it.
   func newAddresses() -> [UInt64] {
     state.withLock { state in
       let stacks = state.collector.stacks
       guard state.warmedStacks < stacks.count else { return [] }
+      var seen = Set<UInt64>()
       var fresh: [UInt64] = []
       for stack in stacks[state.warmedStacks...] {
-        for address in stack where address >= 4096 && address >> 63 == 0 && state.warmedAddresses.insert(address).inserted {
+        for address in stack where address >= 4096 && address >> 63 == 0 && seen.insert(address).inserted {
           fresh.append(address)
         }
       }
