@@ -59,6 +59,10 @@ int32_t cap_gettid(void) {
 #endif
 }
 uint64_t cap_measure_signal_stack(void) { return 0; }
+const cap_unwind_rule *cap_unwind_find_for_test(const cap_unwind_image *images, uint64_t image_count, uint64_t pc) {
+  (void)images, (void)image_count, (void)pc;
+  return 0;
+}
 uint32_t cap_unwind_cfi_for_test(const cap_unwind_image *images, uint64_t image_count, uint64_t pc, uint64_t sp,
                                  uint64_t fp, uint64_t stack_low, uint64_t stack_high, uint64_t *frames,
                                  uint32_t max_frames, int *truncated, int *complete) {

@@ -19,6 +19,10 @@
 #include <string.h>
 #include <time.h>
 
+const cap_unwind_rule *cap_unwind_find_for_test(const cap_unwind_image *images, uint64_t image_count, uint64_t pc) {
+  return cap_unwind_find(images, image_count, pc);
+}
+
 uint32_t cap_unwind_cfi_for_test(const cap_unwind_image *images, uint64_t image_count, uint64_t pc,
                                  uint64_t sp, uint64_t fp, uint64_t stack_low, uint64_t stack_high,
                                  uint64_t *frames, uint32_t max_frames, int *truncated, int *complete) {

@@ -15,8 +15,8 @@
 #include "unwind_async.h"
 #include <stdint.h>
 
-static inline const cap_unwind_row *cap_unwind_find(const cap_unwind_image *images, uint64_t image_count,
-                                                    uint64_t pc) {
+static inline const cap_unwind_rule *cap_unwind_find(const cap_unwind_image *images, uint64_t image_count,
+                                                     uint64_t pc) {
   uint64_t lo = 0, hi = image_count;
   const cap_unwind_image *image = 0;
   while (lo < hi) {
@@ -31,14 +31,17 @@ static inline const cap_unwind_row *cap_unwind_find(const cap_unwind_image *imag
     }
   }
   if (image == 0 || image->count == 0) return 0;
-  // Last row with row.pc <= pc.
+  // Last row that starts at or before pc (pc - start < 2^32: end - start is).
+  uint64_t offset = pc - image->start;
   lo = 0;
   hi = image->count;
   while (lo < hi) {
     uint64_t mid = lo + (hi - lo) / 2;
-    if (image->rows[mid].pc <= pc) lo = mid + 1; else hi = mid;
+    if (image->row_pcs[mid] <= offset) lo = mid + 1; else hi = mid;
   }
-  return lo == 0 ? 0 : &image->rows[lo - 1];
+  if (lo == 0) return 0;
+  uint16_t rule = image->row_rules[lo - 1];
+  return rule < image->rule_count ? &image->rules[rule] : 0;
 }
 
 CAP_NO_SANITIZE static inline int cap_read_stack(uint64_t address, uint64_t low, uint64_t high, uint64_t *value) {
@@ -68,7 +71,7 @@ CAP_NO_SANITIZE static inline uint32_t cap_unwind_cfi(const cap_unwind_image *im
   while (1) {
     // A return address points after the call: look up the call itself.
     uint64_t lookup = depth == 1 ? pc : pc - 1;
-    const cap_unwind_row *row = cap_unwind_find(images, image_count, lookup);
+    const cap_unwind_rule *row = cap_unwind_find(images, image_count, lookup);
     uint64_t kind = row ? row->kind : CAP_ROW_NONE;
     uint64_t next_pc, next_sp, next_fp = fp, next_r14 = r14;
     int next_r14_known = r14_known;

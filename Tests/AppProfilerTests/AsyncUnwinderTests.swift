@@ -1,3 +1,4 @@
+@testable import AppProfiler
 import CAppProfiler
 import Testing
 
@@ -65,8 +66,8 @@ import Testing
       ]
       var memory = [cap_code_range(start: heapBase, end: heapBase + 256)]
       var executorRanges = executors
-      return rows.withUnsafeBufferPointer { rowBuffer in
-        var image = cap_unwind_image(start: 0x1000, end: 0x5000, rows: rowBuffer.baseAddress, count: UInt64(rows.count))
+      return withExtendedLifetime(UnwindTable(rows: rows)!) { table in
+        var image = table.image
         var frames = [UInt64](repeating: 0, count: maxFrames)
         var truncated: Int32 = 0
         var stitched: Int32 = 0

@@ -1,3 +1,4 @@
+@testable import AppProfiler
 import CAppProfiler
 import Testing
 
@@ -27,8 +28,8 @@ import Testing
         row(0x3000, CAP_ROW_ROOT),
         row(0x3010, CAP_ROW_NONE),
       ]
-      rows.withUnsafeBufferPointer { rowBuffer in
-        var image = cap_unwind_image(start: 0x1000, end: 0x3010, rows: rowBuffer.baseAddress, count: UInt64(rows.count))
+      withExtendedLifetime(UnwindTable(rows: rows)!) { table in
+        var image = table.image
         var frames = [UInt64](repeating: 0, count: 8)
         var truncated: Int32 = 0
         var complete: Int32 = 0
@@ -46,8 +47,8 @@ import Testing
     stack.withUnsafeMutableBufferPointer { buffer in
       let base = UInt64(UInt(bitPattern: buffer.baseAddress!))
       let rows = [row(0x1000, CAP_ROW_SP, cfa: 4096), row(0x1010, CAP_ROW_NONE)]
-      rows.withUnsafeBufferPointer { rowBuffer in
-        var image = cap_unwind_image(start: 0x1000, end: 0x1010, rows: rowBuffer.baseAddress, count: 2)
+      withExtendedLifetime(UnwindTable(rows: rows)!) { table in
+        var image = table.image
         var frames = [UInt64](repeating: 0, count: 8)
         var truncated: Int32 = 0
         var complete: Int32 = 0

@@ -106,9 +106,42 @@ struct EHFrameBuilder {
     let images = ImageMap.current()
     let libc = try #require(images.images.first { $0.path.hasSuffix("/libc.so.6") })
     let table = try #require(UnwindTable.build(for: libc))
-    #expect(table.rows.count > 1000)
+    #expect(table.count > 1000)
     // Sorted, and the table covers libc's text.
-    #expect(zip(table.rows.dropFirst(), table.rows).allSatisfy { $0.pc > $1.pc })
+    let pcs = UnsafeBufferPointer(start: table.image.row_pcs, count: table.count)
+    #expect(zip(pcs.dropFirst(), pcs).allSatisfy { $0 > $1 })
     #expect(libc.executableSegments.contains { $0.start <= table.start && table.end <= $0.end + 1 })
+  }
+
+  /// The compact table answers every lookup as the parser's rows do: at
+  /// each row's first pc and at the last pc before the next row, across
+  /// libc and this test binary; a pc before the first row finds nothing.
+  @Test func compactTablesAnswerAsTheParsedRows() throws {
+    let images = ImageMap.current()
+    let chosen = images.images.filter { $0.path.hasSuffix("/libc.so.6") || $0.path.hasSuffix(".xctest") }
+    #expect(chosen.count == 2)
+    func same(_ rule: cap_unwind_rule?, _ row: cap_unwind_row) -> Bool {
+      guard let rule else { return false }
+      return rule.kind == row.kind && rule.cfa_offset == row.cfa_offset && rule.fp_offset == row.fp_offset
+        && rule.r14_slot == row.r14_slot
+    }
+    for loaded in chosen {
+      let rows = try #require(loaded.whileLoaded { UnwindTable.parse(loaded) })
+      try #require(!rows.isEmpty)
+      let table = try #require(UnwindTable(rows: rows))
+      #expect(table.count <= rows.count)
+      var image = table.image
+      var mismatches = 0
+      for (index, row) in rows.enumerated() {
+        let next = index + 1 < rows.count ? rows[index + 1].pc : row.pc + 1
+        for pc in [row.pc, next - 1] where !same(cap_unwind_find_for_test(&image, 1, pc)?.pointee, row) {
+          mismatches += 1
+        }
+      }
+      #expect(mismatches == 0, "\(loaded.path): \(mismatches) lookups differ")
+      #expect(cap_unwind_find_for_test(&image, 1, rows[0].pc - 1) == nil)
+      print("\(loaded.path): \(rows.count) rows → \(table.count) rows, \(table.ruleCount) rules, \(table.byteCount) bytes (was \(rows.count * MemoryLayout<cap_unwind_row>.stride))")
+      withExtendedLifetime(table) {}
+    }
   }
 }

@@ -7,34 +7,102 @@ import Glibc
 import Darwin
 #endif
 
-/// The compiled unwind rows of one image, in memory that does not move
-/// (the signal handler holds raw pointers to it during a session).
+/// The compiled unwind rows of one image in the handler's compact form —
+/// per row a 32-bit pc offset and a 16-bit index into the image's distinct
+/// rules, 6 bytes instead of the parser's 16 — in memory of its own that
+/// does not move (the signal handler holds raw pointers to it during a
+/// session) and goes back to the system when the table is dropped.
 final class UnwindTable: @unchecked Sendable {
-  let rows: UnsafeMutableBufferPointer<cap_unwind_row>
   let start: UInt64
   let end: UInt64
+  let count: Int
+  let ruleCount: Int
+  private let memory: UnsafeMutableRawPointer
+  private let bytes: Int
 
-  init(rows: [cap_unwind_row]) {
-    self.rows = .allocate(capacity: max(rows.count, 1))
-    _ = self.rows.initialize(from: rows)
-    start = rows.first?.pc ?? 0
-    end = (rows.last?.pc ?? 0) &+ 1
+  /// nil when the rows cannot take the compact form: an image spanning
+  /// 4 GiB or more, or more than 65,536 distinct rules (none seen; such an
+  /// image is walked with frame pointers, as one without `.eh_frame`).
+  init?(rows parsed: [cap_unwind_row]) {
+    guard let first = parsed.first, let last = parsed.last, last.pc &- first.pc < 1 << 32 else { return nil }
+    // Rows that repeat the rule before them change no lookup.
+    var pcs: [UInt32] = []
+    var ruleIndices: [UInt16] = []
+    var rules: [cap_unwind_rule] = []
+    var indexOfRule: [UInt64: UInt16] = [:]
+    pcs.reserveCapacity(parsed.count)
+    ruleIndices.reserveCapacity(parsed.count)
+    var previous: UInt64? = nil
+    for row in parsed {
+      let rule = cap_unwind_rule(cfa_offset: row.cfa_offset, fp_offset: row.fp_offset, kind: row.kind, r14_slot: row.r14_slot)
+      let key = Self.key(rule)
+      if key == previous { continue }
+      previous = key
+      let index: UInt16
+      if let known = indexOfRule[key] {
+        index = known
+      } else {
+        guard rules.count <= Int(UInt16.max) else { return nil }
+        index = UInt16(rules.count)
+        indexOfRule[key] = index
+        rules.append(rule)
+      }
+      pcs.append(UInt32(row.pc &- first.pc))
+      ruleIndices.append(index)
+    }
+    let ruleOffset = (pcs.count * 6 + 7) & ~7
+    let bytes = max(ruleOffset + rules.count * MemoryLayout<cap_unwind_rule>.stride, 1)
+    guard let mapped = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+      mapped != MAP_FAILED
+    else { return nil }
+    pcs.withUnsafeBytes { mapped.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    ruleIndices.withUnsafeBytes { (mapped + pcs.count * 4).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    rules.withUnsafeBytes { (mapped + ruleOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    memory = mapped
+    self.bytes = bytes
+    start = first.pc
+    end = last.pc &+ 1
+    count = pcs.count
+    ruleCount = rules.count
   }
 
   deinit {
-    rows.deallocate()
+    munmap(memory, bytes)
   }
 
-  var byteCount: Int { rows.count * MemoryLayout<cap_unwind_row>.stride }
+  var byteCount: Int { bytes }
+
+  /// The handler's view; valid while this table lives.
+  var image: cap_unwind_image {
+    let ruleOffset = (count * 6 + 7) & ~7
+    return cap_unwind_image(
+      start: start, end: end,
+      row_pcs: UnsafePointer(memory.assumingMemoryBound(to: UInt32.self)),
+      row_rules: UnsafePointer((memory + count * 4).assumingMemoryBound(to: UInt16.self)),
+      count: UInt64(count),
+      rules: UnsafePointer((memory + ruleOffset).assumingMemoryBound(to: cap_unwind_rule.self)),
+      rule_count: UInt64(ruleCount))
+  }
+
+  private static func key(_ rule: cap_unwind_rule) -> UInt64 {
+    UInt64(UInt32(bitPattern: rule.cfa_offset)) | UInt64(UInt16(bitPattern: rule.fp_offset)) << 32
+      | UInt64(rule.kind) << 48 | UInt64(UInt8(bitPattern: rule.r14_slot)) << 56
+  }
 
   /// Reads `.eh_frame` of a loaded image through its `.eh_frame_hdr`:
   ///   version u8, eh_frame_ptr encoding u8, fde_count encoding u8,
   ///   table encoding u8, eh_frame_ptr (encoded, usually pc-relative sdata4)
   static func build(for image: LoadedImage) -> UnwindTable? {
+    let rows = parse(image)
+    return rows.isEmpty ? nil : UnwindTable(rows: rows)
+  }
+
+  /// The parser's rows of `image` (empty without a readable `.eh_frame`).
+  static func parse(_ image: LoadedImage) -> [cap_unwind_row] {
     guard image.ehFrameHeader != 0,
       let header = UnsafeRawPointer(bitPattern: UInt(image.ehFrameHeader)),
       header.load(as: UInt8.self) == 1
-    else { return nil }
+    else { return [] }
     let encoding = header.load(fromByteOffset: 1, as: UInt8.self)
     let field = image.ehFrameHeader + 4
     let ehFrame: UInt64
@@ -46,15 +114,14 @@ final class UnwindTable: @unchecked Sendable {
     case 0x00, 0x04:  // absptr, udata8
       ehFrame = header.loadUnaligned(fromByteOffset: 4, as: UInt64.self)
     default:
-      return nil
+      return []
     }
     // Never read past the loaded segment that holds .eh_frame.
     guard let segment = image.loadSegments.first(where: { $0.contains(ehFrame) }),
       let start = UnsafeRawPointer(bitPattern: UInt(ehFrame))
-    else { return nil }
+    else { return [] }
     let memory = UnsafeRawBufferPointer(start: start, count: Int(segment.upperBound - ehFrame))
-    let rows = EHFrameParser(memory: memory, runtimeAddress: ehFrame).compile()
-    return rows.isEmpty ? nil : UnwindTable(rows: rows)
+    return EHFrameParser(memory: memory, runtimeAddress: ehFrame).compile()
   }
 }
 
@@ -78,8 +145,7 @@ final class UnwindTableSet: @unchecked Sendable {
     self.tables = kept
     images = .allocate(capacity: max(kept.count, 1))
     for (index, table) in kept.enumerated() {
-      images[index] = cap_unwind_image(
-        start: table.start, end: table.end, rows: UnsafePointer(table.rows.baseAddress), count: UInt64(table.rows.count))
+      images[index] = table.image
     }
     self.built = built
     self.buildNanoseconds = buildNanoseconds
@@ -92,7 +158,7 @@ final class UnwindTableSet: @unchecked Sendable {
   }
 
   var count: Int { tables.count }
-  var rowCount: Int { tables.reduce(0) { $0 + $1.rows.count } }
+  var rowCount: Int { tables.reduce(0) { $0 + $1.count } }
 }
 
 /// Tables per image, built once and kept across sessions; images loaded

@@ -71,9 +71,9 @@ enum {
   CAP_ROW_ROOT = 5,    // outermost frame (return address undefined): the walk is complete
 };
 
-/// "The caller's frame pointer is unchanged" in cap_unwind_row.fp_offset.
+/// "The caller's frame pointer is unchanged" in a row's fp_offset.
 #define CAP_FP_SAME INT16_MAX
-/// cap_unwind_row.r14_slot: r14 unchanged in this frame, or not trackable.
+/// A row's r14_slot: r14 unchanged in this frame, or not trackable.
 #define CAP_R14_SAME 0
 #define CAP_R14_UNKNOWN INT8_MIN
 
@@ -86,7 +86,8 @@ enum {
 /// One row of a compiled .eh_frame table: from `pc` up to the next row's pc,
 /// how to find the canonical frame address (CFA), the return address
 /// (at CFA - 8 on x86_64), the caller's frame pointer and the caller's r14
-/// (the Swift async context register). 16 bytes.
+/// (the Swift async context register). The parser's output; the handler
+/// reads the compact form below.
 typedef struct cap_unwind_row {
   uint64_t pc;
   int32_t cfa_offset;
@@ -95,12 +96,26 @@ typedef struct cap_unwind_row {
   int8_t r14_slot;     // caller's r14 at CFA + 8 * r14_slot; CAP_R14_SAME, CAP_R14_UNKNOWN
 } cap_unwind_row;
 
-/// The rows of one image, sorted by pc, covering [start, end).
+/// A row without its pc: how to find the caller. The rows of an image
+/// share a few thousand distinct rules at most.
+typedef struct cap_unwind_rule {
+  int32_t cfa_offset;
+  int16_t fp_offset;
+  uint8_t kind;
+  int8_t r14_slot;
+} cap_unwind_rule;
+
+/// The rows of one image, sorted by pc, covering [start, end), 6 bytes a
+/// row: row i applies from `start + row_pcs[i]` and follows
+/// `rules[row_rules[i]]`.
 typedef struct cap_unwind_image {
   uint64_t start;
   uint64_t end;
-  const cap_unwind_row *rows;
+  const uint32_t *row_pcs;
+  const uint16_t *row_rules;
   uint64_t count;
+  const cap_unwind_rule *rules;
+  uint64_t rule_count;
 } cap_unwind_image;
 
 /// [start, end) of one function's code.
@@ -248,6 +263,10 @@ typedef struct cap_image_info {
 } cap_image_info;
 
 typedef int (*cap_image_callback)(const cap_image_info *info, void *context);
+
+/// The handler's row lookup: the rule that holds at `pc` in `images`, or
+/// 0 (no row: the walk falls back to frame pointers). For tests.
+const cap_unwind_rule *cap_unwind_find_for_test(const cap_unwind_image *images, uint64_t image_count, uint64_t pc);
 
 /// The CFI unwinder the handler uses (x86_64), callable from tests with a
 /// synthetic stack. Returns the frame count.
