@@ -100,9 +100,15 @@ typedef struct cap_session {
   _Atomic uint32_t ranges_stale;     // (h) set when a stack pointer was in no range
 
   cap_slot *slots;
-  uint32_t slot_count;
+  uint32_t slot_count;               // slots mapped
+  // Slots in use: positions wrap at this count, so only these slots' pages
+  // are ever touched (an always-on sampler keeps a few hundred KiB
+  // resident, not slot_count × 2 KiB). The drain doubles it, up to
+  // slot_count, when one drain finds it a quarter full.
+  _Atomic uint32_t slots_in_use;     // (h)
   _Atomic uint64_t write_cursor;     // (h) next slot position to try
   uint64_t read_cursor;              // drain position (drain thread only)
+  uint32_t rescan;                   // grown since the last drain (drain thread only)
 
   // Unwind tables (h, read only): sorted images of sorted rows.
   const cap_unwind_image *unwind_images;
@@ -131,6 +137,13 @@ extern cap_session cap_sessions[CAP_KIND_COUNT];
 extern _Atomic uint64_t cap_stale_signals;
 
 /// Handler side: claim a slot (never waits; NULL when none is free).
+/// Points the ring at `slots` (`count` mapped, zeroed), empty, with
+/// `initial` of them in use (clamped to [16, count]; 0: 256).
+void cap_slots_reset(cap_session *session, cap_slot *slots, uint32_t count, uint32_t initial);
+/// At least `wanted` slots in use from now on (up to slot_count). Not from
+/// a signal handler; the drain thread must not be draining concurrently
+/// unless it is the caller.
+void cap_slots_grow(cap_session *session, uint32_t wanted);
 cap_slot *cap_slot_acquire(cap_session *session);
 /// Handler side: publish a claimed slot.
 void cap_slot_commit(cap_slot *slot);

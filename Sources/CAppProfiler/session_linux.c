@@ -428,10 +428,7 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
   r->sampler.live_list_count = 0;
   atomic_store(&s->current_ranges, 0);
   atomic_store(&s->ranges_stale, 0);
-  s->slots = (cap_slot *)r->slot_memory;
-  s->slot_count = config->buffer_slots;
-  atomic_store(&s->write_cursor, 0);
-  s->read_cursor = 0;
+  cap_slots_reset(s, (cap_slot *)r->slot_memory, config->buffer_slots, 0);
 
   r->task_dir_fd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (r->task_dir_fd < 0) {
@@ -456,6 +453,13 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
   atomic_store(&s->active, 1);
   r->started = 1;
   scan_threads(s);  // arm every current thread; the ticker keeps the set current
+  // Room for 40 ms of samples (four drains): every thread's at each wall
+  // tick, one per processor per interval of CPU time.
+  uint64_t per_drain = 10000000 / config->interval_ns + 1;
+  uint64_t sampled = (s->mode == CAP_MODE_CPU || s->mode == CAP_MODE_FLIGHT_CPU) ? (uint64_t)sysconf(_SC_NPROCESSORS_ONLN)
+                                                                                : r->live_threads;
+  uint64_t wanted = 4 * per_drain * (sampled > 0 ? sampled : 1);
+  cap_slots_grow(s, wanted > s->slot_count ? s->slot_count : (uint32_t)wanted);
 
   // The ticker starts with every signal blocked, so no sample lands on it.
   sigset_t all, previous;

@@ -55,10 +55,8 @@ int cap_wrapped_open(cap_wrapped *w, const cap_wrapper_config *config, char *mes
   w->memory = memory;
   s->range_sets = (cap_range_set *)memory;
   cap_got_set_table(w->hooks, (char *)memory + range_bytes, (uint32_t)(patch_bytes / sizeof(cap_patch)));
-  s->slots = (cap_slot *)((char *)memory + range_bytes + patch_bytes);
-  s->slot_count = config->buffer_slots;
-  atomic_store(&s->write_cursor, 0);
-  s->read_cursor = 0;
+  cap_slots_reset(s, (cap_slot *)((char *)memory + range_bytes + patch_bytes), config->buffer_slots,
+                  config->initial_slots != 0 ? config->initial_slots : config->buffer_slots);
   atomic_store(&s->current_ranges, 0);
   atomic_store(&s->ranges_stale, 0);
   s->unwind_images = config->unwind_images;

@@ -126,9 +126,11 @@ struct EHFrameBuilder {
         && rule.r14_slot == row.r14_slot
     }
     for loaded in chosen {
-      let rows = try #require(loaded.whileLoaded { UnwindTable.parse(loaded) })
+      let raw = try #require(loaded.whileLoaded { UnwindTable.parse(loaded) }.flatMap { $0 })
+      var rows: [cap_unwind_row] = []
+      #expect(UnwindTable.normalized(raw) { rows.append($0) })
       try #require(!rows.isEmpty)
-      let table = try #require(UnwindTable(rows: rows))
+      let table = try #require(UnwindTable(raw: raw))
       #expect(table.count <= rows.count)
       var image = table.image
       var mismatches = 0
@@ -140,7 +142,7 @@ struct EHFrameBuilder {
       }
       #expect(mismatches == 0, "\(loaded.path): \(mismatches) lookups differ")
       #expect(cap_unwind_find_for_test(&image, 1, rows[0].pc - 1) == nil)
-      print("\(loaded.path): \(rows.count) rows → \(table.count) rows, \(table.ruleCount) rules, \(table.byteCount) bytes (was \(rows.count * MemoryLayout<cap_unwind_row>.stride))")
+      print("\(loaded.path): \(raw.count) parsed rows, \(rows.count) sorted, \(table.count) kept, \(table.ruleCount) rules, \(table.byteCount) bytes (\(rows.count * MemoryLayout<cap_unwind_row>.stride) as parsed)")
       withExtendedLifetime(table) {}
     }
   }

@@ -204,7 +204,8 @@ final class AllocationRecorder: Sendable {
 
   private func installLocked(_ state: inout State, rate: Int, options: SessionOptions) throws {
     let tables = UnwindTables.forSession(options)
-    var config = cap_alloc_config(mean_bytes: UInt64(rate), wrapper: UnwindTables.wrapperConfig(options, tables: tables))
+    var config = cap_alloc_config(mean_bytes: UInt64(rate), wrapper: UnwindTables.wrapperConfig(
+        options, tables: tables, sparse: rate >= SessionOptions().allocationSamplingRate))
     try ProfilerError.check(operation: "installing the allocation sampler") { cap_alloc_start(&config, $0, $1) }
     state.tables = tables
     state.installedRate = rate

@@ -180,7 +180,8 @@ final class LockRecorder: Sendable {
 
   private func installLocked(_ state: inout State, rate: Int, options: SessionOptions) throws {
     let tables = UnwindTables.forSession(options)
-    var config = cap_lock_config(rate_ns: UInt64(rate), wrapper: UnwindTables.wrapperConfig(options, tables: tables))
+    var config = cap_lock_config(rate_ns: UInt64(rate), wrapper: UnwindTables.wrapperConfig(
+        options, tables: tables, sparse: rate >= SessionOptions().lockSamplingRate.nanoseconds))
     try ProfilerError.check(operation: "installing the lock sampler") { cap_lock_start(&config, $0, $1) }
     state.tables = tables
     state.installedRate = rate

@@ -130,7 +130,11 @@ public final class ProfilingSession: Sendable {
     guard case .kept(let all, let report, let mark) = kept else {
       throw ProfilerError.unsupported("this session has been stopped")
     }
-    return profile(all, report, since: mark, start: start, end: end)
+    let built = profile(all, report, since: mark, start: start, end: end)
+    // A window that read symbol tables for the first time (continuous
+    // exporters, the flight recorder): give back what that took.
+    FreedMemory.release()
+    return built
   }
 
   private func profile(

@@ -157,9 +157,19 @@ struct EHFrameParser {
     return cie
   }
 
-  /// Every FDE as (pc range, rows), rows already in handler form.
+  /// Every FDE's rows in handler form, sorted and normalized
+  /// (``UnwindTable/normalized(_:_:)``).
   func compile() -> [cap_unwind_row] {
-    var rows: [cap_unwind_row] = []
+    let rows = rawRows()
+    var result: [cap_unwind_row] = []
+    _ = UnwindTable.normalized(rows) { result.append($0) }
+    return result
+  }
+
+  /// Every FDE's rows in handler form, in the section's order, in mapped
+  /// memory (an image's rows are millions for a moment).
+  func rawRows() -> MappedArray<cap_unwind_row> {
+    let rows = MappedArray<cap_unwind_row>()
     var cies: [Int: CIE] = [:]
     var offset = 0
     while offset + 4 <= memory.count {
@@ -204,12 +214,12 @@ struct EHFrameParser {
       if cie.isSignalFrame {
         rows.append(cap_unwind_row(pc: pcBegin, cfa_offset: 0, fp_offset: Int16(CAP_FP_SAME), kind: UInt8(CAP_ROW_SIGNAL), r14_slot: 0))
       } else {
-        run(cie: cie, fde: c.offset..<end, start: pcBegin, into: &rows)
+        run(cie: cie, fde: c.offset..<end, start: pcBegin, into: rows)
       }
       // Mark the end of the FDE: past it, this FDE's rules no longer hold.
       rows.append(cap_unwind_row(pc: pcBegin &+ pcRange, cfa_offset: 0, fp_offset: Int16(CAP_FP_SAME), kind: UInt8(CAP_ROW_NONE), r14_slot: 0))
     }
-    return Self.normalize(rows)
+    return rows
   }
 
   // MARK: The CFA program
@@ -272,7 +282,7 @@ struct EHFrameParser {
     return slot
   }
 
-  private func run(cie: CIE, fde: Range<Int>, start: UInt64, into rows: inout [cap_unwind_row]) {
+  private func run(cie: CIE, fde: Range<Int>, start: UInt64, into rows: MappedArray<cap_unwind_row>) {
     var initial = State()
     var state = State()
     var location = start
@@ -400,28 +410,5 @@ struct EHFrameParser {
     initial = state
     execute(fde, isCIE: false)
     emit()
-  }
-
-  /// Sorted by pc; where rows share a pc the last wins; NONE rows that
-  /// follow NONE rows are dropped.
-  static func normalize(_ rows: [cap_unwind_row]) -> [cap_unwind_row] {
-    let sorted = rows.enumerated().sorted { a, b in
-      a.element.pc != b.element.pc ? a.element.pc < b.element.pc : a.offset < b.offset
-    }.map(\.element)
-    var result: [cap_unwind_row] = []
-    result.reserveCapacity(sorted.count)
-    for row in sorted {
-      if let last = result.last, last.pc == row.pc {
-        // An FDE starting where another ends: the new FDE's row wins over
-        // the end marker.
-        if row.kind != UInt8(CAP_ROW_NONE) || last.kind == UInt8(CAP_ROW_NONE) {
-          result[result.count - 1] = row
-        }
-        continue
-      }
-      if row.kind == UInt8(CAP_ROW_NONE), result.last?.kind == UInt8(CAP_ROW_NONE) { continue }
-      result.append(row)
-    }
-    return result
   }
 }

@@ -7,124 +7,6 @@ import Glibc
 import Darwin
 #endif
 
-/// The compiled unwind rows of one image in the handler's compact form —
-/// per row a 32-bit pc offset and a 16-bit index into the image's distinct
-/// rules, 6 bytes instead of the parser's 16 — in memory of its own that
-/// does not move (the signal handler holds raw pointers to it during a
-/// session) and goes back to the system when the table is dropped.
-final class UnwindTable: @unchecked Sendable {
-  let start: UInt64
-  let end: UInt64
-  let count: Int
-  let ruleCount: Int
-  private let memory: UnsafeMutableRawPointer
-  private let bytes: Int
-
-  /// nil when the rows cannot take the compact form: an image spanning
-  /// 4 GiB or more, or more than 65,536 distinct rules (none seen; such an
-  /// image is walked with frame pointers, as one without `.eh_frame`).
-  init?(rows parsed: [cap_unwind_row]) {
-    guard let first = parsed.first, let last = parsed.last, last.pc &- first.pc < 1 << 32 else { return nil }
-    // Rows that repeat the rule before them change no lookup.
-    var pcs: [UInt32] = []
-    var ruleIndices: [UInt16] = []
-    var rules: [cap_unwind_rule] = []
-    var indexOfRule: [UInt64: UInt16] = [:]
-    pcs.reserveCapacity(parsed.count)
-    ruleIndices.reserveCapacity(parsed.count)
-    var previous: UInt64? = nil
-    for row in parsed {
-      let rule = cap_unwind_rule(cfa_offset: row.cfa_offset, fp_offset: row.fp_offset, kind: row.kind, r14_slot: row.r14_slot)
-      let key = Self.key(rule)
-      if key == previous { continue }
-      previous = key
-      let index: UInt16
-      if let known = indexOfRule[key] {
-        index = known
-      } else {
-        guard rules.count <= Int(UInt16.max) else { return nil }
-        index = UInt16(rules.count)
-        indexOfRule[key] = index
-        rules.append(rule)
-      }
-      pcs.append(UInt32(row.pc &- first.pc))
-      ruleIndices.append(index)
-    }
-    let ruleOffset = (pcs.count * 6 + 7) & ~7
-    let bytes = max(ruleOffset + rules.count * MemoryLayout<cap_unwind_rule>.stride, 1)
-    guard let mapped = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
-      mapped != MAP_FAILED
-    else { return nil }
-    pcs.withUnsafeBytes { mapped.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-    ruleIndices.withUnsafeBytes { (mapped + pcs.count * 4).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-    rules.withUnsafeBytes { (mapped + ruleOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-    memory = mapped
-    self.bytes = bytes
-    start = first.pc
-    end = last.pc &+ 1
-    count = pcs.count
-    ruleCount = rules.count
-  }
-
-  deinit {
-    munmap(memory, bytes)
-  }
-
-  var byteCount: Int { bytes }
-
-  /// The handler's view; valid while this table lives.
-  var image: cap_unwind_image {
-    let ruleOffset = (count * 6 + 7) & ~7
-    return cap_unwind_image(
-      start: start, end: end,
-      row_pcs: UnsafePointer(memory.assumingMemoryBound(to: UInt32.self)),
-      row_rules: UnsafePointer((memory + count * 4).assumingMemoryBound(to: UInt16.self)),
-      count: UInt64(count),
-      rules: UnsafePointer((memory + ruleOffset).assumingMemoryBound(to: cap_unwind_rule.self)),
-      rule_count: UInt64(ruleCount))
-  }
-
-  private static func key(_ rule: cap_unwind_rule) -> UInt64 {
-    UInt64(UInt32(bitPattern: rule.cfa_offset)) | UInt64(UInt16(bitPattern: rule.fp_offset)) << 32
-      | UInt64(rule.kind) << 48 | UInt64(UInt8(bitPattern: rule.r14_slot)) << 56
-  }
-
-  /// Reads `.eh_frame` of a loaded image through its `.eh_frame_hdr`:
-  ///   version u8, eh_frame_ptr encoding u8, fde_count encoding u8,
-  ///   table encoding u8, eh_frame_ptr (encoded, usually pc-relative sdata4)
-  static func build(for image: LoadedImage) -> UnwindTable? {
-    let rows = parse(image)
-    return rows.isEmpty ? nil : UnwindTable(rows: rows)
-  }
-
-  /// The parser's rows of `image` (empty without a readable `.eh_frame`).
-  static func parse(_ image: LoadedImage) -> [cap_unwind_row] {
-    guard image.ehFrameHeader != 0,
-      let header = UnsafeRawPointer(bitPattern: UInt(image.ehFrameHeader)),
-      header.load(as: UInt8.self) == 1
-    else { return [] }
-    let encoding = header.load(fromByteOffset: 1, as: UInt8.self)
-    let field = image.ehFrameHeader + 4
-    let ehFrame: UInt64
-    switch encoding {
-    case 0x1B:  // pcrel | sdata4
-      ehFrame = field &+ UInt64(bitPattern: Int64(header.loadUnaligned(fromByteOffset: 4, as: Int32.self)))
-    case 0x03:  // udata4
-      ehFrame = UInt64(header.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
-    case 0x00, 0x04:  // absptr, udata8
-      ehFrame = header.loadUnaligned(fromByteOffset: 4, as: UInt64.self)
-    default:
-      return []
-    }
-    // Never read past the loaded segment that holds .eh_frame.
-    guard let segment = image.loadSegments.first(where: { $0.contains(ehFrame) }),
-      let start = UnsafeRawPointer(bitPattern: UInt(ehFrame))
-    else { return [] }
-    let memory = UnsafeRawBufferPointer(start: start, count: Int(segment.upperBound - ehFrame))
-    return EHFrameParser(memory: memory, runtimeAddress: ehFrame).compile()
-  }
-}
-
 /// The tables of every loaded image for one session, sorted by address,
 /// as the `cap_unwind_image` array the handler searches.
 final class UnwindTableSet: @unchecked Sendable {
@@ -188,7 +70,7 @@ final class UnwindTables: Sendable {
 
   func tableSet(for imageMap: ImageMap) -> UnwindTableSet {
     let started = ProfilingSession.clock(CLOCK_MONOTONIC)
-    return state.withLock { state in
+    let set = state.withLock { state in
       state.inUse += 1
       state.idleSince = nil
       var built = 0
@@ -215,6 +97,10 @@ final class UnwindTables: Sendable {
         tables: tables, built: built, buildNanoseconds: ProfilingSession.clock(CLOCK_MONOTONIC) - started,
         onRelease: { [self] in released() })
     }
+    // The parser's rows were transient: an always-on sampler (heap, flight
+    // recorder) builds no profile that would return them later.
+    if set.built > 0 { FreedMemory.release() }
+    return set
   }
 
   /// A set was released: once none is in use for ``keptIdle``, a thread of
@@ -271,9 +157,14 @@ final class UnwindTables: Sendable {
 
   /// The ring and the stack walk of a wrapper sampler (allocations, locks),
   /// with `tables` (keep them alive until the sampler's release).
-  static func wrapperConfig(_ options: SessionOptions, tables: UnwindTableSet?) -> cap_wrapper_config {
+  /// `sparse`: samples are rare at this rate (the default allocation or
+  /// lock rate or coarser), so the ring starts with 256 slots in use and
+  /// grows only if bursts need it; an always-on sampler then keeps 0.5 MiB
+  /// resident instead of all its slots. At finer rates it starts with all.
+  static func wrapperConfig(_ options: SessionOptions, tables: UnwindTableSet?, sparse: Bool) -> cap_wrapper_config {
     var config = cap_wrapper_config()
     config.buffer_slots = UInt32(options.bufferSlots)
+    config.initial_slots = sparse ? UInt32(min(256, options.bufferSlots)) : 0
     config.unwind_images = tables.map { UnsafePointer($0.images.baseAddress) } ?? nil
     config.unwind_image_count = UInt64(tables?.count ?? 0)
     config.async = AsyncRuntime.config(stitch: options.asyncStacks)

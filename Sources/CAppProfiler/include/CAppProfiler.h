@@ -362,8 +362,8 @@ uint64_t cap_image_load_count(void);
 /// What the samplers whose wrappers are put in GOT entries (allocations,
 /// locks) share: their ring and how they walk stacks.
 typedef struct cap_wrapper_config {
-  uint32_t buffer_slots;   // raw sample slots
-  uint32_t reserved;
+  uint32_t buffer_slots;   // raw sample slots mapped
+  uint32_t initial_slots;  // slots in use at first (grown by the drain as bursts need); 0: all
   /// Unwind tables as in cap_config; must stay valid until the sampler's release.
   const cap_unwind_image *unwind_images;
   uint64_t unwind_image_count;
