@@ -3,7 +3,7 @@
 #   ./run.sh                 all scenarios
 #   ./run.sh yield wall-cost one or more of: yield wall-cost attribution symbolize
 #                            symbolize-10k cold-first-profile busy-first-profile encode unwind-cost tables
-#                            completeness soak idle retained overhead-http
+#                            completeness soak idle retained always-on-memory overhead-http
 #                            alloc-overhead middleware-latency async-stacks labels
 #                            continuous heap-http tasks
 # Installs what it needs from Debian's packages (linux-perf for attribution).
@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize symbolize-10k cold-first-profile busy-first-profile encode unwind-cost tables completeness soak idle retained overhead-http alloc-overhead lock-pair middleware-latency async-stacks labels continuous heap-http tasks)
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(yield wall-cost attribution symbolize symbolize-10k cold-first-profile busy-first-profile encode unwind-cost tables completeness soak idle retained always-on-memory overhead-http alloc-overhead lock-pair middleware-latency async-stacks labels continuous heap-http tasks)
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(uname -r), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 build_log=$(mktemp)
@@ -326,6 +326,50 @@ for scenario in "${scenarios[@]}"; do
       wait "$pid" 2>/dev/null || true
       rm -rf "$dir"
     done
+    ;;
+  always-on-memory)
+    # Resident memory of the always-on modes over the same app with
+    # nothing on (issue 36's goal 1): the Hummingbird example (release,
+    # 40 extra idle threads: ~50 in all) with nothing, with
+    # APP_PROFILER_HEAP=1, with APP_PROFILER_FLIGHT_RECORDER=60 (a full
+    # ring after 65 s), and after one 5 s cpu profile (file:line) taken
+    # after the warm-up. Each: 5 s of wrk warm-up, then light load for
+    # 65 s, then VmRSS with its split (anonymous: the process's own pages;
+    # file: pages of its images and files read, shared with the page
+    # cache). ALWAYS_ON_ROUNDS interleaved rounds (default 2).
+    example=$(build_hummingbird_example)
+    for round in $(seq "${ALWAYS_ON_ROUNDS:-2}"); do
+      for variant in off heap flight profiled; do
+        dir=$(mktemp -d)
+        env_vars=(APP_PROFILER_DIR="$dir")
+        [ "$variant" = heap ] && env_vars+=(APP_PROFILER_HEAP=1)
+        [ "$variant" = flight ] && env_vars+=(APP_PROFILER_FLIGHT_RECORDER=60)
+        env "${env_vars[@]}" "$example" 18089 --idle-threads 40 >/dev/null 2>&1 &
+        app=$!
+        for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:18089/ && break; sleep 0.1; done
+        wrk -t1 -c2 -d5s http://127.0.0.1:18089/ >/dev/null 2>&1
+        if [ "$variant" = profiled ]; then
+          curl -s --unix-socket "$dir/app-profiler-$app.sock" -o /dev/null "http://localhost/profile?duration=5&format=speedscope" &
+        fi
+        wrk -t1 -c1 -d65s http://127.0.0.1:18089/ >/dev/null 2>&1
+        awk -v v="$variant" -v r="$round" '/VmRSS/ { t = $2 } /RssAnon/ { a = $2 } /RssFile/ { f = $2 }
+          END { printf "always-on-memory round=%s variant=%s rss_kb=%d anon_kb=%d file_kb=%d\n", r, v, t, a, f }' "/proc/$app/status"
+        kill -KILL "$app"; wait "$app" 2>/dev/null || true
+        rm -rf "$dir"
+      done
+    done | tee /dev/stderr | awk '
+      { split($3, v, "="); split($4, t, "="); split($5, a, "="); split($6, f, "=")
+        rss[v[2]] += t[2]; anon[v[2]] += a[2]; file[v[2]] += f[2]; n[v[2]]++ }
+      END {
+        split("heap flight profiled", order, " ")
+        for (k = 1; k <= 3; k++) {
+          m = order[k]
+          if (!n[m] || !n["off"]) continue
+          printf "always-on-memory %s over off (mean of %d): rss +%.1f MiB (anonymous +%.1f MiB, file +%.1f MiB)\n", m, n[m],
+            (rss[m] / n[m] - rss["off"] / n["off"]) / 1024, (anon[m] / n[m] - anon["off"] / n["off"]) / 1024,
+            (file[m] / n[m] - file["off"] / n["off"]) / 1024
+        }
+      }'
     ;;
   cold-first-profile)
     # A NIO process at rest with 20 event-loop threads (idle-server nio 20):

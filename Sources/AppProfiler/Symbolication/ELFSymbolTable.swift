@@ -1,4 +1,5 @@
 import CAppProfiler
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -28,6 +29,8 @@ final class ELFSymbolTable: @unchecked Sendable {
   private let nameOffsets: [Int]  // absolute file offsets of NUL-terminated names
   /// The memory is a file mapping of ours (unmapped in deinit), not the vDSO.
   private let ownsMapping: Bool
+  /// Names were read since the last ``releasePages()``.
+  private let namesRead = Atomic<Bool>(false)
 
   /// Number of function symbols found.
   var count: Int { addresses.count }
@@ -103,6 +106,16 @@ final class ELFSymbolTable: @unchecked Sendable {
     if ownsMapping, let base { munmap(UnsafeMutableRawPointer(mutating: base), length) }
   }
 
+  /// Gives back the file pages that reading names brought in (clean pages
+  /// of this table's own read-only mapping: they stay in the page cache and
+  /// come back on the next read). The names asked are cached by the
+  /// symbolizer, so a service symbolizing every window (flight recorder,
+  /// exporters) does not keep its images' string tables resident.
+  func releasePages() {
+    guard ownsMapping, let base, namesRead.exchange(false, ordering: .relaxed) else { return }
+    madvise(UnsafeMutableRawPointer(mutating: base), length, MADV_DONTNEED)
+  }
+
   /// The function containing `address` (an ELF virtual address, i.e. runtime
   /// address minus the load bias) and the offset into it.
   func lookup(_ address: UInt64) -> (name: String, offset: UInt64)? {
@@ -147,6 +160,7 @@ final class ELFSymbolTable: @unchecked Sendable {
 
   private func name(at offset: Int) -> String {
     guard let base, offset >= 0, offset < length else { return "" }
+    namesRead.store(true, ordering: .relaxed)
     var end = offset
     while end < length && base.load(fromByteOffset: end, as: UInt8.self) != 0 { end += 1 }
     return String(decoding: UnsafeRawBufferPointer(start: base + offset, count: end - offset), as: UTF8.self)

@@ -127,6 +127,7 @@ final class Symbolizer: Sendable {
           state.namesOnly[key] = functions
           results[position].functions = functions
         }
+        for table in state.tables.values { table?.releasePages() }
         guard !unsymbolized.isEmpty else { return results }
         // No ELF symbol covers these: functions the compiler gave no symbol
         // (private ones such as Swift's `objectdestroy` helpers). Profiles
