@@ -50,10 +50,12 @@ public struct SessionOptions: Sendable, Hashable {
   /// in a typical server uses; change it if your process uses SIGPROF itself.
   public var signal: Int32 = SIGPROF
   public var cpuEngine: CPUEngine = .automatic
-  /// Raw sample slots (about 2 KiB of address space each, touched only when
-  /// used). The drain empties them every 10 ms, so 4096 slots hold up to
-  /// ~400,000 samples/s (200 busy threads at 1 kHz) before samples drop; a
-  /// larger ring only costs memory and cache while profiling.
+  /// Raw sample slots at most (about 2 KiB of address space each). The
+  /// drain empties them every 10 ms, so 4096 slots hold up to ~400,000
+  /// samples/s (200 busy threads at 1 kHz) before samples drop. A sampler
+  /// starts with room for 40 ms of the samples it expects (256 slots at
+  /// least) and the drain doubles that, up to this count, when bursts need
+  /// it: only the slots in use are ever touched.
   public var bufferSlots: Int = 4096
   /// Threads tracked at once. 4096 is far above what a server runs; threads
   /// beyond it are counted in `threadsNotSampled`, not sampled.
