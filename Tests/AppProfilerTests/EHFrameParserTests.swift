@@ -113,6 +113,61 @@ struct EHFrameBuilder {
     #expect(libc.executableSegments.contains { $0.start <= table.start && table.end <= $0.end + 1 })
   }
 
+  func rule(of row: cap_unwind_row) -> cap_unwind_rule {
+    cap_unwind_rule(cfa_offset: row.cfa_offset, fp_offset: row.fp_offset, kind: row.kind, r14_slot: row.r14_slot)
+  }
+
+  /// Sorted by pc, keeping the section's order among rows of one pc; of
+  /// those the last wins unless it is an end marker after a real row; a
+  /// NONE row after a NONE row goes.
+  static func referenceNormalized(_ rows: [cap_unwind_row]) -> [cap_unwind_row] {
+    let sorted = rows.enumerated().sorted { ($0.element.pc, $0.offset) < ($1.element.pc, $1.offset) }.map(\.element)
+    var result: [cap_unwind_row] = []
+    let none = UInt8(CAP_ROW_NONE)
+    for row in sorted {
+      if let last = result.last, last.pc == row.pc {
+        if row.kind != none || last.kind == none { result[result.count - 1] = row }
+        continue
+      }
+      if row.kind == none, result.last?.kind == none { continue }
+      result.append(row)
+    }
+    return result
+  }
+
+  /// A section out of pc order (rows shuffled) is sorted as the plain
+  /// stable sort sorts it.
+  @Test func rowsOutOfOrderAreSorted() throws {
+    let libc = try #require(ImageMap.current().images.first { $0.path.hasSuffix("/libc.so.6") })
+    let parsed = try #require(libc.whileLoaded { UnwindTable.parse(libc) }.flatMap { $0 })
+    var generator = SplitMix(seed: 36)
+    var shuffled = Array(parsed.buffer)
+    shuffled.shuffle(using: &generator)
+    let raw = MappedArray<cap_unwind_row>()
+    for row in shuffled { raw.append(row) }
+    var rows: [cap_unwind_row] = []
+    #expect(UnwindTable.normalized(raw) { rows.append($0) })
+    let reference = Self.referenceNormalized(shuffled)
+    #expect(rows.count == reference.count)
+    #expect(
+      zip(reference, rows).allSatisfy {
+        $0.pc == $1.pc && $0.kind == $1.kind && $0.cfa_offset == $1.cfa_offset && $0.fp_offset == $1.fp_offset
+          && $0.r14_slot == $1.r14_slot
+      })
+  }
+
+  struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+      state &+= 0x9E37_79B9_7F4A_7C15
+      var z = state
+      z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+      z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+      return z ^ (z >> 31)
+    }
+  }
+
   /// The compact table answers every lookup as the parser's rows do: at
   /// each row's first pc and at the last pc before the next row, across
   /// libc and this test binary; a pc before the first row finds nothing.
@@ -130,6 +185,11 @@ struct EHFrameBuilder {
       var rows: [cap_unwind_row] = []
       #expect(UnwindTable.normalized(raw) { rows.append($0) })
       try #require(!rows.isEmpty)
+      #expect(zip(rows, rows.dropFirst()).allSatisfy { $0.pc < $1.pc })
+      // The same rows as a plain stable sort and merge of the section's rows.
+      let reference = Self.referenceNormalized(Array(raw.buffer))
+      #expect(reference.count == rows.count)
+      #expect(zip(reference, rows).allSatisfy { $0.pc == $1.pc && same(rule(of: $0), $1) })
       let table = try #require(UnwindTable(raw: raw))
       #expect(table.count <= rows.count)
       var image = table.image

@@ -48,7 +48,7 @@ final class MappedArray<Element: BitwiseCopyable>: @unchecked Sendable {
     guard wanted > capacity else { return true }
     let page = Int(sysconf(Int32(_SC_PAGESIZE)))
     let newBytes = (wanted * MemoryLayout<Element>.stride + page - 1) / page * page
-    guard let mapped = mmap(nil, newBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+    guard let mapped = mmap(nil, newBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
       mapped != MAP_FAILED
     else { return false }
     if let base {

@@ -170,6 +170,10 @@ struct EHFrameParser {
   /// memory (an image's rows are millions for a moment).
   func rawRows() -> MappedArray<cap_unwind_row> {
     let rows = MappedArray<cap_unwind_row>()
+    // Address space for the most rows the section could hold (a row needs
+    // at least one byte of CFA program or FDE); only the rows written touch
+    // memory, and the array never moves.
+    _ = rows.reserve(memory.count + 1)
     var cies: [Int: CIE] = [:]
     var offset = 0
     while offset + 4 <= memory.count {

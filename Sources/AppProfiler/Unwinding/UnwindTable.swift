@@ -80,6 +80,8 @@ final class UnwindTable: @unchecked Sendable {
     var last: UInt64 = 0
     var previous: UInt64? = nil
     var failed = false
+    // Address space for every row (pages are touched only as rows are kept).
+    guard pcs.reserve(raw.count), ruleIndices.reserve(raw.count) else { return nil }
     let complete = Self.normalized(raw) { row in
       guard !failed else { return }
       let start = first ?? row.pc
@@ -147,7 +149,12 @@ final class UnwindTable: @unchecked Sendable {
     guard keys.reserve(rows.count) else { return false }
     for (position, row) in rows.enumerated() { keys.append((row.pc &- lowest) << 32 | UInt64(position)) }
     let sorted = keys.buffer
-    if !zip(sorted, sorted.dropFirst()).allSatisfy({ $0 < $1 }) { heapSort(sorted) }
+    if !zip(sorted, sorted.dropFirst()).allSatisfy({ $0 < $1 }) {
+      let scratch = MappedArray<UInt64>()
+      guard scratch.reserve(rows.count) else { return false }
+      for _ in 0..<rows.count { scratch.append(0) }
+      radixSort(sorted, scratch: scratch.buffer)
+    }
     let none = UInt8(CAP_ROW_NONE)
     var pending: cap_unwind_row? = nil
     for key in sorted {
@@ -164,23 +171,23 @@ final class UnwindTable: @unchecked Sendable {
     return true
   }
 
-  /// In place, no memory of its own: .eh_frame is nearly always in order
-  /// already, so this runs only for unusual images.
-  private static func heapSort(_ keys: UnsafeMutableBufferPointer<UInt64>) {
-    func siftDown(_ start: Int, _ end: Int) {
-      var root = start
-      while 2 * root + 1 < end {
-        var child = 2 * root + 1
-        if child + 1 < end, keys[child] < keys[child + 1] { child += 1 }
-        guard keys[root] < keys[child] else { return }
-        keys.swapAt(root, child)
-        root = child
+  /// By the pc offset (the upper 32 bits), least significant byte first;
+  /// each pass is stable, so rows of one pc keep the section's order (the
+  /// lower 32 bits). Four passes: the result ends in `keys`.
+  private static func radixSort(_ keys: UnsafeMutableBufferPointer<UInt64>, scratch: UnsafeMutableBufferPointer<UInt64>) {
+    var source = keys
+    var target = scratch
+    var starts = [Int](repeating: 0, count: 257)
+    for shift in stride(from: UInt64(32), to: 64, by: 8) {
+      for index in starts.indices { starts[index] = 0 }
+      for key in source { starts[Int((key >> shift) & 0xFF) + 1] += 1 }
+      for digit in 1...256 { starts[digit] += starts[digit - 1] }
+      for key in source {
+        let digit = Int((key >> shift) & 0xFF)
+        target[starts[digit]] = key
+        starts[digit] += 1
       }
-    }
-    for start in stride(from: keys.count / 2 - 1, through: 0, by: -1) { siftDown(start, keys.count) }
-    for end in stride(from: keys.count - 1, to: 0, by: -1) {
-      keys.swapAt(0, end)
-      siftDown(0, end)
+      swap(&source, &target)
     }
   }
 }
