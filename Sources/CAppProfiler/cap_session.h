@@ -108,7 +108,7 @@ typedef struct cap_session {
   _Atomic uint32_t slots_in_use;     // (h)
   _Atomic uint64_t write_cursor;     // (h) next slot position to try
   uint64_t read_cursor;              // drain position (drain thread only)
-  uint32_t rescan;                   // grown since the last drain (drain thread only)
+  uint32_t rescan;                   // drains left that scan every slot (after growth; drain thread only)
 
   // Unwind tables (h, read only): sorted images of sorted rows.
   const cap_unwind_image *unwind_images;

@@ -27,8 +27,9 @@ void cap_slots_grow(cap_session *s, uint32_t wanted) {
   if (wanted <= in_use) return;
   atomic_store(&s->slots_in_use, wanted);
   // Positions now map to other slots: samples written at the old mapping
-  // are found by one scan of every slot in use.
-  s->rescan = 1;
+  // are found by a scan of every slot in use — on the next two drains, for
+  // a writer that read the old count just before this store.
+  s->rescan = 2;
 }
 
 cap_slot *cap_slot_acquire(cap_session *s) {
@@ -74,14 +75,14 @@ size_t cap_slots_drain(cap_session *s, void *out_pointer, size_t capacity, int f
   uint32_t in_use = atomic_load(&s->slots_in_use);
   // Slots past the count in use were never written.
   if (full_scan || s->rescan) {
-    s->rescan = 0;
+    if (s->rescan > 0) s->rescan--;
     for (uint32_t i = 0; i < in_use && !full; i++) {
       cap_slot *slot = &s->slots[i];
       if (atomic_load_explicit(&slot->state, memory_order_acquire) == CAP_SLOT_FULL) {
         used += copy_slot(slot, out, capacity, used, &full);
       }
     }
-    if (full) s->rescan = 1;  // the rest on the next call
+    if (full && s->rescan == 0) s->rescan = 1;  // the rest on the next call
     return used;
   }
   // Positions are claimed in increasing order, so the finished samples are
