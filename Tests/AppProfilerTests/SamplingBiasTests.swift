@@ -121,23 +121,36 @@ extension SamplingSuite.SamplingBias {
     while monotonicNanoseconds() < deadline { usleep(10_000) }
     let profile = try session.stopSynchronously()
     var inBurst: Int64 = 0
+    var inSleepCall: Int64 = 0
     var all: Int64 = 0
     for thread in profile.threads where thread.id == tid {
       for sample in thread.samples {
         let count = profile.count(sample)
         all += count
-        if profile.names(ofStack: sample.stack).contains(where: { $0.contains("lightBurstWork") }) { inBurst += count }
+        let names = profile.names(ofStack: sample.stack)
+        if names.contains(where: { $0.contains("lightBurstWork") }) {
+          inBurst += count
+        } else if names.last == "clock_nanosleep" {
+          inSleepCall += count
+        }
       }
     }
     let share = Double(inBurst) / Double(max(1, all))
-    print("light thread (\(burstMicroseconds) µs of 10 ms) at \(intervalMilliseconds) ms, \(profile.engine): \(inBurst) of \(all) in its burst (\(share))")
+    print(
+      "light thread (\(burstMicroseconds) µs of 10 ms) at \(intervalMilliseconds) ms, \(profile.engine): \(inBurst) of \(all) in its burst (\(share)), \(inSleepCall) in its usleep call"
+    )
     #expect(all >= 20, "\(all) samples")
     if engine == .cpuTicker {
+      // A ticker sample in usleep is a thread found off its core.
       withKnownIssue("the CPU ticker may find a briefly running thread off its core", isIntermittent: true) {
         #expect(share >= 0.9, "\(inBurst) of \(all)")
       }
     } else {
-      #expect(share >= 0.9, "\(inBurst) of \(all)")
+      // These engines count kernel time: the kernel half of the thread's own
+      // usleep is CPU it used (5-16 % of the samples of the perf case in
+      // runs here), so a sample there is where it ran — not elsewhere.
+      #expect(Double(inBurst + inSleepCall) / Double(max(1, all)) >= 0.9, "\(inBurst) + \(inSleepCall) of \(all)")
+      #expect(share >= 0.75, "\(inBurst) of \(all)")
     }
   }
 }
