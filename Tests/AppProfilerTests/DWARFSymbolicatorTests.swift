@@ -185,8 +185,9 @@ extension SamplingSuite {
   }
 }
 
-/// A small deterministic generator for the corruption test.
-struct SplitMix {
+/// A small deterministic generator (SplitMix64) for the tests that corrupt
+/// or shuffle their input.
+struct SplitMix: RandomNumberGenerator {
   var state: UInt64
   init(seed: UInt64) { state = seed }
   mutating func next() -> UInt64 {

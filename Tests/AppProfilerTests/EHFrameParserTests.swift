@@ -156,18 +156,6 @@ struct EHFrameBuilder {
       })
   }
 
-  struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-      state &+= 0x9E37_79B9_7F4A_7C15
-      var z = state
-      z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-      z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-      return z ^ (z >> 31)
-    }
-  }
-
   /// The compact table answers every lookup as the parser's rows do: at
   /// each row's first pc and at the last pc before the next row, across
   /// libc and this test binary; a pc before the first row finds nothing.

@@ -3,7 +3,7 @@ import Foundation
 import Testing
 
 extension SamplingSuite {
-  /// The README's "Using the library" example, nearly verbatim (shorter
+  /// The library example of docs/library.md, nearly verbatim (shorter
   /// durations, a temporary path), so the documented API stays true.
   @Suite struct ReadmeExample {
     @Test func libraryExampleRuns() async throws {

@@ -1,0 +1,43 @@
+import AppProfilerFormats
+import CAppProfiler
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The bounds of a session's parameters, checked before anything starts.
+extension Profiler {
+  static func validate(duration: Duration) throws {
+    guard duration > .zero, duration <= .seconds(86_400) else {
+      throw ProfilerError.invalidParameter(name: "duration", value: "\(duration)", allowed: "0 s < duration ≤ 86400 s")
+    }
+  }
+
+  static func validate(mode: Profile.Mode, interval: Duration, options: SessionOptions) throws {
+    guard SessionOptions.allowedAllocationSamplingRates.contains(options.allocationSamplingRate) else {
+      throw ProfilerError.invalidParameter(
+        name: "allocationSamplingRate", value: "\(options.allocationSamplingRate)", allowed: "1 ... 1073741824 bytes")
+    }
+    guard SessionOptions.allowedLockSamplingRates.contains(options.lockSamplingRate) || !mode.isLock else {
+      throw ProfilerError.invalidParameter(
+        name: "lockSamplingRate", value: "\(options.lockSamplingRate)", allowed: "1 ns ... 1 s")
+    }
+    guard mode.isEvent || SessionOptions.allowedIntervals.contains(interval) else {
+      throw ProfilerError.invalidParameter(
+        name: "interval", value: "\(interval)", allowed: "100 µs ... 1 s (100 ... 1000000 µs)")
+    }
+    guard options.signal > 0, options.signal < 65, options.signal != SIGKILL, options.signal != SIGSTOP else {
+      throw ProfilerError.invalidParameter(name: "signal", value: "\(options.signal)", allowed: "1 ... 64 except SIGKILL and SIGSTOP")
+    }
+    guard (16...1_048_576).contains(options.bufferSlots) else {
+      throw ProfilerError.invalidParameter(name: "bufferSlots", value: "\(options.bufferSlots)", allowed: "16 ... 1048576")
+    }
+    guard (1...65_536).contains(options.maxThreads) else {
+      throw ProfilerError.invalidParameter(name: "maxThreads", value: "\(options.maxThreads)", allowed: "1 ... 65536")
+    }
+  }
+}
