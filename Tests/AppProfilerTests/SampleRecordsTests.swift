@@ -46,9 +46,9 @@ import Testing
       ], into: &collector)
     let samples = collector.resolvedSamples()[7] ?? []
     #expect(samples.map(\.count) == [2, 3, 1])
-    #expect(collector.stacks[Int(samples[0].stack)] == [0x5000, 0x6000, 0x7000])
+    #expect(collector.stacks[Int(samples[0].stack!)] == [0x5000, 0x6000, 0x7000])
     #expect(samples[1].stack == samples[0].stack, "a repeat gets the thread's previous stack")
-    #expect(collector.stacks[Int(samples[2].stack)] == [0x5000, SampleCollector.Synthetic.truncated.rawValue])
+    #expect(collector.stacks[Int(samples[2].stack!)] == [0x5000, SyntheticFrame.truncated.rawValue])
     #expect(collector.truncatedSamples == 1)
     #expect(collector.records == 3)
   }
@@ -64,7 +64,7 @@ import Testing
     #expect(abs((sample?.objects ?? 0) - objects) < 1e-9)
     #expect(abs((sample?.bytes ?? 0) - objects * 1024) < 1e-6)
     // The type is a leaf frame of its own; every address is a return address.
-    #expect(collector.stacks[Int(sample?.stack ?? 0)] == [SampleCollector.typeFrame(0xABC0), 0x5000, 0x6000])
+    #expect(collector.stacks[Int(sample?.stack ?? 0)] == [SyntheticFrame.typeFrame(0xABC0), 0x5000, 0x6000])
   }
 
   @Test func lockRecordsGoToTheirKindAndAreScaledByDelay() {
@@ -83,6 +83,6 @@ import Testing
     #expect(waits.map(\.bytes) == [100_000, 300_000])
     let holds = mutex.resolvedSamples()[7] ?? []
     #expect(holds.count == 1 && holds.first?.bytes == 200_000)
-    #expect(mutex.stacks[Int(holds[0].stack)] == [0x6000])
+    #expect(mutex.stacks[Int(holds[0].stack!)] == [0x6000])
   }
 }

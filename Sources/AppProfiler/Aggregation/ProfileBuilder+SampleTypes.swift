@@ -33,6 +33,23 @@ extension ProfileBuilder {
     return ([.init("samples", "count"), time], 1, time)
   }
 
+  /// A sample's values, in the order of ``sampleTypes(of:)`` (the two are
+  /// kept side by side so they cannot drift apart).
+  static func values(of raw: RawSample, mode: Profile.Mode, period: UInt64) -> [Int64] {
+    let objects = max(1, Int64(raw.objects.rounded()))
+    if mode == .heap {
+      // alloc_objects, alloc_space, inuse_objects, inuse_space (estimates).
+      return [objects, Int64(raw.bytes.rounded()), Int64(raw.liveObjects.rounded()), Int64(raw.liveBytes.rounded())]
+    }
+    // alloc_objects, alloc_space (estimates), samples (raw).
+    if mode == .alloc { return [objects, Int64(raw.bytes.rounded()), Int64(raw.count)] }
+    // contentions, delay (estimates, as Go's).
+    if mode.isLock { return [objects, Int64(raw.bytes.rounded())] }
+    // samples, and the time they stand for.
+    let count = Int64(raw.count)
+    return [count, count &* Int64(clamping: period)]
+  }
+
   /// The pprof numeric label `task`: the running Swift task (its
   /// AsyncTask address, an id within this profile), none on threads that ran
   /// no task.

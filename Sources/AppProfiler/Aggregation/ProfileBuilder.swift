@@ -81,7 +81,7 @@ struct ProfileBuilder {
     }
     let dropped = report.samplesDropped
     if dropped > 0 {
-      let stack = collector.stackID([SampleCollector.Synthetic.droppedSamples.rawValue])
+      let stack = collector.stackID([SyntheticFrame.droppedSamples.rawValue])
       // Alloc mode: each lost sample stood for about one rate's worth of bytes.
       let rate = Double(period)
       perThread[0] = [
@@ -95,9 +95,10 @@ struct ProfileBuilder {
     var stackRemap: [Int32: Int] = [:]
     var usedStacks: [[UInt64]] = []
     for tid in threadIDs {
-      for sample in perThread[tid]! where stackRemap[sample.stack] == nil {
-        stackRemap[sample.stack] = usedStacks.count
-        usedStacks.append(collector.stacks[Int(sample.stack)])
+      for sample in perThread[tid]! {
+        guard let stack = sample.stack, stackRemap[stack] == nil else { continue }
+        stackRemap[stack] = usedStacks.count
+        usedStacks.append(collector.stacks[Int(stack)])
       }
     }
 
@@ -135,7 +136,7 @@ struct ProfileBuilder {
     let runningName = KernelThreadState(systemCall: nil, waitChannel: nil, isRunning: true).frameName
     var runningStacks = Set<Int32>()
     for (index, stack) in collector.stacks.enumerated()
-    where stack.count == 2 && stack[1] == SampleCollector.Synthetic.signalBlocked.rawValue
+    where stack.count == 2 && stack[1] == SyntheticFrame.signalBlocked.rawValue
       && collector.syntheticName(stack[0]) == runningName
     {
       runningStacks.insert(Int32(index))
@@ -143,41 +144,16 @@ struct ProfileBuilder {
 
     for tid in threadIDs {
       let name = tid == 0 ? "[dropped samples]" : (collector.threadNames[tid] ?? "thread-\(tid)")
-      let samples = perThread[tid]!.map { raw in
+      let samples = perThread[tid]!.compactMap { raw -> Profile.Sample? in
+        guard let rawStack = raw.stack, let stack = stackRemap[rawStack] else { return nil }
         let timestamp = raw.timestamp > startMonotonicNanoseconds ? raw.timestamp - startMonotonicNanoseconds : 0
-        if mode == .heap {
-          // alloc_objects, alloc_space, inuse_objects, inuse_space (estimates).
-          return Profile.Sample(
-            stack: stackRemap[raw.stack]!, timestampNanoseconds: timestamp,
-            values: [
-              max(1, Int64(raw.objects.rounded())), Int64(raw.bytes.rounded()), Int64(raw.liveObjects.rounded()),
-              Int64(raw.liveBytes.rounded()),
-            ],
-            labels: collector.labels(of: raw.labels), numericLabels: Self.taskLabel(raw.task))
-        }
-        if mode.isLock {
-          // contentions, delay (estimates, as Go's).
-          return Profile.Sample(
-            stack: stackRemap[raw.stack]!, timestampNanoseconds: timestamp,
-            values: [max(1, Int64(raw.objects.rounded())), Int64(raw.bytes.rounded())],
-            labels: collector.labels(of: raw.labels), numericLabels: Self.taskLabel(raw.task))
-        }
-        if mode == .alloc {
-          // alloc_objects, alloc_space (estimates), samples (raw).
-          return Profile.Sample(
-            stack: stackRemap[raw.stack]!, timestampNanoseconds: timestamp,
-            values: [max(1, Int64(raw.objects.rounded())), Int64(raw.bytes.rounded()), Int64(raw.count)],
-            labels: collector.labels(of: raw.labels), numericLabels: Self.taskLabel(raw.task))
-        }
-        // samples, and the time they stand for.
-        let count = Int64(raw.count)
+        let isIdle =
+          mode.isEvent ? false
+          : raw.flags & UInt16(CAP_SAMPLE_IDLE) != 0 || blockedStacks.contains(stack)
+            || (raw.flags & UInt16(CAP_SAMPLE_SIGNAL_BLOCKED) != 0 && !runningStacks.contains(rawStack))
         return Profile.Sample(
-          stack: stackRemap[raw.stack]!,
-          timestampNanoseconds: timestamp,
-          values: [count, count &* Int64(clamping: period)],
-          isIdle: raw.flags & UInt16(CAP_SAMPLE_IDLE) != 0 || blockedStacks.contains(stackRemap[raw.stack]!)
-            || (raw.flags & UInt16(CAP_SAMPLE_SIGNAL_BLOCKED) != 0 && !runningStacks.contains(raw.stack)),
-          labels: collector.labels(of: raw.labels), numericLabels: Self.taskLabel(raw.task))
+          stack: stack, timestampNanoseconds: timestamp, values: Self.values(of: raw, mode: mode, period: period),
+          isIdle: isIdle, labels: collector.labels(of: raw.labels), numericLabels: Self.taskLabel(raw.task))
       }
       var thread = Profile.ThreadSamples(id: tid, name: name, samples: samples)
       if recordsKernelState && tid > 0 { thread.kernelState = KernelThreadState.read(tid).description }
@@ -232,7 +208,7 @@ struct ProfileBuilder {
     // Only alloc samples carry type frames. In cpu and wall stacks a value
     // with the top bit set is a garbage return address (a frame the unwinder
     // misread), never metadata to dereference.
-    let real = addresses.filter { $0 >= 4096 && !(hasTypes && SampleCollector.isTypeFrame($0)) }
+    let real = addresses.filter { $0 >= 4096 && !(hasTypes && SyntheticFrame.isTypeFrame($0)) }
     let resolvedList = symbolizer.resolve(real, in: images, budget: budget, sourceLocations: sourceLocations)
     var resolved: [UInt64: ResolvedFrame] = [:]
     for (address, frame) in zip(real, resolvedList) { resolved[address] = frame }
@@ -252,8 +228,8 @@ struct ProfileBuilder {
         profile.locations.append(.init(address: 0, mapping: nil, lines: [.init(function: function(name, ""))]))
         continue
       }
-      if hasTypes && SampleCollector.isTypeFrame(address) {
-        let name = Self.typeName(metadata: address & ~SampleCollector.typeFrameTag)
+      if hasTypes && SyntheticFrame.isTypeFrame(address) {
+        let name = Self.typeName(metadata: address & ~SyntheticFrame.typeFrameTag)
         profile.locations.append(
           .init(address: 0, mapping: nil, lines: [.init(function: function(name, Profile.Function.allocatedTypeMarker))]))
         continue

@@ -156,7 +156,7 @@ final class AllocationRecorder: Sendable {
       guard state.continuous == nil else { return }
       guard !state.windowOpen else { throw ProfilerError.busy }
       state.continuous = SampleCollector(
-        allocationRate: Double(rate), aggregateThread: getpid(), aggregateName: "all threads")
+        allocationRate: Double(rate), totals: RunningTotals(thread: getpid(), name: "all threads"))
       state.continuousStart = (ProfilingSession.clock(CLOCK_REALTIME), ProfilingSession.clock(CLOCK_MONOTONIC))
       do {
         try installLocked(&state, rate: rate, options: options)

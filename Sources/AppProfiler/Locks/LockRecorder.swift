@@ -135,8 +135,8 @@ final class LockRecorder: Sendable {
       try installLocked(&state, rate: Int(rate.nanoseconds), options: options)
       state.continuous = Kind.allCases.map { kind in
         SampleCollector(
-          lockKind: kind.flag, lockRate: Double(state.installedRate), aggregateThread: getpid(),
-          aggregateName: "all threads")
+          lockKind: kind.flag, lockRate: Double(state.installedRate),
+          totals: RunningTotals(thread: getpid(), name: "all threads"))
       }
       state.continuousStart = (ProfilingSession.clock(CLOCK_REALTIME), ProfilingSession.clock(CLOCK_MONOTONIC))
     }

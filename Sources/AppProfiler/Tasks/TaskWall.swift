@@ -239,7 +239,7 @@ final class TaskWall: Sendable {
             }
             let walk = TaskDump.chainWalk(bytes, layout: layout)
             var frames = Self.codeFrames(walk.frames.map { $0 &- 1 }, &state, now: now)
-            if walk.broken || frames.isEmpty { frames.append(SampleCollector.Synthetic.asyncBroken.rawValue) }
+            if walk.broken || frames.isEmpty { frames.append(SyntheticFrame.asyncBroken.rawValue) }
             let marker = Self.marker(
               bytes, flags: flags, layout: layout, leaf: walk.frames.first.map { $0 &- 1 }, state: &state, images: images)
             collector.addTaskSample(
@@ -304,7 +304,7 @@ final class TaskWall: Sendable {
       else { continue }
       let walk = TaskDump.chainWalk(bytes, layout: layout)
       var frames = Self.codeFrames(walk.frames.map { $0 &- 1 }, &state, now: now)
-      if walk.broken || frames.isEmpty { frames.append(SampleCollector.Synthetic.asyncBroken.rawValue) }
+      if walk.broken || frames.isEmpty { frames.append(SyntheticFrame.asyncBroken.rawValue) }
       let leaf = walk.frames.first.map { $0 &- 1 }
       let marker = Self.marker(bytes, flags: flags, layout: layout, leaf: leaf, state: &state, images: images)
       // `Task.sleep`'s timer is a task of its own, enqueued with a deadline
@@ -362,7 +362,7 @@ final class TaskWall: Sendable {
 
   private static func marker(
     _ bytes: [UInt8], flags: UInt32, layout: TaskLayout, leaf: UInt64?, state: inout State, images: ImageMap
-  ) -> SampleCollector.Synthetic {
+  ) -> SyntheticFrame {
     if flags & TaskLayout.enqueued != 0 || layout.entryAdapters.contains(bytes.word(at: TaskLayout.resumeFunction)) {
       return .enqueued
     }
