@@ -12,6 +12,42 @@ import Testing
     #expect(throws: HTTPQuery.MalformedQuery.self) { try HTTPQuery(target: "/p?x=%zz") }
   }
 
+  /// The one parser every route uses: its refusals read alike everywhere.
+  @Test func queryParametersRefuseUnknownAndRepeatedNamesAndBadValues() throws {
+    func parameters(_ target: String, ignoring: Set<String> = []) throws(RequestError) -> QueryParameters {
+      let query: HTTPQuery
+      do { query = try HTTPQuery(target: target) } catch { fatalError("\(error)") }
+      return try QueryParameters(query, allowed: ["seconds", "mode"], ignoring: ignoring)
+    }
+    func refusal(_ body: () throws -> Void) -> String? {
+      do {
+        try body()
+        return nil
+      } catch let error as RequestError {
+        #expect(error.status == .badRequest)
+        return error.message
+      } catch {
+        return "\(error)"
+      }
+    }
+    #expect(refusal { _ = try parameters("/x?colour=blue") } == "unknown parameter 'colour': allowed seconds, mode")
+    #expect(refusal { _ = try parameters("/x?colour=blue", ignoring: ["gc"]) } == "unknown parameter 'colour': allowed seconds, mode, gc")
+    #expect(refusal { _ = try parameters("/x?mode=cpu&mode=wall") } == "parameter 'mode' given more than once")
+    #expect(refusal { _ = try parameters("/x?gc=1&gc=2", ignoring: ["gc"]) } == nil, "ignored names are not counted")
+    let given = try parameters("/x?seconds=12&mode=wall")
+    #expect(try given.integer("seconds", in: 1...3600) == 12)
+    #expect(try given.choice("mode", ["cpu": 1, "wall": 2]) == 2)
+    #expect(try given.flag("absent") == nil)
+    #expect(refusal { _ = try given.integer("seconds", in: 1...10) } == "invalid parameter seconds='12': allowed 1 ... 10")
+    #expect(refusal { _ = try given.choice("mode", ["cpu": 1]) } == "invalid parameter mode='wall': allowed cpu")
+    #expect(refusal { _ = try given.seconds("seconds", max: .seconds(5)) { "0 < seconds ≤ \($0)" } } == "invalid parameter seconds='12': allowed 0 < seconds ≤ 5")
+    #expect(try given.seconds("seconds", max: .seconds(60)) { $0 } == .seconds(12))
+    #expect(QueryParameters.parseDuration("250ms") == .milliseconds(250))
+    #expect(QueryParameters.parseDuration("2m") == .seconds(120))
+    #expect(QueryParameters.parseDuration("1.5") == .milliseconds(1500))
+    #expect(QueryParameters.parseDuration("-1") == nil && QueryParameters.parseDuration("soon") == nil)
+  }
+
   @Test func profileRequestDefaultsAndLimits() throws {
     let defaults = try ProfileRequest.parse(HTTPQuery(target: "/profile"), maxDuration: .seconds(300))
     #expect(defaults.mode == .cpu)

@@ -55,6 +55,15 @@ public struct EnvironmentError: Error, CustomStringConvertible, Sendable, Equata
     return number
   }
 
+  /// One of `choices` by its name (case-insensitive).
+  public func choice<T>(_ name: String, _ choices: KeyValuePairs<String, T>) throws(EnvironmentError) -> T? {
+    guard let value = environment[name] else { return nil }
+    guard let chosen = choices.first(where: { $0.key == value.lowercased() })?.value else {
+      throw EnvironmentError(variable: name, value: value, allowed: choices.map(\.key).joined(separator: ", "))
+    }
+    return chosen
+  }
+
   /// The items of a comma- or space-separated list.
   public static func items(_ text: String) -> [String] {
     text.split(whereSeparator: { $0 == "," || $0 == " " || $0 == "\t" }).map(String.init)

@@ -39,22 +39,14 @@ extension ProfileServerConfiguration {
     func bool(_ name: String) throws -> Bool? { try reader.bool(name) }
     func int(_ name: String, _ range: ClosedRange<Int>) throws -> Int? { try reader.int(name, range) }
     if let enabled = try bool("APP_PROFILER_ENABLED") { result.enabled = enabled }
-    if let directory = environment["APP_PROFILER_DIR"], !directory.isEmpty { result.directory = directory }
-    let transport = environment["APP_PROFILER_TRANSPORT"]?.lowercased()
+    if let directory = reader.nonEmpty("APP_PROFILER_DIR") { result.directory = directory }
+    let transport = try reader.choice("APP_PROFILER_TRANSPORT", ["unix": "unix", "tcp": "tcp"])
     switch transport {
-    case nil:
-      break
-    case "unix":
-      result.bindAddress = .unixDomainSocket(path: environment["APP_PROFILER_SOCKET"])
-    case "tcp":
-      result.bindAddress = .hostname("127.0.0.1", port: 0)
-    default:
-      throw EnvironmentError(variable: "APP_PROFILER_TRANSPORT", value: transport!, allowed: "unix or tcp")
+    case "unix": result.bindAddress = .unixDomainSocket(path: reader.string("APP_PROFILER_SOCKET"))
+    case "tcp": result.bindAddress = .hostname("127.0.0.1", port: 0)
+    default: if let socket = reader.nonEmpty("APP_PROFILER_SOCKET") { result.bindAddress = .unixDomainSocket(path: socket) }
     }
-    if transport == nil, let socket = environment["APP_PROFILER_SOCKET"], !socket.isEmpty {
-      result.bindAddress = .unixDomainSocket(path: socket)
-    }
-    let host = environment["APP_PROFILER_HOST"]
+    let host = reader.string("APP_PROFILER_HOST")
     let port = try int("APP_PROFILER_PORT", 0...65535)
     if host != nil || port != nil {
       var currentHost = "127.0.0.1"
@@ -69,10 +61,10 @@ extension ProfileServerConfiguration {
       }
       result.bindAddress = .hostname(host ?? currentHost, port: port ?? currentPort)
     }
-    if let token = environment["APP_PROFILER_TOKEN"] { result.bearerToken = token.isEmpty ? nil : token }
+    if let token = reader.string("APP_PROFILER_TOKEN") { result.bearerToken = token.isEmpty ? nil : token }
     if let remote = try bool("APP_PROFILER_ALLOW_REMOTE") { result.allowRemoteAccess = remote }
     if let seconds = try int("APP_PROFILER_MAX_DURATION", 1...86_400) { result.maxDuration = .seconds(seconds) }
-    if let origins = environment["APP_PROFILER_CORS_ORIGIN"] {
+    if let origins = reader.string("APP_PROFILER_CORS_ORIGIN") {
       result.corsOrigins = EnvironmentReader.items(origins)
       for origin in result.corsOrigins where !Self.isOrigin(origin) {
         throw EnvironmentError(
@@ -80,7 +72,7 @@ extension ProfileServerConfiguration {
           allowed: "a list of origins (scheme://host[:port], no path), * for any, or empty")
       }
     }
-    if let hosts = environment["APP_PROFILER_ALLOWED_HOSTS"] {
+    if let hosts = reader.string("APP_PROFILER_ALLOWED_HOSTS") {
       result.allowedHosts = EnvironmentReader.items(hosts)
       for host in result.allowedHosts where host != "*" && BrowserPolicy.hostName(fromHostHeader: host) == nil {
         throw EnvironmentError(
@@ -89,13 +81,11 @@ extension ProfileServerConfiguration {
     }
     if let connections = try int("APP_PROFILER_MAX_CONNECTIONS", 1...1024) { result.maxConnections = connections }
     if let signal = try int("APP_PROFILER_SIGNAL", 1...64) { result.sessionOptions.signal = Int32(signal) }
-    switch environment["APP_PROFILER_CPU_ENGINE"]?.lowercased() {
-    case nil, "auto": break
-    case "perf": result.sessionOptions.cpuEngine = .perfEvents
-    case "timer": result.sessionOptions.cpuEngine = .posixTimers
-    case "ticker": result.sessionOptions.cpuEngine = .cpuTicker
-    case let other?:
-      throw EnvironmentError(variable: "APP_PROFILER_CPU_ENGINE", value: other, allowed: "auto, perf, timer or ticker")
+    let engines: KeyValuePairs<String, SessionOptions.CPUEngine> = [
+      "auto": .automatic, "perf": .perfEvents, "timer": .posixTimers, "ticker": .cpuTicker,
+    ]
+    if let engine = try reader.choice("APP_PROFILER_CPU_ENGINE", engines), engine != .automatic {
+      result.sessionOptions.cpuEngine = engine
     }
     if let always = try bool("APP_PROFILER_ALLOC_ALWAYS_ON") { result.continuousAllocationSampling = always }
     if let heap = try bool("APP_PROFILER_HEAP"), heap { result.continuousAllocationSampling = true }
@@ -104,7 +94,7 @@ extension ProfileServerConfiguration {
       result.sessionOptions.lockSamplingRate = .nanoseconds(rate)
     }
     if let requests = try bool("APP_PROFILER_REQUEST_PROFILING") { result.requestProfiling.enabled = requests }
-    if let store = environment["APP_PROFILER_PROFILE_STORE"] { result.requestProfiling.store = store.isEmpty ? nil : store }
+    if let store = reader.string("APP_PROFILER_PROFILE_STORE") { result.requestProfiling.store = store.isEmpty ? nil : store }
     if let trace = try bool("APP_PROFILER_TRACE_LABELS") { result.requestProfiling.traceLabels = trace }
     if let seconds = try int("APP_PROFILER_FLIGHT_RECORDER", 0...3600) { result.flightRecorderSeconds = seconds == 0 ? nil : seconds }
     if let milliseconds = try int("APP_PROFILER_SLOW_REQUEST_MS", 0...3_600_000) {

@@ -39,84 +39,55 @@ struct ProfileRequest: Sendable, Equatable {
   /// Wall: every task's time off threads too (`tasks=1`).
   var includesSuspendedTasks = false
 
-  static let parameterNames: Set<String> = [
-    "mode", "duration", "interval", "format", "engine", "include_profiler", "async", "label", "group_by", "tasks",
+  static let parameterNames = [
+    "async", "duration", "engine", "format", "group_by", "include_profiler", "interval", "label", "mode", "tasks",
   ]
 
   /// Parses and validates; the error names the parameter and its allowed values.
   static func parse(_ query: HTTPQuery, maxDuration: Duration) throws(RequestError) -> ProfileRequest {
+    let parameters = try QueryParameters(query, allowed: parameterNames)
     var request = ProfileRequest()
-    var seen: Set<String> = []
-    var interval: String? = nil  // its unit depends on the mode
-    var engine: String? = nil  // valid for cpu mode only
-    for (name, value) in query.parameters {
-      guard parameterNames.contains(name) else {
-        throw RequestError(
-          status: .badRequest,
-          message: "unknown parameter '\(name)': allowed \(parameterNames.sorted().joined(separator: ", "))")
+    if let mode = parameters.string("mode") {
+      guard let parsed = Profile.Mode(parameter: mode) else {
+        throw .badParameter("mode", mode, allowed: Profile.Mode.parameterValues)
       }
-      guard seen.insert(name).inserted else {
-        throw RequestError(status: .badRequest, message: "parameter '\(name)' given more than once")
+      request.mode = parsed
+    }
+    // The configured maximum, within the library's 24 h.
+    if let duration = try parameters.seconds("duration", max: maxDuration, allowed: { "seconds, 0 < duration ≤ \($0)" }) {
+      request.duration = duration
+    }
+    if let format = parameters.string("format") {
+      guard let parsed = ProfileFormat(name: format) else {
+        throw .badParameter("format", format, allowed: ProfileFormat.names)
       }
-      switch name {
-      case "mode":
-        guard let mode = Profile.Mode(parameter: value) else {
-          throw .badParameter("mode", value, allowed: Profile.Mode.parameterValues)
+      request.format = parsed
+    }
+    request.includeProfilerThreads = try parameters.flag("include_profiler") ?? false
+    request.asyncStacks = try parameters.flag("async")
+    request.includesSuspendedTasks = try parameters.flag("tasks") ?? false
+    if let label = parameters.string("label") {
+      for pair in label.split(separator: ",", omittingEmptySubsequences: false) {
+        let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2, !parts[0].isEmpty else {
+          throw .badParameter("label", label, allowed: "key=value, or several separated by commas")
         }
-        request.mode = mode
-      case "duration":
-        // The configured maximum, within the library's 24 h.
-        let maxSeconds = min(86_400, Double(maxDuration.components.seconds) + Double(maxDuration.components.attoseconds) / 1e18)
-        guard let seconds = Double(value), seconds.isFinite, seconds > 0, seconds <= maxSeconds,
-          value.allSatisfy({ $0.isNumber || $0 == "." })
-        else {
-          throw .badParameter("duration", value, allowed: "seconds, 0 < duration ≤ \(formatSeconds(maxSeconds))")
-        }
-        request.duration = .nanoseconds(Int64((seconds * 1e9).rounded()))
-      case "interval":
-        interval = value
-      case "engine":
-        engine = value
-      case "include_profiler":
-        guard value == "0" || value == "1" else { throw .badParameter("include_profiler", value, allowed: "0, 1") }
-        request.includeProfilerThreads = value == "1"
-      case "async":
-        guard value == "0" || value == "1" else { throw .badParameter("async", value, allowed: "0, 1") }
-        request.asyncStacks = value == "1"
-      case "label":
-        var filter: [String: String] = [:]
-        for pair in value.split(separator: ",", omittingEmptySubsequences: false) {
-          let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-          guard parts.count == 2, !parts[0].isEmpty else {
-            throw .badParameter("label", value, allowed: "key=value, or several separated by commas")
-          }
-          filter[String(parts[0])] = String(parts[1])
-        }
-        request.labelFilter = filter
-      case "tasks":
-        guard value == "0" || value == "1" else { throw .badParameter("tasks", value, allowed: "0, 1") }
-        request.includesSuspendedTasks = value == "1"
-      case "group_by":
-        guard !value.isEmpty else { throw .badParameter("group_by", value, allowed: "a label key, e.g. route") }
-        request.groupBy = value
-      case "format":
-        guard let format = ProfileFormat(name: value) else {
-          throw .badParameter("format", value, allowed: ProfileFormat.names)
-        }
-        request.format = format
-      default:
-        break
+        request.labelFilter[String(parts[0])] = String(parts[1])
       }
     }
-    if let value = interval {
+    if let groupBy = parameters.string("group_by") {
+      guard !groupBy.isEmpty else { throw .badParameter("group_by", groupBy, allowed: "a label key, e.g. route") }
+      request.groupBy = groupBy
+    }
+    // Its unit depends on the mode.
+    let (range, unit) = SessionOptions.intervalParameterRange(for: request.mode)
+    let what =
+      request.mode.isAllocation
+      ? "bytes between allocation samples" : request.mode.isLock ? "lock sampling rate" : "microseconds"
+    if let number = try parameters.integer(
+      "interval", in: range, allowed: "\(what), \(range.lowerBound) ... \(range.upperBound) \(unit)")
+    {
       request.intervalGiven = true
-      let (range, unit) = SessionOptions.intervalParameterRange(for: request.mode)
-      guard let number = Int(value), range.contains(number) else {
-        let what =
-          request.mode.isAllocation
-          ? "bytes between allocation samples" : request.mode.isLock ? "lock sampling rate" : "microseconds"
-        throw .badParameter("interval", value, allowed: "\(what), \(range.lowerBound) ... \(range.upperBound) \(unit)")
-      }
       if request.mode.isAllocation {
         request.allocationRate = number
       } else if request.mode.isLock {
@@ -125,27 +96,18 @@ struct ProfileRequest: Sendable, Equatable {
         request.interval = .microseconds(number)
       }
     }
-    if let value = engine {
+    if parameters.string("engine") != nil {
       guard request.mode == .cpu else {
         throw RequestError(status: .badRequest, message: "parameter 'engine' applies to mode=cpu only")
       }
-      switch value {
-      case "auto": request.cpuEngine = .automatic
-      case "perf": request.cpuEngine = .perfEvents
-      case "timer": request.cpuEngine = .posixTimers
-      case "ticker": request.cpuEngine = .cpuTicker
-      default: throw .badParameter("engine", value, allowed: "auto, perf, timer, ticker")
-      }
+      request.cpuEngine = try parameters.choice(
+        "engine", ["auto": .automatic, "perf": .perfEvents, "timer": .posixTimers, "ticker": .cpuTicker])
     }
     if request.includesSuspendedTasks && request.mode != .wall {
       throw RequestError(status: .badRequest, message: "parameter 'tasks' applies to mode=wall only")
     }
     if request.duration > maxDuration { request.duration = maxDuration }
     return request
-  }
-
-  static func formatSeconds(_ seconds: Double) -> String {
-    seconds == seconds.rounded() ? String(Int(seconds)) : String(seconds)
   }
 }
 
@@ -163,21 +125,8 @@ enum PprofSeconds {
   static func parseOptional(
     _ query: HTTPQuery, maxDuration: Duration, ignoring ignored: Set<String> = []
   ) throws(RequestError) -> Duration? {
-    var duration: Duration? = nil
-    for (name, value) in query.parameters {
-      if ignored.contains(name) { continue }
-      guard name == "seconds" else {
-        let allowed = (["seconds"] + ignored.sorted()).joined(separator: ", ")
-        throw RequestError(status: .badRequest, message: "unknown parameter '\(name)': allowed \(allowed)")
-      }
-      let maxSeconds = min(86_400, Double(maxDuration.components.seconds))
-      guard let seconds = Double(value), seconds.isFinite, seconds > 0, seconds <= maxSeconds,
-        value.allSatisfy({ $0.isNumber || $0 == "." })
-      else {
-        throw .badParameter("seconds", value, allowed: "0 < seconds ≤ \(ProfileRequest.formatSeconds(maxSeconds))")
-      }
-      duration = .nanoseconds(Int64((seconds * 1e9).rounded()))
-    }
-    return duration.map { min($0, maxDuration) }
+    let parameters = try QueryParameters(query, allowed: ["seconds"], ignoring: ignored)
+    let seconds = try parameters.seconds("seconds", max: maxDuration) { "0 < seconds ≤ \($0)" }
+    return seconds.map { min($0, maxDuration) }
   }
 }

@@ -161,7 +161,14 @@ final class ProfileServerHandler: ChannelInboundHandler, RemovableChannelHandler
       return
     }
     let headOnly = head.method == .HEAD
-    switch route.handle(RouteRequest(query: query, method: head.method, body: body, coordinator: coordinator)) {
+    let action: RouteAction
+    do throws(RequestError) {
+      action = try route.handle(RouteRequest(query: query, method: head.method, body: body, coordinator: coordinator))
+    } catch {
+      // A route's parameters were refused (QueryParameters): the one error path.
+      action = .respond(.error(error.status, error.message))
+    }
+    switch action {
     case .respond(let response): send(context: context, response, headOnly: headOnly)
     case .run(let work): run(context: context, headOnly: headOnly, work)
     }
