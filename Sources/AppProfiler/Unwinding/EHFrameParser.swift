@@ -31,9 +31,9 @@ struct EHFrameParser {
 
   struct Malformed: Error {}
 
-  private let memory: UnsafeRawBufferPointer
+  let memory: UnsafeRawBufferPointer
   /// Runtime address of memory[0] (for pc-relative pointers).
-  private let base: UInt64
+  let base: UInt64
 
   init(memory: UnsafeRawBufferPointer, runtimeAddress: UInt64) {
     self.memory = memory
@@ -42,24 +42,24 @@ struct EHFrameParser {
 
   // MARK: Reading
 
-  private struct Cursor {
+  struct Cursor {
     var offset: Int
   }
 
-  private func u8(_ c: inout Cursor) throws -> UInt8 {
+  func u8(_ c: inout Cursor) throws -> UInt8 {
     guard c.offset < memory.count else { throw Malformed() }
     defer { c.offset += 1 }
     return memory[c.offset]
   }
 
-  private func fixed<T: FixedWidthInteger>(_ c: inout Cursor, _ type: T.Type) throws -> T {
+  func fixed<T: FixedWidthInteger>(_ c: inout Cursor, _ type: T.Type) throws -> T {
     let size = MemoryLayout<T>.size
     guard c.offset >= 0, c.offset + size <= memory.count else { throw Malformed() }
     defer { c.offset += size }
     return memory.loadUnaligned(fromByteOffset: c.offset, as: T.self)
   }
 
-  private func uleb(_ c: inout Cursor) throws -> UInt64 {
+  func uleb(_ c: inout Cursor) throws -> UInt64 {
     var result: UInt64 = 0
     var shift: UInt64 = 0
     while true {
@@ -70,7 +70,7 @@ struct EHFrameParser {
     }
   }
 
-  private func sleb(_ c: inout Cursor) throws -> Int64 {
+  func sleb(_ c: inout Cursor) throws -> Int64 {
     var result: Int64 = 0
     var shift: Int64 = 0
     var byte: UInt8
@@ -85,7 +85,7 @@ struct EHFrameParser {
 
   /// A pointer in DW_EH_PE encoding (format in the low nibble, application
   /// in bits 4–6; indirect pointers are not followed: the handler never needs them).
-  private func pointer(_ c: inout Cursor, encoding: UInt8) throws -> UInt64 {
+  func pointer(_ c: inout Cursor, encoding: UInt8) throws -> UInt64 {
     if encoding == 0xFF { return 0 }  // DW_EH_PE_omit
     let position = base &+ UInt64(c.offset)
     var value: UInt64
@@ -111,7 +111,7 @@ struct EHFrameParser {
 
   // MARK: CIEs and FDEs
 
-  private struct CIE {
+  struct CIE {
     var codeAlignment: UInt64
     var dataAlignment: Int64
     var returnRegister: UInt64
@@ -224,195 +224,5 @@ struct EHFrameParser {
       rows.append(cap_unwind_row(pc: pcBegin &+ pcRange, cfa_offset: 0, fp_offset: Int16(CAP_FP_SAME), kind: UInt8(CAP_ROW_NONE), r14_slot: 0))
     }
     return rows
-  }
-
-  // MARK: The CFA program
-
-  private struct State: Equatable {
-    var cfaRegister: UInt64 = Register.rsp
-    var cfaOffset: Int64 = 8
-    var cfaIsExpression = false
-    /// Offset from the CFA where rbp is saved; nil: same value (unchanged).
-    var rbpOffset: Int64? = nil
-    var rbpUnknown = false
-    /// The same for r14.
-    var r14Offset: Int64? = nil
-    var r14Unknown = false
-    var returnAddressUndefined = false
-
-    /// `register` now has a rule the handler cannot follow.
-    mutating func untrack(_ register: UInt64) {
-      if register == Register.rbp { rbpUnknown = true }
-      if register == Register.r14 { r14Unknown = true }
-    }
-
-    /// `register` is back to its rule in `initial`.
-    mutating func restore(_ register: UInt64, from initial: State) {
-      if register == Register.rbp { rbpOffset = initial.rbpOffset; rbpUnknown = initial.rbpUnknown }
-      if register == Register.r14 { r14Offset = initial.r14Offset; r14Unknown = initial.r14Unknown }
-      if register == Register.returnAddress { returnAddressUndefined = initial.returnAddressUndefined }
-    }
-  }
-
-  private func row(_ state: State, pc: UInt64) -> cap_unwind_row {
-    var kind = UInt8(CAP_ROW_NONE)
-    var cfaOffset: Int32 = 0
-    if state.returnAddressUndefined {
-      kind = UInt8(CAP_ROW_ROOT)
-    } else if state.cfaIsExpression {
-      kind = UInt8(CAP_ROW_PLT)
-    } else if !state.rbpUnknown, let offset = Int32(exactly: state.cfaOffset) {
-      if state.cfaRegister == Register.rsp {
-        kind = UInt8(CAP_ROW_SP)
-        cfaOffset = offset
-      } else if state.cfaRegister == Register.rbp {
-        kind = UInt8(CAP_ROW_FP)
-        cfaOffset = offset
-      }
-    }
-    var fpOffset = Int16(CAP_FP_SAME)
-    if let saved = state.rbpOffset, let narrow = Int16(exactly: saved) { fpOffset = narrow }
-    return cap_unwind_row(
-      pc: pc, cfa_offset: cfaOffset, fp_offset: fpOffset, kind: kind, r14_slot: Self.r14Slot(state))
-  }
-
-  /// r14's rule as the row stores it: CFA + 8 × slot, unchanged, or unknown.
-  private static func r14Slot(_ state: State) -> Int8 {
-    if state.r14Unknown { return Int8(CAP_R14_UNKNOWN) }
-    guard let offset = state.r14Offset else { return Int8(CAP_R14_SAME) }
-    guard offset % 8 == 0, let slot = Int8(exactly: offset / 8), slot != Int8(CAP_R14_UNKNOWN), slot != 0 else {
-      return Int8(CAP_R14_UNKNOWN)
-    }
-    return slot
-  }
-
-  private func run(cie: CIE, fde: Range<Int>, start: UInt64, into rows: MappedArray<cap_unwind_row>) {
-    var initial = State()
-    var state = State()
-    var location = start
-    var stack: [State] = []
-    var emitted: State? = nil
-
-    func emit() {
-      if emitted != state {
-        rows.append(row(state, pc: location))
-        emitted = state
-      }
-    }
-
-    func execute(_ range: Range<Int>, isCIE: Bool) {
-      var c = Cursor(offset: range.lowerBound)
-      func setRule(_ register: UInt64, offset: Int64?) {
-        if register == Register.rbp { state.rbpOffset = offset; state.rbpUnknown = false }
-        if register == Register.r14 { state.r14Offset = offset; state.r14Unknown = false }
-      }
-      do {
-        while c.offset < range.upperBound {
-          let opcode = try u8(&c)
-          let high = opcode & 0xC0
-          let low = UInt64(opcode & 0x3F)
-          if high == 0x40 {  // advance_loc
-            if !isCIE { emit() }
-            location &+= low * cie.codeAlignment
-            continue
-          }
-          if high == 0x80 {  // offset
-            let offset = Int64(try uleb(&c)) * cie.dataAlignment
-            setRule(low, offset: offset)
-            continue
-          }
-          if high == 0xC0 {  // restore
-            state.restore(low, from: initial)
-            continue
-          }
-          switch opcode {
-          case 0x00: break  // nop
-          case 0x01:  // set_loc
-            if !isCIE { emit() }
-            location = try pointer(&c, encoding: cie.pointerEncoding)
-          case 0x02, 0x03, 0x04:  // advance_loc1/2/4
-            let delta: UInt64
-            switch opcode {
-            case 0x02: delta = UInt64(try u8(&c))
-            case 0x03: delta = UInt64(try fixed(&c, UInt16.self))
-            default: delta = UInt64(try fixed(&c, UInt32.self))
-            }
-            if !isCIE { emit() }
-            location &+= delta * cie.codeAlignment
-          case 0x05:  // offset_extended
-            let register = try uleb(&c)
-            setRule(register, offset: Int64(try uleb(&c)) * cie.dataAlignment)
-          case 0x06:  // restore_extended
-            state.restore(try uleb(&c), from: initial)
-          case 0x07:  // undefined
-            let register = try uleb(&c)
-            if register == cie.returnRegister { state.returnAddressUndefined = true }
-            state.untrack(register)
-          case 0x08:  // same_value
-            setRule(try uleb(&c), offset: nil)
-          case 0x09:  // register: rbp lives in another register — not trackable
-            let register = try uleb(&c)
-            _ = try uleb(&c)
-            state.untrack(register)
-          case 0x0A: stack.append(state)  // remember_state
-          case 0x0B:  // restore_state
-            if let saved = stack.popLast() { state = saved }
-          case 0x0C:  // def_cfa
-            state.cfaRegister = try uleb(&c)
-            state.cfaOffset = Int64(try uleb(&c))
-            state.cfaIsExpression = false
-          case 0x0D:  // def_cfa_register
-            state.cfaRegister = try uleb(&c)
-            state.cfaIsExpression = false
-          case 0x0E:  // def_cfa_offset
-            state.cfaOffset = Int64(try uleb(&c))
-          case 0x0F:  // def_cfa_expression (PLT stubs)
-            let length = Int(try uleb(&c))
-            c.offset += length
-            state.cfaIsExpression = true
-          case 0x10:  // expression: rbp at a computed address — not trackable
-            let register = try uleb(&c)
-            let length = Int(try uleb(&c))
-            c.offset += length
-            state.untrack(register)
-          case 0x11:  // offset_extended_sf
-            let register = try uleb(&c)
-            setRule(register, offset: try sleb(&c) * cie.dataAlignment)
-          case 0x12:  // def_cfa_sf
-            state.cfaRegister = try uleb(&c)
-            state.cfaOffset = try sleb(&c) * cie.dataAlignment
-            state.cfaIsExpression = false
-          case 0x13:  // def_cfa_offset_sf
-            state.cfaOffset = try sleb(&c) * cie.dataAlignment
-          case 0x14:  // val_offset
-            let register = try uleb(&c)
-            _ = try uleb(&c)
-            state.untrack(register)
-          case 0x15:  // val_offset_sf
-            let register = try uleb(&c)
-            _ = try sleb(&c)
-            state.untrack(register)
-          case 0x16:  // val_expression
-            let register = try uleb(&c)
-            let length = Int(try uleb(&c))
-            c.offset += length
-            state.untrack(register)
-          case 0x2E: _ = try uleb(&c)  // GNU_args_size
-          case 0x2F:  // GNU_negative_offset_extended
-            let register = try uleb(&c)
-            setRule(register, offset: -Int64(try uleb(&c)) * cie.dataAlignment)
-          default:
-            throw Malformed()  // unknown opcode: stop here, keep what was emitted
-          }
-        }
-      } catch {
-        return
-      }
-    }
-
-    execute(cie.instructions, isCIE: true)
-    initial = state
-    execute(fde, isCIE: false)
-    emit()
   }
 }
