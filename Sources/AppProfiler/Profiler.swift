@@ -44,55 +44,9 @@ public final class Profiler: Sendable {
   /// The process's profiler.
   public static let shared = Profiler()
 
-  /// The sampling slot of one kind: the state machine, the running sampler,
-  /// where each of its consumers began reading. Held while a sampler arms or
-  /// stops, so a session asking meanwhile waits and then joins or starts anew.
-  struct Slot {
-    var machine = SessionStateMachine<RunKey>()
-    var run: SamplingRun?
-    var marks: [UInt64: SampleCollector.Mark] = [:]
-  }
-
-  final class KindSlot: Sendable {
-    let state = Mutex(Slot())
-  }
-
-  /// The samplers that run independently of each other: one per kind.
-  enum SamplerKind: CaseIterable {
-    case cpu, wall, alloc, block, mutex
-    /// Thread dumps (``threadSnapshot(options:)``): wall, one tick.
-    case snapshot
-    /// The flight recorder's cpu and wall sampling (``FlightRecorder``).
-    case flightCPU, flightWall
-
-    init(_ mode: Profile.Mode) {
-      switch mode {
-      case .wall: self = .wall
-      case .block: self = .block
-      case .mutex: self = .mutex
-      default: self = mode.isAllocation ? .alloc : .cpu
-      }
-    }
-
-    /// The C session (cpu and wall kinds).
-    var cMode: Int32 {
-      switch self {
-      case .cpu, .alloc, .block, .mutex: Int32(CAP_MODE_CPU)
-      case .wall: Int32(CAP_MODE_WALL)
-      case .snapshot: Int32(CAP_MODE_SNAPSHOT)
-      case .flightCPU: Int32(CAP_MODE_FLIGHT_CPU)
-      case .flightWall: Int32(CAP_MODE_FLIGHT_WALL)
-      }
-    }
-  }
-
-  /// One slot per kind: a cpu, a wall and an alloc sampler, the wall
-  /// sampler of thread dumps and the flight recorder's can run at once.
-  private let slots: [KindSlot] = SamplerKind.allCases.map { _ in KindSlot() }
-
-  private func slot(for kind: SamplerKind) -> KindSlot {
-    slots[SamplerKind.allCases.firstIndex(of: kind)!]
-  }
+  /// One sampler per slot (cpu, wall, alloc, block, mutex, thread dumps,
+  /// the flight recorder's cpu and wall) can run at once.
+  let slots = SamplerSlots()
 
   init() {}
 
@@ -102,9 +56,7 @@ public final class Profiler: Sendable {
   public static var isSupported: Bool { cap_sampler_available() != 0 }
 
   /// True while a sampler (of any kind) is arming, running or stopping.
-  public var isBusy: Bool {
-    slots.contains { slot in !slot.state.withLock { $0.machine.isIdle } }
-  }
+  public var isBusy: Bool { slots.isBusy }
 
   /// The sampling interval when none is given: 10 ms (100 Hz), as Go's
   /// `runtime/pprof` and async-profiler's default. At 100 Hz a cpu profile
@@ -190,7 +142,7 @@ public final class Profiler: Sendable {
     var options = options
     options.recordsKernelState = true
     options.joinsRunningSampler = false
-    let session = try attach(mode: .wall, interval: .milliseconds(20), options: options, scope: nil, kind: .snapshot)
+    let session = try attach(mode: .wall, interval: .milliseconds(20), options: options, scope: nil, slot: .snapshot)
     let deadline = ProfilingSession.clock(CLOCK_MONOTONIC) + 30_000_000
     while case let now = ProfilingSession.clock(CLOCK_MONOTONIC), now < deadline {
       var pause = timespec(tv_sec: 0, tv_nsec: Int(deadline - now))
@@ -225,113 +177,28 @@ public final class Profiler: Sendable {
     try attach(mode: mode, interval: interval, options: options, scope: .make())
   }
 
+  /// A new consumer of the sampler of `slot` (by default the one of
+  /// `mode`): joins it when it runs with the same sampling, else starts it.
   func attach(
-    mode: Profile.Mode, interval: Duration, options: SessionOptions, scope: LabelScope?, kind: SamplerKind? = nil
+    mode: Profile.Mode, interval: Duration, options: SessionOptions, scope: LabelScope?, slot: SamplerSlotID? = nil
   ) throws -> ProfilingSession {
-    let kind = kind ?? SamplerKind(mode)
+    let slot = slot ?? SamplerSlotID(for: mode)
     guard Self.isSupported else { throw ProfilerError.unsupportedPlatform }
     try Self.validate(mode: mode, interval: interval, options: options)
-    var key = RunKey(mode: mode, interval: interval, options: options)
-    // The session's window starts here, arming included (as it always has).
-    var startTime = ProfilingSession.clock(CLOCK_REALTIME)
-    var startMonotonic = ProfilingSession.clock(CLOCK_MONOTONIC)
-    let kindSlot = slot(for: kind)
-    let (run, consumer) = try kindSlot.state.withLock { slot throws -> (SamplingRun, UInt64) in
-      // A scraper's session reads whatever sampler of its kind runs.
-      if options.joinsRunningSampler, let running = slot.machine.runningKey { key = running }
-      switch slot.machine.attach(key) {
-      case .failure:
-        throw ProfilerError.busy
-      case .success(.joined(_, let consumer)):
-        guard let run = slot.run else { throw ProfilerError.busy }
-        run.consumerJoined()
-        slot.marks[consumer] = run.backend.mark()
-        return (run, consumer)
-      case .success(.newRun(let id, let consumer)):
-        do {
-          let backend: any SessionBackend
-          if mode.isAllocation {
-            // The window of allocation sessions starts once the wrappers
-            // are in place (building unwind tables first may take 0.5 s):
-            // in-use growth is per second of that window.
-            let installed = try AllocationBackend(
-              options: options, startTimeNanoseconds: nil, startMonotonicNanoseconds: nil)
-            startTime = installed.startTimeNanoseconds
-            startMonotonic = installed.startMonotonicNanoseconds
-            backend = installed
-          } else if let lockKind = LockRecorder.Kind(mode) {
-            let installed = try LockBackend(kind: lockKind, options: options)
-            startTime = installed.startTimeNanoseconds
-            startMonotonic = installed.startMonotonicNanoseconds
-            backend = installed
-          } else {
-            backend = try SignalSamplingBackend(kind: kind, mode: mode, interval: interval, options: options)
-          }
-          let run = SamplingRun(id: id, slot: kindSlot, backend: backend)
-          _ = slot.machine.armed(id)
-          slot.run = run
-          // The first consumer reads everything the new sampler took. An
-          // alloc window over continuous sampling is fresh too, but the
-          // continuous sampler's counters run on: its mark holds them.
-          slot.marks[consumer] = mode.isEvent ? backend.mark() : SampleCollector.Mark()
-          return (run, consumer)
-        } catch {
-          slot.machine.failed(id)
-          throw error
-        }
-      }
+    // The session's window starts here, arming included (as it always has),
+    // unless the sampler says when (the wrappers: once installed).
+    var start = (realtime: ProfilingSession.clock(CLOCK_REALTIME), monotonic: ProfilingSession.clock(CLOCK_MONOTONIC))
+    let attached = try slots[slot].attach(
+      RunKey(mode: mode, interval: interval, options: options), joinsRunning: options.joinsRunningSampler,
+      isEvent: mode.isEvent
+    ) {
+      let made = try makeSessionBackend(slot: slot, mode: mode, interval: interval, options: options)
+      if let windowStart = made.windowStart { start = windowStart }
+      return made.backend
     }
     return ProfilingSession(
-      profiler: self, run: run, consumer: consumer, mode: mode, interval: key.interval, options: options, scope: scope,
-      sampler: kind.cMode, startTimeNanoseconds: startTime, startMonotonicNanoseconds: startMonotonic)
-  }
-
-  enum Detached {
-    /// The samples of the run (all of them: subtract the mark) and its report.
-    case kept(SampleCollector, SessionReport, SampleCollector.Mark)
-    case dropped
-    case notAttached
-  }
-
-  /// A consumer leaves its run: the last one stops the sampler.
-  func detach(_ consumer: UInt64, of run: SamplingRun, keepingSamples: Bool) -> Detached {
-    run.slot.state.withLock { slot in
-      guard slot.run === run else { return .notAttached }
-      switch slot.machine.detach(consumer) {
-      case .notAttached:
-        return .notAttached
-      case .others:
-        let mark = slot.marks.removeValue(forKey: consumer) ?? SampleCollector.Mark()
-        guard keepingSamples else { return .dropped }
-        let (collector, report) = run.backend.snapshot(keeping: Array(slot.marks.values))
-        return .kept(collector, report, mark)
-      case .last(let id):
-        let mark = slot.marks.removeValue(forKey: consumer) ?? SampleCollector.Mark()
-        slot.run = nil
-        slot.marks = [:]
-        defer { slot.machine.finished(id) }
-        guard keepingSamples else {
-          run.backend.cancel()
-          return .dropped
-        }
-        let (collector, report) = run.backend.finish()
-        return .kept(collector, report, mark)
-      }
-    }
-  }
-
-  /// A consumer takes the samples of its window so far and goes on reading
-  /// from exactly where they end (the mark is taken from the same snapshot,
-  /// so consecutive windows neither overlap nor leave a gap).
-  func rotate(_ consumer: UInt64, of run: SamplingRun) -> Detached {
-    run.slot.state.withLock { slot in
-      guard slot.run === run, let mark = slot.marks[consumer] else { return .notAttached }
-      let (collector, report) = run.backend.snapshot(keeping: Array(slot.marks.values))
-      slot.marks[consumer] = collector.mark(
-        counters: SamplerCounters(
-          recorded: report.samplesRecorded, dropped: report.samplesDropped, complete: report.completeStacks))
-      return .kept(collector, report, mark)
-    }
+      run: attached.run, consumer: attached.consumer, mode: mode, interval: attached.key.interval, options: options,
+      scope: scope, startTimeNanoseconds: start.realtime, startMonotonicNanoseconds: start.monotonic)
   }
 
   /// Function names (demangled) of code addresses in this process, for the

@@ -110,14 +110,14 @@ size_t cap_alloc_drain(void *out, size_t capacity, int full_scan) {
 void cap_alloc_stats_get(cap_alloc_stats *out) {
   cap_session *s = &cap_alloc_session;
   memset(out, 0, sizeof *out);
-  out->samples_written = atomic_load(&s->samples_written);
-  out->samples_dropped = atomic_load(&s->samples_dropped);
-  out->complete_samples = atomic_load(&s->complete_samples);
+  out->samples_written = atomic_load_explicit(&s->counters.samples_written, memory_order_relaxed);
+  out->samples_dropped = atomic_load_explicit(&s->counters.samples_dropped, memory_order_relaxed);
+  out->complete_samples = atomic_load_explicit(&s->counters.complete_samples, memory_order_relaxed);
   out->patched_slots = g_alloc.patched_slots;
   out->patched_images = g_alloc.patched_images;
   out->mean_bytes = atomic_load(&cap_alloc_mean);
-  out->async_stitched = atomic_load(&s->async_stitched);
-  out->async_broken = atomic_load(&s->async_broken);
+  out->async_stitched = atomic_load_explicit(&s->counters.async_stitched, memory_order_relaxed);
+  out->async_broken = atomic_load_explicit(&s->counters.async_broken, memory_order_relaxed);
 }
 
 int cap_alloc_redirected_entries(void) { return cap_wrapped_count(&g_alloc); }

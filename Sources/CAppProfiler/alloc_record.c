@@ -96,7 +96,7 @@ static void cap_alloc_record(cap_alloc_thread *t, size_t size, uint64_t type, ui
     // whose id is not in the set was freed.
     slot->header.heap_id = cap_heap_insert(address);
     cap_slot_commit(slot);
-    atomic_fetch_add_explicit(&s->samples_written, 1, memory_order_relaxed);
+    CAP_COUNT(s, samples_written, 1);
   }
   atomic_fetch_sub(&s->handlers_running, 1);
 }

@@ -121,10 +121,8 @@ __attribute__((noinline)) void cap_capture_caller(cap_session *s, cap_stack_cach
     __asm__ volatile("lea 0(%%rip), %0\n\tmov %%rsp, %1\n\tmov %%rbp, %2\n\tmov %%r14, %3"
                      : "=&r"(here_pc), "=&r"(here_sp), "=&r"(here_fp), "=&r"(here_r14));
     if (cap_caller_stack_bounds(cache, s, here_sp, &low, &high)) {
-      int truncated = 0, complete = 0;
-      depth = cap_unwind_cfi(s->unwind_images, s->unwind_image_count, here_pc, here_sp, here_fp, here_r14,
-                             walk.executor_count > 0 ? &walk : 0, low, high, slot->frames, CAP_MAX_DEPTH,
-                             &truncated, &complete);
+      uint16_t here_flags = 0;
+      depth = cap_walk_stack(s, here_pc, here_sp, here_fp, here_r14, &walk, low, high, slot->frames, &here_flags);
       uint32_t skip = 0;
       while (skip < depth && skip < 8 && slot->frames[skip] != pc) skip++;
       if (skip < depth && slot->frames[skip] == pc) {
@@ -134,11 +132,7 @@ __attribute__((noinline)) void cap_capture_caller(cap_session *s, cap_stack_cach
         for (uint32_t i = skip; i < depth; i++) slot->frames[i - skip] = slot->frames[i];
         depth -= skip;
         walked = 1;
-        if (truncated) flags |= CAP_SAMPLE_TRUNCATED;
-        if (complete) {
-          flags |= CAP_SAMPLE_COMPLETE;
-          atomic_fetch_add_explicit(&s->complete_samples, 1, memory_order_relaxed);
-        }
+        flags = here_flags;
       } else {
         walk.stitched = walk.broken = 0;
       }
@@ -147,37 +141,16 @@ __attribute__((noinline)) void cap_capture_caller(cap_session *s, cap_stack_cach
 #endif
   if (!walked) {
     if (cap_caller_stack_bounds(cache, s, sp, &low, &high)) {
-      int truncated = 0;
-#if defined(__x86_64__)
-      if (s->unwind_image_count > 0) {
-        int complete = 0;
-        depth = cap_unwind_cfi(s->unwind_images, s->unwind_image_count, pc, sp, fp, 0, 0, low, high,
-                               slot->frames, CAP_MAX_DEPTH, &truncated, &complete);
-        if (complete) {
-          flags |= CAP_SAMPLE_COMPLETE;
-          atomic_fetch_add_explicit(&s->complete_samples, 1, memory_order_relaxed);
-        }
-      } else
-#endif
-      {
-        depth = cap_unwind_fp(pc, fp, low, high, slot->frames, CAP_MAX_DEPTH, &truncated);
-      }
-      if (truncated) flags |= CAP_SAMPLE_TRUNCATED;
+      // From the wrapper's frame record: no r14 and no async stitching.
+      depth = cap_walk_stack(s, pc, sp, fp, 0, 0, low, high, slot->frames, &flags);
     } else {
-      slot->frames[0] = pc;
-      depth = 1;
-      flags |= CAP_SAMPLE_NO_STACK_BOUNDS;
+      depth = cap_walk_leaf_only(pc, slot->frames, &flags);
     }
   }
   cap_ranges_release(set);
   cap_sample_context_end(s, &walk);
-  slot->header.task = task;
-  slot->header.labels = labels;
-  slot->header.timestamp_ns = cap_now_ns(CLOCK_MONOTONIC);
   if (cache->tid == 0) cache->tid = (int32_t)syscall(SYS_gettid);
-  slot->header.tid = cache->tid;
-  slot->header.depth = (uint16_t)depth;
-  slot->header.flags = flags;
+  cap_sample_finish(s, slot, cache->tid, depth, flags, task, labels);
 }
 
 #endif  // CAP_HAVE_SAMPLER

@@ -2,10 +2,12 @@
 // threads), shared by session_linux.c and the engines. Nothing here runs in
 // the signal handler; the handler's state is cap_session (cap_session.h).
 //
-// Engines, one file each, get the session and this state passed in:
-//   engine_perf_linux.c   perf events (task clock per thread)
-//   engine_timer_linux.c  POSIX CPU timers
-//   engine_wall_linux.c   the wall ticker
+// Engines, one file each, behind one small table of operations
+// (cap_engine, as async-profiler's Engine):
+//   engine_perf_linux.c     perf events (task clock per thread)
+//   engine_timer_linux.c    POSIX CPU timers
+//   engine_wall_linux.c     the wall ticker
+//   engine_cputick_linux.c  the CPU ticker
 #ifndef CAP_SAMPLER_H
 #define CAP_SAMPLER_H
 
@@ -23,13 +25,30 @@ typedef struct cap_sampler {
   /// wall tick touches only the entries of threads that exist.
   uint32_t *live_list;
   uint32_t live_list_count;
-  // Counters, published through cap_session_stats.
-  _Atomic uint64_t repeat_records;
-  _Atomic uint64_t signals_sent;
-  _Atomic uint64_t threads_signal_blocked;
-  _Atomic uint64_t undelivered_ticks;
-  _Atomic uint64_t pending_skips;
 } cap_sampler;
+
+/// One way of sampling: what session_linux.c calls, for every engine alike.
+typedef struct cap_engine {
+  int32_t id;        // CAP_ENGINE_*
+  const char *name;  // as profiles name it
+  /// 0 when the engine can run here, else -errno (NULL: always can).
+  int (*probe)(cap_session *session, cap_sampler *sampler);
+  /// Starts sampling one thread; 0 or -errno.
+  int (*arm)(cap_session *session, cap_sampler *sampler, cap_thread *thread, int32_t tid);
+  /// Stops sampling one thread (its perf event or timer is released by the
+  /// caller, for every engine); NULL: nothing more to do.
+  void (*disarm)(cap_session *session, cap_sampler *sampler, cap_thread *thread, int32_t tid);
+  /// One tick of the ticker thread, at randomized intervals of the
+  /// session's mean; NULL: the engine has no ticks (the ticker only looks
+  /// for new threads).
+  void (*tick)(cap_session *session, cap_sampler *sampler, uint64_t now);
+  /// After the last tick, once no handler runs; NULL: nothing.
+  void (*finish)(cap_session *session, cap_sampler *sampler);
+} cap_engine;
+
+extern const cap_engine cap_engine_perf, cap_engine_timer, cap_engine_wall, cap_engine_cputick;
+/// The engine of `id` (CAP_ENGINE_*, not AUTO), or NULL.
+const cap_engine *cap_engine_of(int32_t id);
 
 // cap_support_linux.c
 uint64_t cap_clock_ns(clockid_t clock);
@@ -46,28 +65,8 @@ void cap_set_message(char *message, size_t len, const char *text, int error);
 /// Ticker side: claims an empty or tombstoned entry for `tid`, or NULL.
 cap_thread *cap_thread_insert(cap_session *session, int32_t tid);
 
-// engine_perf_linux.c
-/// 0 when perf events can be opened here (kernel time dropped if refused).
-int cap_perf_probe(cap_sampler *sampler, uint64_t interval_ns);
-int cap_perf_arm(cap_session *session, cap_sampler *sampler, cap_thread *thread, int32_t tid);
-
-// engine_timer_linux.c
-int cap_timer_arm(cap_session *session, cap_thread *thread, int32_t tid);
-
 // engine_wall_linux.c
-int cap_wall_arm(cap_session *session, cap_thread *thread, int32_t tid);
-/// One tick: signal the threads that ran, extend the runs of the others.
-void cap_wall_tick(cap_session *session, cap_sampler *sampler, uint64_t now);
-/// Writes the open run of unchanged ticks of `thread`, if any.
-void cap_wall_flush(cap_session *session, cap_sampler *sampler, cap_thread *thread, int32_t tid);
-/// After the last tick: a record for each thread whose signal was never handled.
-void cap_wall_account_undelivered(cap_session *session, cap_sampler *sampler);
 /// The tickers' signal to one thread (SI_QUEUE with the session's cookie).
 int cap_send_tick_signal(cap_session *session, cap_sampler *sampler, pid_t pid, int32_t tid);
-
-// engine_cputick_linux.c
-int cap_cputick_arm(cap_session *session, cap_thread *thread, int32_t tid);
-/// One tick: signal the threads whose CPU time passed their next target.
-void cap_cputick_tick(cap_session *session, cap_sampler *sampler, uint64_t now);
 
 #endif

@@ -75,15 +75,24 @@ typedef struct cap_slot {
   uint64_t frames[CAP_MAX_DEPTH];
 } cap_slot;
 
-/// One session per kind (cpu, wall, snapshot: the one-tick wall sessions of
-/// thread dumps, and the flight recorder's cpu and wall), so a cpu profile, a
-/// wall profile, a thread dump and the flight recorder run at once. Only
-/// the cpu kind uses perf events (their signals carry no cookie). Static objects (never
-/// unmapped), so a late signal can always read `active` safely.
+/// The handler's counters (relaxed atomics), one field per CAP_COUNTERS
+/// entry: cleared at once at start, copied out at once (cap_counters_copy).
+typedef struct cap_counters {
+#define CAP_COUNTER_FIELD(name) _Atomic uint64_t name;
+  CAP_COUNTERS(CAP_COUNTER_FIELD)
+#undef CAP_COUNTER_FIELD
+} cap_counters;
+
+/// One session per CAP_SESSION_* (cpu, wall, snapshot: the one-tick wall
+/// sessions of thread dumps, and the flight recorder's cpu and wall), so a
+/// cpu profile, a wall profile, a thread dump and the flight recorder run at
+/// once. Perf events' signals carry no cookie: only the cpu session arms
+/// them. Static objects (never unmapped), so a late signal can always read
+/// `active` safely.
 typedef struct cap_session {
   _Atomic int32_t active;            // (h) handler records only while 1
   _Atomic int32_t handlers_running;  // (h) handlers past the entry check
-  int32_t mode;
+  int32_t mode;                      // CAP_MODE_*: what a sample measures
   int32_t engine;
   int32_t signal_number;
   _Atomic uint32_t generation;       // (h) cookie of this session's signals
@@ -116,23 +125,10 @@ typedef struct cap_session {
   // Swift concurrency (h, read only): executors to stitch at, task TLS slot.
   cap_async_config async;
 
-  // Counters (h): relaxed atomics.
-  _Atomic uint64_t samples_written;
-  _Atomic uint64_t samples_dropped;
-  _Atomic uint64_t complete_samples;
-  _Atomic uint64_t async_stitched;   // (h) samples with async callers stitched in
-  _Atomic uint64_t async_broken;     // (h) of those, chains cut by an unreadable context
+  cap_counters counters;             // (h)
 } cap_session;
 
-enum {
-  CAP_KIND_CPU = 0,
-  CAP_KIND_WALL = 1,
-  CAP_KIND_SNAPSHOT = 2,
-  CAP_KIND_FLIGHT_CPU = 3,
-  CAP_KIND_FLIGHT_WALL = 4,
-  CAP_KIND_COUNT = 5
-};
-extern cap_session cap_sessions[CAP_KIND_COUNT];
+extern cap_session cap_sessions[CAP_SESSION_COUNT];
 /// (h) Ours but late: no running session has the signal's generation.
 extern _Atomic uint64_t cap_stale_signals;
 
@@ -184,6 +180,24 @@ int cap_signal_install(int signal_number);
 void cap_ranges_refresh(cap_session *session);
 /// Off the signal path: copies finished samples of `session` (see cap_session_drain).
 size_t cap_slots_drain(cap_session *session, void *out, size_t capacity, int full_scan);
+
+/// Off the signal path: every counter of `counters` to 0 (before the session
+/// is active).
+static inline void cap_counters_clear(cap_counters *counters) {
+#define CAP_COUNTER_CLEAR(name) atomic_store_explicit(&counters->name, 0, memory_order_relaxed);
+  CAP_COUNTERS(CAP_COUNTER_CLEAR)
+#undef CAP_COUNTER_CLEAR
+}
+
+/// Off the signal path: every counter into `out`.
+static inline void cap_counters_copy(cap_counters *counters, cap_stats *out) {
+#define CAP_COUNTER_COPY(name) out->name = atomic_load_explicit(&counters->name, memory_order_relaxed);
+  CAP_COUNTERS(CAP_COUNTER_COPY)
+#undef CAP_COUNTER_COPY
+}
+
+/// (h) Adds `n` to a counter.
+#define CAP_COUNT(session, name, n) atomic_fetch_add_explicit(&(session)->counters.name, (n), memory_order_relaxed)
 
 /// `clock` now in ns (async-signal-safe: clock_gettime).
 static inline uint64_t cap_now_ns(clockid_t clock) {

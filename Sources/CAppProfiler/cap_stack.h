@@ -6,6 +6,8 @@
 
 #include "cap_session.h"
 #include "unwind_async.h"
+#include "unwind_cfi.h"
+#include "unwind_fp.h"
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -74,9 +76,60 @@ static inline void cap_sample_context(const cap_session *s, const cap_range_set 
 /// After the walk: its counters, and a fresh snapshot asked for when a read
 /// fell outside this one.
 static inline void cap_sample_context_end(cap_session *s, const cap_async_walk *walk) {
-  if (walk->stitched) atomic_fetch_add_explicit(&s->async_stitched, 1, memory_order_relaxed);
-  if (walk->broken) atomic_fetch_add_explicit(&s->async_broken, 1, memory_order_relaxed);
+  if (walk->stitched) CAP_COUNT(s, async_stitched, 1);
+  if (walk->broken) CAP_COUNT(s, async_broken, 1);
   if (walk->missed) atomic_store_explicit(&s->ranges_stale, 1, memory_order_relaxed);
+}
+
+/// The one stack walk of the signal handler and the wrappers' recorders:
+/// from the registers (pc, sp, fp, and r14 — the Swift async context —
+/// where known, else 0) within [low, high), into `frames`. CFI tables when
+/// the session has them (x86_64), frame pointers otherwise; `walk` (may be
+/// NULL) stitches async callers. Adds CAP_SAMPLE_TRUNCATED and
+/// CAP_SAMPLE_COMPLETE to `flags`; counts nothing (cap_sample_finish does).
+static inline uint32_t cap_walk_stack(const cap_session *s, uint64_t pc, uint64_t sp, uint64_t fp, uint64_t r14,
+                                      cap_async_walk *walk, uint64_t low, uint64_t high, uint64_t *frames,
+                                      uint16_t *flags) {
+  int truncated = 0;
+  uint32_t depth;
+#if defined(__x86_64__)
+  if (s->unwind_image_count > 0) {
+    int complete = 0;
+    depth = cap_unwind_cfi(s->unwind_images, s->unwind_image_count, pc, sp, fp, r14,
+                           walk != 0 && walk->executor_count > 0 ? walk : 0, low, high, frames, CAP_MAX_DEPTH,
+                           &truncated, &complete);
+    if (complete) *flags |= CAP_SAMPLE_COMPLETE;
+  } else
+#endif
+  {
+    (void)s, (void)sp, (void)r14, (void)walk;
+    depth = cap_unwind_fp(pc, fp, low, high, frames, CAP_MAX_DEPTH, &truncated);
+  }
+  if (truncated) *flags |= CAP_SAMPLE_TRUNCATED;
+  return depth;
+}
+
+/// A stack of one frame, `pc`, where the stack's bounds are unknown.
+static inline uint32_t cap_walk_leaf_only(uint64_t pc, uint64_t *frames, uint16_t *flags) {
+  frames[0] = pc;
+  *flags |= CAP_SAMPLE_NO_STACK_BOUNDS;
+  return 1;
+}
+
+/// Fills the header of a walked sample (weight 1, no object, no heap id:
+/// the caller sets what its kind adds) and counts a complete stack.
+static inline void cap_sample_finish(cap_session *s, cap_slot *slot, int32_t tid, uint32_t depth, uint16_t flags,
+                                     uint64_t task, uint64_t labels) {
+  if (flags & CAP_SAMPLE_COMPLETE) CAP_COUNT(s, complete_samples, 1);
+  slot->header.timestamp_ns = cap_now_ns(CLOCK_MONOTONIC);
+  slot->header.weight = 1;
+  slot->header.tid = tid;
+  slot->header.depth = (uint16_t)depth;
+  slot->header.flags = flags;
+  slot->header.object_type = 0;
+  slot->header.task = task;
+  slot->header.labels = labels;
+  slot->header.heap_id = 0;
 }
 
 /// Finds the mapping that holds `sp` in the current snapshot. Returns 1 and

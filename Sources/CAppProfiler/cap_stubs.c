@@ -28,19 +28,23 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
   return -ENOSYS;
 }
 uint64_t cap_scheduler_tick_ns(void) { return 10000000ull; }
-size_t cap_session_drain(int32_t mode, void *out, size_t capacity, int full_scan) {
-  (void)mode, (void)out, (void)capacity, (void)full_scan;
+size_t cap_session_drain(int32_t session, void *out, size_t capacity, int full_scan) {
+  (void)session, (void)out, (void)capacity, (void)full_scan;
   return 0;
 }
-void cap_session_stop(int32_t mode) { (void)mode; }
-void cap_session_release(int32_t mode) { (void)mode; }
-void cap_session_stats(int32_t mode, cap_stats *out) {
-  (void)mode;
+void cap_session_stop(int32_t session) { (void)session; }
+void cap_session_release(int32_t session) { (void)session; }
+void cap_session_stats(int32_t session, cap_stats *out) {
+  (void)session;
   memset(out, 0, sizeof *out);
 }
-int cap_session_active(int32_t mode) {
-  (void)mode;
+int cap_session_active(int32_t session) {
+  (void)session;
   return 0;
+}
+const char *cap_engine_name(int32_t engine, int32_t exclude_kernel) {
+  (void)engine, (void)exclude_kernel;
+  return "none";
 }
 int cap_handler_installed(int signal_number) {
   (void)signal_number;

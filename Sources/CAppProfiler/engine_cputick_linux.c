@@ -34,7 +34,8 @@
 /// two ticks, or a very short interval); past it the targets restart from now.
 #define CAP_CPUTICK_MAX_TARGETS 4096u
 
-int cap_cputick_arm(cap_session *s, cap_thread *t, int32_t tid) {
+static int cputick_arm(cap_session *s, cap_sampler *sampler, cap_thread *t, int32_t tid) {
+  (void)sampler;
   uint64_t cpu = 0;
   if (cap_read_thread_cpu(tid, &cpu) != 0) return -errno;
   t->jitter_state = cap_jitter_seed((uint64_t)tid ^ cap_clock_ns(CLOCK_MONOTONIC));
@@ -54,7 +55,7 @@ static int thread_is_running(int32_t tid, uint64_t before) {
   return cap_read_thread_cpu(tid, &again) == 0 && again > before;
 }
 
-void cap_cputick_tick(cap_session *s, cap_sampler *sampler, uint64_t now) {
+static void cputick_tick(cap_session *s, cap_sampler *sampler, uint64_t now) {
   pid_t pid = atomic_load_explicit(&s->pid, memory_order_relaxed);
   for (uint32_t n = 0; n < sampler->live_list_count; n++) {
     cap_thread *t = &s->threads[sampler->live_list[n]];
@@ -78,18 +79,21 @@ void cap_cputick_tick(cap_session *s, cap_sampler *sampler, uint64_t now) {
     // finds the thread running (or it waited too long).
     if (atomic_load_explicit(&t->pending_weight, memory_order_relaxed) == 0) continue;
     if (atomic_load_explicit(&t->pending, memory_order_acquire)) {
-      atomic_fetch_add_explicit(&sampler->pending_skips, 1, memory_order_relaxed);
+      CAP_COUNT(s, pending_skips, 1);
       continue;
     }
     int running = thread_is_running(tid, cpu);
     if (now - t->pending_since_ns < CAP_CPUTICK_MAX_WAIT_NS && !running) continue;
     atomic_store_explicit(&t->pending, 1, memory_order_release);
     if (cap_send_tick_signal(s, sampler, pid, tid) == 0) {
-      atomic_fetch_add_explicit(&sampler->signals_sent, 1, memory_order_relaxed);
+      CAP_COUNT(s, signals_sent, 1);
     } else {
       atomic_store(&t->pending, 0);
     }
   }
 }
+
+const cap_engine cap_engine_cputick = {
+    CAP_ENGINE_CPU_TICKER, "cpu_ticker(thread-cpu-clock, tgkill)", 0, cputick_arm, 0, cputick_tick, 0};
 
 #endif  // CAP_HAVE_SAMPLER

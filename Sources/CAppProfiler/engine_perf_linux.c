@@ -51,14 +51,14 @@ static int cap_perf_open(cap_sampler *sampler, uint64_t interval_ns, int32_t tid
   return fd < 0 ? -errno : fd;
 }
 
-int cap_perf_probe(cap_sampler *sampler, uint64_t interval_ns) {
-  int fd = cap_perf_open(sampler, interval_ns, 0);
+static int perf_probe(cap_session *s, cap_sampler *sampler) {
+  int fd = cap_perf_open(sampler, s->interval_ns, 0);
   if (fd < 0) return fd;
   close(fd);
   return 0;
 }
 
-int cap_perf_arm(cap_session *s, cap_sampler *sampler, cap_thread *t, int32_t tid) {
+static int perf_arm(cap_session *s, cap_sampler *sampler, cap_thread *t, int32_t tid) {
   t->jitter_state = cap_jitter_seed((uint64_t)tid ^ cap_clock_ns(CLOCK_MONOTONIC));
   int fd = cap_perf_open(sampler, cap_jittered_interval(&t->jitter_state, s->interval_ns), tid);
   if (fd < 0) return fd;
@@ -81,5 +81,9 @@ int cap_perf_arm(cap_session *s, cap_sampler *sampler, cap_thread *t, int32_t ti
   }
   return 0;
 }
+
+/// The fd is closed by the caller (every engine's per-thread resources
+/// are released in one place, session_linux.c).
+const cap_engine cap_engine_perf = {CAP_ENGINE_PERF_EVENT, "perf_event(task-clock)", perf_probe, perf_arm, 0, 0, 0};
 
 #endif  // CAP_HAVE_SAMPLER

@@ -25,7 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
-int cap_timer_arm(cap_session *s, cap_thread *t, int32_t tid) {
+static int timer_arm(cap_session *s, cap_sampler *sampler, cap_thread *t, int32_t tid) {
+  (void)sampler;
   struct sigevent event;
   memset(&event, 0, sizeof event);
   event.sigev_notify = SIGEV_THREAD_ID;
@@ -59,5 +60,7 @@ int cap_timer_arm(cap_session *s, cap_thread *t, int32_t tid) {
   }
   return 0;
 }
+
+const cap_engine cap_engine_timer = {CAP_ENGINE_POSIX_TIMER, "posix_timer(thread-cpu-clock)", 0, timer_arm, 0, 0, 0};
 
 #endif  // CAP_HAVE_SAMPLER

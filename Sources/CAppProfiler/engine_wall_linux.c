@@ -20,8 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
-int cap_wall_arm(cap_session *s, cap_thread *t, int32_t tid) {
-  (void)s;
+static int wall_arm(cap_session *s, cap_sampler *sampler, cap_thread *t, int32_t tid) {
+  (void)s, (void)sampler;
   uint64_t cpu = 0;
   if (cap_read_thread_cpu(tid, &cpu) != 0) return -errno;
   t->last_cpu_ns = cpu;
@@ -30,6 +30,7 @@ int cap_wall_arm(cap_session *s, cap_thread *t, int32_t tid) {
 
 static void write_record(cap_session *s, cap_sampler *sampler, int32_t tid, uint64_t timestamp,
                          uint64_t weight, uint16_t flags) {
+  (void)sampler;
   cap_slot *slot = cap_slot_acquire(s);
   if (slot == 0) return;
   slot->header.timestamp_ns = timestamp;
@@ -41,10 +42,10 @@ static void write_record(cap_session *s, cap_sampler *sampler, int32_t tid, uint
   slot->header.task = 0;
   slot->header.labels = 0;
   cap_slot_commit(slot);
-  atomic_fetch_add(&sampler->repeat_records, 1);
+  CAP_COUNT(s, repeat_records, 1);
 }
 
-void cap_wall_flush(cap_session *s, cap_sampler *sampler, cap_thread *t, int32_t tid) {
+static void wall_flush(cap_session *s, cap_sampler *sampler, cap_thread *t, int32_t tid) {
   if (t->repeat_count == 0) return;
   write_record(s, sampler, tid, t->repeat_first_ns, t->repeat_count,
                (uint16_t)(CAP_SAMPLE_REPEAT | t->repeat_flags));
@@ -65,7 +66,7 @@ static void add_repeat(cap_session *s, cap_sampler *sampler, cap_thread *t, int3
   if (t->repeat_count > 0 &&
       (t->repeat_flags != flags || t->repeat_count >= CAP_MAX_RUN ||
        ((flags & CAP_SAMPLE_SIGNAL_BLOCKED) && now - t->repeat_first_ns >= CAP_SIGNAL_BLOCKED_RUN_NS))) {
-    cap_wall_flush(s, sampler, t, tid);
+    wall_flush(s, sampler, t, tid);
   }
   if (t->repeat_count == 0) {
     t->repeat_first_ns = now;
@@ -104,7 +105,7 @@ int cap_send_tick_signal(cap_session *s, cap_sampler *sampler, pid_t pid, int32_
   return (int)syscall(SYS_rt_tgsigqueueinfo, pid, tid, s->signal_number, &info);
 }
 
-void cap_wall_tick(cap_session *s, cap_sampler *sampler, uint64_t now) {
+static void wall_tick(cap_session *s, cap_sampler *sampler, uint64_t now) {
   pid_t pid = atomic_load_explicit(&s->pid, memory_order_relaxed);
   for (uint32_t n = 0; n < sampler->live_list_count; n++) {
     cap_thread *t = &s->threads[sampler->live_list[n]];
@@ -115,13 +116,13 @@ void cap_wall_tick(cap_session *s, cap_sampler *sampler, uint64_t now) {
       // a CPU (the previous stack stands), or blocking the signal (checked
       // once per stretch; charged to [signal blocked]). Never signalled again
       // while the signal is pending: a second one would merge into it anyway.
-      atomic_fetch_add_explicit(&sampler->pending_skips, 1, memory_order_relaxed);
+      CAP_COUNT(s, pending_skips, 1);
       if (t->pending_ticks++ == 0 && thread_blocks_signal(tid, s->signal_number)) {
         t->signal_blocked = 1;
-        atomic_fetch_add(&sampler->threads_signal_blocked, 1);
+        CAP_COUNT(s, threads_signal_blocked, 1);
       }
       if (t->signal_blocked) {
-        atomic_fetch_add_explicit(&sampler->undelivered_ticks, 1, memory_order_relaxed);
+        CAP_COUNT(s, undelivered_ticks, 1);
         add_repeat(s, sampler, t, tid, now, CAP_SAMPLE_UNDELIVERED | CAP_SAMPLE_SIGNAL_BLOCKED);
       } else {
         add_repeat(s, sampler, t, tid, now, 0);
@@ -139,7 +140,7 @@ void cap_wall_tick(cap_session *s, cap_sampler *sampler, uint64_t now) {
       add_repeat(s, sampler, t, tid, now, CAP_SAMPLE_IDLE);
       continue;
     }
-    cap_wall_flush(s, sampler, t, tid);
+    wall_flush(s, sampler, t, tid);
     atomic_store_explicit(&t->pending_flags, ran ? 0u : (uint32_t)CAP_SAMPLE_IDLE,
                           memory_order_relaxed);
     t->pending_ticks = 0;
@@ -148,7 +149,7 @@ void cap_wall_tick(cap_session *s, cap_sampler *sampler, uint64_t now) {
     atomic_store_explicit(&t->pending, 1, memory_order_release);
     if (cap_send_tick_signal(s, sampler, pid, tid) == 0) {
       t->has_sample = 1;
-      atomic_fetch_add_explicit(&sampler->signals_sent, 1, memory_order_relaxed);
+      CAP_COUNT(s, signals_sent, 1);
     } else {
       atomic_store(&t->pending, 0);
     }
@@ -158,21 +159,23 @@ void cap_wall_tick(cap_session *s, cap_sampler *sampler, uint64_t now) {
 /// After the last tick: a thread whose last signal was never handled gets a
 /// record for that tick, so it is listed (never silently dropped) — as
 /// [signal blocked] when it blocks the signal, else as its previous stack.
-void cap_wall_account_undelivered(cap_session *s, cap_sampler *sampler) {
+static void wall_finish(cap_session *s, cap_sampler *sampler) {
   for (uint32_t i = 0; i < s->thread_capacity; i++) {
     cap_thread *t = &s->threads[i];
     int32_t tid = atomic_load(&t->tid);
     if (tid <= 0 || !atomic_load(&t->pending)) continue;
-    cap_wall_flush(s, sampler, t, tid);
+    wall_flush(s, sampler, t, tid);
     uint16_t flags = 0;
     if (t->signal_blocked || thread_blocks_signal(tid, s->signal_number)) {
-      if (!t->signal_blocked) atomic_fetch_add(&sampler->threads_signal_blocked, 1);
+      if (!t->signal_blocked) CAP_COUNT(s, threads_signal_blocked, 1);
       flags = CAP_SAMPLE_UNDELIVERED | CAP_SAMPLE_SIGNAL_BLOCKED;
-      atomic_fetch_add(&sampler->undelivered_ticks, 1);
+      CAP_COUNT(s, undelivered_ticks, 1);
     }
     write_record(s, sampler, tid, t->pending_since_ns, 1, (uint16_t)(CAP_SAMPLE_REPEAT | flags));
     atomic_store(&t->pending, 0);
   }
 }
+
+const cap_engine cap_engine_wall = {CAP_ENGINE_WALL_TICKER, "wall_ticker(tgkill)", 0, wall_arm, wall_flush, wall_tick, wall_finish};
 
 #endif  // CAP_HAVE_SAMPLER

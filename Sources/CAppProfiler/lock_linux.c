@@ -71,16 +71,16 @@ size_t cap_lock_drain(void *out, size_t capacity, int full_scan) {
 void cap_lock_stats_get(cap_lock_stats *out) {
   cap_session *s = &cap_lock_session;
   memset(out, 0, sizeof *out);
-  out->samples_written = atomic_load(&s->samples_written);
-  out->samples_dropped = atomic_load(&s->samples_dropped);
-  out->complete_samples = atomic_load(&s->complete_samples);
+  out->samples_written = atomic_load_explicit(&s->counters.samples_written, memory_order_relaxed);
+  out->samples_dropped = atomic_load_explicit(&s->counters.samples_dropped, memory_order_relaxed);
+  out->complete_samples = atomic_load_explicit(&s->counters.complete_samples, memory_order_relaxed);
   out->contentions = atomic_load(&cap_lock_contentions);
   out->untracked_locks = atomic_load(&cap_lock_untracked);
   out->patched_slots = g_lock.patched_slots;
   out->patched_images = g_lock.patched_images;
   out->rate_ns = atomic_load(&cap_lock_rate);
-  out->async_stitched = atomic_load(&s->async_stitched);
-  out->async_broken = atomic_load(&s->async_broken);
+  out->async_stitched = atomic_load_explicit(&s->counters.async_stitched, memory_order_relaxed);
+  out->async_broken = atomic_load_explicit(&s->counters.async_broken, memory_order_relaxed);
 }
 
 int cap_lock_redirected_entries(void) { return cap_wrapped_count(&g_lock); }

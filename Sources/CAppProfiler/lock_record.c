@@ -147,7 +147,7 @@ static void cap_lock_record(cap_lock_thread *t, uint64_t delay, uint16_t kind, u
       slot->header.object_type = 0;
       slot->header.heap_id = 0;
       cap_slot_commit(slot);
-      atomic_fetch_add_explicit(&s->samples_written, 1, memory_order_relaxed);
+      CAP_COUNT(s, samples_written, 1);
     }
   }
   atomic_fetch_sub(&s->handlers_running, 1);

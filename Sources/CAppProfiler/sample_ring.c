@@ -46,7 +46,7 @@ cap_slot *cap_slot_acquire(cap_session *s) {
       return slot;
     }
   }
-  atomic_fetch_add_explicit(&s->samples_dropped, 1, memory_order_relaxed);
+  CAP_COUNT(s, samples_dropped, 1);
   return 0;
 }
 

@@ -1,24 +1,13 @@
 // Session lifecycle on Linux: arming, the ticker thread, thread discovery,
 // memory-range snapshots and the drain. Nothing here runs in a signal handler.
 //
-// Engines (measured on a 2-core CONFIG_HZ=250 machine, 2 busy threads, 1 ms):
-//   perf events: perf_event_open(PERF_COUNT_SW_TASK_CLOCK, pid = tid) per thread,
-//     O_ASYNC + F_SETSIG + F_SETOWN_EX(F_OWNER_TID), PERF_EVENT_IOC_REFRESH(1)
-//     re-armed by the handler: ~98 % of the expected samples.
-//   POSIX CPU timers: timer_create on the thread's CPU clock with
-//     SIGEV_THREAD_ID: only fires on scheduler ticks, so at 1 kHz a sample
-//     stands for ~4 intervals (weight 1 + si_overrun). Chosen automatically
-//     when the interval is at least one tick (100 Hz here): per-thread perf
-//     events make every context switch of the profiled threads dearer (~8 %
-//     of a server doing 26k switches/s), timers do not. Also used where
-//     perf_event_open is refused (seccomp, perf_event_paranoid 3).
-//   wall ticker: a thread wakes on absolute deadlines and signals every
-//     thread whose CPU clock moved since its last sample (rt_tgsigqueueinfo
-//     with our cookie, so the handler knows the signal is ours); the others
-//     get a run-length "repeat" record, so a blocked thread is interrupted at
-//     most once per stretch of blocking. A thread whose signal is still
-//     pending is not signalled again; if it blocks the signal, its ticks are
-//     charged to [signal blocked].
+// One runtime per CAP_SESSION_*; what samples is one of the engines behind
+// cap_engine (cap_sampler.h), one file each: engine_perf_linux.c,
+// engine_timer_linux.c, engine_wall_linux.c, engine_cputick_linux.c. The
+// ticker thread here looks for new threads (every 10 ms, up to one interval
+// at slow rates) and, for engines with ticks, ticks at randomized intervals
+// of the session's mean. choose_engine is the one place an engine is picked;
+// start_failed the one way out of a failed start.
 #define _GNU_SOURCE
 #include "cap_platform.h"
 #if CAP_HAVE_SAMPLER
@@ -40,8 +29,8 @@
 #include <time.h>
 #include <unistd.h>
 
-// MARK: - Process-wide state: one runtime per kind (cpu, wall), each
-// guarded by its `owned` flag (one session of a kind at a time)
+// MARK: - Process-wide state: one runtime per session (CAP_SESSION_*), each
+// guarded by its `owned` flag (one start at a time)
 
 #define CAP_SCAN_CAPACITY 65536
 
@@ -62,9 +51,8 @@ typedef struct cap_runtime {
   size_t table_bytes;
   void *slot_memory;
   size_t slot_bytes;
-  // Ticker-only counters, published through cap_session_stats.
-  _Atomic uint64_t ticks, missed_ticks;
-  _Atomic uint64_t threads_seen, threads_failed, tick_ns_total, maps_refreshes;
+  const cap_engine *engine;     // what arms, ticks and finishes
+  int fixed_interval;           // ticks exactly interval_ns apart (thread dumps)
   // The ticker's scan buffers (zero pages until a scan touches them).
   int32_t scan_tids[CAP_SCAN_CAPACITY];
   int32_t new_tids[CAP_SCAN_CAPACITY];
@@ -72,27 +60,36 @@ typedef struct cap_runtime {
 
 // Zero-initialized (.bss): 2.5 MiB of scan buffers that take neither file
 // space nor memory until a profile's ticker touches them.
-static cap_runtime g_runtimes[CAP_KIND_COUNT];
-/// Session generations are unique across kinds: a cookie names its session.
+static cap_runtime g_runtimes[CAP_SESSION_COUNT];
+/// Session generations are unique across sessions: a cookie names its session.
 static _Atomic uint32_t g_generations;
 
 static cap_runtime *runtime_of(cap_session *s) { return &g_runtimes[s - cap_sessions]; }
 
-/// The kind of `mode`, or -1.
-static int kind_of(int32_t mode) {
-  switch (mode) {
-  case CAP_MODE_CPU: return CAP_KIND_CPU;
-  case CAP_MODE_WALL: return CAP_KIND_WALL;
-  case CAP_MODE_SNAPSHOT: return CAP_KIND_SNAPSHOT;
-  case CAP_MODE_FLIGHT_CPU: return CAP_KIND_FLIGHT_CPU;
-  case CAP_MODE_FLIGHT_WALL: return CAP_KIND_FLIGHT_WALL;
-  default: return -1;
+/// 1 when `session` names one of the CAP_SESSION_*.
+static int valid_session(int32_t session) { return session >= 0 && session < CAP_SESSION_COUNT; }
+
+const cap_engine *cap_engine_of(int32_t id) {
+  switch (id) {
+  case CAP_ENGINE_PERF_EVENT: return &cap_engine_perf;
+  case CAP_ENGINE_POSIX_TIMER: return &cap_engine_timer;
+  case CAP_ENGINE_WALL_TICKER: return &cap_engine_wall;
+  case CAP_ENGINE_CPU_TICKER: return &cap_engine_cputick;
+  default: return 0;
   }
+}
+
+const char *cap_engine_name(int32_t engine, int32_t exclude_kernel) {
+  if (engine == CAP_ENGINE_PERF_EVENT) {
+    return exclude_kernel ? "perf_event(task-clock, user only)" : "perf_event(task-clock, user+kernel)";
+  }
+  const cap_engine *known = cap_engine_of(engine);
+  return known ? known->name : "unknown";
 }
 
 /// 1 when `tid` is one of the profiler's ticker threads (never sampled).
 static int is_ticker(int32_t tid) {
-  for (int k = 0; k < CAP_KIND_COUNT; k++) {
+  for (int k = 0; k < CAP_SESSION_COUNT; k++) {
     if (atomic_load(&g_runtimes[k].ticker_tid) == tid) return 1;
   }
   return 0;
@@ -101,19 +98,12 @@ static int is_ticker(int32_t tid) {
 // MARK: - Arming one thread (the engines: engine_*_linux.c)
 
 static int arm_thread(cap_session *s, cap_thread *t, int32_t tid) {
-  switch (s->engine) {
-  case CAP_ENGINE_PERF_EVENT:
-    return cap_perf_arm(s, &runtime_of(s)->sampler, t, tid);
-  case CAP_ENGINE_POSIX_TIMER:
-    return cap_timer_arm(s, t, tid);
-  case CAP_ENGINE_WALL_TICKER:
-    return cap_wall_arm(s, t, tid);
-  case CAP_ENGINE_CPU_TICKER:
-    return cap_cputick_arm(s, t, tid);
-  }
-  return -EINVAL;
+  cap_runtime *r = runtime_of(s);
+  return r->engine->arm(s, &r->sampler, t, tid);
 }
 
+/// Every engine's per-thread resources (a perf event, a timer) are released
+/// here, then the engine does what else it needs.
 static void disarm_thread(cap_session *s, cap_thread *t, int32_t tid) {
   int fd = atomic_exchange(&t->perf_fd, -1);
   if (fd >= 0) {
@@ -124,14 +114,15 @@ static void disarm_thread(cap_session *s, cap_thread *t, int32_t tid) {
     __atomic_store_n(&t->has_timer, 0, __ATOMIC_RELEASE);
     timer_delete(t->timer);
   }
-  if (s->engine == CAP_ENGINE_WALL_TICKER) cap_wall_flush(s, &runtime_of(s)->sampler, t, tid);
+  cap_runtime *r = runtime_of(s);
+  if (r->engine->disarm) r->engine->disarm(s, &r->sampler, t, tid);
 }
 
 // MARK: - Memory ranges (memory_ranges_linux.c)
 
 static void refresh_ranges(cap_session *s) {
   cap_ranges_refresh(s);
-  atomic_fetch_add(&runtime_of(s)->maps_refreshes, 1);
+  CAP_COUNT(s, maps_refreshes, 1);
 }
 
 // MARK: - Thread discovery
@@ -203,12 +194,12 @@ static void scan_threads(cap_session *s) {
   for (uint32_t i = 0; i < new_count; i++) {
     int32_t tid = r->new_tids[i];
     if (r->live_threads >= r->max_threads) {
-      atomic_fetch_add(&r->threads_failed, 1);
+      CAP_COUNT(s, threads_failed, 1);
       continue;
     }
     cap_thread *t = cap_thread_insert(s, tid);
     if (t == 0) {
-      atomic_fetch_add(&r->threads_failed, 1);
+      CAP_COUNT(s, threads_failed, 1);
       continue;
     }
     t->seen_generation = generation;
@@ -216,9 +207,9 @@ static void scan_threads(cap_session *s) {
     if (arm_thread(s, t, tid) != 0) {
       // Most often the thread exited between the listing and now. Keep the
       // entry (tombstoned on the next scan) so it is not retried every scan.
-      atomic_fetch_add(&r->threads_failed, 1);
+      CAP_COUNT(s, threads_failed, 1);
     } else {
-      atomic_fetch_add(&r->threads_seen, 1);
+      CAP_COUNT(s, threads_seen, 1);
     }
   }
   uint32_t live = 0;
@@ -239,16 +230,15 @@ static void *ticker_main(void *argument) {
   cap_runtime *r = runtime_of(s);
   atomic_store(&r->ticker_tid, (int32_t)syscall(SYS_gettid));
   pthread_setname_np(pthread_self(), "app-profiler");
-  int wall = s->engine == CAP_ENGINE_WALL_TICKER;
-  int cputick = s->engine == CAP_ENGINE_CPU_TICKER;
+  const cap_engine *engine = r->engine;
   uint64_t scan_period = s->interval_ns < CAP_SCAN_PERIOD_NS       ? CAP_SCAN_PERIOD_NS
                          : s->interval_ns > CAP_MAX_SCAN_PERIOD_NS ? CAP_MAX_SCAN_PERIOD_NS
                                                                    : s->interval_ns;
-  uint64_t period = wall || cputick ? s->interval_ns : scan_period;
+  uint64_t period = engine->tick ? s->interval_ns : scan_period;
   uint64_t deadline = cap_clock_ns(CLOCK_MONOTONIC);
   // Ticks at randomized intervals of the same mean (cap_jitter.h); a
   // thread dump's one tick stays at its fixed time (the caller waits for it).
-  int jittered = (wall && s->mode != CAP_MODE_SNAPSHOT) || cputick;
+  int jittered = engine->tick && !r->fixed_interval;
   uint64_t jitter = cap_jitter_seed(deadline ^ (uint64_t)(uintptr_t)s);
   uint64_t last_scan = deadline;
   while (!atomic_load(&r->ticker_stop)) {
@@ -263,32 +253,23 @@ static void *ticker_main(void *argument) {
       scan_threads(s);
       last_scan = now;
     }
-    if (wall || cputick) {
-      if (wall) {
-        cap_wall_tick(s, &r->sampler, now);
-      } else {
-        cap_cputick_tick(s, &r->sampler, now);
-      }
+    if (engine->tick) {
+      engine->tick(s, &r->sampler, now);
       uint64_t done = cap_clock_ns(CLOCK_MONOTONIC);
-      atomic_fetch_add_explicit(&r->ticks, 1, memory_order_relaxed);
-      atomic_fetch_add_explicit(&r->tick_ns_total, done - now, memory_order_relaxed);
+      CAP_COUNT(s, ticks, 1);
+      CAP_COUNT(s, tick_ns_total, done - now);
     }
     uint64_t after = cap_clock_ns(CLOCK_MONOTONIC);
     if (after > deadline + period) {
       // Fell behind by more than one period: skip, count, and re-anchor so
       // the rate does not burst to catch up.
       uint64_t missed = (after - deadline) / period;
-      atomic_fetch_add(&r->missed_ticks, missed);
+      CAP_COUNT(s, missed_ticks, missed);
       deadline += missed * period;
     }
   }
-  if (wall) {
-    for (uint32_t i = 0; i < s->thread_capacity; i++) {
-      cap_thread *t = &s->threads[i];
-      int32_t tid = atomic_load(&t->tid);
-      if (tid > 0) cap_wall_flush(s, &r->sampler, t, tid);
-    }
-  }
+  // Threads stay armed until stop disarms them (the engine's disarm
+  // writes what a thread still holds, e.g. the wall ticker's open runs).
   return 0;
 }
 
@@ -324,21 +305,61 @@ static void release_memory(cap_session *s) {
   s->slots = 0;
 }
 
+/// The engine of a session (one place): wall sessions the wall ticker; cpu
+/// sessions the one asked for, or automatically POSIX CPU timers at
+/// intervals of a tick or more and perf events below (the CPU ticker —
+/// no tick-locked phases, ~9 % at 1 kHz on the HTTP benchmark against perf
+/// events' ~30 % — only by name: it puts part of a lightly running
+/// thread's samples on its wait when it shares a core with the ticker,
+/// docs/sampling.md). Where perf events are refused, POSIX timers, unless
+/// perf events were asked for by name. NULL and -errno when none can run.
+static const cap_engine *choose_engine(const cap_config *config, cap_session *s, cap_sampler *sampler, int *error) {
+  *error = 0;
+  if (config->mode == CAP_MODE_WALL) return &cap_engine_wall;
+  if (config->mode != CAP_MODE_CPU) {
+    *error = -EINVAL;
+    return 0;
+  }
+  const cap_engine *wanted = config->engine == CAP_ENGINE_AUTO
+                                 ? (config->interval_ns >= cap_scheduler_tick_ns() ? &cap_engine_timer : &cap_engine_perf)
+                                 : cap_engine_of(config->engine);
+  if (wanted == 0 || wanted == &cap_engine_wall) {
+    *error = -EINVAL;
+    return 0;
+  }
+  int probe = wanted->probe ? wanted->probe(s, sampler) : 0;
+  if (probe == 0) return wanted;
+  if (config->engine != CAP_ENGINE_AUTO) {
+    *error = probe;
+    return 0;
+  }
+  return &cap_engine_timer;
+}
+
+/// The one way out of a start that failed: undoes what was done (in any
+/// state: each step checks its own), frees the session, fills `message`.
+static int start_failed(int32_t session, const char *why, int error, char *message, size_t message_len) {
+  cap_session_release(session);
+  cap_set_message(message, message_len, why, error < 0 ? -error : error);
+  return error < 0 ? error : -error;
+}
+
 int cap_session_start(const cap_config *config, char *message, size_t message_len) {
-  int kind = kind_of(config->mode);
-  if (kind < 0) {
+  if (!valid_session(config->session)) {
     cap_set_message(message, message_len, "invalid session configuration", 0);
     return -EINVAL;
   }
-  cap_session *s = &cap_sessions[kind];
-  cap_runtime *r = &g_runtimes[kind];
+  cap_session *s = &cap_sessions[config->session];
+  cap_runtime *r = &g_runtimes[config->session];
   int expected = 0;
   if (!atomic_compare_exchange_strong(&r->owned, &expected, 1)) {
     cap_set_message(message, message_len, "a profiling session of this kind is already running", 0);
     return -EBUSY;
   }
-  if (config->interval_ns < 10000 || config->buffer_slots < 16 || config->max_threads < 1 ||
-      config->signal_number <= 0 || config->signal_number >= NSIG) {
+  if (config->interval_ns < CAP_MIN_INTERVAL_NS || config->interval_ns > CAP_MAX_INTERVAL_NS ||
+      config->buffer_slots < CAP_MIN_BUFFER_SLOTS || config->buffer_slots > CAP_MAX_BUFFER_SLOTS ||
+      config->max_threads < 1 || config->max_threads > CAP_MAX_THREADS || config->signal_number <= 0 ||
+      config->signal_number >= NSIG) {
     atomic_store(&r->owned, 0);
     cap_set_message(message, message_len, "invalid session configuration", 0);
     return -EINVAL;
@@ -347,7 +368,10 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
   atomic_store(&s->active, 0);
   atomic_store(&s->generation, atomic_fetch_add(&g_generations, 1) + 1);
   atomic_store_explicit(&s->pid, getpid(), memory_order_relaxed);
+  cap_counters_clear(&s->counters);
   r->sampler.uid = (uint32_t)getuid();
+  r->sampler.exclude_kernel = config->exclude_kernel ? 1 : 0;
+  r->fixed_interval = config->fixed_interval ? 1 : 0;
   s->mode = config->mode;
   s->signal_number = config->signal_number;
   s->interval_ns = config->interval_ns;
@@ -355,53 +379,19 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
   s->unwind_images = config->unwind_images;
   s->unwind_image_count = config->unwind_images ? config->unwind_image_count : 0;
   s->async = config->async;
-  atomic_store(&s->async_stitched, 0);
-  atomic_store(&s->async_broken, 0);
-  atomic_store(&s->complete_samples, 0);
-  r->sampler.exclude_kernel = config->exclude_kernel ? 1 : 0;
   r->max_threads = config->max_threads;
   r->live_threads = 0;
   r->generation = 0;
   atomic_store(&r->ticker_stop, 0);
   atomic_store(&r->ticker_tid, 0);
-  atomic_store(&s->samples_written, 0);
-  atomic_store(&s->samples_dropped, 0);
-  atomic_store(&r->sampler.repeat_records, 0);
-  atomic_store(&r->ticks, 0);
-  atomic_store(&r->missed_ticks, 0);
-  atomic_store(&r->sampler.signals_sent, 0);
-  atomic_store(&r->threads_seen, 0);
-  atomic_store(&r->threads_failed, 0);
-  atomic_store(&r->tick_ns_total, 0);
-  atomic_store(&r->maps_refreshes, 0);
-  atomic_store(&r->sampler.threads_signal_blocked, 0);
-  atomic_store(&r->sampler.undelivered_ticks, 0);
-  atomic_store(&r->sampler.pending_skips, 0);
 
-  // The automatic cpu engine: POSIX timers at intervals of a tick or more,
-  // perf events below. The CPU ticker (no tick-locked phases, ~9 % at 1 kHz
-  // on the HTTP benchmark against perf events' ~30 %) is asked for by name
-  // only: it puts part of a lightly running thread's samples on its wait
-  // when it shares a core with the ticker (docs/sampling.md).
-  if (config->mode == CAP_MODE_WALL || config->mode == CAP_MODE_SNAPSHOT || config->mode == CAP_MODE_FLIGHT_WALL) {
-    s->engine = CAP_ENGINE_WALL_TICKER;
-  } else if (config->engine == CAP_ENGINE_CPU_TICKER) {
-    s->engine = CAP_ENGINE_CPU_TICKER;
-  } else if (config->mode == CAP_MODE_FLIGHT_CPU || config->engine == CAP_ENGINE_POSIX_TIMER ||
-             (config->engine == CAP_ENGINE_AUTO && config->interval_ns >= cap_scheduler_tick_ns())) {
-    s->engine = CAP_ENGINE_POSIX_TIMER;
-  } else {
-    int probe = cap_perf_probe(&r->sampler, s->interval_ns);
-    if (probe == 0) {
-      s->engine = CAP_ENGINE_PERF_EVENT;
-    } else if (config->engine == CAP_ENGINE_PERF_EVENT) {
-      atomic_store(&r->owned, 0);
-      cap_set_message(message, message_len, "perf_event_open refused", -probe);
-      return probe;
-    } else {
-      s->engine = CAP_ENGINE_POSIX_TIMER;
-    }
+  int error = 0;
+  r->engine = choose_engine(config, s, &r->sampler, &error);
+  if (r->engine == 0) {
+    return start_failed(config->session, error == -EINVAL ? "invalid session configuration" : "perf_event_open refused",
+                        error, message, message_len);
   }
+  s->engine = r->engine->id;
 
   // Thread table: a power of two at least twice max_threads.
   uint32_t capacity = 64;
@@ -414,11 +404,7 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
   r->slot_bytes = (size_t)config->buffer_slots * sizeof(cap_slot);
   r->slot_memory = map_zeroed(r->slot_bytes);
   if (r->table_memory == 0 || r->slot_memory == 0) {
-    int error = errno;
-    release_memory(s);
-    atomic_store(&r->owned, 0);
-    cap_set_message(message, message_len, "mmap of the sample buffer failed", error);
-    return -error;
+    return start_failed(config->session, "mmap of the sample buffer failed", errno, message, message_len);
   }
   s->threads = (cap_thread *)r->table_memory;
   s->thread_capacity = capacity;
@@ -432,32 +418,20 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
 
   r->task_dir_fd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (r->task_dir_fd < 0) {
-    int error = errno;
-    release_memory(s);
-    atomic_store(&r->owned, 0);
-    cap_set_message(message, message_len, "cannot open /proc/self/task", error);
-    return -error;
+    return start_failed(config->session, "cannot open /proc/self/task", errno, message, message_len);
   }
   r->task_dir_open = 1;
   refresh_ranges(s);
 
   int installed = cap_signal_install(s->signal_number);
-  if (installed != 0) {
-    close(r->task_dir_fd);
-    r->task_dir_open = 0;
-    release_memory(s);
-    atomic_store(&r->owned, 0);
-    cap_set_message(message, message_len, "sigaction failed", -installed);
-    return installed;
-  }
+  if (installed != 0) return start_failed(config->session, "sigaction failed", installed, message, message_len);
   atomic_store(&s->active, 1);
   r->started = 1;
   scan_threads(s);  // arm every current thread; the ticker keeps the set current
   // Room for 40 ms of samples (four drains): every thread's at each wall
   // tick, one per processor per interval of CPU time.
   uint64_t per_drain = 10000000 / config->interval_ns + 1;
-  uint64_t sampled = (s->mode == CAP_MODE_CPU || s->mode == CAP_MODE_FLIGHT_CPU) ? (uint64_t)sysconf(_SC_NPROCESSORS_ONLN)
-                                                                                : r->live_threads;
+  uint64_t sampled = s->mode == CAP_MODE_CPU ? (uint64_t)sysconf(_SC_NPROCESSORS_ONLN) : r->live_threads;
   uint64_t wanted = 4 * per_drain * (sampled > 0 ? sampled : 1);
   cap_slots_grow(s, wanted > s->slot_count ? s->slot_count : (uint32_t)wanted);
 
@@ -467,98 +441,73 @@ int cap_session_start(const cap_config *config, char *message, size_t message_le
   pthread_sigmask(SIG_SETMASK, &all, &previous);
   int created = pthread_create(&r->ticker, 0, ticker_main, s);
   pthread_sigmask(SIG_SETMASK, &previous, 0);
-  if (created != 0) {
-    cap_session_stop(config->mode);
-    cap_session_release(config->mode);
-    cap_set_message(message, message_len, "cannot start the sampler thread", created);
-    return -created;
-  }
+  if (created != 0) return start_failed(config->session, "cannot start the sampler thread", created, message, message_len);
   r->ticker_running = 1;
   return 0;
 }
 
 // MARK: - Stop and release
 
-void cap_session_stop(int32_t mode) {
-  int kind = kind_of(mode);
-  if (kind < 0) return;
-  cap_session *s = &cap_sessions[kind];
-  cap_runtime *r = &g_runtimes[kind];
-  if (!r->started) return;
-  if (r->ticker_running) {
-    atomic_store(&r->ticker_stop, 1);
-    pthread_join(r->ticker, 0);
-    r->ticker_running = 0;
+void cap_session_stop(int32_t session) {
+  if (!valid_session(session)) return;
+  cap_session *s = &cap_sessions[session];
+  cap_runtime *r = &g_runtimes[session];
+  if (r->started) {
+    if (r->ticker_running) {
+      atomic_store(&r->ticker_stop, 1);
+      pthread_join(r->ticker, 0);
+      r->ticker_running = 0;
+    }
+    atomic_store(&s->active, 0);
+    for (uint32_t i = 0; i < s->thread_capacity; i++) {
+      cap_thread *t = &s->threads[i];
+      int32_t tid = atomic_load(&t->tid);
+      if (tid > 0) disarm_thread(s, t, tid);
+    }
+    while (atomic_load(&s->handlers_running) != 0) {
+      struct timespec pause = {0, 20000};
+      nanosleep(&pause, 0);
+    }
+    // No waiting for pending signals and no restoring of the old disposition:
+    // the handler stays installed and ignores what arrives late.
+    if (r->engine->finish) r->engine->finish(s, &r->sampler);
+    r->started = 0;
   }
-  atomic_store(&s->active, 0);
-  for (uint32_t i = 0; i < s->thread_capacity; i++) {
-    cap_thread *t = &s->threads[i];
-    int32_t tid = atomic_load(&t->tid);
-    if (tid > 0) disarm_thread(s, t, tid);
-  }
-  while (atomic_load(&s->handlers_running) != 0) {
-    struct timespec pause = {0, 20000};
-    nanosleep(&pause, 0);
-  }
-  // No waiting for pending signals and no restoring of the old disposition:
-  // the handler stays installed and ignores what arrives late.
-  if (s->engine == CAP_ENGINE_WALL_TICKER) cap_wall_account_undelivered(s, &r->sampler);
   if (r->task_dir_open) {
     close(r->task_dir_fd);
     r->task_dir_open = 0;
   }
-  r->started = 0;
 }
 
-void cap_session_release(int32_t mode) {
-  int kind = kind_of(mode);
-  if (kind < 0 || !atomic_load(&g_runtimes[kind].owned)) return;
-  cap_session_stop(mode);
-  release_memory(&cap_sessions[kind]);
-  atomic_store(&g_runtimes[kind].owned, 0);
+void cap_session_release(int32_t session) {
+  if (!valid_session(session) || !atomic_load(&g_runtimes[session].owned)) return;
+  cap_session_stop(session);
+  release_memory(&cap_sessions[session]);
+  atomic_store(&g_runtimes[session].owned, 0);
 }
 
 // MARK: - Drain
 
-size_t cap_session_drain(int32_t mode, void *out_pointer, size_t capacity, int full_scan) {
-  int kind = kind_of(mode);
-  if (kind < 0) return 0;
-  cap_session *s = &cap_sessions[kind];
-  if (!atomic_load(&g_runtimes[kind].owned) || s->slots == 0) return 0;
+size_t cap_session_drain(int32_t session, void *out_pointer, size_t capacity, int full_scan) {
+  if (!valid_session(session)) return 0;
+  cap_session *s = &cap_sessions[session];
+  if (!atomic_load(&g_runtimes[session].owned) || s->slots == 0) return 0;
   return cap_slots_drain(s, out_pointer, capacity, full_scan);
 }
 
 // MARK: - Introspection
 
-void cap_session_stats(int32_t mode, cap_stats *out) {
+void cap_session_stats(int32_t session, cap_stats *out) {
   memset(out, 0, sizeof *out);
-  int kind = kind_of(mode);
-  if (kind < 0) return;
-  cap_session *s = &cap_sessions[kind];
-  cap_runtime *r = &g_runtimes[kind];
-  out->samples_written = atomic_load(&s->samples_written);
-  out->samples_dropped = atomic_load(&s->samples_dropped);
-  out->complete_samples = atomic_load(&s->complete_samples);
-  out->repeat_records = atomic_load(&r->sampler.repeat_records);
-  out->ticks = atomic_load(&r->ticks);
-  out->missed_ticks = atomic_load(&r->missed_ticks);
-  out->signals_sent = atomic_load(&r->sampler.signals_sent);
-  out->threads_seen = atomic_load(&r->threads_seen);
-  out->threads_failed = atomic_load(&r->threads_failed);
-  out->tick_ns_total = atomic_load(&r->tick_ns_total);
-  out->maps_refreshes = atomic_load(&r->maps_refreshes);
-  out->threads_signal_blocked = atomic_load(&r->sampler.threads_signal_blocked);
-  out->undelivered_ticks = atomic_load(&r->sampler.undelivered_ticks);
-  out->pending_skips = atomic_load(&r->sampler.pending_skips);
-  out->async_stitched = atomic_load(&s->async_stitched);
-  out->async_broken = atomic_load(&s->async_broken);
+  if (!valid_session(session)) return;
+  cap_session *s = &cap_sessions[session];
+  cap_counters_copy(&s->counters, out);
   out->engine = s->engine;
-  out->exclude_kernel = r->sampler.exclude_kernel;
+  out->exclude_kernel = g_runtimes[session].sampler.exclude_kernel;
 }
 
-int cap_session_active(int32_t mode) {
-  int kind = kind_of(mode);
-  return kind < 0 ? 0 : atomic_load(&g_runtimes[kind].owned);
+int cap_session_active(int32_t session) {
+  return valid_session(session) ? atomic_load(&g_runtimes[session].owned) : 0;
 }
 
 int cap_handler_installed(int signal_number) {
@@ -574,7 +523,7 @@ int32_t cap_gettid(void) { return (int32_t)syscall(SYS_gettid); }
 
 /// The running session that signals are sent for in tests: cpu, else wall.
 static cap_session *any_active_session(void) {
-  for (int k = 0; k < CAP_KIND_COUNT; k++) {
+  for (int k = 0; k < CAP_SESSION_COUNT; k++) {
     if (atomic_load(&cap_sessions[k].active)) return &cap_sessions[k];
   }
   return 0;

@@ -37,7 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
-cap_session cap_sessions[CAP_KIND_COUNT];
+cap_session cap_sessions[CAP_SESSION_COUNT];
 _Atomic uint64_t cap_stale_signals;
 // The handler's view of the disposition (written by signal_disposition.c);
 // defined here so this object references no data outside itself.
@@ -74,41 +74,21 @@ static void cap_record(cap_session *s, const ucontext_t *uc, int32_t tid, uint64
   cap_async_walk walk = {0};
   cap_sample_context(s, set, &walk, &task, &labels);
   if (set != 0 && cap_ranges_find_stack(s, set, sp, &low, &high)) {
-    int truncated = 0;
 #if defined(__x86_64__)
-    if (s->unwind_image_count > 0) {
-      int complete = 0;
-      depth = cap_unwind_cfi(s->unwind_images, s->unwind_image_count, pc, sp, cap_context_fp(uc),
-                             cap_context_r14(uc), walk.executor_count > 0 ? &walk : 0, low, high,
-                             slot->frames, CAP_MAX_DEPTH, &truncated, &complete);
-      if (complete) {
-        flags |= CAP_SAMPLE_COMPLETE;
-        atomic_fetch_add_explicit(&s->complete_samples, 1, memory_order_relaxed);
-      }
-    } else
+    uint64_t r14 = cap_context_r14(uc);
+#else
+    uint64_t r14 = 0;
 #endif
-    {
-      depth = cap_unwind_fp(pc, cap_context_fp(uc), low, high, slot->frames, CAP_MAX_DEPTH,
-                            &truncated);
-    }
-    if (truncated) flags |= CAP_SAMPLE_TRUNCATED;
+    depth = cap_walk_stack(s, pc, sp, cap_context_fp(uc), r14, &walk, low, high, slot->frames, &flags);
   } else {
-    slot->frames[0] = pc;
-    depth = 1;
-    flags |= CAP_SAMPLE_NO_STACK_BOUNDS;
+    depth = cap_walk_leaf_only(pc, slot->frames, &flags);
   }
   cap_ranges_release(set);
   cap_sample_context_end(s, &walk);
-  slot->header.timestamp_ns = cap_now_ns(CLOCK_MONOTONIC);
+  cap_sample_finish(s, slot, tid, depth, flags, task, labels);
   slot->header.weight = weight;
-  slot->header.tid = tid;
-  slot->header.depth = (uint16_t)depth;
-  slot->header.flags = flags;
-  slot->header.object_type = 0;
-  slot->header.task = task;
-  slot->header.labels = labels;
   cap_slot_commit(slot);
-  atomic_fetch_add_explicit(&s->samples_written, 1, memory_order_relaxed);
+  CAP_COUNT(s, samples_written, 1);
 }
 
 enum { CAP_ORIGIN_FOREIGN = 0, CAP_ORIGIN_OURS = 1 };
@@ -122,7 +102,7 @@ static int cap_signal_origin(const siginfo_t *info) {
     return (cookie >> 32) == CAP_COOKIE_MAGIC ? CAP_ORIGIN_OURS : CAP_ORIGIN_FOREIGN;
   case SI_QUEUE: {
     if ((cookie >> 32) != CAP_COOKIE_MAGIC) return CAP_ORIGIN_FOREIGN;
-    for (int k = 0; k < CAP_KIND_COUNT; k++) {
+    for (int k = 0; k < CAP_SESSION_COUNT; k++) {
       if (info->si_pid == atomic_load_explicit(&cap_sessions[k].pid, memory_order_relaxed)) return CAP_ORIGIN_OURS;
     }
     return CAP_ORIGIN_FOREIGN;
@@ -144,9 +124,9 @@ static int cap_has_cookie(const siginfo_t *info) {
 /// carries (timers, tickers), the cpu session for perf events; NULL when no
 /// session has that generation (a late signal).
 static cap_session *cap_signal_session(const siginfo_t *info) {
-  if (!cap_has_cookie(info)) return &cap_sessions[CAP_KIND_CPU];
+  if (!cap_has_cookie(info)) return &cap_sessions[CAP_SESSION_CPU];
   uint32_t generation = (uint32_t)(uint64_t)(uintptr_t)info->si_value.sival_ptr;
-  for (int k = 0; k < CAP_KIND_COUNT; k++) {
+  for (int k = 0; k < CAP_SESSION_COUNT; k++) {
     if (generation == atomic_load_explicit(&cap_sessions[k].generation, memory_order_relaxed)) return &cap_sessions[k];
   }
   return 0;
@@ -307,7 +287,7 @@ void cap_signal_handler(int signal_number, void *info_pointer, void *ucontext_po
   cap_leave(s);
 
   // Another session's signal may have merged into this one.
-  for (int k = 0; k < CAP_KIND_COUNT; k++) {
+  for (int k = 0; k < CAP_SESSION_COUNT; k++) {
     cap_session *other = &cap_sessions[k];
     if (other == s || !atomic_load_explicit(&other->active, memory_order_relaxed)) continue;
     if (!cap_enter(other, signal_number, 0)) continue;

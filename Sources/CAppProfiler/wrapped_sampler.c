@@ -62,11 +62,7 @@ int cap_wrapped_open(cap_wrapped *w, const cap_wrapper_config *config, char *mes
   s->unwind_images = config->unwind_images;
   s->unwind_image_count = config->unwind_images ? config->unwind_image_count : 0;
   s->async = config->async;
-  atomic_store(&s->async_stitched, 0);
-  atomic_store(&s->async_broken, 0);
-  atomic_store(&s->samples_written, 0);
-  atomic_store(&s->samples_dropped, 0);
-  atomic_store(&s->complete_samples, 0);
+  cap_counters_clear(&s->counters);
   cap_ranges_refresh(s);
   cap_got_resolve(w->hooks);
   return 0;

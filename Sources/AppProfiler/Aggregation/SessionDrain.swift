@@ -43,12 +43,16 @@ final class DrainThread: Sendable {
   }
 }
 
-/// Moves samples out of the C buffer of one session (`mode`: CAP_MODE_CPU
-/// or CAP_MODE_WALL) into a collector, one drain at a time.
+/// Moves samples out of the C buffer of one signal sampler's session into a
+/// collector, one drain at a time.
 final class SessionDrain: Sendable {
-  private let mode: Int32
+  private let slot: SamplerSlotID
+  private let session: Int32
 
-  init(mode: Int32) { self.mode = mode }
+  init(slot: SamplerSlotID) {
+    self.slot = slot
+    self.session = slot.cSession ?? -1
+  }
 
   private struct State: @unchecked Sendable {
     var collector = SampleCollector()
@@ -70,14 +74,14 @@ final class SessionDrain: Sendable {
     state.withLock { state in
       guard !state.closed else { return }
       while true {
-        let bytes = cap_session_drain(mode, state.buffer.baseAddress, state.buffer.count, fullScan ? 1 : 0)
+        let bytes = cap_session_drain(session, state.buffer.baseAddress, state.buffer.count, fullScan ? 1 : 0)
         if bytes == 0 { break }
         state.collector.ingest(UnsafeRawBufferPointer(rebasing: state.buffer[0..<bytes]))
         if bytes < state.buffer.count / 2 { break }
       }
       // Task-scoped wall sessions: their tasks' time on no thread.
-      if mode == Int32(CAP_MODE_WALL) || mode == Int32(CAP_MODE_FLIGHT_WALL), TaskWall.shared.isActive {
-        TaskWall.shared.sample(into: &state.collector, sampler: mode)
+      if slot == .wall || slot == .flightWall, TaskWall.shared.isActive {
+        TaskWall.shared.sample(into: &state.collector, slot: slot)
       }
     }
   }

@@ -86,9 +86,9 @@ public final class FlightRecorder: Sendable {
       // A profile every second: names only (no continuous DWARF work).
       options.sourceLocations = false
       sessions.append(
-        try Profiler.shared.attach(mode: .cpu, interval: interval, options: options, scope: nil, kind: .flightCPU))
+        try Profiler.shared.attach(mode: .cpu, interval: interval, options: options, scope: nil, slot: .flightCPU))
       sessions.append(
-        try Profiler.shared.attach(mode: .wall, interval: interval, options: options, scope: nil, kind: .flightWall))
+        try Profiler.shared.attach(mode: .wall, interval: interval, options: options, scope: nil, slot: .flightWall))
     } catch {
       sessions.forEach { $0.cancel() }
       state.withLock { $0.running = nil }

@@ -27,17 +27,24 @@ extension Profiler {
         name: "lockSamplingRate", value: "\(options.lockSamplingRate)", allowed: "1 ns ... 1 s")
     }
     guard mode.isEvent || SessionOptions.allowedIntervals.contains(interval) else {
+      let micros = SessionOptions.intervalParameterRange(for: .cpu).range
       throw ProfilerError.invalidParameter(
-        name: "interval", value: "\(interval)", allowed: "100 µs ... 1 s (100 ... 1000000 µs)")
+        name: "interval", value: "\(interval)",
+        allowed:
+          "\(micros.lowerBound) µs ... \(micros.upperBound / 1_000_000) s (\(micros.lowerBound) ... \(micros.upperBound) µs)")
     }
     guard options.signal > 0, options.signal < 65, options.signal != SIGKILL, options.signal != SIGSTOP else {
       throw ProfilerError.invalidParameter(name: "signal", value: "\(options.signal)", allowed: "1 ... 64 except SIGKILL and SIGSTOP")
     }
-    guard (16...1_048_576).contains(options.bufferSlots) else {
-      throw ProfilerError.invalidParameter(name: "bufferSlots", value: "\(options.bufferSlots)", allowed: "16 ... 1048576")
+    let slots = SessionOptions.allowedBufferSlots
+    guard slots.contains(options.bufferSlots) else {
+      throw ProfilerError.invalidParameter(
+        name: "bufferSlots", value: "\(options.bufferSlots)", allowed: "\(slots.lowerBound) ... \(slots.upperBound)")
     }
-    guard (1...65_536).contains(options.maxThreads) else {
-      throw ProfilerError.invalidParameter(name: "maxThreads", value: "\(options.maxThreads)", allowed: "1 ... 65536")
+    let threads = SessionOptions.allowedMaxThreads
+    guard threads.contains(options.maxThreads) else {
+      throw ProfilerError.invalidParameter(
+        name: "maxThreads", value: "\(options.maxThreads)", allowed: "\(threads.lowerBound) ... \(threads.upperBound)")
     }
   }
 }

@@ -23,7 +23,6 @@ public final class ProfilingSession: Sendable {
   public let mode: Profile.Mode
   public let interval: Duration
 
-  private let profiler: Profiler
   private let run: SamplingRun
   private let consumer: UInt64
   /// Where the current window began (``rotateSynchronously()`` moves it).
@@ -37,17 +36,10 @@ public final class ProfilingSession: Sendable {
   private let scope: LabelScope?
   /// Wall, not scoped: every task's time off threads too.
   private let includesSuspendedTasks: Bool
-  /// The C mode of the sampler this session reads (whole-process task
-  /// passes are counted per sampler).
-  private let sampler: Int32
-
   init(
-    profiler: Profiler, run: SamplingRun, consumer: UInt64, mode: Profile.Mode, interval: Duration,
-    options: SessionOptions, scope: LabelScope?, sampler: Int32, startTimeNanoseconds: UInt64,
-    startMonotonicNanoseconds: UInt64
+    run: SamplingRun, consumer: UInt64, mode: Profile.Mode, interval: Duration, options: SessionOptions,
+    scope: LabelScope?, startTimeNanoseconds: UInt64, startMonotonicNanoseconds: UInt64
   ) {
-    self.profiler = profiler
-    self.sampler = sampler
     self.run = run
     self.consumer = consumer
     self.mode = mode
@@ -61,19 +53,19 @@ public final class ProfilingSession: Sendable {
     self.includesSuspendedTasks = mode == .wall && scope == nil && options.includesSuspendedTasks
     // Wall profiles of a scope also count its tasks' time off threads.
     if let scope, mode == .wall { TaskWall.shared.begin(scope: scope.value, interval: interval) }
-    if includesSuspendedTasks { TaskWall.shared.beginProcess(sampler: sampler, interval: interval) }
+    if includesSuspendedTasks { TaskWall.shared.beginProcess(slot: run.slot.id, interval: interval) }
   }
 
   deinit {
     if !ended.load(ordering: .acquiring) {
-      _ = profiler.detach(consumer, of: run, keepingSamples: false)
+      _ = run.slot.detach(consumer, of: run, keepingSamples: false)
       endTaskWall()
     }
   }
 
   private func endTaskWall() {
     if let scope, mode == .wall { TaskWall.shared.end(scope: scope.value) }
-    if includesSuspendedTasks { TaskWall.shared.endProcess(sampler: sampler) }
+    if includesSuspendedTasks { TaskWall.shared.endProcess(slot: run.slot.id) }
   }
 
   /// True for a session from ``Profiler/startTaskScoped(mode:interval:options:)``.
@@ -105,7 +97,7 @@ public final class ProfilingSession: Sendable {
   /// callers that must work while the app's cooperative pool is blocked
   /// (the profile server). Symbolication runs on the profiler's own thread.
   public func stopSynchronously() throws -> Profile {
-    guard case .kept(let all, let report, let mark) = profiler.detach(consumer, of: run, keepingSamples: true) else {
+    guard case .kept(let all, let report, let mark) = run.slot.detach(consumer, of: run, keepingSamples: true) else {
       throw ProfilerError.unsupported("this session has already been stopped")
     }
     ended.store(true, ordering: .releasing)
@@ -122,7 +114,7 @@ public final class ProfilingSession: Sendable {
   /// - Throws: ``ProfilerError/unsupported(_:)`` when the session was stopped.
   public func rotateSynchronously() throws -> Profile {
     let (start, end, kept) = window.withLock { window in
-      let kept = profiler.rotate(consumer, of: run)
+      let kept = run.slot.rotate(consumer, of: run)
       let start = window
       window = (Self.clock(CLOCK_REALTIME), Self.clock(CLOCK_MONOTONIC))
       return (start, window.monotonic, kept)
@@ -174,7 +166,7 @@ public final class ProfilingSession: Sendable {
 
   /// Stops sampling and discards the samples. Safe to call more than once.
   public func cancel() {
-    if case .notAttached = profiler.detach(consumer, of: run, keepingSamples: false) { return }
+    if case .notAttached = run.slot.detach(consumer, of: run, keepingSamples: false) { return }
     ended.store(true, ordering: .releasing)
     endTaskWall()
   }
@@ -197,25 +189,4 @@ public final class ProfilingSession: Sendable {
     clock_gettime(id, &ts)
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
   }
-}
-
-/// One running sampler (signals or allocation wrappers) and how many
-/// consumers it had. Its consumers and their marks live in the profiler's
-/// slot, under its lock.
-final class SamplingRun: Sendable {
-  let id: UInt64
-  /// The profiler's slot of this run's kind.
-  let slot: Profiler.KindSlot
-  let backend: any SessionBackend
-  private let seen = Atomic<Int>(1)
-
-  init(id: UInt64, slot: Profiler.KindSlot, backend: any SessionBackend) {
-    self.id = id
-    self.slot = slot
-    self.backend = backend
-  }
-
-  /// Consumers that read this run so far (for the profile's metadata).
-  var consumersSeen: Int { seen.load(ordering: .relaxed) }
-  func consumerJoined() { seen.add(1, ordering: .relaxed) }
 }

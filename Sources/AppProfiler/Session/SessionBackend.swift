@@ -63,11 +63,28 @@ protocol SessionBackend: AnyObject, Sendable {
   func cancel()
 }
 
+/// The sampler of a new run in `slot`, and where its window starts when the
+/// sampler says (the wrappers: once installed; building unwind tables first
+/// may take 0.5 s, and in-use growth is per second of that window).
+func makeSessionBackend(
+  slot: SamplerSlotID, mode: Profile.Mode, interval: Duration, options: SessionOptions
+) throws -> (backend: any SessionBackend, windowStart: (realtime: UInt64, monotonic: UInt64)?) {
+  if mode.isAllocation {
+    let installed = try AllocationBackend(options: options, startTimeNanoseconds: nil, startMonotonicNanoseconds: nil)
+    return (installed, (installed.startTimeNanoseconds, installed.startMonotonicNanoseconds))
+  }
+  if let lockKind = LockRecorder.Kind(mode) {
+    let installed = try LockBackend(kind: lockKind, options: options)
+    return (installed, (installed.startTimeNanoseconds, installed.startMonotonicNanoseconds))
+  }
+  return (try SignalSamplingBackend(slot: slot, mode: mode, interval: interval, options: options), nil)
+}
+
 /// cpu and wall: the C session (handler, engines, ticker) and a drain thread.
 final class SignalSamplingBackend: SessionBackend {
   private let period: UInt64
-  /// CAP_MODE_CPU or CAP_MODE_WALL: which of the C sessions (one per kind).
-  private let cMode: Int32
+  /// Which of the C sessions (CAP_SESSION_*).
+  private let cSession: Int32
   private let drain: SessionDrain
   /// Moves samples out of the C buffer every 10 ms: a thread of its own, so
   /// a session runs and ends while the app's cooperative pool is blocked.
@@ -75,13 +92,18 @@ final class SignalSamplingBackend: SessionBackend {
   /// Unwind tables the handler reads; alive until the session is released.
   private let unwindTables: UnwindTableSet?
 
-  /// `kind`: which of the C sessions (cpu, wall, snapshot, flight).
-  init(kind: Profiler.SamplerKind, mode: Profile.Mode, interval: Duration, options: SessionOptions) throws {
+  /// `slot`: one of the signal samplers' slots (its C session); a thread
+  /// dump's one tick comes at exactly the interval, every other at
+  /// randomized intervals of that mean.
+  init(slot: SamplerSlotID, mode: Profile.Mode, interval: Duration, options: SessionOptions) throws {
+    guard let session = slot.cSession else { throw ProfilerError.unsupported("no signal sampler in the \(slot) slot") }
     period = interval.nanoseconds
-    cMode = kind.cMode
-    drain = SessionDrain(mode: cMode)
+    cSession = session
+    drain = SessionDrain(slot: slot)
     var config = cap_config()
-    config.mode = cMode
+    config.session = session
+    config.mode = mode == .wall ? Int32(CAP_MODE_WALL) : Int32(CAP_MODE_CPU)
+    config.fixed_interval = slot == .snapshot ? 1 : 0
     switch options.cpuEngine {
     case .automatic: config.engine = Int32(CAP_ENGINE_AUTO)
     case .perfEvents: config.engine = Int32(CAP_ENGINE_PERF_EVENT)
@@ -108,7 +130,7 @@ final class SignalSamplingBackend: SessionBackend {
   func mark() -> SampleCollector.Mark {
     drain.drainAvailable(fullScan: false)
     var stats = cap_stats()
-    cap_session_stats(cMode, &stats)
+    cap_session_stats(cSession, &stats)
     return drain.mark(
       counters: SamplerCounters(
         recorded: Int64(stats.samples_written), dropped: Int64(stats.samples_dropped),
@@ -119,7 +141,7 @@ final class SignalSamplingBackend: SessionBackend {
     drain.drainAvailable(fullScan: false)
     let collector = drain.snapshot(keeping: marks)
     var stats = cap_stats()
-    cap_session_stats(cMode, &stats)
+    cap_session_stats(cSession, &stats)
     var report = Self.report(stats, tables: unwindTables)
     report.period = period
     return (collector, report)
@@ -127,12 +149,12 @@ final class SignalSamplingBackend: SessionBackend {
 
   func finish() -> (collector: SampleCollector, report: SessionReport) {
     drainThread.stop()
-    cap_session_stop(cMode)
+    cap_session_stop(cSession)
     drain.drainAvailable(fullScan: true)
     let collector = drain.takeCollector()
     var stats = cap_stats()
-    cap_session_stats(cMode, &stats)
-    drain.close { cap_session_release(cMode) }
+    cap_session_stats(cSession, &stats)
+    drain.close { cap_session_release(cSession) }
     var report = Self.report(stats, tables: unwindTables)
     report.period = period
     return (collector, report)
@@ -142,7 +164,7 @@ final class SignalSamplingBackend: SessionBackend {
     drainThread.stop()
     // The drain thread may be in a drain right now: release under its lock,
     // so the buffer is never unmapped under a reader (found by TSan).
-    drain.close { cap_session_release(cMode) }
+    drain.close { cap_session_release(cSession) }
   }
 
   static func report(_ stats: cap_stats, tables: UnwindTableSet?) -> SessionReport {
@@ -178,18 +200,7 @@ final class SignalSamplingBackend: SessionBackend {
   }
 
   static func engineName(_ stats: cap_stats) -> String {
-    switch Int(stats.engine) {
-    case Int(CAP_ENGINE_PERF_EVENT):
-      return stats.exclude_kernel != 0 ? "perf_event(task-clock, user only)" : "perf_event(task-clock, user+kernel)"
-    case Int(CAP_ENGINE_POSIX_TIMER):
-      return "posix_timer(thread-cpu-clock)"
-    case Int(CAP_ENGINE_WALL_TICKER):
-      return "wall_ticker(tgkill)"
-    case Int(CAP_ENGINE_CPU_TICKER):
-      return "cpu_ticker(thread-cpu-clock, tgkill)"
-    default:
-      return "unknown"
-    }
+    String(cString: cap_engine_name(stats.engine, stats.exclude_kernel))
   }
 }
 

@@ -1,3 +1,4 @@
+import CAppProfiler
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -35,15 +36,25 @@ public struct SessionOptions: Sendable, Hashable {
   }
 
   /// Allowed sampling intervals: 100 µs (beyond that the handler's own cost,
-  /// ~1–3 µs per sample, becomes a visible share of a core) to 1 s.
-  public static let allowedIntervals: ClosedRange<Duration> = .microseconds(100) ... .seconds(1)
+  /// ~1–3 µs per sample, becomes a visible share of a core) to 1 s. Stated
+  /// once, in C (`CAP_MIN_INTERVAL_NS`, `CAP_MAX_INTERVAL_NS`), which checks
+  /// them too.
+  public static let allowedIntervals: ClosedRange<Duration> =
+    .nanoseconds(Int64(CAP_MIN_INTERVAL_NS)) ... .nanoseconds(Int64(CAP_MAX_INTERVAL_NS))
+
+  /// Allowed ``bufferSlots`` and ``maxThreads`` (C: `CAP_*_BUFFER_SLOTS`, `CAP_MAX_THREADS`).
+  public static let allowedBufferSlots: ClosedRange<Int> = Int(CAP_MIN_BUFFER_SLOTS)...Int(CAP_MAX_BUFFER_SLOTS)
+  public static let allowedMaxThreads: ClosedRange<Int> = 1...Int(CAP_MAX_THREADS)
 
   /// The `interval` a request may give for `mode`, as it is written there:
   /// microseconds for cpu and wall, mean bytes between samples for alloc;
   /// with its unit for messages. The one place these ranges are stated.
   public static func intervalParameterRange(for mode: Profile.Mode) -> (range: ClosedRange<Int>, unit: String) {
     mode.isAllocation
-      ? (allowedAllocationSamplingRates, "bytes") : mode.isLock ? (1...1_000_000_000, "ns") : (100...1_000_000, "µs")
+      ? (allowedAllocationSamplingRates, "bytes")
+      : mode.isLock
+        ? (1...1_000_000_000, "ns")
+        : (Int(CAP_MIN_INTERVAL_NS / 1000)...Int(CAP_MAX_INTERVAL_NS / 1000), "µs")
   }
 
   /// Signal used to interrupt threads. Default `SIGPROF`, which nothing else

@@ -23,7 +23,7 @@ import Darwin
 final class TaskWall: Sendable {
   static let shared = TaskWall()
 
-  private struct Scope {
+  struct Scope {
     var interval: UInt64
     /// When the last pass counted this scope's time, and the remainder.
     var last: UInt64
@@ -36,7 +36,7 @@ final class TaskWall: Sendable {
   /// Sessions counting every task (``SessionOptions/includesSuspendedTasks``)
   /// on one wall sampler (the on-demand one, the flight recorder's): each
   /// sampler's drain counts its own elapsed time at its own interval.
-  private struct Process {
+  struct Process {
     var sessions = 0
     var interval: UInt64 = 10_000_000
     var last: UInt64 = 0
@@ -49,7 +49,7 @@ final class TaskWall: Sendable {
   /// represented by the weight of those read.
   static let processTasksPerPass = 64
 
-  private struct Waiting {
+  struct Waiting {
     var function: UInt64
     var context: UInt64
     var flags: UInt32
@@ -57,10 +57,10 @@ final class TaskWall: Sendable {
     var labelID: UInt64
   }
 
-  private struct State {
+  struct State {
     var scopes: [UInt32: Scope] = [:]
-    /// By sampler (its C mode).
-    var processes: [Int32: Process] = [:]
+    /// By sampler slot.
+    var processes: [SamplerSlotID: Process] = [:]
     /// Cost of the passes, for the benchmark.
     var passes: UInt64 = 0
     var passNanoseconds: UInt64 = 0
@@ -106,26 +106,26 @@ final class TaskWall: Sendable {
     }
   }
 
-  /// A whole-process wall session of sampler `sampler` (its C mode) that
+  /// A whole-process wall session of slot `slot` that
   /// counts every task started / ended. Sessions of one sampler share its
   /// interval.
-  func beginProcess(sampler: Int32, interval: Duration) {
+  func beginProcess(slot: SamplerSlotID, interval: Duration) {
     let nanoseconds = UInt64(interval.components.seconds) &* 1_000_000_000
       &+ UInt64(interval.components.attoseconds / 1_000_000_000)
     state.withLock { state in
-      var process = state.processes[sampler] ?? Process(
+      var process = state.processes[slot] ?? Process(
         sessions: 0, interval: max(nanoseconds, 100_000), last: ProfilingSession.clock(CLOCK_MONOTONIC))
       process.sessions += 1
-      state.processes[sampler] = process
+      state.processes[slot] = process
       active.store(state.consumers, ordering: .releasing)
     }
   }
 
-  func endProcess(sampler: Int32) {
+  func endProcess(slot: SamplerSlotID) {
     state.withLock { state in
-      if var process = state.processes[sampler] {
+      if var process = state.processes[slot] {
         process.sessions -= 1
-        state.processes[sampler] = process.sessions > 0 ? process : nil
+        state.processes[slot] = process.sessions > 0 ? process : nil
       }
       if state.processes.isEmpty { state.seenWaiting = [:] }
       active.store(state.consumers, ordering: .releasing)
@@ -166,13 +166,13 @@ final class TaskWall: Sendable {
 
   /// One pass: adds the samples of every waiting task of the active scopes
   /// to `collector` (the wall sampler's, at its drain).
-  func sample(into collector: inout SampleCollector, sampler: Int32) {
+  func sample(into collector: inout SampleCollector, slot: SamplerSlotID) {
     guard isActive, case .supported(let layout) = TaskRuntime.support else { return }
     let now = ProfilingSession.clock(CLOCK_MONOTONIC)
     state.withLock { state in
       // Scopes are sampled by the on-demand wall sampler's drain only.
-      let scopes = sampler == Int32(CAP_MODE_WALL) && !state.scopes.isEmpty
-      guard scopes || state.processes[sampler] != nil else { return }
+      let scopes = slot == .wall && !state.scopes.isEmpty
+      guard scopes || state.processes[slot] != nil else { return }
       // The registry's entries, into a buffer kept from pass to pass: at
       // every pass for scopes (their new tasks), else every 250 ms — the
       // whole-process passes read 64 tasks of it each, and a task that
@@ -248,9 +248,9 @@ final class TaskWall: Sendable {
         }
         state.scopes[scope] = current
       }
-      if var process = state.processes[sampler] {
+      if var process = state.processes[slot] {
         samplePassOfEveryTask(entries, now: now, layout: layout, images: images, &process, &state, &collector)
-        state.processes[sampler] = process
+        state.processes[slot] = process
       }
       state.passes += 1
       state.passNanoseconds += ProfilingSession.clock(CLOCK_MONOTONIC) &- now
@@ -329,58 +329,5 @@ final class TaskWall: Sendable {
       let live = Set(entries.map(\.task))
       state.seenWaiting = state.seenWaiting.filter { live.contains($0.key) }
     }
-  }
-
-  /// Resume addresses (entries, as stored) in known code; refreshes the
-  /// image map once a second when one is in none.
-  private static func codeFrames(_ addresses: [UInt64], _ state: inout State, now: UInt64) -> [UInt64] {
-    var images = state.images!
-    if addresses.contains(where: { images.lookup($0) == nil }) && now &- state.imagesAt > 1_000_000_000 {
-      images = ImageMap.current()
-      state.images = images
-      state.imagesAt = now
-    }
-    return addresses.filter { images.lookup($0) != nil }
-  }
-
-  private static func asyncLetChildren(_ bytes: [UInt8], layout: TaskLayout) -> [UInt64] {
-    var children: [UInt64] = []
-    var record = bytes.word(at: TaskLayout.statusRecord)
-    for _ in 0..<TaskDump.maxStatusRecords where record != 0 {
-      guard let flags = TaskMemory.word(record), let next = TaskMemory.word(record &+ 8) else { break }
-      if flags & 0xFF == layout.childRecordKind, var child = TaskMemory.word(record &+ 16) {
-        while child != 0 && children.count < 10_000 {
-          children.append(child)
-          guard let sibling = TaskMemory.word(child &+ UInt64(layout.taskSize) &+ 8) else { break }
-          child = sibling
-        }
-      }
-      record = next
-    }
-    return children
-  }
-
-  private static func marker(
-    _ bytes: [UInt8], flags: UInt32, layout: TaskLayout, leaf: UInt64?, state: inout State, images: ImageMap
-  ) -> SyntheticFrame {
-    if flags & TaskLayout.enqueued != 0 || layout.entryAdapters.contains(bytes.word(at: TaskLayout.resumeFunction)) {
-      return .enqueued
-    }
-    switch TaskDump.waitingOn(bytes, flags: flags) {
-    case "task": return .suspendedTask
-    case "group": return .suspendedGroup
-    case "actor", "executor": return .enqueued
-    default: break
-    }
-    if let leaf, isSleep(leaf, &state, images: images) { return .suspendedSleep }
-    return TaskDump.waitingOn(bytes, flags: flags) == "continuation" ? .suspendedContinuation : .suspendedOther
-  }
-
-  /// Whether `leaf` is in `Task.sleep`'s code (names resolved once).
-  private static func isSleep(_ leaf: UInt64, _ state: inout State, images: ImageMap) -> Bool {
-    if let known = state.sleeps[leaf] { return known }
-    let name = Symbolizer.shared.resolve([leaf], in: images, sourceLocations: false).first?.functions.last?.name ?? ""
-    state.sleeps[leaf] = Profiler.isSleep(name)
-    return state.sleeps[leaf]!
   }
 }

@@ -24,16 +24,33 @@ extern "C" {
 /// and flagged `CAP_SAMPLE_TRUNCATED`.
 #define CAP_MAX_DEPTH 256
 
-/// Profiling modes.
+/// What a sample measures (cap_config.mode).
 enum {
   CAP_MODE_CPU = 1,   // a sample = this thread used one interval of CPU time
   CAP_MODE_WALL = 2,  // a sample = one interval of wall time passed for this thread
-  CAP_MODE_SNAPSHOT = 3,  // wall sampling in a session of its own: thread dumps,
-                          // which so run next to a wall profile
-  CAP_MODE_FLIGHT_CPU = 4,   // the flight recorder's cpu sampling (POSIX timers),
-  CAP_MODE_FLIGHT_WALL = 5,  // and its wall sampling: sessions of their own, so
-                             // profiles at any interval run next to it
 };
+
+/// Which of the process's C sessions runs a sampler (cap_config.session,
+/// and the argument of cap_session_stop, _release, _drain, _stats,
+/// _active). One of each runs at a time, independently of the others, so
+/// a cpu profile, a wall profile, a thread dump and the flight recorder run
+/// at once. Swift's `SamplerSlotID` names them.
+enum {
+  CAP_SESSION_CPU = 0,
+  CAP_SESSION_WALL = 1,
+  CAP_SESSION_SNAPSHOT = 2,     // thread dumps: one wall tick, at a fixed time
+  CAP_SESSION_FLIGHT_CPU = 3,   // the flight recorder's cpu sampling
+  CAP_SESSION_FLIGHT_WALL = 4,  // and its wall sampling
+  CAP_SESSION_COUNT = 5
+};
+
+/// Limits of a session's configuration, checked by cap_session_start and
+/// by Swift's validation (one statement of each).
+#define CAP_MIN_INTERVAL_NS 100000ull        /* 100 µs: 10 kHz */
+#define CAP_MAX_INTERVAL_NS 1000000000ull    /* 1 s */
+#define CAP_MIN_BUFFER_SLOTS 16u
+#define CAP_MAX_BUFFER_SLOTS 1048576u        /* 2 GiB of address space at ~2 KiB a slot */
+#define CAP_MAX_THREADS 65536u
 
 /// Sampling engines. `CAP_ENGINE_AUTO` picks POSIX CPU timers for cpu mode
 /// when the interval is at least one scheduler tick (they cost nothing per
@@ -142,7 +159,9 @@ typedef struct cap_async_config {
 
 /// Configuration of one session.
 typedef struct cap_config {
-  int32_t mode;            // CAP_MODE_*
+  int32_t session;         // CAP_SESSION_*: which sampler
+  int32_t mode;            // CAP_MODE_*: what a sample measures
+  uint32_t fixed_interval; // 1: ticks exactly `interval_ns` apart (thread dumps), 0: randomized (cap_jitter.h)
   int32_t engine;          // CAP_ENGINE_*
   int32_t signal_number;   // usually SIGPROF
   uint32_t buffer_slots;   // raw sample slots (each ~2 KiB of address space)
@@ -174,24 +193,31 @@ typedef struct cap_sample_header {
   uint64_t heap_id;        // alloc: the allocation's id in the live-heap set, 0 when not tracked
 } cap_sample_header;
 
+/// The counters of a session: one list for the handler's atomics
+/// (cap_session.counters), their copy (cap_stats) and their clearing.
+#define CAP_COUNTERS(X)                                                                          \
+  X(samples_written)        /* samples the handler stored */                                     \
+  X(samples_dropped)        /* interrupts that found no free slot */                             \
+  X(complete_samples)       /* samples whose walk reached the thread's root */                   \
+  X(async_stitched)         /* samples with a task's async callers stitched in */                \
+  X(async_broken)           /* of those, chains that ended in an unreadable context */           \
+  X(repeat_records)         /* run-length records written by the wall ticker */                  \
+  X(ticks)                  /* ticker ticks done (wall, cpu ticker) */                           \
+  X(missed_ticks)           /* ticks skipped because the ticker fell behind */                   \
+  X(signals_sent)           /* signals the ticker sent */                                        \
+  X(threads_seen)           /* distinct threads armed during the session */                      \
+  X(threads_failed)         /* threads that could not be armed (or table full) */                \
+  X(tick_ns_total)          /* ticker time spent inside ticks */                                 \
+  X(maps_refreshes)         /* memory-range snapshots taken */                                   \
+  X(threads_signal_blocked) /* wall: threads found blocking the signal (SigBlk) */               \
+  X(undelivered_ticks)      /* wall: ticks charged to a thread whose signal was never handled */ \
+  X(pending_skips)          /* ticks a thread was not signalled: its last signal was pending */
+
 /// Counters of the current (or last) session.
 typedef struct cap_stats {
-  uint64_t samples_written;   // samples the handler stored
-  uint64_t samples_dropped;   // interrupts that found no free slot
-  uint64_t repeat_records;    // run-length records written by the wall ticker
-  uint64_t ticks;             // wall ticks done
-  uint64_t missed_ticks;      // wall ticks skipped because the ticker fell behind
-  uint64_t signals_sent;      // tgkill calls of the wall ticker
-  uint64_t threads_seen;      // distinct threads armed during the session
-  uint64_t threads_failed;    // threads that could not be armed (or table full)
-  uint64_t tick_ns_total;     // ticker time spent inside ticks
-  uint64_t maps_refreshes;    // memory-range snapshots taken
-  uint64_t complete_samples;  // samples whose walk reached the thread's root
-  uint64_t threads_signal_blocked;  // wall: threads found blocking the signal (SigBlk)
-  uint64_t undelivered_ticks;  // wall: ticks charged to a thread whose signal was never handled
-  uint64_t pending_skips;      // wall: ticks a thread was not signalled because its last signal was pending
-  uint64_t async_stitched;     // samples with a task's async callers stitched in
-  uint64_t async_broken;       // of those, chains that ended in an unreadable context
+#define CAP_STATS_FIELD(name) uint64_t name;
+  CAP_COUNTERS(CAP_STATS_FIELD)
+#undef CAP_STATS_FIELD
   int32_t engine;             // CAP_ENGINE_* that actually ran
   int32_t exclude_kernel;     // perf engine: 1 when kernel time was excluded
 } cap_stats;
@@ -204,10 +230,9 @@ int cap_sampler_available(void);
 
 /// Installs the handler, arms sampling of every current thread, and starts the
 /// ticker thread. Returns 0, or a negative errno with `message` filled in.
-/// One session per kind (`config->mode`: cpu, wall, snapshot, flight cpu,
-/// flight wall) exists per process; a
-/// second start of a kind returns -EBUSY. The functions below name the
-/// session by its mode.
+/// `config->session` says which of the CAP_SESSION_* it is; a second start
+/// of a running one returns -EBUSY. The functions below name the session
+/// the same way.
 int cap_session_start(const cap_config *config, char *message, size_t message_len);
 
 /// The scheduler tick (1/CONFIG_HZ) in nanoseconds, from the resolution of
@@ -217,23 +242,26 @@ uint64_t cap_scheduler_tick_ns(void);
 /// Copies finished samples into `out` (headers followed by their frames) and
 /// frees their slots. Returns the number of bytes written; 0 when nothing is
 /// ready. `full_scan` also sweeps slots out of order (use it after stop).
-size_t cap_session_drain(int32_t mode, void *out, size_t capacity, int full_scan);
+size_t cap_session_drain(int32_t session, void *out, size_t capacity, int full_scan);
 
 /// Stops sampling: joins the ticker, disarms every thread and waits until no
 /// handler runs. The handler stays installed (a signal of ours may still be
 /// pending on a thread that blocks it; delivered later, it is ignored).
 /// Wall threads whose last signal was never handled get a record flagged
 /// CAP_SAMPLE_UNDELIVERED. Samples stay readable with cap_session_drain.
-void cap_session_stop(int32_t mode);
+void cap_session_stop(int32_t session);
 
 /// Releases the session's memory. After this, a new session may start.
-void cap_session_release(int32_t mode);
+void cap_session_release(int32_t session);
 
 /// Copies the counters of the current or last session.
-void cap_session_stats(int32_t mode, cap_stats *out);
+void cap_session_stats(int32_t session, cap_stats *out);
 
-/// 1 while a session of `mode`'s kind holds its slot (between start and release).
-int cap_session_active(int32_t mode);
+/// 1 while `session` is taken (between start and release).
+int cap_session_active(int32_t session);
+
+/// How profiles name `engine` (CAP_ENGINE_*), e.g. "posix_timer(thread-cpu-clock)".
+const char *cap_engine_name(int32_t engine, int32_t exclude_kernel);
 
 /// 1 when the handler of this target is installed for `signal_number`.
 int cap_handler_installed(int signal_number);
