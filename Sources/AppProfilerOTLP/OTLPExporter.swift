@@ -159,7 +159,7 @@ public struct OTLPConfiguration: Sendable {
 /// the process's running samplers like any profile, runs on threads of its
 /// own, queues a bounded number of requests, retries with backoff and
 /// jitter, and logs one line per failure streak.
-public final class OTLPExporter: Service, Sendable {
+public final class OTLPExporter: PushExporter {
   public typealias Statistics = ProfilePusher.Statistics
 
   public let configuration: OTLPConfiguration
@@ -200,27 +200,13 @@ public final class OTLPExporter: Service, Sendable {
     _ environment: [String: String] = ProcessInfo.processInfo.environment,
     logger: Logger = Logger(label: "app-profiler.otlp")
   ) -> OTLPExporter? {
-    do {
-      guard let configuration = try OTLPConfiguration.fromEnvironment(environment) else { return nil }
-      return OTLPExporter(configuration: configuration, logger: logger)
-    } catch {
-      logger.error("app-profiler does not export OTLP profiles: \(error)")
-      return nil
-    }
+    fromEnvironment(
+      reading: { try OTLPConfiguration.fromEnvironment(environment) }, logger: logger, failure: "app-profiler does not export OTLP profiles",
+      make: { OTLPExporter(configuration: $0, logger: logger) })
   }
 
   public var statistics: Statistics { pusher.statistics }
 
-  /// Runs until graceful shutdown (swift-service-lifecycle), then sends the
-  /// last window and stops.
-  public func run() async throws {
-    try start()
-    try? await gracefulShutdown()
-    await ProfilerThread.runOffThePool { [self] in stop() }
-  }
-
-  /// Starts sampling and pushing. Throws what starting the sessions throws
-  /// (``AppProfiler/ProfilerError``); nothing is left running then.
   public func start() throws {
     let started = try pusher.start { [configuration] in
       var modes: [Profile.Mode] = [.cpu]

@@ -132,7 +132,7 @@ public struct PyroscopeConfiguration: Sendable {
 /// uploads what it was doing. Failed uploads (connection errors, 5xx, 429)
 /// are retried with backoff while newer windows queue (bounded, oldest
 /// dropped, counted); one log line per failure streak, one when it ends.
-public final class PyroscopeExporter: Service, Sendable {
+public final class PyroscopeExporter: PushExporter {
   /// Counters since start.
   public typealias Statistics = ProfilePusher.Statistics
 
@@ -166,27 +166,13 @@ public final class PyroscopeExporter: Service, Sendable {
     _ environment: [String: String] = ProcessInfo.processInfo.environment,
     logger: Logger = Logger(label: "app-profiler.pyroscope")
   ) -> PyroscopeExporter? {
-    do {
-      guard let configuration = try PyroscopeConfiguration.fromEnvironment(environment) else { return nil }
-      return PyroscopeExporter(configuration: configuration, logger: logger)
-    } catch {
-      logger.error("app-profiler does not push to Pyroscope: \(error)")
-      return nil
-    }
+    fromEnvironment(
+      reading: { try PyroscopeConfiguration.fromEnvironment(environment) }, logger: logger, failure: "app-profiler does not push to Pyroscope",
+      make: { PyroscopeExporter(configuration: $0, logger: logger) })
   }
 
   public var statistics: Statistics { pusher.statistics }
 
-  /// Runs until graceful shutdown (swift-service-lifecycle), then uploads
-  /// the last window and stops.
-  public func run() async throws {
-    try start()
-    try? await gracefulShutdown()
-    await ProfilerThread.runOffThePool { [self] in stop() }
-  }
-
-  /// Starts sampling and pushing. Throws what starting the sessions throws
-  /// (``AppProfiler/ProfilerError``); nothing is left running then.
   public func start() throws {
     let started = try pusher.start { [configuration] in
       // A profile every interval: names only (no continuous DWARF work).
