@@ -393,6 +393,7 @@ for scenario in "${scenarios[@]}"; do
     #   default        /profile?mode=cpu without interval (100 Hz: POSIX
     #                  CPU timers on this CONFIG_HZ=250 kernel)
     #   timer100       the same with engine=timer
+    #   perf100        the same with engine=perf (perf events per thread)
     #   cpu1000        interval=1000 (1 kHz: perf events per thread)
     #   ticker1000     interval=1000&engine=ticker (1 kHz, the CPU ticker)
     #   wall100        mode=wall&interval=10000
@@ -417,6 +418,7 @@ for scenario in "${scenarios[@]}"; do
         case "$variant" in
           default) query="mode=cpu" ;;
           timer100) query="mode=cpu&engine=timer" ;;
+          perf100) query="mode=cpu&engine=perf" ;;
           cpu1000) query="mode=cpu&interval=1000" ;;
           ticker1000) query="mode=cpu&interval=1000&engine=ticker" ;;
           wall100) query="mode=wall&interval=10000" ;;

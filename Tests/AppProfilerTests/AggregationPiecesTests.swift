@@ -191,6 +191,17 @@ import Testing
     #expect(table.labels(of: 42) == [:])
   }
 
+  @Test func labelSetsRetainOnlyThoseNamed() {
+    var table = LabelSetTable()
+    let a = table.index(of: ["request": "a"])
+    let b = table.index(of: ["request": "b"])
+    let c = table.index(of: ["request": "c"])
+    let renumbered = table.retain([a, c])
+    #expect(renumbered == [0: 0, a: 1, c: 2])
+    #expect(table.labels(of: 2) == ["request": "c"] && table.sets.count == 3)
+    #expect(table.index(of: ["request": "b"]) == 3 && b == 2)
+  }
+
   @Test func kernelStatesGetAddressesUntilTheSyntheticRangeEnds() {
     var states = KernelStateFrames()
     #expect(states.address(of: "[kernel: futex]") == KernelStateFrames.base)
@@ -201,5 +212,50 @@ import Testing
     #expect(states.name(of: 900) == "[synthetic]")
     for index in 2..<3072 { _ = states.address(of: "state \(index)") }
     #expect(states.address(of: "one too many") == nil)
+  }
+}
+
+extension AggregationPiecesTests {
+  /// A collector read by rotating consumers keeps only the stacks its held
+  /// samples name, renumbered in their order.
+  @Test func compactingDropsStacksAndLabelSetsNoSampleNames() {
+    var collector = SampleCollector()
+    for index in 0..<8 {
+      let stack = collector.stackID([0x5000 + UInt64(index)])
+      collector.addAllocation(tid: 1, timestamp: UInt64(index), stack: stack, flags: 0, raw: 1, objects: 1, bytes: 1)
+    }
+    let mark = collector.mark()
+    collector.trim(keeping: [mark])
+    #expect(collector.compact(threshold: 4) == [7: 0], "only the stack a repeat after the cut would take stays")
+    #expect(collector.stacks == [[0x5007]])
+    let kept = collector.stackID([0x7000])
+    collector.addAllocation(tid: 1, timestamp: 9, stack: kept, flags: 0, raw: 1, objects: 1, bytes: 1)
+    #expect(collector.compact(threshold: 4) == nil, "below the threshold: left alone")
+    for index in 0..<5 { _ = collector.stackID([0x6000 + UInt64(index)]) }
+    #expect(collector.compact(threshold: 4) == [0: 0, kept: 1], "unused stacks go, the order stays")
+    #expect(collector.stacks == [[0x5007], [0x7000]])
+    #expect(collector.resolvedSamples()[1]?.map(\.stack) == [1])
+    #expect(collector.compact(threshold: 1) == nil, "nothing to gain: left alone")
+  }
+
+  /// Every request's label set (a `trace_id` each) goes once no held
+  /// sample carries it; the scope half of a sample's id is kept.
+  @Test func compactingDropsLabelSetsOfSamplesGone() {
+    var collector = SampleCollector()
+    var ids: [UInt64] = []
+    for index in 0..<6 {
+      let id = LabelRegistry.shared.retain(["trace_id": "t\(index)"])
+      ids.append(id)
+      collector.addTaskSample(
+        frames: [0x5000], labelID: id | (UInt64(9) << 32), count: 1, timestamp: UInt64(index), task: 0, thread: 1)
+    }
+    defer { ids.forEach(LabelRegistry.shared.release) }
+    #expect(collector.labelSets.sets.count == 7)
+    collector.trim(keeping: [SampleCollector.Mark(counts: [1: 5])])
+    #expect(collector.compact(threshold: 4) != nil)
+    #expect(collector.labelSets.sets.count == 3, "none, the carried sample's and the last one's")
+    let last = collector.resolvedSamples()[1]!.last!
+    #expect(collector.labels(of: last.labels) == ["trace_id": "t5"])
+    #expect(LabelScope.of(labelID: last.labels) == 9)
   }
 }

@@ -40,4 +40,16 @@ struct LabelSetTable: Sendable {
     cache[raw] = local
     return local
   }
+
+  /// Keeps the sets `keep` names (local indices, 0 always), in their order;
+  /// returns old index → new index.
+  mutating func retain(_ keep: Set<UInt64>) -> [UInt64: UInt64] {
+    var renumbered: [UInt64: UInt64] = [0: 0]
+    var kept = LabelSetTable()
+    for (index, labels) in sets.enumerated() where index > 0 && keep.contains(UInt64(index)) {
+      renumbered[UInt64(index)] = kept.index(of: labels)
+    }
+    self = kept
+    return renumbered
+  }
 }

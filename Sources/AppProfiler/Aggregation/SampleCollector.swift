@@ -224,6 +224,32 @@ struct SampleCollector: Sendable {
     log.trim(keeping: marks.map(\.counts))
   }
 
+  /// Drops the stacks and label sets no held sample names, renumbering the
+  /// rest (their order kept), once at least `threshold` stacks or label
+  /// sets are held and half of them are unused: a sampler read by rotating
+  /// consumers (the flight recorder, the push exporters) otherwise keeps
+  /// every stack and every request's labels (`trace_id`) it ever saw. Running totals are left whole.
+  /// Returns old stack id → new id when it compacted.
+  @discardableResult
+  mutating func compact(threshold: Int = 1024) -> [Int32: Int32]? {
+    guard totals == nil, stackTable.count >= threshold || labelSets.sets.count >= threshold else { return nil }
+    var stacksUsed = Set<Int32>()
+    var labelsUsed = Set<UInt64>()
+    log.forEachSample { sample in
+      if let stack = sample.stack { stacksUsed.insert(stack) }
+      labelsUsed.insert(LabelScope.labels(of: sample.labels))
+    }
+    guard stacksUsed.count * 2 <= stackTable.count || labelsUsed.count * 2 <= labelSets.sets.count else { return nil }
+    let stacks = stackTable.retain(stacksUsed)
+    let labels = labelSets.retain(labelsUsed)
+    log.updateAll { sample in
+      if let stack = sample.stack { sample.stack = stacks[stack] }
+      let local = LabelScope.labels(of: sample.labels)
+      sample.labels = (sample.labels & 0xFFFF_FFFF_0000_0000) | (labels[local] ?? 0)
+    }
+    return stacks
+  }
+
   /// Keeps only the samples whose label set passes `include` (label set
   /// ids, 0 for none); repeats keep the labels of the sample they repeat.
   mutating func keepSamples(labelled include: (UInt64) -> Bool) {

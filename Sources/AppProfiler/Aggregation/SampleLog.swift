@@ -155,4 +155,16 @@ struct SampleLog: Sendable {
     self = SampleLog()
     threads = kept
   }
+
+  /// Every sample held, carried ones included.
+  func forEachSample(_ body: (RawSample) -> Void) {
+    for list in threads.values { list.forEach(body) }
+    carried.values.forEach(body)
+  }
+
+  /// Applies `body` to every sample held, carried ones included.
+  mutating func updateAll(_ body: (inout RawSample) -> Void) {
+    updateEach(body)
+    for tid in carried.keys { body(&carried[tid]!) }
+  }
 }

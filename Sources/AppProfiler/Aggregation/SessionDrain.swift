@@ -120,11 +120,17 @@ final class SessionDrain: Sendable {
     state.withLock { $0.collector.mark(counters: counters) }
   }
 
-  /// A copy of what is collected; then drops what no mark in `keeping` reads.
+  /// A copy of what is collected; then drops what no mark in `keeping`
+  /// reads, and the stacks and label sets only those samples named.
   func snapshot(keeping marks: [SampleCollector.Mark]) -> SampleCollector {
     state.withLock { state in
       let copy = state.collector
       state.collector.trim(keeping: marks)
+      if let renumbered = state.collector.compact() {
+        // Order is kept: the warmed stacks still held come first.
+        let warmed = state.warmedStacks
+        state.warmedStacks = renumbered.keys.reduce(0) { $0 + ($1 < warmed ? 1 : 0) }
+      }
       return copy
     }
   }

@@ -16,4 +16,15 @@ struct StackTable: Sendable {
   subscript(id: Int32) -> [UInt64] { stacks[Int(id)] }
 
   var count: Int { stacks.count }
+
+  /// Keeps the stacks `keep` names, in their order; returns old id → new id.
+  mutating func retain(_ keep: Set<Int32>) -> [Int32: Int32] {
+    var renumbered: [Int32: Int32] = [:]
+    var kept = StackTable()
+    for (index, frames) in stacks.enumerated() where keep.contains(Int32(index)) {
+      renumbered[Int32(index)] = kept.id(frames)
+    }
+    self = kept
+    return renumbered
+  }
 }
