@@ -1,6 +1,7 @@
 @testable import AppProfiler
 import CAppProfiler
 import Testing
+import Foundation
 
 #if canImport(Glibc)
 import Glibc
@@ -124,6 +125,35 @@ struct SilentSourceSymbolicator: SourceSymbolicator {
     print("clock loop: \(vdso.count) of \(leaves.count) leaves in the vDSO; unnamed: \(vdso.filter { $0.contains("linux-vdso") }.count)")
     #expect(!vdso.isEmpty)
     #expect(vdso.allSatisfy { !$0.contains("linux-vdso.so") }, "\(Set(vdso))")
+  }
+
+  /// PLT stubs have no symbol: named `<symbol>@plt` as objdump names them,
+  /// in this test binary (GNU ld's lazy `.plt`) and in libc.
+  @Test func pltStubsAreNamedAsObjdumpNamesThem() throws {
+    let binaries = [
+      URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path,
+      "/usr/lib/x86_64-linux-gnu/libc.so.6",
+    ]
+    for path in binaries where FileManager.default.fileExists(atPath: path) {
+      let table = try #require(ELFSymbolTable(path: path))
+      var checked = 0
+      for section in [".plt", ".plt.sec"] {
+        let (status, listing) = try runProcess("/usr/bin/objdump", ["-d", "-j", section, path])
+        guard status == 0 else { continue }
+        // "00000000000db8d0 <__cxa_finalize@plt>:"
+        for line in listing.split(separator: "\n") where line.hasSuffix("@plt>:") && !line.contains("*ABS*") {
+          let parts = line.split(separator: " ")
+          guard parts.count == 2, let address = UInt64(parts[0], radix: 16) else { continue }
+          let name = String(parts[1].dropFirst().dropLast(2))
+          #expect(table.lookup(address)?.name == name, "\(path) \(String(address, radix: 16))")
+          #expect(table.lookup(address + 6).map { $0.name == name && $0.offset == 6 } == true)
+          checked += 1
+        }
+      }
+      print("\(path): \(checked) PLT stubs named as objdump names them")
+      #expect(checked > 10, "\(path)")
+    }
+    #expect(Demangler.demangle("$ss15ContinuousClockV3nowAB7InstantVvgZ@plt") == "static Swift.ContinuousClock.now.getter : Swift.ContinuousClock.Instant@plt")
   }
 
   @Test func unknownAddressesStayUnsymbolized() {

@@ -30,6 +30,8 @@ enum Demangler {
   /// Demangled Swift names (`$s…`, `_$s…`, `$S…`, `_T0…`) and C++ names
   /// (`_Z…`, e.g. the Swift runtime's own); other names as given.
   static func demangle(_ symbol: String) -> String {
+    // A PLT stub (ELFSymbolTable): the function it jumps to, marked.
+    if symbol.hasSuffix("@plt") { return demangle(String(symbol.dropLast(4))) + "@plt" }
     if symbol.hasPrefix("_Z") { return demangleCxx(symbol) }
     guard isSwiftSymbol(symbol) else { return symbol }
     return symbol.withCString { pointer -> String in

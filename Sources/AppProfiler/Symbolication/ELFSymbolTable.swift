@@ -20,6 +20,11 @@ import Darwin
 ///   Elf64_Ehdr: e_shoff @40 (u64), e_shentsize @58, e_shnum @60, e_shstrndx @62 (u16)
 ///   Elf64_Shdr (64 B): sh_type @4 (u32), sh_offset @24, sh_size @32 (u64), sh_link @40 (u32), sh_entsize @56
 ///   Elf64_Sym  (24 B): st_name @0 (u32), st_info @4 (u8), st_shndx @6 (u16), st_value @8, st_size @16 (u64)
+///   Elf64_Shdr sh_name @0 (u32, into the section names at e_shstrndx), sh_addr @16 (u64)
+///   Elf64_Rela (24 B): r_offset @0, r_info @8 (symbol index in the high 32 bits), r_addend @16
+///
+/// PLT stubs have no symbol: they are named `<symbol>@plt`, as objdump
+/// names them (``PLT``).
 final class ELFSymbolTable: @unchecked Sendable {
   // Immutable after init; the mapping is only read.
   private let base: UnsafeRawPointer?
@@ -27,6 +32,7 @@ final class ELFSymbolTable: @unchecked Sendable {
   private let addresses: [UInt64]
   private let sizes: [UInt64]
   private let nameOffsets: [Int]  // absolute file offsets of NUL-terminated names
+  private let plt: PLT?
   /// The memory is a file mapping of ours (unmapped in deinit), not the vDSO.
   private let ownsMapping: Bool
   /// Names were read since the last ``releasePages()``.
@@ -52,6 +58,7 @@ final class ELFSymbolTable: @unchecked Sendable {
     self.addresses = symbols.map(\.address)
     self.sizes = symbols.map(\.size)
     self.nameOffsets = symbols.map(\.nameOffset)
+    self.plt = PLT(UnsafeRawBufferPointer(start: base, count: length))
     self.ownsMapping = true
     FreedMemory.noteTransientWork()
     // Reading the tables touched every page of .symtab: clean file pages,
@@ -77,6 +84,7 @@ final class ELFSymbolTable: @unchecked Sendable {
     self.addresses = symbols.map(\.address)
     self.sizes = symbols.map(\.size)
     self.nameOffsets = symbols.map(\.nameOffset)
+    self.plt = nil
     self.ownsMapping = false
   }
 
@@ -119,6 +127,9 @@ final class ELFSymbolTable: @unchecked Sendable {
   /// The function containing `address` (an ELF virtual address, i.e. runtime
   /// address minus the load bias) and the offset into it.
   func lookup(_ address: UInt64) -> (name: String, offset: UInt64)? {
+    if let plt, let (index, offset) = plt.stub(at: address), plt.nameOffsets[index] >= 0 {
+      return (name(at: plt.nameOffsets[index]) + "@plt", offset)
+    }
     let low = addresses.countNotAfter(address) { $0 }
     guard low > 0 else { return nil }
     let index = low - 1
@@ -228,5 +239,95 @@ final class ELFSymbolTable: @unchecked Sendable {
       unique.append(symbol)
     }
     return unique
+  }
+
+  /// The stubs of the procedure linkage table (x86_64), 16 bytes each, in
+  /// `.plt.sec` (IBT) or else `.plt`. Each stub jumps through its GOT slot
+  /// (`jmp *disp32(%rip)`, `ff 25`, after an `endbr64` and a `bnd` prefix
+  /// in `.plt.sec`); the `.rela.plt` entry for that slot names the stub, as
+  /// binutils' synthetic `@plt` symbols do. Entries that decode to no slot
+  /// (`.plt`'s header, IRELATIVE stubs) stay unnamed.
+  struct PLT {
+    var start: UInt64
+    /// Per stub, the file offset of its symbol's name; -1: unnamed.
+    var nameOffsets: [Int]
+
+    func stub(at address: UInt64) -> (index: Int, offset: UInt64)? {
+      guard address >= start else { return nil }
+      let index = (address - start) / 16
+      guard index < UInt64(nameOffsets.count) else { return nil }
+      return (Int(index), (address - start) % 16)
+    }
+
+    init?(_ file: UnsafeRawBufferPointer) {
+      #if arch(x86_64)
+      func u16(_ offset: Int) -> UInt16? {
+        offset >= 0 && offset + 2 <= file.count ? file.loadUnaligned(fromByteOffset: offset, as: UInt16.self) : nil
+      }
+      func u32(_ offset: Int) -> UInt32? {
+        offset >= 0 && offset + 4 <= file.count ? file.loadUnaligned(fromByteOffset: offset, as: UInt32.self) : nil
+      }
+      func u64(_ offset: Int) -> UInt64? {
+        offset >= 0 && offset + 8 <= file.count ? file.loadUnaligned(fromByteOffset: offset, as: UInt64.self) : nil
+      }
+      guard file.count >= 64, file[0] == 0x7F, file[4] == 2, file[5] == 1, let sectionOffset = u64(40),
+        let entrySize = u16(58), let sectionCount = u16(60), let namesIndex = u16(62), entrySize >= 64,
+        namesIndex < sectionCount, sectionOffset < UInt64(file.count)
+      else { return nil }
+      func header(_ index: Int) -> Int { Int(sectionOffset) + index * Int(entrySize) }
+      guard let namesOffset = u64(header(Int(namesIndex)) + 24), namesOffset < UInt64(file.count) else { return nil }
+      func sectionName(_ index: Int) -> String? {
+        guard let name = u32(header(index)) else { return nil }
+        let start = Int(namesOffset) + Int(name)
+        guard start < file.count else { return nil }
+        var end = start
+        while end < file.count && end - start < 32 && file[end] != 0 { end += 1 }
+        return String(decoding: UnsafeRawBufferPointer(rebasing: file[start..<end]), as: UTF8.self)
+      }
+      var sections: [String: Int] = [:]
+      for index in 0..<Int(sectionCount) {
+        if let name = sectionName(index), [".plt", ".plt.sec", ".rela.plt"].contains(name) { sections[name] = index }
+      }
+      guard let relocations = sections[".rela.plt"], let relocationsOffset = u64(header(relocations) + 24),
+        let relocationsSize = u64(header(relocations) + 32), let symbolsIndex = u32(header(relocations) + 40),
+        relocationsOffset <= UInt64(file.count), relocationsSize <= UInt64(file.count) - relocationsOffset,
+        Int(symbolsIndex) < Int(sectionCount), let symbolsOffset = u64(header(Int(symbolsIndex)) + 24),
+        let symbolsSize = u64(header(Int(symbolsIndex)) + 32), let stringsIndex = u32(header(Int(symbolsIndex)) + 40),
+        Int(stringsIndex) < Int(sectionCount), let stringsOffset = u64(header(Int(stringsIndex)) + 24),
+        let stringsSize = u64(header(Int(stringsIndex)) + 32),
+        let stubs = sections[".plt.sec"] ?? sections[".plt"], let address = u64(header(stubs) + 16),
+        let stubsOffset = u64(header(stubs) + 24), let stubsSize = u64(header(stubs) + 32),
+        stubsOffset <= UInt64(file.count), stubsSize <= UInt64(file.count) - stubsOffset
+      else { return nil }
+      // GOT slot → the name of the symbol bound there.
+      var slots: [UInt64: Int] = [:]
+      for index in 0..<Int(relocationsSize / 24) {
+        let entry = Int(relocationsOffset) + index * 24
+        guard let slot = u64(entry), let info = u64(entry + 8) else { break }
+        let symbol = info >> 32
+        guard symbol > 0, (symbol + 1) * 24 <= symbolsSize, let name = u32(Int(symbolsOffset) + Int(symbol) * 24),
+          UInt64(name) < stringsSize
+        else { continue }
+        slots[slot] = Int(stringsOffset) + Int(name)
+      }
+      guard !slots.isEmpty else { return nil }
+      var names: [Int] = []
+      for stub in 0..<Int(stubsSize / 16) {
+        let offset = Int(stubsOffset) + stub * 16
+        var name = -1
+        for at in [0, 4, 5] where offset + at + 6 <= file.count && file[offset + at] == 0xFF && file[offset + at + 1] == 0x25 {
+          guard let displacement = u32(offset + at + 2) else { break }
+          let slot = address &+ UInt64(stub * 16 + at + 6) &+ UInt64(bitPattern: Int64(Int32(bitPattern: displacement)))
+          name = slots[slot] ?? -1
+          break
+        }
+        names.append(name)
+      }
+      start = address
+      nameOffsets = names
+      #else
+      return nil
+      #endif
+    }
   }
 }

@@ -67,15 +67,27 @@ private func threadCPUNanoseconds() -> UInt64 {
     receiver.arguments = ["python3", supportDirectory + "/otlp_receiver.py", out, "2"]
     let pipe = Pipe()
     receiver.standardOutput = pipe
-    // Not this process's output: the test runner waits for every writer of it.
-    receiver.standardError = FileHandle(forWritingAtPath: "/dev/null")
+    // Not this process's output (the test runner waits for every writer of
+    // it): a file of its own, read when the receiver does not start.
+    let receiverErrors = scratch + "/receiver.err"
+    FileManager.default.createFile(atPath: receiverErrors, contents: nil)
+    receiver.standardError = FileHandle(forWritingAtPath: receiverErrors)
     try receiver.run()
     defer {
       kill(receiver.processIdentifier, SIGKILL)
       receiver.waitUntilExit()
     }
-    let first = String(decoding: pipe.fileHandleForReading.availableData, as: UTF8.self)
-    let port = try #require(first.split(separator: " ").last.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) })
+    // "PORT <n>\n", however the pipe splits it; empty at end of file.
+    var first = ""
+    while !first.contains("\n") {
+      let chunk = pipe.fileHandleForReading.availableData
+      if chunk.isEmpty { break }
+      first += String(decoding: chunk, as: UTF8.self)
+    }
+    let line = first.split(separator: "\n").first { $0.hasPrefix("PORT ") }
+    let port = try #require(
+      line.flatMap { Int($0.dropFirst(5).trimmingCharacters(in: .whitespaces)) },
+      "the receiver did not start: \(first) \((try? String(contentsOfFile: receiverErrors, encoding: .utf8)) ?? "")")
 
     let environment = [
       "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:\(port)",
