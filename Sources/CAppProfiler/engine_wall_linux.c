@@ -28,9 +28,7 @@ static int wall_arm(cap_session *s, cap_sampler *sampler, cap_thread *t, int32_t
   return 0;
 }
 
-static void write_record(cap_session *s, cap_sampler *sampler, int32_t tid, uint64_t timestamp,
-                         uint64_t weight, uint16_t flags) {
-  (void)sampler;
+static void write_record(cap_session *s, int32_t tid, uint64_t timestamp, uint64_t weight, uint16_t flags) {
   cap_slot *slot = cap_slot_acquire(s);
   if (slot == 0) return;
   slot->header.timestamp_ns = timestamp;
@@ -46,8 +44,9 @@ static void write_record(cap_session *s, cap_sampler *sampler, int32_t tid, uint
 }
 
 static void wall_flush(cap_session *s, cap_sampler *sampler, cap_thread *t, int32_t tid) {
+  (void)sampler;
   if (t->repeat_count == 0) return;
-  write_record(s, sampler, tid, t->repeat_first_ns, t->repeat_count,
+  write_record(s, tid, t->repeat_first_ns, t->repeat_count,
                (uint16_t)(CAP_SAMPLE_REPEAT | t->repeat_flags));
   t->repeat_count = 0;
 }
@@ -171,7 +170,7 @@ static void wall_finish(cap_session *s, cap_sampler *sampler) {
       flags = CAP_SAMPLE_UNDELIVERED | CAP_SAMPLE_SIGNAL_BLOCKED;
       CAP_COUNT(s, undelivered_ticks, 1);
     }
-    write_record(s, sampler, tid, t->pending_since_ns, 1, (uint16_t)(CAP_SAMPLE_REPEAT | flags));
+    write_record(s, tid, t->pending_since_ns, 1, (uint16_t)(CAP_SAMPLE_REPEAT | flags));
     atomic_store(&t->pending, 0);
   }
 }

@@ -327,6 +327,15 @@ static const cap_engine *choose_engine(const cap_config *config, cap_session *s,
     *error = -EINVAL;
     return 0;
   }
+  // Perf events' signals carry no cookie: the handler gives them to the cpu
+  // session, so no other session may arm them.
+  if (wanted == &cap_engine_perf && config->session != CAP_SESSION_CPU) {
+    if (config->engine != CAP_ENGINE_AUTO) {
+      *error = -EINVAL;
+      return 0;
+    }
+    wanted = &cap_engine_timer;
+  }
   int probe = wanted->probe ? wanted->probe(s, sampler) : 0;
   if (probe == 0) return wanted;
   if (config->engine != CAP_ENGINE_AUTO) {

@@ -54,11 +54,6 @@ struct SampleLog: Sendable {
     threads[tid, default: []].append(sample)
   }
 
-  /// Adds a thread with no samples yet.
-  mutating func addThread(_ tid: Int32) {
-    if threads[tid] == nil { threads[tid] = [] }
-  }
-
   mutating func removeThread(_ tid: Int32) {
     threads[tid] = nil
     dropped[tid] = nil

@@ -186,15 +186,8 @@ final class ELFSymbolTable: @unchecked Sendable {
   /// All STT_FUNC / STT_GNU_IFUNC symbols with a non-zero address, sorted by
   /// address (duplicates at one address keep the first, preferring `.symtab`).
   static func readFunctions(_ file: UnsafeRawBufferPointer) -> [Symbol] {
-    func u16(_ offset: Int) -> UInt16? {
-      offset >= 0 && offset + 2 <= file.count ? file.loadUnaligned(fromByteOffset: offset, as: UInt16.self) : nil
-    }
-    func u32(_ offset: Int) -> UInt32? {
-      offset >= 0 && offset + 4 <= file.count ? file.loadUnaligned(fromByteOffset: offset, as: UInt32.self) : nil
-    }
-    func u64(_ offset: Int) -> UInt64? {
-      offset >= 0 && offset + 8 <= file.count ? file.loadUnaligned(fromByteOffset: offset, as: UInt64.self) : nil
-    }
+    let bytes = ELFBytes(file)
+    let (u16, u32, u64) = (bytes.u16, bytes.u32, bytes.u64)
     // \x7fELF, ELFCLASS64, little-endian.
     guard file.count >= 64, file[0] == 0x7F, file[1] == 0x45, file[2] == 0x4C, file[3] == 0x46,
       file[4] == 2, file[5] == 1,
@@ -261,15 +254,8 @@ final class ELFSymbolTable: @unchecked Sendable {
 
     init?(_ file: UnsafeRawBufferPointer) {
       #if arch(x86_64)
-      func u16(_ offset: Int) -> UInt16? {
-        offset >= 0 && offset + 2 <= file.count ? file.loadUnaligned(fromByteOffset: offset, as: UInt16.self) : nil
-      }
-      func u32(_ offset: Int) -> UInt32? {
-        offset >= 0 && offset + 4 <= file.count ? file.loadUnaligned(fromByteOffset: offset, as: UInt32.self) : nil
-      }
-      func u64(_ offset: Int) -> UInt64? {
-        offset >= 0 && offset + 8 <= file.count ? file.loadUnaligned(fromByteOffset: offset, as: UInt64.self) : nil
-      }
+      let bytes = ELFBytes(file)
+      let (u16, u32, u64) = (bytes.u16, bytes.u32, bytes.u64)
       guard file.count >= 64, file[0] == 0x7F, file[4] == 2, file[5] == 1, let sectionOffset = u64(40),
         let entrySize = u16(58), let sectionCount = u16(60), let namesIndex = u16(62), entrySize >= 64,
         namesIndex < sectionCount, sectionOffset < UInt64(file.count)
@@ -329,5 +315,22 @@ final class ELFSymbolTable: @unchecked Sendable {
       return nil
       #endif
     }
+  }
+}
+
+/// Bounds-checked little-endian reads of an ELF file in memory: nil past
+/// its end, so a truncated or odd file gives fewer symbols, never a crash.
+struct ELFBytes {
+  let file: UnsafeRawBufferPointer
+
+  init(_ file: UnsafeRawBufferPointer) { self.file = file }
+
+  func u16(_ offset: Int) -> UInt16? { load(offset, as: UInt16.self) }
+  func u32(_ offset: Int) -> UInt32? { load(offset, as: UInt32.self) }
+  func u64(_ offset: Int) -> UInt64? { load(offset, as: UInt64.self) }
+
+  private func load<T: FixedWidthInteger>(_ offset: Int, as type: T.Type) -> T? {
+    offset >= 0 && offset <= file.count - MemoryLayout<T>.size
+      ? file.loadUnaligned(fromByteOffset: offset, as: T.self) : nil
   }
 }
